@@ -1,0 +1,131 @@
+//! Per-process CPU time: where it comes from (the kernel program, or `/proc`)
+//! and the one shape both sources produce.
+pub mod bpf;
+pub mod meta;
+pub mod procfs;
+
+use std::{fmt, path::PathBuf, time::Duration};
+
+/// One process, stable across PID reuse: its tgid and its start time.
+///
+/// `start_ns` is the start time in ns since boot when the source knows it
+/// (BPF with BTF: exact; procfs: clock-tick resolution), else 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProcessKey {
+    pub pid: u32,
+    pub start_ns: u64,
+}
+
+/// What a process did during one interval.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProcessSample {
+    pub key: ProcessKey,
+    /// Kernel `comm` (at most 15 bytes), also known for processes that already exited.
+    pub comm: String,
+    /// cgroup v2 id (the cgroup directory's inode), when known.
+    pub cgroup_id: Option<u64>,
+    /// Readable metadata; `None` once the process is gone or when access is denied.
+    pub meta: Option<ProcessMeta>,
+    /// On-CPU ns during the interval, indexed by CPU number. Empty when the
+    /// source cannot tell CPUs apart (procfs): then only `total_ns` is known.
+    pub per_cpu_ns: Vec<u64>,
+    /// On-CPU ns during the interval, all CPUs.
+    pub total_ns: u64,
+    /// The process has exited: this is its last sample.
+    pub exited: bool,
+}
+
+/// What `/proc/PID` says about a process, read once when it is first seen.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcessMeta {
+    pub exe: Option<PathBuf>,
+    pub cmdline: Vec<String>,
+    /// Path relative to the cgroup v2 root (e.g. `/system.slice/ssh.service`).
+    pub cgroup_path: Option<String>,
+}
+
+/// How the CPU times of a sample were measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuTimeMethod {
+    /// Kernel program reading `sum_exec_runtime` (BTF): exact.
+    BpfRuntime,
+    /// Kernel program summing timestamps at switches (no BTF): includes steal time.
+    BpfTimestamp,
+    /// `/proc/PID/stat` utime+stime (clock ticks) or schedstat (ns).
+    Procfs,
+}
+
+impl CpuTimeMethod {
+    /// The label value used in every exporter (`bpf` or `procfs`).
+    #[must_use]
+    pub const fn source(self) -> &'static str {
+        match self {
+            Self::BpfRuntime | Self::BpfTimestamp => "bpf",
+            Self::Procfs => "procfs",
+        }
+    }
+}
+
+impl fmt::Display for CpuTimeMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::BpfRuntime => "bpf (sched_switch, exact sum_exec_runtime via BTF)",
+            Self::BpfTimestamp => "bpf (sched_switch, timestamp deltas)",
+            Self::Procfs => "procfs (/proc/PID/stat)",
+        })
+    }
+}
+
+/// Counters of what could not be measured. Cumulative since the agent started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LossCounters {
+    /// On-CPU ns that the kernel program could not record (map full).
+    pub dropped_ns: u64,
+    /// Slices that the kernel program could not record (map full).
+    pub dropped_slices: u64,
+    /// Process exits that could not be recorded (map full).
+    pub dropped_exits: u64,
+    /// Switches whose outgoing task was not the one seen coming in.
+    pub mismatches: u64,
+}
+
+/// CPU time of every process during one interval.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CpuSample {
+    /// Wall time since the previous sample (monotonic clock). Zero for the first (baseline).
+    pub interval: Duration,
+    /// Processes that ran (or exited) during the interval.
+    pub processes: Vec<ProcessSample>,
+    /// Idle ns during the interval, indexed by CPU number.
+    pub idle_ns: Vec<u64>,
+    pub losses: LossCounters,
+}
+
+/// A source of per-process CPU time. `sample` returns what happened since the
+/// previous call; the first call establishes the baseline.
+pub trait CpuTimeSource: Send {
+    fn method(&self) -> CpuTimeMethod;
+    fn sample(&mut self) -> Result<CpuSample, CpuTimeError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CpuTimeError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading {path}: {source}")]
+    Proc {
+        path: PathBuf,
+        #[source]
+        source: ::procfs::ProcError,
+    },
+    #[error("reading BPF map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}

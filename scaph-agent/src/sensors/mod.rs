@@ -1,0 +1,90 @@
+//! Energy sensors: where the joules come from.
+//!
+//! Every sensor turns its raw readings into energy *deltas* in joules for the
+//! interval since its previous poll (counter wrap and implausible values are
+//! handled inside the sensor, before anything is summed). The first poll is a
+//! baseline and yields no deltas.
+use std::{path::PathBuf, time::Duration};
+
+/// What kind of RAPL domain (or pseudo-domain) a zone measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DomainKind {
+    /// Whole CPU package (`package-N`).
+    Package,
+    /// Cores of a package (`core`, PP0). Part of `Package`.
+    Core,
+    /// Integrated GPU / uncore (`uncore`, PP1). Part of `Package`.
+    Uncore,
+    /// Memory attached to a package (`dram`). Not part of `Package`.
+    Dram,
+    /// Whole platform (`psys`): host-wide, not tied to a socket.
+    Psys,
+}
+
+/// Where a sensor's numbers come from: exporters label every value with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnergyOrigin {
+    /// Read from hardware counters (RAPL through powercap).
+    Measured,
+    /// Computed from CPU utilisation with a linear model: not a measurement.
+    Estimated,
+    /// Read from the tree the hypervisor's qemu exporter writes (`--vm`).
+    Vm,
+}
+
+/// Energy of one zone over one interval.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ZoneEnergy {
+    /// Socket (package) index; `None` for host-wide zones (psys).
+    pub socket: Option<u32>,
+    pub kind: DomainKind,
+    /// Zone name as the sensor found it (`package-0`, `core`, `dram`, `psys`, ...).
+    pub name: String,
+    /// Powercap path of the zone, when there is one (for messages and labels).
+    pub path: Option<PathBuf>,
+    /// Energy during the interval, joules. Never negative.
+    pub joules: f64,
+}
+
+/// One poll's result.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EnergyReading {
+    /// Time since the previous poll (monotonic). Zero on the baseline poll.
+    pub interval: Duration,
+    /// Deltas per zone; empty on the baseline poll.
+    pub zones: Vec<ZoneEnergy>,
+    /// Deltas dropped because they were implausible (cumulative count).
+    pub implausible_dropped: u64,
+}
+
+/// What an estimating sensor needs to know about the interval.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Utilisation {
+    /// Busy fraction (0..=1) per CPU during the interval, indexed by CPU number.
+    pub busy: Vec<f64>,
+}
+
+/// A source of energy readings.
+pub trait EnergySensor: Send {
+    /// Short name used in labels and logs (`powercap_rapl`, `estimate`, `vm`).
+    fn name(&self) -> &'static str;
+    fn origin(&self) -> EnergyOrigin;
+    /// Reads the counters. `utilisation` is used only by estimating sensors.
+    fn poll(&mut self, utilisation: &Utilisation) -> Result<EnergyReading, SensorError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SensorError {
+    #[error("no powercap zones under {path}")]
+    NoZones { path: PathBuf },
+    #[error("permission denied reading {path}: since Linux 5.10 (CVE-2020-8694) energy_uj is readable by root only; run scaph as root or give it read access to that file")]
+    PermissionDenied { path: PathBuf },
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot parse {content:?} as an integer")]
+    Parse { path: PathBuf, content: String },
+}

@@ -1,0 +1,161 @@
+//! Plain data shared by `scaph-ebpf` (kernel side) and `scaph-agent` (user side).
+//!
+//! Every struct is `repr(C)` and free of implicit padding, so the bytes the
+//! kernel writes are exactly the bytes userspace reads.
+#![no_std]
+
+/// Map names, as the loader looks them up in the object file.
+pub mod maps {
+    /// `HashMap<ProcCpuKey, ProcCpuValue>`: cumulative on-CPU ns per process and CPU.
+    pub const PROC_CPU: &str = "PROC_CPU";
+    /// `HashMap<ProcKey, u64>`: processes whose last thread has exited, with the exit time.
+    pub const EXITED: &str = "EXITED";
+    /// `PerCpuArray<CpuState>` with one slot: per-CPU switch state, idle time and loss counters.
+    pub const CPU_STATE: &str = "CPU_STATE";
+}
+
+/// Program names in the object file.
+pub mod programs {
+    /// `tp_btf/sched_switch`: reads `prev->se.sum_exec_runtime` (exact).
+    pub const SWITCH_BTF: &str = "sched_switch_btf";
+    /// `tracepoint/sched/sched_switch`: sums `bpf_ktime_get_ns` deltas (no BTF needed).
+    pub const SWITCH_TP: &str = "sched_switch_tp";
+    /// `tp_btf/sched_process_exit`.
+    pub const EXIT_BTF: &str = "sched_process_exit_btf";
+    /// `tracepoint/sched/sched_process_exit`.
+    pub const EXIT_TP: &str = "sched_process_exit_tp";
+}
+
+/// Names of the read-only globals the loader sets before loading.
+pub mod globals {
+    /// Byte offsets inside `struct task_struct`, found in the kernel's BTF
+    /// (only used by the BTF programs). See [`crate::TaskOffsets`].
+    pub const TASK_OFFSETS: &str = "TASK_OFFSETS";
+}
+
+/// Capacities of the maps. Userspace reads and prunes them every `--step`, so
+/// these bound the number of distinct (process, CPU) pairs and exits that can
+/// be seen between two reads.
+pub const PROC_CPU_CAPACITY: u32 = 65_536;
+/// See [`PROC_CPU_CAPACITY`].
+pub const EXITED_CAPACITY: u32 = 16_384;
+
+/// Length of a task's `comm` in the kernel (`TASK_COMM_LEN`).
+pub const COMM_LEN: usize = 16;
+
+/// Offsets of the `task_struct` fields the BTF program reads.
+///
+/// All zero means "not set": the BTF programs then record nothing.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct TaskOffsets {
+    /// `task_struct.se.sum_exec_runtime` (u64, ns).
+    pub sum_exec_runtime: u32,
+    /// `task_struct.pid` (i32, the thread id).
+    pub pid: u32,
+    /// `task_struct.tgid` (i32, the process id).
+    pub tgid: u32,
+    /// `task_struct.group_leader` (pointer).
+    pub group_leader: u32,
+    /// `task_struct.start_boottime` (u64, ns since boot incl. suspend).
+    pub start_boottime: u32,
+    /// `task_struct.comm` (`[u8; 16]`).
+    pub comm: u32,
+}
+
+/// Key of `PROC_CPU`: one process on one CPU.
+///
+/// `start_ns` is the process's start time (`start_boottime` of the thread
+/// group leader), so that a reused PID is a new key. It is 0 in timestamp
+/// mode, where the kernel's task layout is unknown.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(C)]
+pub struct ProcCpuKey {
+    pub tgid: u32,
+    pub cpu: u32,
+    pub start_ns: u64,
+}
+
+impl ProcCpuKey {
+    /// The process this key belongs to, without the CPU.
+    #[must_use]
+    pub const fn process(&self) -> ProcKey {
+        ProcKey { tgid: self.tgid, reserved: 0, start_ns: self.start_ns }
+    }
+}
+
+/// Value of `PROC_CPU`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct ProcCpuValue {
+    /// Cumulative on-CPU time of the process on this CPU, ns.
+    pub runtime_ns: u64,
+    /// cgroup v2 id of the task when the entry was created (its directory's inode).
+    pub cgroup_id: u64,
+    /// `comm` of the process (thread group leader in BTF mode, else the thread).
+    pub comm: [u8; COMM_LEN],
+}
+
+/// A process, independent of CPUs: key of `EXITED`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(C)]
+pub struct ProcKey {
+    pub tgid: u32,
+    /// Always 0; keeps the layout explicit.
+    pub reserved: u32,
+    pub start_ns: u64,
+}
+
+/// Per-CPU state of the switch program (one slot of a per-CPU array).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct CpuState {
+    /// `bpf_ktime_get_ns` at the last context switch on this CPU.
+    pub last_switch_ns: u64,
+    /// `sum_exec_runtime` of the task switched in at the last switch (BTF mode).
+    pub next_runtime_ns: u64,
+    /// Cumulative time this CPU ran its idle task, ns.
+    pub idle_ns: u64,
+    /// Context switches seen on this CPU.
+    pub switches: u64,
+    /// On-CPU time that could not be recorded because `PROC_CPU` was full, ns.
+    pub dropped_ns: u64,
+    /// Number of slices that could not be recorded because `PROC_CPU` was full.
+    pub dropped_slices: u64,
+    /// Switches whose outgoing task was not the one recorded as switched in
+    /// (first event after attach, or tasks the tracepoint never shows coming in).
+    pub mismatches: u64,
+    /// Exits that could not be recorded because `EXITED` was full.
+    pub dropped_exits: u64,
+    /// Thread id switched in at the last switch.
+    pub next_pid: u32,
+    /// Always 0; keeps the layout explicit.
+    pub reserved: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C), Copy, made of integers, with no padding.
+    unsafe impl aya::Pod for super::TaskOffsets {}
+    unsafe impl aya::Pod for super::ProcCpuKey {}
+    unsafe impl aya::Pod for super::ProcCpuValue {}
+    unsafe impl aya::Pod for super::ProcKey {}
+    unsafe impl aya::Pod for super::CpuState {}
+}
+
+#[cfg(test)]
+mod tests {
+    use core::mem::size_of;
+
+    use super::*;
+
+    // The sum of the field sizes equals the struct size: no implicit padding.
+    #[test]
+    fn layouts_have_no_padding() {
+        assert_eq!(size_of::<TaskOffsets>(), 6 * 4);
+        assert_eq!(size_of::<ProcCpuKey>(), 4 + 4 + 8);
+        assert_eq!(size_of::<ProcCpuValue>(), 8 + 8 + COMM_LEN);
+        assert_eq!(size_of::<ProcKey>(), 4 + 4 + 8);
+        assert_eq!(size_of::<CpuState>(), 8 * 8 + 4 + 4);
+    }
+}

@@ -1,0 +1,250 @@
+//! scaph's kernel program.
+//!
+//! On every `sched_switch` the time the outgoing task spent on this CPU is
+//! added, in place, to its process's entry in `PROC_CPU` (key: process and
+//! CPU). Two variants share that logic:
+//!
+//! * `sched_switch_btf` (`tp_btf`, needs kernel BTF): the slice is the growth of
+//!   `prev->se.sum_exec_runtime` since the task was switched in, i.e. the
+//!   kernel's own accounting, exact to the nanosecond.
+//! * `sched_switch_tp` (classic tracepoint, no BTF needed): the slice is the
+//!   `bpf_ktime_get_ns` delta since the previous switch on this CPU (it also
+//!   counts hypervisor steal time, so it reads slightly high on VMs).
+//!
+//! Time of the idle task (pid 0) goes to the CPU's `idle_ns`. Exits of whole
+//! processes are recorded in `EXITED`, so userspace knows when an entry has
+//! its final value and can be removed.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
+    },
+    macros::{btf_tracepoint, map, tracepoint},
+    maps::{HashMap, PerCpuArray},
+    programs::{BtfTracePointContext, TracePointContext},
+};
+use scaph_common::{
+    CpuState, ProcCpuKey, ProcCpuValue, ProcKey, TaskOffsets, COMM_LEN, EXITED_CAPACITY,
+    PROC_CPU_CAPACITY,
+};
+
+#[map]
+static PROC_CPU: HashMap<ProcCpuKey, ProcCpuValue> =
+    HashMap::with_max_entries(PROC_CPU_CAPACITY, 0);
+
+#[map]
+static EXITED: HashMap<ProcKey, u64> = HashMap::with_max_entries(EXITED_CAPACITY, 0);
+
+#[map]
+static CPU_STATE: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
+
+/// Set by the loader from the kernel's BTF (see `scaph_common::globals`).
+#[no_mangle]
+static TASK_OFFSETS: TaskOffsets = TaskOffsets {
+    sum_exec_runtime: 0,
+    pid: 0,
+    tgid: 0,
+    group_leader: 0,
+    start_boottime: 0,
+    comm: 0,
+};
+
+// Field offsets in the classic tracepoint's record, from
+// /sys/kernel/tracing/events/sched/sched_switch/format (unchanged since 4.x;
+// the loader checks them against the running kernel before choosing this mode).
+const TP_SWITCH_PREV_PID: usize = 24;
+const TP_SWITCH_NEXT_PID: usize = 56;
+
+/// A process as seen at a switch: who it is, and how to name it if it is new.
+struct Proc {
+    tgid: u32,
+    start_ns: u64,
+    /// Where to read the process's `comm` (BTF mode); null: use the current thread's.
+    comm_src: *const u8,
+}
+
+#[btf_tracepoint(function = "sched_switch")]
+pub fn sched_switch_btf(ctx: BtfTracePointContext) -> i32 {
+    match try_sched_switch_btf(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+fn try_sched_switch_btf(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    // TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next, ...)
+    let prev: *const u8 = ctx.arg(1);
+    let next: *const u8 = ctx.arg(2);
+    let off = offsets();
+    if off.sum_exec_runtime == 0 {
+        return Err(());
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    let state = cpu_state()?;
+
+    let prev_pid: u32 = read(prev, off.pid)?;
+    let prev_runtime: u64 = read(prev, off.sum_exec_runtime)?;
+    let wall = if state.last_switch_ns == 0 { 0 } else { now.saturating_sub(state.last_switch_ns) };
+    let slice = if state.last_switch_ns != 0 && state.next_pid == prev_pid {
+        let ran = prev_runtime.wrapping_sub(state.next_runtime_ns);
+        // The kernel's runtime never exceeds wall time; anything else is a torn slot.
+        if ran > wall {
+            state.mismatches += 1;
+            wall
+        } else {
+            ran
+        }
+    } else {
+        state.mismatches += 1;
+        wall
+    };
+
+    if prev_pid == 0 {
+        state.idle_ns += wall;
+    } else if slice > 0 {
+        let tgid: u32 = read(prev, off.tgid)?;
+        let leader: *const u8 = read(prev, off.group_leader)?;
+        let start_ns: u64 = read(leader, off.start_boottime)?;
+        let comm_src = leader.wrapping_add(off.comm as usize);
+        record(state, &Proc { tgid, start_ns, comm_src }, slice);
+    }
+
+    state.switches += 1;
+    state.last_switch_ns = now;
+    state.next_pid = read(next, off.pid)?;
+    state.next_runtime_ns = read(next, off.sum_exec_runtime)?;
+    Ok(())
+}
+
+#[tracepoint(category = "sched", name = "sched_switch")]
+pub fn sched_switch_tp(ctx: TracePointContext) -> u32 {
+    match try_sched_switch_tp(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+fn try_sched_switch_tp(ctx: &TracePointContext) -> Result<(), ()> {
+    let now = unsafe { bpf_ktime_get_ns() };
+    let state = cpu_state()?;
+    let prev_pid: u32 = unsafe { ctx.read_at(TP_SWITCH_PREV_PID) }.map_err(|_| ())?;
+    let next_pid: u32 = unsafe { ctx.read_at(TP_SWITCH_NEXT_PID) }.map_err(|_| ())?;
+
+    if state.last_switch_ns != 0 {
+        if state.next_pid != prev_pid {
+            state.mismatches += 1;
+        }
+        let slice = now.saturating_sub(state.last_switch_ns);
+        if prev_pid == 0 {
+            state.idle_ns += slice;
+        } else {
+            // `current` is still the outgoing task here.
+            let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+            record(state, &Proc { tgid, start_ns: 0, comm_src: core::ptr::null() }, slice);
+        }
+    }
+
+    state.switches += 1;
+    state.last_switch_ns = now;
+    state.next_pid = next_pid;
+    Ok(())
+}
+
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit_btf(ctx: BtfTracePointContext) -> i32 {
+    match try_sched_process_exit_btf(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+fn try_sched_process_exit_btf(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    let task: *const u8 = ctx.arg(0);
+    let off = offsets();
+    if off.sum_exec_runtime == 0 {
+        return Err(());
+    }
+    let pid: u32 = read(task, off.pid)?;
+    let tgid: u32 = read(task, off.tgid)?;
+    if pid != tgid {
+        return Ok(()); // a thread, not the process
+    }
+    let start_ns: u64 = read(task, off.start_boottime)?;
+    mark_exited(ProcKey { tgid, reserved: 0, start_ns })
+}
+
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn sched_process_exit_tp(_ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (tgid, pid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    if pid == tgid {
+        let _ = mark_exited(ProcKey { tgid, reserved: 0, start_ns: 0 });
+    }
+    0
+}
+
+/// Adds `ns` to the process's entry for this CPU, creating it on first use.
+#[inline(always)]
+fn record(state: &mut CpuState, proc: &Proc, ns: u64) {
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let key = ProcCpuKey { tgid: proc.tgid, cpu, start_ns: proc.start_ns };
+    if let Some(entry) = PROC_CPU.get_ptr_mut(&key) {
+        // Only this CPU writes entries keyed with its number: no atomics needed.
+        unsafe { (*entry).runtime_ns += ns };
+        return;
+    }
+    let value = ProcCpuValue {
+        runtime_ns: ns,
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        comm: comm(proc.comm_src),
+    };
+    if PROC_CPU.insert(&key, &value, u64::from(BPF_NOEXIST)).is_err() {
+        state.dropped_ns += ns;
+        state.dropped_slices += 1;
+    }
+}
+
+fn mark_exited(key: ProcKey) -> Result<(), ()> {
+    let now = unsafe { bpf_ktime_get_ns() };
+    if EXITED.insert(&key, &now, 0).is_err() {
+        cpu_state()?.dropped_exits += 1;
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn comm(src: *const u8) -> [u8; COMM_LEN] {
+    if !src.is_null() {
+        if let Ok(comm) = unsafe { bpf_probe_read_kernel(src.cast::<[u8; COMM_LEN]>()) } {
+            return comm;
+        }
+    }
+    bpf_get_current_comm().unwrap_or([0; COMM_LEN])
+}
+
+#[inline(always)]
+fn offsets() -> TaskOffsets {
+    unsafe { core::ptr::read_volatile(&TASK_OFFSETS) }
+}
+
+#[inline(always)]
+fn cpu_state() -> Result<&'static mut CpuState, ()> {
+    let ptr = CPU_STATE.get_ptr_mut(0).ok_or(())?;
+    Ok(unsafe { &mut *ptr })
+}
+
+#[inline(always)]
+fn read<T>(base: *const u8, offset: u32) -> Result<T, ()> {
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize).cast::<T>()) }.map_err(|_| ())
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 4] = *b"GPL\0";

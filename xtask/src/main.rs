@@ -1,0 +1,118 @@
+//! `cargo xtask`: the developer commands (setup, run, test).
+mod setup;
+
+use std::{
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Developer tasks for scaph")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building the kernel program needs (rust-src, LLVM 22, bpf-linker).
+    Setup,
+    /// Set up, build (release) and start `scaph` (default: the stdout exporter).
+    Run {
+        /// Arguments passed to scaph, e.g. `-- prometheus`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, then run every unit test and the root-only integration tests.
+    Test {
+        /// Extra arguments for the integration test binary (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::ensure(),
+        Task::Run { args } => run(&args),
+        Task::Test { args } => test(&args),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+fn status(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+/// A command that runs as root: itself when already root, else through `sudo -E`.
+fn as_root(program: &Path) -> Command {
+    if setup::is_root() {
+        Command::new(program)
+    } else {
+        let mut cmd = Command::new("sudo");
+        cmd.arg("-E").arg(program);
+        cmd
+    }
+}
+
+fn run(args: &[String]) -> Result<()> {
+    setup::ensure()?;
+    status(cargo().args(["build", "--release", "--package", "scaph-agent"]))?;
+    let binary = workspace_root().join("target/release/scaph");
+    let args: Vec<String> = if args.is_empty() { vec!["stdout".into()] } else { args.to_vec() };
+    eprintln!("xtask: running {} {}", binary.display(), args.join(" "));
+    // exec: scaph receives SIGINT/SIGTERM itself and detaches its program cleanly.
+    let err = as_root(&binary).args(&args).exec();
+    Err(err).with_context(|| format!("executing {}", binary.display()))
+}
+
+fn test(args: &[String]) -> Result<()> {
+    setup::ensure()?;
+    // Unit tests of every default member: no root needed.
+    status(cargo().args(["test", "--workspace", "--exclude", "scaph-ebpf", "--exclude", "scaph-integration-tests"]))?;
+    // Integration tests: real kernel program, so root, and one thread (shared kernel state).
+    status(cargo().args(["build", "--package", "scaph-agent"]))?;
+    let out = cargo()
+        .args(["test", "--package", "scaph-integration-tests", "--no-run", "--message-format=json"])
+        .output()
+        .context("building the integration tests")?;
+    if !out.status.success() {
+        std::io::Write::write_all(&mut std::io::stderr(), &out.stderr)?;
+        bail!("building the integration tests failed");
+    }
+    for binary in test_executables(&out.stdout) {
+        eprintln!("xtask: running {} as root, one thread", binary.display());
+        status(as_root(&binary).args(["--test-threads=1"]).args(args))?;
+    }
+    Ok(())
+}
+
+/// The test executables cargo reported in its JSON messages.
+fn test_executables(json_lines: &[u8]) -> Vec<PathBuf> {
+    String::from_utf8_lossy(json_lines)
+        .lines()
+        .filter(|l| l.contains("\"reason\":\"compiler-artifact\"") && l.contains("\"test\":true"))
+        .filter_map(|l| {
+            let start = l.find("\"executable\":\"")? + "\"executable\":\"".len();
+            let end = start + l[start..].find('"')?;
+            Some(PathBuf::from(&l[start..end]))
+        })
+        .collect()
+}

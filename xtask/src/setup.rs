@@ -1,0 +1,119 @@
+//! Installs what the eBPF build needs, on a fresh Debian-like machine.
+//!
+//! Facts this relies on (../shared/reference/toolchain.md): the rustc that
+//! compiles the eBPF crate and bpf-linker must use the same LLVM major (22),
+//! bpf-linker is built against Debian's llvm-22-dev, and the eBPF crate needs
+//! `rust-src` for `-Z build-std=core`.
+use std::process::Command;
+
+use anyhow::{bail, Context as _, Result};
+
+/// The toolchain aya-build uses for the kernel crate (its default).
+const EBPF_TOOLCHAIN: &str = "nightly";
+const LLVM_MAJOR: &str = "22";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const APT_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev"];
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub fn ensure() -> Result<()> {
+    ensure_rust_src()?;
+    check_llvm_of_toolchain();
+    ensure_bpf_linker()?;
+    ensure_tracefs();
+    Ok(())
+}
+
+fn ensure_rust_src() -> Result<()> {
+    let installed = output("rustup", &["component", "list", "--installed", "--toolchain", EBPF_TOOLCHAIN])
+        .unwrap_or_default();
+    if installed.lines().any(|l| l.starts_with("rust-src")) {
+        return Ok(());
+    }
+    eprintln!("xtask: adding rust-src to the {EBPF_TOOLCHAIN} toolchain");
+    run("rustup", &["component", "add", "rust-src", "--toolchain", EBPF_TOOLCHAIN])
+}
+
+fn check_llvm_of_toolchain() {
+    let Some(info) = output("rustc", &[&format!("+{EBPF_TOOLCHAIN}"), "-vV"]) else {
+        eprintln!("xtask: warning: no {EBPF_TOOLCHAIN} toolchain; the kernel program will not build");
+        return;
+    };
+    let llvm = info.lines().find_map(|l| l.strip_prefix("LLVM version: ")).unwrap_or("?");
+    if !llvm.starts_with(&format!("{LLVM_MAJOR}.")) {
+        eprintln!(
+            "xtask: warning: rustc +{EBPF_TOOLCHAIN} uses LLVM {llvm}, bpf-linker uses LLVM {LLVM_MAJOR}; \
+             the eBPF link will fail with 'Invalid record'. Install a toolchain on LLVM {LLVM_MAJOR}."
+        );
+    }
+}
+
+fn ensure_bpf_linker() -> Result<()> {
+    if output("bpf-linker", &["--version"]).is_some() {
+        return Ok(());
+    }
+    let install = format!(
+        "LLVM_PREFIX=/usr/lib/llvm-{LLVM_MAJOR} cargo install bpf-linker --version {BPF_LINKER_VERSION} \
+         --no-default-features --features llvm-{LLVM_MAJOR}"
+    );
+    if !is_root() {
+        bail!(
+            "bpf-linker is missing. Run, then retry:\n  sudo apt-get update && sudo apt-get install -y {}\n  {install}",
+            APT_PACKAGES.join(" ")
+        );
+    }
+    let llvm_config = format!("/usr/lib/llvm-{LLVM_MAJOR}/bin/llvm-config");
+    if !std::path::Path::new(&llvm_config).exists() {
+        eprintln!("xtask: installing {} (apt)", APT_PACKAGES.join(" "));
+        run("apt-get", &["update", "-q"])?;
+        let mut args = vec!["install", "-y", "-q"];
+        args.extend_from_slice(APT_PACKAGES);
+        run_env("apt-get", &args, &[("DEBIAN_FRONTEND", "noninteractive")])?;
+    }
+    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against LLVM {LLVM_MAJOR} (a few minutes)");
+    run_env(
+        "cargo",
+        &[
+            "install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--no-default-features",
+            "--features", &format!("llvm-{LLVM_MAJOR}"),
+        ],
+        &[("LLVM_PREFIX", &format!("/usr/lib/llvm-{LLVM_MAJOR}"))],
+    )?;
+    if output("bpf-linker", &["--version"]).is_none() {
+        bail!("bpf-linker was installed but is not on PATH: add ~/.cargo/bin to PATH");
+    }
+    Ok(())
+}
+
+/// The classic-tracepoint mode (kernels without BTF) needs tracefs mounted.
+fn ensure_tracefs() {
+    let dir = std::path::Path::new("/sys/kernel/tracing");
+    let empty = std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false);
+    if empty && is_root() {
+        let _ = Command::new("mount").args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"]).status();
+    }
+}
+
+fn output(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn run(program: &str, args: &[&str]) -> Result<()> {
+    run_env(program, args, &[])
+}
+
+fn run_env(program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<()> {
+    let status = Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .status()
+        .with_context(|| format!("starting {program}"))?;
+    if !status.success() {
+        bail!("{program} {} failed: {status}", args.join(" "));
+    }
+    Ok(())
+}
