@@ -1,1 +1,3 @@
+mod cputime;
+mod sensors;
 fn main() {}
