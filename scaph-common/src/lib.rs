@@ -8,7 +8,7 @@
 pub mod maps {
     /// `HashMap<ProcCpuKey, ProcCpuValue>`: cumulative on-CPU ns per process and CPU.
     pub const PROC_CPU: &str = "PROC_CPU";
-    /// `HashMap<ProcKey, u64>`: processes whose last thread has exited, with the exit time.
+    /// `HashMap<ProcKey, ProcExit>`: processes whose leader has exited, with their final `comm`.
     pub const EXITED: &str = "EXITED";
     /// `PerCpuArray<CpuState>` with one slot: per-CPU switch state, idle time and loss counters.
     pub const CPU_STATE: &str = "CPU_STATE";
@@ -106,6 +106,17 @@ pub struct ProcKey {
     pub start_ns: u64,
 }
 
+/// Value of `EXITED`: what is known of a process when it exits.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct ProcExit {
+    /// `bpf_ktime_get_ns` at the exit.
+    pub exit_ns: u64,
+    /// The process's `comm` at exit (after any exec, unlike the `comm` of
+    /// entries created before the exec).
+    pub comm: [u8; COMM_LEN],
+}
+
 /// Per-CPU state of the switch program (one slot of a per-CPU array).
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
@@ -141,6 +152,7 @@ mod pod {
     unsafe impl aya::Pod for super::ProcCpuValue {}
     unsafe impl aya::Pod for super::ProcKey {}
     unsafe impl aya::Pod for super::CpuState {}
+    unsafe impl aya::Pod for super::ProcExit {}
 }
 
 #[cfg(test)]
@@ -157,5 +169,6 @@ mod tests {
         assert_eq!(size_of::<ProcCpuValue>(), 8 + 8 + COMM_LEN);
         assert_eq!(size_of::<ProcKey>(), 4 + 4 + 8);
         assert_eq!(size_of::<CpuState>(), 8 * 8 + 4 + 4);
+        assert_eq!(size_of::<ProcExit>(), 8 + COMM_LEN);
     }
 }

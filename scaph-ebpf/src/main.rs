@@ -28,7 +28,7 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use scaph_common::{
-    CpuState, ProcCpuKey, ProcCpuValue, ProcKey, TaskOffsets, COMM_LEN, EXITED_CAPACITY,
+    CpuState, ProcCpuKey, ProcCpuValue, ProcExit, ProcKey, TaskOffsets, COMM_LEN, EXITED_CAPACITY,
     PROC_CPU_CAPACITY,
 };
 
@@ -37,7 +37,7 @@ static PROC_CPU: HashMap<ProcCpuKey, ProcCpuValue> =
     HashMap::with_max_entries(PROC_CPU_CAPACITY, 0);
 
 #[map]
-static EXITED: HashMap<ProcKey, u64> = HashMap::with_max_entries(EXITED_CAPACITY, 0);
+static EXITED: HashMap<ProcKey, ProcExit> = HashMap::with_max_entries(EXITED_CAPACITY, 0);
 
 #[map]
 static CPU_STATE: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
@@ -171,7 +171,8 @@ fn try_sched_process_exit_btf(ctx: &BtfTracePointContext) -> Result<(), ()> {
         return Ok(()); // a thread, not the process
     }
     let start_ns: u64 = read(task, off.start_boottime)?;
-    mark_exited(ProcKey { tgid, reserved: 0, start_ns })
+    let comm = comm(task.wrapping_add(off.comm as usize));
+    mark_exited(ProcKey { tgid, reserved: 0, start_ns }, comm)
 }
 
 #[tracepoint(category = "sched", name = "sched_process_exit")]
@@ -179,7 +180,8 @@ pub fn sched_process_exit_tp(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, pid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     if pid == tgid {
-        let _ = mark_exited(ProcKey { tgid, reserved: 0, start_ns: 0 });
+        let comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+        let _ = mark_exited(ProcKey { tgid, reserved: 0, start_ns: 0 }, comm);
     }
     0
 }
@@ -205,9 +207,9 @@ fn record(state: &mut CpuState, proc: &Proc, ns: u64) {
     }
 }
 
-fn mark_exited(key: ProcKey) -> Result<(), ()> {
-    let now = unsafe { bpf_ktime_get_ns() };
-    if EXITED.insert(&key, &now, 0).is_err() {
+fn mark_exited(key: ProcKey, comm: [u8; COMM_LEN]) -> Result<(), ()> {
+    let exit = ProcExit { exit_ns: unsafe { bpf_ktime_get_ns() }, comm };
+    if EXITED.insert(&key, &exit, 0).is_err() {
         cpu_state()?.dropped_exits += 1;
     }
     Ok(())

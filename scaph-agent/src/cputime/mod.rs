@@ -1,6 +1,9 @@
 //! Per-process CPU time: where it comes from (the kernel program, or `/proc`)
 //! and the one shape both sources produce.
 pub mod bpf;
+pub mod btf;
+mod flush;
+pub mod loader;
 pub mod meta;
 pub mod procfs;
 
@@ -10,7 +13,7 @@ use std::{fmt, path::PathBuf, time::Duration};
 ///
 /// `start_ns` is the start time in ns since boot when the source knows it
 /// (BPF with BTF: exact; procfs: clock-tick resolution), else 0.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProcessKey {
     pub pid: u32,
     pub start_ns: u64,

@@ -1,0 +1,158 @@
+//! Loads the embedded kernel program and attaches it, choosing the most exact
+//! variant the running kernel supports.
+use std::path::{Path, PathBuf};
+
+use aya::{
+    programs::{BtfTracePoint, TracePoint},
+    Btf, Ebpf, EbpfLoader,
+};
+use log::{debug, info, warn};
+use scaph_common::{globals, programs};
+
+use super::{btf, CpuTimeMethod};
+
+/// The object built from `scaph-ebpf` by build.rs (empty when bpf-linker was missing).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/scaph"));
+
+const TRACEFS_ROOTS: &[&str] = &["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("this scaph was built without its kernel program (bpf-linker was missing at build time; `cargo xtask run` installs it)")]
+    NotBuilt,
+    #[error("BPF load failure simulated by --simulate-bpf-failure")]
+    Simulated,
+    #[error("loading the kernel program: {0}")]
+    Ebpf(#[from] aya::EbpfError),
+    #[error("program {0} is missing from the object")]
+    MissingProgram(&'static str),
+    #[error("loading or attaching {program}: {source}")]
+    Program {
+        program: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("no tracefs with the sched_switch event (looked in {roots:?}); mount it: mount -t tracefs tracefs /sys/kernel/tracing")]
+    NoTracefs { roots: &'static [&'static str] },
+    #[error("{path}: field {field} is not at offset {expected}; the classic-tracepoint program does not match this kernel")]
+    Format { path: PathBuf, field: &'static str, expected: usize },
+}
+
+/// A loaded and attached program. Dropping it detaches everything.
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    pub method: CpuTimeMethod,
+}
+
+/// Loads the program: the exact BTF variant when the kernel's BTF gives the
+/// needed offsets, else the classic tracepoint variant.
+pub fn load(simulate_failure: bool) -> Result<Loaded, LoadError> {
+    if simulate_failure {
+        return Err(LoadError::Simulated);
+    }
+    if OBJECT.is_empty() {
+        return Err(LoadError::NotBuilt);
+    }
+    raise_memlock_limit();
+    match btf::task_offsets(Path::new(btf::VMLINUX_BTF)) {
+        Ok(offsets) => match load_btf(offsets) {
+            Ok(ebpf) => return Ok(Loaded { ebpf, method: CpuTimeMethod::BpfRuntime }),
+            Err(e) => warn!("exact (BTF) kernel program unavailable: {e}; trying the timestamp variant"),
+        },
+        Err(e) => info!("kernel BTF unusable ({e}); using the timestamp variant of the kernel program"),
+    }
+    let ebpf = load_tracepoint()?;
+    Ok(Loaded { ebpf, method: CpuTimeMethod::BpfTimestamp })
+}
+
+fn load_btf(offsets: scaph_common::TaskOffsets) -> Result<Ebpf, LoadError> {
+    debug!("task_struct offsets from BTF: {offsets:?}");
+    let btf = Btf::from_sys_fs().map_err(aya::EbpfError::from)?;
+    let mut ebpf = EbpfLoader::new().override_global(globals::TASK_OFFSETS, &offsets, true).load(OBJECT)?;
+    for (name, event) in [(programs::EXIT_BTF, "sched_process_exit"), (programs::SWITCH_BTF, "sched_switch")] {
+        let program: &mut BtfTracePoint = ebpf
+            .program_mut(name)
+            .ok_or(LoadError::MissingProgram(name))?
+            .try_into()
+            .map_err(|source| LoadError::Program { program: name, source })?;
+        program.load(event, &btf).map_err(|source| LoadError::Program { program: name, source })?;
+        program.attach().map_err(|source| LoadError::Program { program: name, source })?;
+    }
+    Ok(ebpf)
+}
+
+fn load_tracepoint() -> Result<Ebpf, LoadError> {
+    check_switch_format()?;
+    let mut ebpf = EbpfLoader::new().load(OBJECT)?;
+    for (name, event) in [(programs::EXIT_TP, "sched_process_exit"), (programs::SWITCH_TP, "sched_switch")] {
+        let program: &mut TracePoint = ebpf
+            .program_mut(name)
+            .ok_or(LoadError::MissingProgram(name))?
+            .try_into()
+            .map_err(|source| LoadError::Program { program: name, source })?;
+        program.load().map_err(|source| LoadError::Program { program: name, source })?;
+        program.attach("sched", event).map_err(|source| LoadError::Program { program: name, source })?;
+    }
+    Ok(ebpf)
+}
+
+/// The classic program reads `prev_pid` and `next_pid` at fixed offsets:
+/// check them against this kernel's event format before trusting them.
+fn check_switch_format() -> Result<(), LoadError> {
+    let (path, format) = TRACEFS_ROOTS
+        .iter()
+        .map(|root| Path::new(root).join("events/sched/sched_switch/format"))
+        .find_map(|path| std::fs::read_to_string(&path).ok().map(|text| (path, text)))
+        .ok_or(LoadError::NoTracefs { roots: TRACEFS_ROOTS })?;
+    for (field, expected) in [("prev_pid", 24), ("next_pid", 56)] {
+        if field_offset(&format, field) != Some(expected) {
+            return Err(LoadError::Format { path, field, expected });
+        }
+    }
+    Ok(())
+}
+
+/// Offset of `field` in a tracepoint format file (`field:pid_t prev_pid;\toffset:24;...`).
+fn field_offset(format: &str, field: &str) -> Option<usize> {
+    format.lines().find_map(|line| {
+        let decl = line.trim().strip_prefix("field:")?.split(';').next()?;
+        if decl.split_whitespace().last()? != field {
+            return None;
+        }
+        line.split("offset:").nth(1)?.split(';').next()?.trim().parse().ok()
+    })
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones ignore it.
+fn raise_memlock_limit() {
+    let limit = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: setrlimit only reads the struct we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) } != 0 {
+        debug!("could not raise RLIMIT_MEMLOCK: {}", std::io::Error::last_os_error());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SWITCH_FORMAT: &str = "name: sched_switch\nID: 316\nformat:\n\
+        \tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+        \tfield:char prev_comm[16];\toffset:8;\tsize:16;\tsigned:0;\n\
+        \tfield:pid_t prev_pid;\toffset:24;\tsize:4;\tsigned:1;\n\
+        \tfield:char next_comm[16];\toffset:40;\tsize:16;\tsigned:0;\n\
+        \tfield:pid_t next_pid;\toffset:56;\tsize:4;\tsigned:1;\n";
+
+    #[test]
+    fn reads_field_offsets_from_a_format_file() {
+        assert_eq!(field_offset(SWITCH_FORMAT, "prev_pid"), Some(24));
+        assert_eq!(field_offset(SWITCH_FORMAT, "next_pid"), Some(56));
+        assert_eq!(field_offset(SWITCH_FORMAT, "prev_comm"), None, "arrays are declared as name[16]");
+        assert_eq!(field_offset(SWITCH_FORMAT, "missing"), None);
+    }
+
+    #[test]
+    fn simulated_failure_is_reported_as_such() {
+        assert!(matches!(load(true), Err(LoadError::Simulated)));
+    }
+}

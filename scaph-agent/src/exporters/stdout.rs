@@ -1,0 +1,120 @@
+//! `scaph stdout`: a summary for people, refreshed every step.
+use std::io::{IsTerminal as _, Write};
+
+use regex::Regex;
+
+use super::{ExportError, Exporter};
+use crate::{
+    sensors::EnergyOrigin,
+    snapshot::{Energy, ProcessSnapshot, Snapshot},
+};
+
+/// Which processes to list.
+pub enum Selection {
+    Top(usize),
+    Matching(Regex),
+}
+
+pub struct StdoutExporter<W: Write> {
+    out: W,
+    selection: Selection,
+    /// Bold headings when the output is a terminal; plain text when piped.
+    styled: bool,
+}
+
+impl StdoutExporter<std::io::Stdout> {
+    pub fn to_stdout(selection: Selection) -> Self {
+        let out = std::io::stdout();
+        let styled = out.is_terminal();
+        Self { out, selection, styled }
+    }
+}
+
+impl<W: Write> StdoutExporter<W> {
+    pub fn new(out: W, selection: Selection, styled: bool) -> Self {
+        Self { out, selection, styled }
+    }
+
+    fn heading(&self, text: &str) -> String {
+        if self.styled {
+            format!("\x1b[1m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+}
+
+impl<W: Write> Exporter for StdoutExporter<W> {
+    fn export(&mut self, snap: &Snapshot) -> Result<(), ExportError> {
+        let text = render(snap, &self.selection, |t| self.heading(t));
+        self.out.write_all(text.as_bytes())?;
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
+fn watts(energy: Option<Energy>) -> String {
+    energy.map_or_else(|| "-".into(), |e| format!("{:.2} W", e.watts))
+}
+
+fn origin_label(origin: EnergyOrigin) -> &'static str {
+    match origin {
+        EnergyOrigin::Measured => "measured",
+        EnergyOrigin::Estimated => "ESTIMATED (no RAPL: linear model of CPU use, not a measurement)",
+        EnergyOrigin::Vm => "from the hypervisor (vm)",
+    }
+}
+
+/// The whole screen for one snapshot.
+pub fn render(snap: &Snapshot, selection: &Selection, heading: impl Fn(&str) -> String) -> String {
+    let mut s = String::new();
+    let host = match (&snap.sensor, snap.host) {
+        (Some(sensor), Some(host)) => {
+            format!("{:.2} W, {} ({})", host.watts, origin_label(sensor.origin), sensor.name)
+        }
+        (Some(sensor), None) => format!("waiting for a second reading ({})", sensor.name),
+        (None, _) => "no energy source".into(),
+    };
+    s += &format!("{} {host}\n", heading("Host:"));
+    s += &format!("  CPU time source: {}\n", snap.cpu_method);
+    if let Some(idle) = snap.idle {
+        s += &format!("  idle / unattributed: {:.2} W\n", idle.watts);
+    }
+    if snap.losses.dropped_slices > 0 {
+        s += &format!(
+            "  WARNING: {} slices ({:.3} s of CPU) could not be recorded (kernel map full)\n",
+            snap.losses.dropped_slices,
+            snap.losses.dropped_ns as f64 / 1e9
+        );
+    }
+    for socket in &snap.sockets {
+        let domains: Vec<String> = socket.domains.iter().map(|d| format!("{} {:.2} W", d.name, d.energy.watts)).collect();
+        s += &format!("{} {:.2} W  {}\n", heading(&format!("Socket {}:", socket.id)), socket.energy.watts, domains.join("  "));
+    }
+    let rows: Vec<&ProcessSnapshot> = match selection {
+        Selection::Top(n) => snap.processes.iter().filter(|p| !p.exited || p.cpu_ratio > 0.0).take(*n).collect(),
+        Selection::Matching(re) => snap
+            .processes
+            .iter()
+            .filter(|p| re.is_match(&p.exe_or_comm()) || re.is_match(&p.cmdline.join(" ")))
+            .collect(),
+    };
+    let title = match selection {
+        Selection::Top(n) => format!("Top {n} consumers:"),
+        Selection::Matching(re) => format!("Processes matching /{re}/:"),
+    };
+    s += &format!("{}\n", heading(&title));
+    s += &format!("  {:>10}  {:>7}  {:>8}  {}\n", "Power", "CPU", "PID", "Exe");
+    for p in rows {
+        s += &format!(
+            "  {:>10}  {:>6.1}%  {:>8}  {}{}\n",
+            watts(p.energy),
+            p.cpu_ratio * 100.0,
+            p.key.pid,
+            p.exe_or_comm(),
+            if p.exited { " (exited)" } else { "" }
+        );
+    }
+    s.push('\n');
+    s
+}

@@ -1,0 +1,12 @@
+//! scaph: energy per process, container and VM, from exact kernel CPU time
+//! and RAPL. The modules follow the pipeline:
+//! `sensors` (energy) → `cputime` (CPU time) → `attribution` (pure) →
+//! `snapshot` → `exporters`.
+pub mod agent;
+pub mod attribution;
+pub mod cli;
+pub mod cputime;
+pub mod exporters;
+pub mod processes;
+pub mod sensors;
+pub mod snapshot;

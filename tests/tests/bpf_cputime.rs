@@ -1,0 +1,120 @@
+//! The kernel program, loaded for real: its CPU times against the kernel's
+//! own accounting (`wait4` rusage of reaped children).
+use std::time::Duration;
+
+use scaph_agent::cputime::{bpf::BpfSource, CpuTimeMethod, CpuTimeSource};
+use scaph_integration_tests::{burn, reap, rel_err, require_root, samples, of_pid, total_ns};
+
+fn source() -> BpfSource {
+    require_root();
+    let mut source = BpfSource::new("/proc".into(), false).expect("loading the kernel program");
+    source.sample().expect("baseline");
+    source
+}
+
+#[test]
+fn uses_the_exact_btf_variant_on_this_kernel() {
+    assert_eq!(source().method(), CpuTimeMethod::BpfRuntime);
+}
+
+/// Two threads burning ~2 s each: within 0.1 % of the kernel's figure.
+#[test]
+fn burner_cpu_time_matches_the_kernel_within_0_1_percent() {
+    let mut source = source();
+    let (pid, truth) = reap(burn(&["--threads", "2", "--ms", "2000"]));
+    let seen = samples(&mut source, 2, 50);
+    let measured = total_ns(&seen, pid);
+    let err = rel_err(measured, truth);
+    eprintln!("burner: rusage {truth} ns, bpf {measured} ns, error {:.5} %", err * 100.0);
+    assert!(err < 0.001, "bpf {measured} ns vs rusage {truth} ns: error {:.4} %", err * 100.0);
+    let last = of_pid(&seen, pid).into_iter().last().expect("burner seen");
+    assert!(last.exited, "the burner's last sample says it exited");
+    assert_eq!(last.comm, "scaph-burn");
+}
+
+/// 200 processes of ~20 ms (~10 ms of CPU each), all started and reaped
+/// between two reads: at least 99 % of their CPU time is reported, named.
+#[test]
+fn short_lived_processes_between_two_reads_are_not_lost() {
+    let mut source = source();
+    let mut truth = Vec::new();
+    for _ in 0..200 {
+        truth.push(reap(burn(&["--ms", "10", "--sleep-ms", "10"])));
+    }
+    let seen = samples(&mut source, 2, 50);
+    let true_total: u64 = truth.iter().map(|(_, ns)| ns).sum();
+    let measured: u64 = truth.iter().map(|(pid, _)| total_ns(&seen, *pid)).sum();
+    let captured = measured as f64 / true_total as f64;
+    eprintln!("200 short processes: rusage {true_total} ns, bpf {measured} ns, captured {:.3} %", captured * 100.0);
+    assert!(captured >= 0.99, "captured only {:.2} %", captured * 100.0);
+    assert!(captured <= 1.001, "reported more than the kernel: {:.3} %", captured * 100.0);
+    for (pid, _) in &truth {
+        let procs = of_pid(&seen, *pid);
+        let last = procs.last().unwrap_or_else(|| panic!("pid {pid} missing"));
+        assert_eq!(last.comm, "scaph-burn", "pid {pid}");
+        assert!(last.exited, "pid {pid} reported as exited");
+    }
+}
+
+/// A burner pinned to CPU 1 shows its time on CPU 1 and almost none on CPU 0.
+#[test]
+fn pinned_burner_time_is_on_its_cpu() {
+    let mut source = source();
+    let (pid, truth) = reap(burn(&["--cpu", "1", "--ms", "1000"]));
+    let seen = samples(&mut source, 2, 50);
+    let mut per_cpu = vec![0u64; 2];
+    for p in of_pid(&seen, pid) {
+        for (cpu, ns) in p.per_cpu_ns.iter().enumerate().take(2) {
+            per_cpu[cpu] += ns;
+        }
+    }
+    eprintln!("pinned burner: rusage {truth} ns, CPU0 {} ns, CPU1 {} ns", per_cpu[0], per_cpu[1]);
+    assert!(per_cpu[1] as f64 >= 0.99 * truth as f64, "CPU 1 has {} of {truth} ns", per_cpu[1]);
+    assert!((per_cpu[0] as f64) < 0.01 * truth as f64, "CPU 0 has {} ns", per_cpu[0]);
+}
+
+/// Per CPU, process time + idle time covers the interval (within 1 %).
+#[test]
+fn per_cpu_process_plus_idle_time_is_the_interval() {
+    let mut source = source();
+    let child = burn(&["--cpu", "0", "--ms", "700"]);
+    std::thread::sleep(Duration::from_millis(1000));
+    let sample = source.sample().expect("sample");
+    reap(child);
+    let wall = sample.interval.as_nanos() as f64;
+    for (cpu, idle) in sample.idle_ns.iter().enumerate() {
+        let busy: u64 = sample.processes.iter().filter_map(|p| p.per_cpu_ns.get(cpu)).sum();
+        let covered = (busy + idle) as f64 / wall;
+        eprintln!("CPU {cpu}: busy {busy} ns + idle {idle} ns = {:.3} % of {wall} ns", covered * 100.0);
+        assert!((covered - 1.0).abs() < 0.01, "CPU {cpu}: {:.3} % of the interval", covered * 100.0);
+    }
+}
+
+/// The same PID used by two processes between two reads stays two processes.
+#[test]
+fn pid_reuse_does_not_merge_processes() {
+    let mut source = source();
+    let first = reap(burn(&["--ms", "30"]));
+    let mut second = None;
+    for _ in 0..20 {
+        // The next fork gets ns_last_pid + 1.
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (first.0 - 1).to_string()).expect("writing ns_last_pid");
+        let child = burn(&["--ms", "60"]);
+        let got = reap(child);
+        if got.0 == first.0 {
+            second = Some(got);
+            break;
+        }
+    }
+    let second = second.expect("could not get the same PID again in 20 tries");
+    let seen = samples(&mut source, 2, 50);
+    let procs = of_pid(&seen, first.0);
+    let mut keys: Vec<_> = procs.iter().map(|p| p.key).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 2, "two processes with pid {}: {keys:?}", first.0);
+    for (key, truth) in keys.iter().zip([first.1, second.1]) {
+        let ns: u64 = procs.iter().filter(|p| p.key == *key).map(|p| p.total_ns).sum();
+        assert!(rel_err(ns, truth) < 0.001, "{key:?}: bpf {ns} ns vs rusage {truth} ns");
+    }
+}
