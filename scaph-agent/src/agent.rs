@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::{
     cli::Cli,
-    cputime::{bpf::BpfSource, procfs::ProcfsSource, CpuSample, CpuTimeSource},
+    cputime::{bpf::BpfSource, loader::LoadOptions, procfs::ProcfsSource, CpuSample, CpuTimeSource},
     processes::ProcessTable,
     snapshot::Snapshot,
 };
@@ -35,7 +35,8 @@ pub struct Agent {
 /// unable to load, in which case it says why, once, and uses procfs.
 pub fn open_cputime(cli: &Cli) -> anyhow::Result<Box<dyn CpuTimeSource>> {
     if !cli.fallback_procfs {
-        match BpfSource::new(cli.proc_root.clone(), cli.simulate_bpf_failure) {
+        let options = LoadOptions { simulate_failure: cli.simulate_bpf_failure, force_timestamp: cli.bpf_timestamp };
+        match BpfSource::new(cli.proc_root.clone(), options) {
             Ok(source) => {
                 info!("CPU time source: {}", source.method());
                 return Ok(Box::new(source));

@@ -47,6 +47,10 @@ pub struct Cli {
     #[arg(long, global = true, hide = true)]
     pub simulate_bpf_failure: bool,
 
+    /// Use the kernel program's timestamp variant even where BTF allows the exact one.
+    #[arg(long, global = true, hide = true)]
+    pub bpf_timestamp: bool,
+
     /// Estimate sensor: power of one socket with all its CPUs idle, watts.
     #[arg(long, default_value_t = crate::sensors::estimate::DEFAULT_IDLE_WATTS, global = true)]
     pub estimate_idle_watts: f64,

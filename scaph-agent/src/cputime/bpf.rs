@@ -17,7 +17,7 @@ use scaph_common::{maps, CpuState, ProcCpuKey, ProcCpuValue, ProcExit, ProcKey, 
 
 use super::{
     flush::Flusher,
-    loader::{self, LoadError, Loaded},
+    loader::{self, LoadError, LoadOptions, Loaded},
     meta::MetaCache,
     CpuSample, CpuTimeError, CpuTimeMethod, CpuTimeSource, LossCounters, ProcessKey, ProcessSample,
 };
@@ -47,8 +47,8 @@ pub struct BpfSource {
 
 impl BpfSource {
     /// Loads and attaches the kernel program.
-    pub fn new(proc_root: PathBuf, simulate_failure: bool) -> Result<Self, LoadError> {
-        let Loaded { mut ebpf, method } = loader::load(simulate_failure)?;
+    pub fn new(proc_root: PathBuf, options: LoadOptions) -> Result<Self, LoadError> {
+        let Loaded { mut ebpf, method } = loader::load(options)?;
         let map = |ebpf: &mut aya::Ebpf, name: &'static str| {
             ebpf.take_map(name).ok_or(LoadError::Ebpf(aya::EbpfError::MapError(
                 aya::maps::MapError::InvalidName { name: name.into() },

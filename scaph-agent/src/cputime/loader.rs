@@ -38,6 +38,15 @@ pub enum LoadError {
     Format { path: PathBuf, field: &'static str, expected: usize },
 }
 
+/// How to load the program.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions {
+    /// Fail as if the kernel refused the program (tests the procfs fallback).
+    pub simulate_failure: bool,
+    /// Use the timestamp variant even where BTF allows the exact one (tests it).
+    pub force_timestamp: bool,
+}
+
 /// A loaded and attached program. Dropping it detaches everything.
 pub struct Loaded {
     pub ebpf: Ebpf,
@@ -46,14 +55,19 @@ pub struct Loaded {
 
 /// Loads the program: the exact BTF variant when the kernel's BTF gives the
 /// needed offsets, else the classic tracepoint variant.
-pub fn load(simulate_failure: bool) -> Result<Loaded, LoadError> {
-    if simulate_failure {
+pub fn load(options: LoadOptions) -> Result<Loaded, LoadError> {
+    if options.simulate_failure {
         return Err(LoadError::Simulated);
     }
     if OBJECT.is_empty() {
         return Err(LoadError::NotBuilt);
     }
     raise_memlock_limit();
+    if options.force_timestamp {
+        info!("timestamp variant of the kernel program requested");
+        let ebpf = load_tracepoint()?;
+        return Ok(Loaded { ebpf, method: CpuTimeMethod::BpfTimestamp });
+    }
     match btf::task_offsets(Path::new(btf::VMLINUX_BTF)) {
         Ok(offsets) => match load_btf(offsets) {
             Ok(ebpf) => return Ok(Loaded { ebpf, method: CpuTimeMethod::BpfRuntime }),
@@ -153,6 +167,7 @@ mod tests {
 
     #[test]
     fn simulated_failure_is_reported_as_such() {
-        assert!(matches!(load(true), Err(LoadError::Simulated)));
+        let options = LoadOptions { simulate_failure: true, ..LoadOptions::default() };
+        assert!(matches!(load(options), Err(LoadError::Simulated)));
     }
 }
