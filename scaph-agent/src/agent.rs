@@ -9,14 +9,15 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use log::{info, warn};
+use log::warn;
 use tokio::sync::watch;
 
 use crate::{
-    cli::Cli,
-    cputime::{bpf::BpfSource, loader::LoadOptions, procfs::ProcfsSource, CpuSample, CpuTimeSource},
+    attribution::{attribute, Accumulator, IdlePolicy},
+    cputime::{CpuSample, CpuTimeSource},
     processes::ProcessTable,
-    snapshot::Snapshot,
+    sensors::{EnergyReading, EnergySensor, Topology, Utilisation},
+    snapshot::{self, SensorInfo, Snapshot},
 };
 
 /// How long exited processes stay visible with their final values.
@@ -26,35 +27,44 @@ pub type SnapshotRx = watch::Receiver<Option<Arc<Snapshot>>>;
 
 pub struct Agent {
     cpu: Box<dyn CpuTimeSource>,
+    sensor: Option<Box<dyn EnergySensor>>,
+    topology: Topology,
+    policy: IdlePolicy,
     processes: ProcessTable,
+    energy: Accumulator,
+    implausible_dropped: u64,
     started: Instant,
     retention: Duration,
-}
-
-/// Picks the CPU-time source: the kernel program unless told otherwise or
-/// unable to load, in which case it says why, once, and uses procfs.
-pub fn open_cputime(cli: &Cli) -> anyhow::Result<Box<dyn CpuTimeSource>> {
-    if !cli.fallback_procfs {
-        let options = LoadOptions { simulate_failure: cli.simulate_bpf_failure, force_timestamp: cli.bpf_timestamp };
-        match BpfSource::new(cli.proc_root.clone(), options) {
-            Ok(source) => {
-                info!("CPU time source: {}", source.method());
-                return Ok(Box::new(source));
-            }
-            Err(e) => warn!(
-                "kernel program not loaded: {e}; falling back to procfs mode \
-                 (CPU time from /proc/PID/stat, 10 ms resolution, processes shorter than --step are missed)"
-            ),
-        }
-    }
-    let source = ProcfsSource::new(cli.proc_root.clone())?;
-    info!("CPU time source: {}", source.method());
-    Ok(Box::new(source))
+    /// Consecutive failed sensor polls (logged at 1, 2, 4, 8, ...).
+    sensor_failures: u64,
 }
 
 impl Agent {
-    pub fn new(cpu: Box<dyn CpuTimeSource>) -> Self {
-        Self { cpu, processes: ProcessTable::default(), started: Instant::now(), retention: DEFAULT_RETENTION }
+    pub fn new(
+        cpu: Box<dyn CpuTimeSource>,
+        sensor: Option<Box<dyn EnergySensor>>,
+        topology: Topology,
+        policy: IdlePolicy,
+    ) -> Self {
+        Self {
+            cpu,
+            sensor,
+            topology,
+            policy,
+            processes: ProcessTable::default(),
+            energy: Accumulator::new(),
+            implausible_dropped: 0,
+            started: Instant::now(),
+            retention: DEFAULT_RETENTION,
+            sensor_failures: 0,
+        }
+    }
+
+    /// Sets how long exited processes stay visible.
+    #[must_use]
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
     }
 
     /// Takes the baseline readings; the first real cycle follows one step later.
@@ -62,6 +72,7 @@ impl Agent {
         if let Err(e) = self.cpu.sample() {
             warn!("CPU time baseline: {e}");
         }
+        let _ = self.poll_energy(&Utilisation::default());
     }
 
     /// One measurement cycle.
@@ -70,28 +81,61 @@ impl Agent {
             warn!("reading CPU time: {e}");
             CpuSample::default()
         });
+        let reading = self.poll_energy(&utilisation(&sample));
         let uptime = self.started.elapsed();
         self.processes.update_cpu(&sample, uptime);
-        self.processes.expire(uptime, self.retention);
-        let secs = sample.interval.as_secs_f64();
-        Snapshot {
+        if let Some(reading) = &reading {
+            self.implausible_dropped = reading.implausible_dropped;
+            if !reading.zones.is_empty() && !sample.interval.is_zero() {
+                let split = attribute(&reading.zones, &sample, &self.topology, sample.interval, self.policy);
+                self.energy.add(&reading.zones, &split, uptime);
+            }
+        }
+        for key in self.processes.expire(uptime, self.retention) {
+            self.energy.retire(&key);
+        }
+        let sensor = self.sensor.as_ref().map(|s| SensorInfo { name: s.name(), origin: s.origin() });
+        snapshot::build(snapshot::Parts {
             timestamp: SystemTime::now(),
-            interval: sample.interval,
+            sample: &sample,
             cpu_method: self.cpu.method(),
-            sensor: None,
-            host: None,
-            idle: None,
-            sockets: Vec::new(),
-            processes: self.processes.rows(sample.interval),
-            cpu_idle_ratio: sample
-                .idle_ns
-                .iter()
-                .map(|&ns| if secs > 0.0 { (ns as f64 / 1e9 / secs).min(1.0) } else { 0.0 })
-                .collect(),
-            losses: sample.losses,
-            implausible_energy_dropped: 0,
+            sensor,
+            energy: &self.energy,
+            processes: &self.processes,
+            implausible_energy_dropped: self.implausible_dropped,
+        })
+    }
+
+    fn poll_energy(&mut self, utilisation: &Utilisation) -> Option<EnergyReading> {
+        let sensor = self.sensor.as_mut()?;
+        match sensor.poll(utilisation) {
+            Ok(reading) => {
+                if self.sensor_failures > 0 {
+                    warn!("energy sensor {} works again", sensor.name());
+                }
+                self.sensor_failures = 0;
+                Some(reading)
+            }
+            Err(e) => {
+                self.sensor_failures += 1;
+                if self.sensor_failures.is_power_of_two() {
+                    warn!("energy sensor {} failed ({} times in a row): {e}", sensor.name(), self.sensor_failures);
+                }
+                None
+            }
         }
     }
+}
+
+/// Busy fraction per CPU, from the sample's idle time.
+fn utilisation(sample: &CpuSample) -> Utilisation {
+    let secs = sample.interval.as_secs_f64();
+    let busy = if secs > 0.0 {
+        sample.idle_ns.iter().map(|&idle| (1.0 - idle as f64 / 1e9 / secs).clamp(0.0, 1.0)).collect()
+    } else {
+        Vec::new()
+    };
+    Utilisation { busy }
 }
 
 /// Runs the cycle every `step` on a dedicated thread until `stop` is set.
@@ -101,23 +145,21 @@ pub fn spawn(
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<(SnapshotRx, thread::JoinHandle<()>)> {
     let (tx, rx) = watch::channel(None);
-    let handle = thread::Builder::new()
-        .name("scaph-measure".into())
-        .spawn(move || {
-            agent.baseline();
-            let mut next = Instant::now() + step;
-            while !stop.load(Ordering::Relaxed) {
-                let now = Instant::now();
-                if now < next {
-                    thread::sleep((next - now).min(Duration::from_millis(100)));
-                    continue;
-                }
-                next += step;
-                if next < now {
-                    next = now + step; // fell behind (suspend, overload): don't burst
-                }
-                tx.send_replace(Some(Arc::new(agent.cycle())));
+    let handle = thread::Builder::new().name("scaph-measure".into()).spawn(move || {
+        agent.baseline();
+        let mut next = Instant::now() + step;
+        while !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if now < next {
+                thread::sleep((next - now).min(Duration::from_millis(100)));
+                continue;
             }
-        })?;
+            next += step;
+            if next < now {
+                next = now + step; // fell behind (suspend, overload): don't burst
+            }
+            tx.send_replace(Some(Arc::new(agent.cycle())));
+        }
+    })?;
     Ok((rx, handle))
 }

@@ -409,6 +409,9 @@ pub struct Accumulator {
     /// Unattributed (idle) energy of each pool.
     unattributed: BTreeMap<Pool, Cumulative>,
     processes: HashMap<ProcessKey, ProcessTotals>,
+    /// Energy of processes removed by [`Accumulator::retire`]: kept so that
+    /// Σ processes + retired + unattributed still equals the host energy.
+    retired: f64,
     /// Processes updated in the last cycle (their `watts` is reset next cycle).
     last_active: Vec<ProcessKey>,
 }
@@ -502,6 +505,20 @@ impl Accumulator {
         self.processes
             .retain(|_, p| now.saturating_sub(p.last_seen) <= retention);
         before - self.processes.len()
+    }
+
+    /// Forgets one process (exited long enough ago), moving its joules into
+    /// [`Accumulator::retired_joules`] so that no total shrinks.
+    pub fn retire(&mut self, key: &ProcessKey) {
+        if let Some(totals) = self.processes.remove(key) {
+            self.retired += totals.energy.joules;
+        }
+    }
+
+    /// Joules of all retired processes.
+    #[must_use]
+    pub fn retired_joules(&self) -> f64 {
+        self.retired
     }
 
     /// Intervals added so far.

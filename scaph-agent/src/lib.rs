@@ -7,6 +7,7 @@ pub mod attribution;
 pub mod cli;
 pub mod cputime;
 pub mod exporters;
+pub mod open;
 pub mod processes;
 pub mod sensors;
 pub mod snapshot;

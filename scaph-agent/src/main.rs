@@ -11,7 +11,10 @@ use anyhow::{Context as _, Result};
 use clap::Parser as _;
 use scaph_agent::{
     agent::{self, Agent, SnapshotRx},
-    cli::{Cli, Exporter as ExporterChoice, StdoutArgs},
+    attribution::IdlePolicy,
+    cli::{Cli, Exporter as ExporterChoice, IdlePolicyChoice, StdoutArgs},
+    open,
+    sensors::Topology,
     exporters::{
         stdout::{Selection, StdoutExporter},
         Exporter,
@@ -40,11 +43,18 @@ async fn run(cli: Cli) -> Result<()> {
     if !cli.no_header {
         eprintln!("scaph {} — {} exporter", env!("CARGO_PKG_VERSION"), exporter_name(&cli.exporter));
     }
-    let cpu = agent::open_cputime(&cli)?;
+    let cpu = open::cputime(&cli)?;
+    let topology = Topology::from_sys_root(&cli.sys_root);
+    let sensor = open::sensor(&cli, &topology)?;
+    let policy = match cli.idle_policy {
+        IdlePolicyChoice::Unattributed => IdlePolicy::Unattributed,
+        IdlePolicyChoice::Proportional => IdlePolicy::Proportional,
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let ExporterChoice::Stdout(args) = &cli.exporter;
     let step = Duration::from_secs(args.step.max(1));
-    let (rx, measure) = agent::spawn(Agent::new(cpu), step, stop.clone()).context("starting the measurement thread")?;
+    let agent = Agent::new(cpu, sensor, topology, policy);
+    let (rx, measure) = agent::spawn(agent, step, stop.clone()).context("starting the measurement thread")?;
 
     let result = tokio::select! {
         r = run_stdout(args, rx) => r,

@@ -1,32 +1,28 @@
-//! Everything known about each process across cycles: identity, metadata and
-//! cumulative counters. Exited processes stay, with their final values, for a
-//! retention window, so that scrapers see the energy of processes that lived
-//! only milliseconds.
+//! What is known about each process across cycles: identity, metadata,
+//! cumulative CPU time, whether it exited. Exited processes stay, with their
+//! final values, for a retention window, so that scrapers see processes that
+//! lived only milliseconds. (Their energy lives in `attribution::Accumulator`.)
 use std::{collections::HashMap, time::Duration};
 
-use crate::{
-    cputime::{CpuSample, ProcessKey, ProcessMeta},
-    snapshot::{Energy, ProcessSnapshot},
-};
+use crate::cputime::{CpuSample, ProcessKey, ProcessMeta};
 
-#[derive(Clone, Debug, Default)]
-struct Entry {
-    comm: String,
-    cgroup_id: Option<u64>,
-    meta: Option<ProcessMeta>,
-    cpu_ns_total: u64,
-    cpu_ns_last: u64,
-    joules_total: f64,
-    watts: f64,
-    has_energy: bool,
-    exited: bool,
-    /// Agent uptime when the entry last changed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProcessInfo {
+    pub comm: String,
+    pub cgroup_id: Option<u64>,
+    pub meta: Option<ProcessMeta>,
+    /// On-CPU ns since first seen.
+    pub cpu_ns_total: u64,
+    /// On-CPU ns during the last cycle.
+    pub cpu_ns_last: u64,
+    pub exited: bool,
+    /// Agent uptime when the process was last in a sample.
     last_seen: Duration,
 }
 
 #[derive(Debug, Default)]
 pub struct ProcessTable {
-    entries: HashMap<ProcessKey, Entry>,
+    entries: HashMap<ProcessKey, ProcessInfo>,
 }
 
 impl ProcessTable {
@@ -34,7 +30,6 @@ impl ProcessTable {
     pub fn update_cpu(&mut self, sample: &CpuSample, uptime: Duration) {
         for entry in self.entries.values_mut() {
             entry.cpu_ns_last = 0;
-            entry.watts = 0.0;
         }
         for proc in &sample.processes {
             let entry = self.entries.entry(proc.key).or_default();
@@ -52,48 +47,30 @@ impl ProcessTable {
         }
     }
 
-    /// Adds the energy attributed to a process this interval.
-    pub fn add_energy(&mut self, key: ProcessKey, joules: f64, interval: Duration) {
-        if let Some(entry) = self.entries.get_mut(&key) {
-            entry.joules_total += joules;
-            entry.watts = if interval.is_zero() { 0.0 } else { joules / interval.as_secs_f64() };
-            entry.has_energy = true;
+    /// Forgets processes that exited more than `retention` ago and returns them.
+    pub fn expire(&mut self, uptime: Duration, retention: Duration) -> Vec<ProcessKey> {
+        let expired: Vec<ProcessKey> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.exited && uptime.saturating_sub(e.last_seen) > retention)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in &expired {
+            self.entries.remove(key);
         }
-    }
-
-    /// Forgets processes that exited more than `retention` ago.
-    pub fn expire(&mut self, uptime: Duration, retention: Duration) {
-        self.entries.retain(|_, e| !e.exited || uptime.saturating_sub(e.last_seen) <= retention);
+        expired
     }
 
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
-    /// Rows for the snapshot, highest power first (then most CPU).
-    pub fn rows(&self, interval: Duration) -> Vec<ProcessSnapshot> {
-        let secs = interval.as_secs_f64();
-        let mut rows: Vec<ProcessSnapshot> = self
-            .entries
-            .iter()
-            .map(|(key, e)| ProcessSnapshot {
-                key: *key,
-                comm: e.comm.clone(),
-                exe: e.meta.as_ref().and_then(|m| m.exe.clone()),
-                cmdline: e.meta.as_ref().map(|m| m.cmdline.clone()).unwrap_or_default(),
-                cgroup_id: e.cgroup_id,
-                cgroup_path: e.meta.as_ref().and_then(|m| m.cgroup_path.clone()),
-                cpu_seconds_total: e.cpu_ns_total as f64 / 1e9,
-                cpu_ratio: if secs > 0.0 { e.cpu_ns_last as f64 / 1e9 / secs } else { 0.0 },
-                energy: e.has_energy.then_some(Energy { joules_total: e.joules_total, watts: e.watts }),
-                exited: e.exited,
-            })
-            .collect();
-        rows.sort_by(|a, b| {
-            let power = |r: &ProcessSnapshot| r.energy.map_or(0.0, |e| e.watts);
-            power(b).total_cmp(&power(a)).then(b.cpu_ratio.total_cmp(&a.cpu_ratio)).then(a.key.cmp(&b.key))
-        });
-        rows
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&ProcessKey, &ProcessInfo)> {
+        self.entries.iter()
     }
 }
 
@@ -119,34 +96,30 @@ mod tests {
         }
     }
 
+    fn info(table: &ProcessTable, pid: u32) -> &ProcessInfo {
+        table.iter().find(|(k, _)| k.pid == pid).map(|(_, i)| i).expect("process in table")
+    }
+
     #[test]
-    fn cpu_time_accumulates_and_ratio_is_per_interval() {
+    fn cpu_time_accumulates_and_last_is_per_interval() {
         let mut table = ProcessTable::default();
         table.update_cpu(&sample(&[(1, 500_000_000, false)]), Duration::from_secs(1));
         table.update_cpu(&sample(&[(1, 250_000_000, false)]), Duration::from_secs(2));
-        let rows = table.rows(Duration::from_secs(1));
-        assert_eq!(rows[0].cpu_seconds_total, 0.75);
-        assert_eq!(rows[0].cpu_ratio, 0.25);
+        assert_eq!(info(&table, 1).cpu_ns_total, 750_000_000);
+        assert_eq!(info(&table, 1).cpu_ns_last, 250_000_000);
+        table.update_cpu(&sample(&[]), Duration::from_secs(3));
+        assert_eq!(info(&table, 1).cpu_ns_last, 0, "did not run in the last interval");
+        assert_eq!(info(&table, 1).comm, "p1");
     }
 
     #[test]
-    fn exited_processes_are_kept_for_the_retention_window_then_forgotten() {
+    fn exited_processes_are_kept_for_the_retention_window_then_returned() {
         let mut table = ProcessTable::default();
         table.update_cpu(&sample(&[(1, 10, true), (2, 10, false)]), Duration::from_secs(10));
-        table.expire(Duration::from_secs(60), Duration::from_secs(300));
+        assert!(table.expire(Duration::from_secs(60), Duration::from_secs(300)).is_empty());
         assert_eq!(table.len(), 2);
-        table.expire(Duration::from_secs(311), Duration::from_secs(300));
-        assert_eq!(table.len(), 1, "the exited process is gone, the live one stays");
-    }
-
-    #[test]
-    fn rows_are_sorted_by_power() {
-        let mut table = ProcessTable::default();
-        table.update_cpu(&sample(&[(1, 10, false), (2, 20, false)]), Duration::from_secs(1));
-        table.add_energy(ProcessKey { pid: 1, start_ns: 7 }, 5.0, Duration::from_secs(1));
-        table.add_energy(ProcessKey { pid: 2, start_ns: 7 }, 1.0, Duration::from_secs(1));
-        let rows = table.rows(Duration::from_secs(1));
-        assert_eq!(rows.iter().map(|r| r.key.pid).collect::<Vec<_>>(), [1, 2]);
-        assert_eq!(rows[0].energy, Some(Energy { joules_total: 5.0, watts: 5.0 }));
+        let expired = table.expire(Duration::from_secs(311), Duration::from_secs(300));
+        assert_eq!(expired, [ProcessKey { pid: 1, start_ns: 7 }]);
+        assert_eq!(table.len(), 1, "the live process stays however long it sleeps");
     }
 }

@@ -6,7 +6,9 @@ use std::{
 };
 
 use crate::{
-    cputime::{CpuTimeMethod, LossCounters, ProcessKey},
+    attribution::{Accumulator, Cumulative},
+    cputime::{CpuSample, CpuTimeMethod, LossCounters, ProcessKey},
+    processes::ProcessTable,
     sensors::{DomainKind, EnergyOrigin},
 };
 
@@ -26,6 +28,9 @@ pub struct Snapshot {
     pub sockets: Vec<SocketSnapshot>,
     /// Processes, highest power first.
     pub processes: Vec<ProcessSnapshot>,
+    /// Joules of exited processes whose retention window has passed (they
+    /// are no longer listed): Σ processes + this + idle = host.
+    pub retired_joules: f64,
     /// Per-CPU idle fraction of the cycle, indexed by CPU number.
     pub cpu_idle_ratio: Vec<f64>,
     pub losses: LossCounters,
@@ -61,6 +66,9 @@ pub struct SocketSnapshot {
     pub id: u32,
     pub energy: Energy,
     pub domains: Vec<DomainSnapshot>,
+    /// Energy of this socket that no process claimed (absent when psys
+    /// makes the whole host one pool).
+    pub idle: Option<Energy>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -93,5 +101,87 @@ impl ProcessSnapshot {
     #[must_use]
     pub fn exe_or_comm(&self) -> String {
         self.exe.as_ref().map_or_else(|| self.comm.clone(), |p| p.display().to_string())
+    }
+}
+
+impl From<Cumulative> for Energy {
+    fn from(c: Cumulative) -> Self {
+        Self { joules_total: c.joules, watts: c.watts }
+    }
+}
+
+/// What a snapshot is made of.
+pub struct Parts<'a> {
+    pub timestamp: SystemTime,
+    pub sample: &'a CpuSample,
+    pub cpu_method: CpuTimeMethod,
+    pub sensor: Option<SensorInfo>,
+    pub energy: &'a Accumulator,
+    pub processes: &'a ProcessTable,
+    pub implausible_energy_dropped: u64,
+}
+
+/// Joins the cycle's state into one snapshot.
+#[must_use]
+pub fn build(parts: Parts<'_>) -> Snapshot {
+    let Parts { timestamp, sample, cpu_method, sensor, energy, processes, implausible_energy_dropped } = parts;
+    let has_energy = sensor.is_some() && energy.cycles() > 0;
+    let secs = sample.interval.as_secs_f64();
+    let ratio = |ns: u64| if secs > 0.0 { ns as f64 / 1e9 / secs } else { 0.0 };
+    let sockets = if has_energy {
+        energy
+            .sockets()
+            .iter()
+            .map(|(&id, total)| SocketSnapshot {
+                id,
+                energy: (*total).into(),
+                domains: energy
+                    .domains()
+                    .iter()
+                    .filter(|(k, _)| k.socket == Some(id))
+                    .map(|(k, c)| DomainSnapshot { kind: k.kind, name: k.name.clone(), energy: (*c).into() })
+                    .collect(),
+                idle: energy.unattributed_by_pool().get(&crate::attribution::Pool::Socket(id)).map(|c| (*c).into()),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut rows: Vec<ProcessSnapshot> = processes
+        .iter()
+        .map(|(key, info)| ProcessSnapshot {
+            key: *key,
+            comm: info.comm.clone(),
+            exe: info.meta.as_ref().and_then(|m| m.exe.clone()),
+            cmdline: info.meta.as_ref().map(|m| m.cmdline.clone()).unwrap_or_default(),
+            cgroup_id: info.cgroup_id,
+            cgroup_path: info.meta.as_ref().and_then(|m| m.cgroup_path.clone()),
+            cpu_seconds_total: info.cpu_ns_total as f64 / 1e9,
+            cpu_ratio: ratio(info.cpu_ns_last),
+            energy: if has_energy {
+                Some(energy.process(key).map(|t| t.energy.into()).unwrap_or_default())
+            } else {
+                None
+            },
+            exited: info.exited,
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        let power = |r: &ProcessSnapshot| r.energy.map_or(0.0, |e| e.watts);
+        power(b).total_cmp(&power(a)).then(b.cpu_ratio.total_cmp(&a.cpu_ratio)).then(a.key.cmp(&b.key))
+    });
+    Snapshot {
+        timestamp,
+        interval: sample.interval,
+        cpu_method,
+        host: has_energy.then(|| energy.host().energy.into()),
+        idle: has_energy.then(|| energy.host().unattributed.into()),
+        sensor,
+        sockets,
+        processes: rows,
+        retired_joules: energy.retired_joules(),
+        cpu_idle_ratio: sample.idle_ns.iter().map(|&ns| ratio(ns).min(1.0)).collect(),
+        losses: sample.losses,
+        implausible_energy_dropped,
     }
 }
