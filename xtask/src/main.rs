@@ -104,15 +104,13 @@ fn test(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The test executables cargo reported in its JSON messages.
+/// The test executables cargo reported in its JSON messages (test
+/// harnesses only, not the helper binaries built alongside them).
 fn test_executables(json_lines: &[u8]) -> Vec<PathBuf> {
     String::from_utf8_lossy(json_lines)
         .lines()
-        .filter(|l| l.contains("\"reason\":\"compiler-artifact\"") && l.contains("\"test\":true"))
-        .filter_map(|l| {
-            let start = l.find("\"executable\":\"")? + "\"executable\":\"".len();
-            let end = start + l[start..].find('"')?;
-            Some(PathBuf::from(&l[start..end]))
-        })
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["profile"]["test"] == true)
+        .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
         .collect()
 }
