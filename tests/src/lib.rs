@@ -1,5 +1,7 @@
 //! Helpers shared by the root-only integration tests: workloads with a known
 //! CPU time (ground truth from `wait4` rusage) and access to the agent binary.
+pub mod powercap;
+
 use std::{
     path::PathBuf,
     process::{Child, Command, Stdio},
