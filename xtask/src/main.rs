@@ -27,6 +27,12 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Measure overhead, scale and accuracy (root) and write BENCHMARKS.md.
+    Bench {
+        /// Fewer and shorter runs (under 3 minutes), to keep the harness alive in CI.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Set up, then run every unit test and the root-only integration tests.
     Test {
         /// Extra arguments for the integration test binary (e.g. a test name filter).
@@ -40,6 +46,7 @@ fn main() -> Result<()> {
         Task::Setup => setup::ensure(),
         Task::Run { args } => run(&args),
         Task::Test { args } => test(&args),
+        Task::Bench { quick } => bench(quick),
     }
 }
 
@@ -81,6 +88,20 @@ fn run(args: &[String]) -> Result<()> {
     // exec: scaph receives SIGINT/SIGTERM itself and detaches its program cleanly.
     let err = as_root(&binary).args(&args).exec();
     Err(err).with_context(|| format!("executing {}", binary.display()))
+}
+
+fn bench(quick: bool) -> Result<()> {
+    setup::ensure()?;
+    status(cargo().args(["build", "--release", "--package", "scaph-agent", "--package", "scaph-integration-tests", "--bins"]))?;
+    let root = workspace_root();
+    let mut cmd = as_root(&root.join("target/release/scaph-bench"));
+    cmd.arg("--out").arg(root.join("BENCHMARKS.md"));
+    if quick {
+        cmd.arg("--quick");
+    }
+    status(&mut cmd)?;
+    eprintln!("xtask: wrote {}", root.join("BENCHMARKS.md").display());
+    Ok(())
 }
 
 fn test(args: &[String]) -> Result<()> {

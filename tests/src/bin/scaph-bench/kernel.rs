@@ -1,0 +1,85 @@
+//! Measures 1 and 2: what the kernel program costs per event, and how much it
+//! slows a context-switch storm.
+use std::{process::Command, time::Duration};
+
+use scaph_agent::cputime::{bpf::BpfSource, loader::LoadOptions};
+
+use crate::{report::Table, util::stats};
+
+const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+/// Runs `perf bench sched pipe` pinned to CPU 1; returns its total time.
+fn pipe_bench(loops: u32) -> Duration {
+    let out = Command::new("taskset")
+        .args(["-c", "1", "perf", "bench", "sched", "pipe", "-l", &loops.to_string()])
+        .output()
+        .expect("running perf bench (package linux-perf)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let secs: f64 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Total time:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no total time in perf output:\n{text}"));
+    Duration::from_secs_f64(secs)
+}
+
+fn attach() -> BpfSource {
+    BpfSource::new("/proc".into(), LoadOptions::default()).expect("loading the kernel program")
+}
+
+/// run_time_ns and run_cnt of the sched_switch program, from this process's fdinfo.
+fn program_stats() -> Option<(u64, u64)> {
+    // Other scaph instances may run too: the right one is the one this process holds.
+    let ids: Vec<u64> = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("sched_switch")))
+        .map(|p| u64::from(p.id()))
+        .collect();
+    std::fs::read_dir("/proc/self/fdinfo").ok()?.filter_map(Result::ok).find_map(|fd| {
+        let info = std::fs::read_to_string(fd.path()).ok()?;
+        let field = |name: &str| -> Option<u64> {
+            info.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok())
+        };
+        ids.contains(&field("prog_id:")?).then_some(())?;
+        Some((field("run_time_ns:")?, field("run_cnt:")?))
+    })
+}
+
+pub fn program_cost(quick: bool, table: &mut Table) {
+    let before = std::fs::read_to_string(STATS_SYSCTL).unwrap_or_else(|_| "0".into());
+    std::fs::write(STATS_SYSCTL, "1").expect("enabling kernel.bpf_stats_enabled");
+    let mut per_event = Vec::new();
+    for _ in 0..if quick { 3 } else { 7 } {
+        let source = attach();
+        pipe_bench(if quick { 50_000 } else { 200_000 });
+        let (ns, count) = program_stats().expect("program stats in fdinfo");
+        per_event.push(ns as f64 / count.max(1) as f64);
+        drop(source);
+    }
+    let _ = std::fs::write(STATS_SYSCTL, before.trim());
+    let (min, med, max) = stats(&per_event);
+    table.row("kernel program, ns per sched_switch event (run_time_ns / run_cnt)", min, med, max, "ns", "≤ 150", med <= 150.0);
+}
+
+pub fn pipe_slowdown(quick: bool, table: &mut Table) {
+    let loops = if quick { 50_000 } else { 200_000 };
+    let mut slowdown = Vec::new();
+    for _ in 0..if quick { 3 } else { 9 } {
+        let detached = pipe_bench(loops);
+        let source = attach();
+        let attached = pipe_bench(loops);
+        drop(source);
+        slowdown.push((attached.as_secs_f64() / detached.as_secs_f64() - 1.0) * 100.0);
+    }
+    let (min, med, max) = stats(&slowdown);
+    table.row(
+        &format!("`perf bench sched pipe -l {loops}` pinned to CPU 1, attached vs detached (interleaved pairs)"),
+        min,
+        med,
+        max,
+        "% slower",
+        "≤ 5 %",
+        med <= 5.0,
+    );
+}
