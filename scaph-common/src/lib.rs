@@ -61,6 +61,11 @@ pub struct TaskOffsets {
     pub start_boottime: u32,
     /// `task_struct.comm` (`[u8; 16]`).
     pub comm: u32,
+    /// `task_struct.se.prev_sum_exec_runtime` (u64): `sum_exec_runtime` when
+    /// the fair scheduler last picked the task.
+    pub prev_sum_exec_runtime: u32,
+    /// `task_struct.policy` (u32, `SCHED_*`).
+    pub policy: u32,
 }
 
 /// Key of `PROC_CPU`: one process on one CPU.
@@ -164,7 +169,7 @@ mod tests {
     // The sum of the field sizes equals the struct size: no implicit padding.
     #[test]
     fn layouts_have_no_padding() {
-        assert_eq!(size_of::<TaskOffsets>(), 6 * 4);
+        assert_eq!(size_of::<TaskOffsets>(), 8 * 4);
         assert_eq!(size_of::<ProcCpuKey>(), 4 + 4 + 8);
         assert_eq!(size_of::<ProcCpuValue>(), 8 + 8 + COMM_LEN);
         assert_eq!(size_of::<ProcKey>(), 4 + 4 + 8);

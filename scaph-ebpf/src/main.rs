@@ -51,6 +51,8 @@ static TASK_OFFSETS: TaskOffsets = TaskOffsets {
     group_leader: 0,
     start_boottime: 0,
     comm: 0,
+    prev_sum_exec_runtime: 0,
+    policy: 0,
 };
 
 // Field offsets in the classic tracepoint's record, from
@@ -58,6 +60,14 @@ static TASK_OFFSETS: TaskOffsets = TaskOffsets {
 // the loader checks them against the running kernel before choosing this mode).
 const TP_SWITCH_PREV_PID: usize = 24;
 const TP_SWITCH_NEXT_PID: usize = 56;
+
+// Scheduling policies of the fair class (include/uapi/linux/sched.h).
+const SCHED_NORMAL: u32 = 0;
+const SCHED_BATCH: u32 = 3;
+const SCHED_IDLE: u32 = 5;
+
+/// A slice longer than this (one minute) can only come from a torn slot.
+const MAX_SLICE_NS: u64 = 60_000_000_000;
 
 /// A process as seen at a switch: who it is, and how to name it if it is new.
 struct Proc {
@@ -82,41 +92,70 @@ fn try_sched_switch_btf(ctx: &BtfTracePointContext) -> Result<(), ()> {
     if off.sum_exec_runtime == 0 {
         return Err(());
     }
-    let now = unsafe { bpf_ktime_get_ns() };
     let state = cpu_state()?;
 
-    let prev_pid: u32 = read(prev, off.pid)?;
-    let prev_runtime: u64 = read(prev, off.sum_exec_runtime)?;
-    let wall = if state.last_switch_ns == 0 { 0 } else { now.saturating_sub(state.last_switch_ns) };
-    let slice = if state.last_switch_ns != 0 && state.next_pid == prev_pid {
-        let ran = prev_runtime.wrapping_sub(state.next_runtime_ns);
-        // The kernel's runtime never exceeds wall time; anything else is a torn slot.
-        if ran > wall {
-            state.mismatches += 1;
-            wall
-        } else {
-            ran
-        }
-    } else {
-        state.mismatches += 1;
-        wall
-    };
+    // SAFETY (all `field` reads): `prev`, `next` and the group leader are
+    // BTF-typed task pointers and the offsets are constants of a frozen
+    // read-only map, so the verifier checks each load against task_struct's
+    // layout and turns it into a fault-safe direct load.
+    let prev_pid: u32 = unsafe { field(prev, off.pid) };
+    let next_pid: u32 = unsafe { field(next, off.pid) };
+    let matched = state.next_pid == prev_pid && state.last_switch_ns != 0;
 
-    if prev_pid == 0 {
-        state.idle_ns += wall;
-    } else if slice > 0 {
-        let tgid: u32 = read(prev, off.tgid)?;
-        let leader: *const u8 = read(prev, off.group_leader)?;
-        let start_ns: u64 = read(leader, off.start_boottime)?;
-        let comm_src = leader.wrapping_add(off.comm as usize);
-        record(state, &Proc { tgid, start_ns, comm_src }, slice);
+    // The clock is only needed around the idle task (whose runtime the kernel
+    // does not count) and when the slot cannot be trusted.
+    if prev_pid == 0 || next_pid == 0 || !matched {
+        let now = unsafe { bpf_ktime_get_ns() };
+        let wall = if state.last_switch_ns == 0 { 0 } else { now.saturating_sub(state.last_switch_ns) };
+        if prev_pid == 0 {
+            state.idle_ns += wall;
+        } else if !matched {
+            // Where `prev`'s slice began is unknown to us (first switch after
+            // attach, or a switch the tracepoint did not show). The fair
+            // scheduler keeps the runtime at its last pick: use it for its
+            // tasks; other classes do not maintain it, so their slice is lost
+            // (and counted).
+            state.mismatches += 1;
+            let policy: u32 = unsafe { field(prev, off.policy) };
+            if matches!(policy, SCHED_NORMAL | SCHED_BATCH | SCHED_IDLE) {
+                let runtime: u64 = unsafe { field(prev, off.sum_exec_runtime) };
+                let picked: u64 = unsafe { field(prev, off.prev_sum_exec_runtime) };
+                let ran = runtime.wrapping_sub(picked);
+                if ran < MAX_SLICE_NS {
+                    record_btf(state, prev, &off, ran);
+                }
+            }
+        }
+        state.last_switch_ns = now;
+    }
+    if prev_pid != 0 && matched {
+        let prev_runtime: u64 = unsafe { field(prev, off.sum_exec_runtime) };
+        let ran = prev_runtime.wrapping_sub(state.next_runtime_ns);
+        if ran < MAX_SLICE_NS {
+            record_btf(state, prev, &off, ran);
+        } else {
+            state.mismatches += 1; // a torn slot: never record nonsense
+        }
     }
 
     state.switches += 1;
-    state.last_switch_ns = now;
-    state.next_pid = read(next, off.pid)?;
-    state.next_runtime_ns = read(next, off.sum_exec_runtime)?;
+    state.next_pid = next_pid;
+    state.next_runtime_ns = unsafe { field(next, off.sum_exec_runtime) };
     Ok(())
+}
+
+/// Records `ns` for the process of the BTF task `task`.
+#[inline(always)]
+fn record_btf(state: &mut CpuState, task: *const u8, off: &TaskOffsets, ns: u64) {
+    if ns == 0 {
+        return;
+    }
+    // SAFETY: see try_sched_switch_btf.
+    let tgid: u32 = unsafe { field(task, off.tgid) };
+    let leader: *const u8 = unsafe { field(task, off.group_leader) };
+    let start_ns: u64 = unsafe { field(leader, off.start_boottime) };
+    let comm_src = leader.wrapping_add(off.comm as usize);
+    record(state, &Proc { tgid, start_ns, comm_src }, ns);
 }
 
 #[tracepoint(category = "sched", name = "sched_switch")]
@@ -234,6 +273,12 @@ fn offsets() -> TaskOffsets {
 fn cpu_state() -> Result<&'static mut CpuState, ()> {
     let ptr = CPU_STATE.get_ptr_mut(0).ok_or(())?;
     Ok(unsafe { &mut *ptr })
+}
+
+/// A direct load from a BTF-typed kernel pointer (see `try_sched_switch_btf`).
+#[inline(always)]
+unsafe fn field<T: Copy>(base: *const u8, offset: u32) -> T {
+    unsafe { core::ptr::read_volatile(base.wrapping_add(offset as usize).cast::<T>()) }
 }
 
 #[inline(always)]

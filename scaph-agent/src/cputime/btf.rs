@@ -58,6 +58,8 @@ pub fn task_offsets(path: &Path) -> Result<TaskOffsets, BtfError> {
         group_leader: field("group_leader")?,
         start_boottime: field("start_boottime")?,
         comm: field("comm")?,
+        prev_sum_exec_runtime: field("se.prev_sum_exec_runtime")?,
+        policy: field("policy")?,
     })
 }
 
@@ -89,7 +91,16 @@ mod tests {
             return;
         }
         let off = task_offsets(path).unwrap();
-        let all = [off.sum_exec_runtime, off.pid, off.tgid, off.group_leader, off.start_boottime, off.comm];
+        let all = [
+            off.sum_exec_runtime,
+            off.pid,
+            off.tgid,
+            off.group_leader,
+            off.start_boottime,
+            off.comm,
+            off.prev_sum_exec_runtime,
+            off.policy,
+        ];
         assert!(all.iter().all(|&o| o > 0 && o < 16_384), "{off:?}");
         assert_eq!(off.tgid, off.pid + 4, "pid and tgid are adjacent i32 fields: {off:?}");
     }

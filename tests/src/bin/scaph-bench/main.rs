@@ -35,6 +35,10 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
     let out = args.iter().position(|a| a == "--out").and_then(|i| args.get(i + 1)).cloned();
+    // `--only 1,2` runs some measures (for profiling); BENCHMARKS.md is written only by full runs of all.
+    let only: Option<Vec<String>> =
+        args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).map(|v| v.split(',').map(String::from).collect());
+    let wanted = |n: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == n));
     let command = if quick { "cargo xtask bench --quick" } else { "cargo xtask bench" };
     // SAFETY: geteuid cannot fail.
     assert!(unsafe { libc::geteuid() } == 0, "scaph-bench loads the kernel program: run `{command}`");
@@ -47,22 +51,20 @@ fn main() {
     let mut sections: Vec<Table> = Vec::new();
     let step = |name: &str| eprintln!("scaph-bench: {name} ({:.0} s so far)", started.elapsed().as_secs_f64());
 
-    step("1. kernel program cost");
-    let mut t = Table::new("1. Kernel program cost");
-    kernel::program_cost(quick, &mut t);
-    sections.push(t);
-    step("2. context-switch storm");
-    let mut t = Table::new("2. Context-switch storm");
-    kernel::pipe_slowdown(quick, &mut t);
-    sections.push(t);
-    step("3. collection cost at scale");
-    let mut t = Table::new("3. Collection cost at scale (processes waking every second, one cycle per second)");
-    scale::collection_cost(quick, &mut t);
-    sections.push(t);
-    step("6. accuracy");
-    let mut t = Table::new("6. Accuracy against ground truth (fake RAPL package, 20 W idle → 60 W busy, following /proc/stat)");
-    accuracy::accuracy(quick, &mut t);
-    sections.push(t);
+    let measures: [(&str, &str, fn(bool, &mut Table)); 4] = [
+        ("1", "1. Kernel program cost", kernel::program_cost),
+        ("2", "2. Context-switch storm", kernel::pipe_slowdown),
+        ("3", "3. Collection cost at scale (processes waking every second, one cycle per second)", scale::collection_cost),
+        ("6", "6. Accuracy against ground truth (fake RAPL package, 20 W idle → 60 W busy, following /proc/stat)", accuracy::accuracy),
+    ];
+    for (id, title, measure) in measures {
+        if wanted(id) {
+            step(title);
+            let mut t = Table::new(title);
+            measure(quick, &mut t);
+            sections.push(t);
+        }
+    }
 
     let mut doc = String::new();
     let _ = writeln!(doc, "# scaph benchmarks\n");
@@ -76,7 +78,7 @@ fn main() {
     for table in &sections {
         let _ = writeln!(doc, "{}", table.render());
     }
-    match out {
+    match out.filter(|_| only.is_none()) {
         Some(path) => std::fs::write(&path, &doc).unwrap_or_else(|e| panic!("writing {path}: {e}")),
         None => print!("{doc}"),
     }
