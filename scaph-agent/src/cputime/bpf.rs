@@ -16,6 +16,7 @@ use log::debug;
 use scaph_common::{maps, CpuState, ProcCpuKey, ProcCpuValue, ProcExit, ProcKey, COMM_LEN};
 
 use super::{
+    batch,
     flush::Flusher,
     loader::{self, LoadError, LoadOptions, Loaded},
     meta::MetaCache,
@@ -106,8 +107,9 @@ impl CpuTimeSource for BpfSource {
         let mut current: HashMap<ProcCpuKey, (u64, u32)> = HashMap::with_capacity(self.seen.len());
         let mut stale: HashSet<ProcKey> = HashSet::new();
         let ncpus = aya::util::nr_cpus().unwrap_or(1);
-        for entry in self.proc_cpu.iter() {
-            let (key, value) = entry.map_err(|source| CpuTimeError::Map { map: maps::PROC_CPU, source })?;
+        let entries = batch::read_all(&self.proc_cpu)
+            .map_err(|source| CpuTimeError::Read { path: format!("BPF map {}", maps::PROC_CPU).into(), source })?;
+        for (key, value) in entries {
             let (before, unchanged) = self.seen.get(&key).copied().unwrap_or((0, 0));
             // An entry deleted and re-created by the kernel starts again from 0.
             let delta = if value.runtime_ns >= before { value.runtime_ns - before } else { value.runtime_ns };
@@ -170,7 +172,8 @@ impl CpuTimeSource for BpfSource {
         self.last_read = Some(now);
         let mut processes: Vec<ProcessSample> = procs.into_values().collect();
         for sample in &mut processes {
-            if !sample.exited {
+            // Metadata is read once per process; consumers keep it.
+            if !sample.exited && !self.meta.contains(&sample.key) {
                 sample.meta = self.meta.get(sample.key);
             }
         }

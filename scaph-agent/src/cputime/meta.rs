@@ -73,6 +73,11 @@ impl MetaCache {
         }
     }
 
+    /// True when `key` was already looked up (found, or known to be another process).
+    pub fn contains(&self, key: &ProcessKey) -> bool {
+        self.entries.contains_key(key)
+    }
+
     /// Keeps only the entries whose key satisfies `live` (call it after the
     /// final samples of exited processes, so memory stays bounded).
     pub fn retain(&mut self, live: impl Fn(&ProcessKey) -> bool) {

@@ -1,5 +1,6 @@
 //! Per-process CPU time: where it comes from (the kernel program, or `/proc`)
 //! and the one shape both sources produce.
+mod batch;
 pub mod bpf;
 pub mod btf;
 mod flush;
@@ -27,7 +28,9 @@ pub struct ProcessSample {
     pub comm: String,
     /// cgroup v2 id (the cgroup directory's inode), when known.
     pub cgroup_id: Option<u64>,
-    /// Readable metadata; `None` once the process is gone or when access is denied.
+    /// Readable metadata, read once per process: a source may report it only
+    /// the first time it reports the process (consumers keep it). `None`
+    /// once the process is gone or when access is denied.
     pub meta: Option<ProcessMeta>,
     /// On-CPU ns during the interval, indexed by CPU number. Empty when the
     /// source cannot tell CPUs apart (procfs): then only `total_ns` is known.
