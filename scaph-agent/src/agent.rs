@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::{
     attribution::{attribute, Accumulator, IdlePolicy},
     cputime::{CpuSample, CpuTimeSource},
+    host::HostReader,
     processes::ProcessTable,
     sensors::{EnergyReading, EnergySensor, Topology, Utilisation},
     snapshot::{self, SensorInfo, Snapshot},
@@ -37,6 +38,8 @@ pub struct Agent {
     retention: Duration,
     /// Consecutive failed sensor polls (logged at 1, 2, 4, 8, ...).
     sensor_failures: u64,
+    /// Host/self statistics read each cycle for the exporters that show them.
+    host_reader: Option<HostReader>,
 }
 
 impl Agent {
@@ -57,7 +60,16 @@ impl Agent {
             started: Instant::now(),
             retention: DEFAULT_RETENTION,
             sensor_failures: 0,
+            host_reader: None,
         }
+    }
+
+    /// Also reads host and self statistics each cycle (what the reader's
+    /// flags ask for) and carries them in the snapshot.
+    #[must_use]
+    pub fn with_host_stats(mut self, reader: HostReader) -> Self {
+        self.host_reader = Some(reader);
+        self
     }
 
     /// Sets how long exited processes stay visible.
@@ -77,11 +89,14 @@ impl Agent {
 
     /// One measurement cycle.
     pub fn cycle(&mut self) -> Snapshot {
+        let mut cputime_ok = true;
         let sample = self.cpu.sample().unwrap_or_else(|e| {
             warn!("reading CPU time: {e}");
+            cputime_ok = false;
             CpuSample::default()
         });
         let reading = self.poll_energy(&utilisation(&sample));
+        let energy_ok = self.sensor.is_none() || reading.is_some();
         let uptime = self.started.elapsed();
         self.processes.update_cpu(&sample, uptime);
         if let Some(reading) = &reading {
@@ -95,7 +110,7 @@ impl Agent {
             self.energy.retire(&key);
         }
         let sensor = self.sensor.as_ref().map(|s| SensorInfo { name: s.name(), origin: s.origin() });
-        snapshot::build(snapshot::Parts {
+        let mut snapshot = snapshot::build(snapshot::Parts {
             timestamp: SystemTime::now(),
             sample: &sample,
             cpu_method: self.cpu.method(),
@@ -103,7 +118,13 @@ impl Agent {
             energy: &self.energy,
             processes: &self.processes,
             implausible_energy_dropped: self.implausible_dropped,
-        })
+        });
+        snapshot.cputime_ok = cputime_ok;
+        snapshot.energy_ok = energy_ok;
+        if let Some(reader) = &mut self.host_reader {
+            read_host_stats(reader, &mut snapshot);
+        }
+        snapshot
     }
 
     fn poll_energy(&mut self, utilisation: &Utilisation) -> Option<EnergyReading> {
@@ -123,6 +144,19 @@ impl Agent {
                 }
                 None
             }
+        }
+    }
+}
+
+/// Fills the snapshot's host, self and per-process memory statistics.
+fn read_host_stats(reader: &mut HostReader, snapshot: &mut Snapshot) {
+    snapshot.self_stats = reader.self_stats();
+    if reader.host {
+        snapshot.host_stats = Some(reader.host_stats());
+    }
+    if reader.process_memory {
+        for process in snapshot.processes.iter_mut().filter(|p| !p.exited) {
+            process.memory = reader.process_memory(process.key.pid);
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Command line, shaped like Scaphandre's: `scaph [global options] <exporter> [options]`.
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::metrics::{MetricsConfig, DEFAULT_CMDLINE_MAX_LEN, DEFAULT_MAX_PROCESSES};
 
 #[derive(Debug, Parser)]
 #[command(name = "scaph", version, about = "Energy per process, from exact kernel CPU time and RAPL")]
@@ -64,8 +66,67 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = IdlePolicyChoice::Unattributed, global = true)]
     pub idle_policy: IdlePolicyChoice,
 
+    /// How long an exited process keeps its series (final values), e.g. 600, 90s, 10m, 1h.
+    /// After that its energy moves into the summed series. Keep it well above the scrape interval.
+    #[arg(long, value_parser = parse_duration, default_value = "10m", global = true)]
+    pub retention: Duration,
+
+    /// Also expose Scaphandre's metric names and labels (microwatts, microjoules,
+    /// load, memory, disks...), so existing Scaphandre dashboards keep working.
+    #[arg(long, global = true)]
+    pub scaphandre_compat: bool,
+
+    /// Processes with their own series, the top ones by recent power; the others are
+    /// summed into one series (pid=""), so totals stay right. 0: only that sum.
+    #[arg(long, default_value_t = DEFAULT_MAX_PROCESSES, global = true)]
+    pub max_processes: usize,
+
+    /// Longest cmdline label, in characters (longer ones are cut); 0 leaves the label out.
+    #[arg(long, default_value_t = DEFAULT_CMDLINE_MAX_LEN, global = true)]
+    pub cmdline_max_len: usize,
+
+    /// Also expose energy and CPU time per executable (scaph_exe_*).
+    #[arg(long, global = true)]
+    pub per_exe: bool,
+
+    /// Also expose energy and CPU time per cgroup (scaph_cgroup_*).
+    #[arg(long, global = true)]
+    pub per_cgroup: bool,
+
     #[command(subcommand)]
     pub exporter: Exporter,
+}
+
+impl Cli {
+    /// The metric options, with the exporter's `--qemu`.
+    #[must_use]
+    pub fn metrics_config(&self, qemu: bool) -> MetricsConfig {
+        MetricsConfig {
+            compat: self.scaphandre_compat,
+            max_processes: self.max_processes,
+            cmdline_max_len: self.cmdline_max_len,
+            per_exe: self.per_exe,
+            per_cgroup: self.per_cgroup,
+            qemu,
+        }
+    }
+}
+
+/// `600`, `600s`, `10m`, `1h`, `500ms`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 =
+        number.parse().map_err(|_| format!("{text:?}: expected a number with an optional unit (ms, s, m, h)"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("{text:?}: unknown unit {other:?} (use ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -86,6 +147,125 @@ pub enum IdlePolicyChoice {
 pub enum Exporter {
     /// Print host, sockets and top consumers to the terminal.
     Stdout(StdoutArgs),
+    /// Write one JSON object per line, one line per measurement.
+    Json(JsonArgs),
+    /// Serve metrics over HTTP for Prometheus to scrape.
+    Prometheus(PrometheusArgs),
+    /// Push metrics to a Prometheus pushgateway every step.
+    PrometheusPush(PushArgs),
+}
+
+impl Exporter {
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Stdout(_) => "stdout",
+            Self::Json(_) => "json",
+            Self::Prometheus(_) => "prometheus",
+            Self::PrometheusPush(_) => "prometheus-push",
+        }
+    }
+
+    /// Time between two measurements.
+    #[must_use]
+    pub fn step(&self) -> Duration {
+        let secs = |s: u64| Duration::from_secs(s.max(1));
+        match self {
+            Self::Stdout(a) => secs(a.step),
+            Self::Json(a) => {
+                let step = Duration::from_secs(a.step) + Duration::from_nanos(u64::from(a.step_nano));
+                step.max(Duration::from_millis(100))
+            }
+            Self::Prometheus(a) => secs(a.step),
+            Self::PrometheusPush(a) => secs(a.step),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArgs {
+    /// Stop after this many seconds (default: run until interrupted).
+    #[arg(short, long, allow_negative_numbers = true)]
+    pub timeout: Option<i64>,
+
+    /// Seconds between measurements.
+    #[arg(short, long, default_value_t = 2)]
+    pub step: u64,
+
+    /// Nanoseconds added to --step.
+    #[arg(long, default_value_t = 0)]
+    pub step_nano: u32,
+
+    /// How many of the top consumers each line lists.
+    #[arg(long, default_value_t = 10)]
+    pub max_top_consumers: usize,
+
+    /// Write to this file (created or truncated) instead of stdout.
+    #[arg(short, long)]
+    pub file: Option<PathBuf>,
+
+    /// List only processes whose exe, comm or cmdline matches this regex (still at most --max-top-consumers).
+    #[arg(long)]
+    pub process_regex: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PrometheusArgs {
+    /// Address to listen on.
+    #[arg(short, long, default_value = "0.0.0.0")]
+    pub address: String,
+
+    /// TCP port to listen on.
+    #[arg(short, long, default_value_t = 8080)]
+    pub port: u16,
+
+    /// URL path of the metrics (`/metrics`).
+    #[arg(short, long, default_value = "metrics")]
+    pub suffix: String,
+
+    /// Seconds between measurements. Measurement runs on this timer; a scrape
+    /// only reads the latest result, so scrapers never change the numbers.
+    #[arg(long, default_value_t = 2)]
+    pub step: u64,
+
+    /// Add a vmname label to qemu/KVM guest processes.
+    #[arg(long)]
+    pub qemu: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Pushgateway host.
+    #[arg(short = 'H', long, default_value = "localhost")]
+    pub host: String,
+
+    /// Pushgateway port.
+    #[arg(short, long, default_value_t = 9091)]
+    pub port: u16,
+
+    /// http or https.
+    #[arg(short = 'S', long, default_value = "http")]
+    pub scheme: String,
+
+    /// Seconds between measurements (one push each).
+    #[arg(short, long, default_value_t = 30)]
+    pub step: u64,
+
+    /// URL path prefix of the pushgateway API.
+    #[arg(long, default_value = "metrics")]
+    pub suffix: String,
+
+    /// Job name in the grouping key (/metrics/job/<job>/instance/<hostname>).
+    #[arg(short, long, default_value = "scaphandre")]
+    pub job: String,
+
+    /// Accept any TLS certificate (self-signed pushgateway over https).
+    #[arg(long)]
+    pub no_tls_check: bool,
+
+    /// Add a vmname label to qemu/KVM guest processes.
+    #[arg(long)]
+    pub qemu: bool,
 }
 
 #[derive(Debug, Args)]
@@ -106,7 +286,66 @@ pub struct StdoutArgs {
     #[arg(short, long, conflicts_with = "processes")]
     pub regex_filter: Option<String>,
 
-    /// Print every metric as `name = value {labels}` instead of the summary.
+    /// Print every metric as `name{labels} value` (what the prometheus exporter serves) instead of the summary.
     #[arg(long)]
     pub raw_metrics: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("600"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+
+    #[test]
+    fn scaphandre_command_lines_parse() {
+        let cli = Cli::try_parse_from([
+            "scaph",
+            "--scaphandre-compat",
+            "prometheus",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            "9100",
+            "-s",
+            "m",
+            "--qemu",
+        ])
+        .expect("prometheus");
+        assert!(cli.scaphandre_compat);
+        let Exporter::Prometheus(a) = &cli.exporter else { panic!("prometheus") };
+        assert_eq!((a.address.as_str(), a.port, a.suffix.as_str(), a.qemu), ("127.0.0.1", 9100, "m", true));
+        let cli = Cli::try_parse_from([
+            "scaph",
+            "prometheus-push",
+            "-H",
+            "gw",
+            "-S",
+            "https",
+            "-s",
+            "5",
+            "--job",
+            "j",
+            "--no-tls-check",
+        ])
+        .expect("push");
+        assert_eq!(cli.exporter.step(), Duration::from_secs(5));
+        let cli =
+            Cli::try_parse_from(["scaph", "json", "-t", "4", "-s", "1", "--max-top-consumers", "3", "-f", "/tmp/x"])
+                .expect("json");
+        assert_eq!(cli.exporter.name(), "json");
+        // The compat flag also works after the exporter.
+        let cli =
+            Cli::try_parse_from(["scaph", "prometheus", "--scaphandre-compat", "--max-processes", "0"]).expect("after");
+        assert!(cli.scaphandre_compat);
+        assert_eq!(cli.metrics_config(false).max_processes, 0);
+    }
 }

@@ -7,6 +7,8 @@ pub mod attribution;
 pub mod cli;
 pub mod cputime;
 pub mod exporters;
+pub mod host;
+pub mod metrics;
 pub mod open;
 pub mod processes;
 pub mod sensors;

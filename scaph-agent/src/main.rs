@@ -1,5 +1,7 @@
 //! `scaph`: wires the command line to the measurement loop and an exporter.
 use std::{
+    fs::File,
+    io::{BufWriter, Write},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -12,20 +14,30 @@ use clap::Parser as _;
 use scaph_agent::{
     agent::{self, Agent, SnapshotRx},
     attribution::IdlePolicy,
-    cli::{Cli, Exporter as ExporterChoice, IdlePolicyChoice, StdoutArgs},
-    open,
-    sensors::Topology,
+    cli::{Cli, Exporter as ExporterChoice, IdlePolicyChoice, JsonArgs, PrometheusArgs, PushArgs, StdoutArgs},
     exporters::{
+        json::{Consumers, JsonExporter},
+        prometheus, prometheus_push,
         stdout::{Selection, StdoutExporter},
         Exporter,
     },
+    host::HostReader,
+    metrics::MetricsState,
+    open,
+    sensors::Topology,
 };
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::{
+    net::TcpListener,
+    signal::unix::{signal, SignalKind},
+};
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
+    // Two workers: an exporter's encoding or I/O never waits behind another
+    // connection. Measurement has its own thread (agent::spawn).
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting tokio")?;
     runtime.block_on(run(cli))
 }
 
@@ -41,8 +53,17 @@ fn init_logging(verbose: u8) {
 
 async fn run(cli: Cli) -> Result<()> {
     if !cli.no_header {
-        eprintln!("scaph {} — {} exporter", env!("CARGO_PKG_VERSION"), exporter_name(&cli.exporter));
+        eprintln!("scaph {} — {} exporter", env!("CARGO_PKG_VERSION"), cli.exporter.name());
     }
+    // Bind before loading anything: a busy port is reported at once.
+    let listener = match &cli.exporter {
+        ExporterChoice::Prometheus(args) => Some(
+            TcpListener::bind((args.address.as_str(), args.port))
+                .await
+                .with_context(|| format!("listening on {}:{}", args.address, args.port))?,
+        ),
+        _ => None,
+    };
     let cpu = open::cputime(&cli)?;
     let topology = Topology::from_sys_root(&cli.sys_root);
     let sensor = open::sensor(&cli, &topology)?;
@@ -50,14 +71,30 @@ async fn run(cli: Cli) -> Result<()> {
         IdlePolicyChoice::Unattributed => IdlePolicy::Unattributed,
         IdlePolicyChoice::Proportional => IdlePolicy::Proportional,
     };
+    let mut agent = Agent::new(cpu, sensor, topology, policy).with_retention(cli.retention);
+    if uses_metrics(&cli.exporter) {
+        let mut reader = HostReader::new(cli.proc_root.clone(), cli.sys_root.clone());
+        reader.host = cli.scaphandre_compat;
+        reader.process_memory = cli.scaphandre_compat;
+        agent = agent.with_host_stats(reader);
+    }
     let stop = Arc::new(AtomicBool::new(false));
-    let ExporterChoice::Stdout(args) = &cli.exporter;
-    let step = Duration::from_secs(args.step.max(1));
-    let agent = Agent::new(cpu, sensor, topology, policy);
-    let (rx, measure) = agent::spawn(agent, step, stop.clone()).context("starting the measurement thread")?;
+    let (rx, measure) =
+        agent::spawn(agent, cli.exporter.step(), stop.clone()).context("starting the measurement thread")?;
 
+    let exporter = async {
+        match &cli.exporter {
+            ExporterChoice::Stdout(args) => run_stdout(&cli, args, rx).await,
+            ExporterChoice::Json(args) => run_json(args, rx).await,
+            ExporterChoice::Prometheus(args) => match listener {
+                Some(listener) => run_prometheus(&cli, args, listener, rx).await,
+                None => Ok(()),
+            },
+            ExporterChoice::PrometheusPush(args) => run_push(&cli, args, rx).await,
+        }
+    };
     let result = tokio::select! {
-        r = run_stdout(args, rx) => r,
+        r = exporter => r,
         r = shutdown_signal() => r,
     };
     stop.store(true, Ordering::Relaxed);
@@ -67,9 +104,13 @@ async fn run(cli: Cli) -> Result<()> {
     result
 }
 
-fn exporter_name(exporter: &ExporterChoice) -> &'static str {
+/// Exporters built on the metrics module (they show scaph's own footprint,
+/// and Scaphandre's host statistics with --scaphandre-compat).
+fn uses_metrics(exporter: &ExporterChoice) -> bool {
     match exporter {
-        ExporterChoice::Stdout(_) => "stdout",
+        ExporterChoice::Stdout(args) => args.raw_metrics,
+        ExporterChoice::Json(_) => false,
+        ExporterChoice::Prometheus(_) | ExporterChoice::PrometheusPush(_) => true,
     }
 }
 
@@ -83,13 +124,9 @@ async fn shutdown_signal() -> Result<()> {
     Ok(())
 }
 
-async fn run_stdout(args: &StdoutArgs, mut rx: SnapshotRx) -> Result<()> {
-    let selection = match &args.regex_filter {
-        Some(re) => Selection::Matching(regex::Regex::new(re).with_context(|| format!("invalid --regex-filter {re:?}"))?),
-        None => Selection::Top(args.processes),
-    };
-    let mut exporter = StdoutExporter::to_stdout(selection);
-    let deadline = (args.timeout >= 0).then(|| tokio::time::Instant::now() + Duration::from_secs(args.timeout.unsigned_abs()));
+/// Hands each new snapshot to a push-style exporter until `timeout` (if any).
+async fn feed(exporter: &mut dyn Exporter, mut rx: SnapshotRx, timeout: Option<Duration>) -> Result<()> {
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     loop {
         let changed = match deadline {
             Some(at) => match tokio::time::timeout_at(at, rx.changed()).await {
@@ -106,4 +143,64 @@ async fn run_stdout(args: &StdoutArgs, mut rx: SnapshotRx) -> Result<()> {
             exporter.export(&snapshot)?;
         }
     }
+}
+
+/// Negative: no limit.
+fn seconds(timeout: i64) -> Option<Duration> {
+    (timeout >= 0).then(|| Duration::from_secs(timeout.unsigned_abs()))
+}
+
+async fn run_stdout(cli: &Cli, args: &StdoutArgs, rx: SnapshotRx) -> Result<()> {
+    let selection = match &args.regex_filter {
+        Some(re) => {
+            Selection::Matching(regex::Regex::new(re).with_context(|| format!("invalid --regex-filter {re:?}"))?)
+        }
+        None => Selection::Top(args.processes),
+    };
+    let mut exporter = StdoutExporter::to_stdout(selection);
+    if args.raw_metrics {
+        exporter = exporter.with_raw_metrics(MetricsState::new(cli.metrics_config(false)));
+    }
+    feed(&mut exporter, rx, seconds(args.timeout)).await
+}
+
+async fn run_json(args: &JsonArgs, rx: SnapshotRx) -> Result<()> {
+    let regex = match &args.process_regex {
+        Some(re) => Some(regex::Regex::new(re).with_context(|| format!("invalid --process-regex {re:?}"))?),
+        None => None,
+    };
+    let consumers = Consumers { max: args.max_top_consumers, regex };
+    let out: Box<dyn Write + Send> = match &args.file {
+        Some(path) => {
+            Box::new(BufWriter::new(File::create(path).with_context(|| format!("creating {}", path.display()))?))
+        }
+        None => Box::new(std::io::stdout()),
+    };
+    let mut exporter = JsonExporter::new(out, consumers);
+    feed(&mut exporter, rx, args.timeout.and_then(seconds)).await
+}
+
+async fn run_prometheus(cli: &Cli, args: &PrometheusArgs, listener: TcpListener, rx: SnapshotRx) -> Result<()> {
+    let (exposition, _publisher) =
+        scaph_agent::exporters::publish(rx, MetricsState::new(cli.metrics_config(args.qemu)));
+    if let Ok(addr) = listener.local_addr() {
+        log::info!("serving metrics at http://{addr}{}", prometheus::metrics_path(&args.suffix));
+    }
+    prometheus::serve(listener, &args.suffix, exposition).await.context("serving metrics")
+}
+
+async fn run_push(cli: &Cli, args: &PushArgs, rx: SnapshotRx) -> Result<()> {
+    let (exposition, _publisher) =
+        scaph_agent::exporters::publish(rx, MetricsState::new(cli.metrics_config(args.qemu)));
+    let target = prometheus_push::PushTarget {
+        scheme: args.scheme.clone(),
+        host: args.host.clone(),
+        port: args.port,
+        suffix: args.suffix.clone(),
+        job: args.job.clone(),
+        instance: prometheus_push::hostname(),
+        no_tls_check: args.no_tls_check,
+        timeout: cli.exporter.step().clamp(Duration::from_secs(1), Duration::from_secs(10)),
+    };
+    prometheus_push::run(exposition, target).await.context("pushing metrics")
 }

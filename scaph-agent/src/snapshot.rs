@@ -8,6 +8,7 @@ use std::{
 use crate::{
     attribution::{Accumulator, Cumulative},
     cputime::{CpuSample, CpuTimeMethod, LossCounters, ProcessKey},
+    host::{HostStats, ProcessMemory, SelfStats},
     processes::ProcessTable,
     sensors::{DomainKind, EnergyOrigin},
 };
@@ -36,6 +37,14 @@ pub struct Snapshot {
     pub losses: LossCounters,
     /// Implausible energy deltas dropped by the sensor (cumulative).
     pub implausible_energy_dropped: u64,
+    /// The CPU time source answered this cycle (else its sample was empty).
+    pub cputime_ok: bool,
+    /// The energy sensor answered this cycle (true when there is none).
+    pub energy_ok: bool,
+    /// Load, memory, disks...: read only when an exporter asks for them.
+    pub host_stats: Option<HostStats>,
+    /// scaph's own CPU and memory, when read.
+    pub self_stats: Option<SelfStats>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,6 +103,8 @@ pub struct ProcessSnapshot {
     pub energy: Option<Energy>,
     /// The process has exited; its values are final.
     pub exited: bool,
+    /// Resident and virtual memory, when read (running processes only).
+    pub memory: Option<ProcessMemory>,
 }
 
 impl ProcessSnapshot {
@@ -164,6 +175,7 @@ pub fn build(parts: Parts<'_>) -> Snapshot {
                 None
             },
             exited: info.exited,
+            memory: None,
         })
         .collect();
     rows.sort_by(|a, b| {
@@ -183,5 +195,9 @@ pub fn build(parts: Parts<'_>) -> Snapshot {
         cpu_idle_ratio: sample.idle_ns.iter().map(|&ns| ratio(ns).min(1.0)).collect(),
         losses: sample.losses,
         implausible_energy_dropped,
+        cputime_ok: true,
+        energy_ok: true,
+        host_stats: None,
+        self_stats: None,
     }
 }

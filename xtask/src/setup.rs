@@ -88,6 +88,36 @@ fn ensure_bpf_linker() -> Result<()> {
     Ok(())
 }
 
+/// The exporter tests check scaph against the real tools: `promtool` and
+/// `prometheus` (Debian package `prometheus`) and `prometheus-pushgateway`.
+/// Installed with apt as root; otherwise the command is printed.
+pub fn ensure_exporter_test_tools() -> Result<()> {
+    const TOOLS: &[(&str, &str)] =
+        &[("promtool", "prometheus"), ("prometheus", "prometheus"), ("prometheus-pushgateway", "prometheus-pushgateway")];
+    let mut missing: Vec<&str> = TOOLS.iter().filter(|(bin, _)| !on_path(bin)).map(|(_, package)| *package).collect();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        eprintln!(
+            "xtask: the exporter tests need {}. Install with:\n  sudo apt-get update && sudo apt-get install -y --no-install-recommends {}",
+            missing.join(", "),
+            missing.join(" ")
+        );
+        return Ok(());
+    }
+    eprintln!("xtask: installing {} (apt)", missing.join(" "));
+    run("apt-get", &["update", "-q"])?;
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend_from_slice(&missing);
+    run_env("apt-get", &args, &[("DEBIAN_FRONTEND", "noninteractive")])
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
 /// The classic-tracepoint mode (kernels without BTF) needs tracefs mounted.
 fn ensure_tracefs() {
     let dir = std::path::Path::new("/sys/kernel/tracing");

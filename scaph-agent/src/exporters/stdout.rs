@@ -5,6 +5,7 @@ use regex::Regex;
 
 use super::{ExportError, Exporter};
 use crate::{
+    metrics::{self, MetricsState},
     sensors::EnergyOrigin,
     snapshot::{Energy, ProcessSnapshot, Snapshot},
 };
@@ -20,19 +21,29 @@ pub struct StdoutExporter<W: Write> {
     selection: Selection,
     /// Bold headings when the output is a terminal; plain text when piped.
     styled: bool,
+    /// `--raw-metrics`: every metric instead of the summary.
+    raw: Option<MetricsState>,
 }
 
 impl StdoutExporter<std::io::Stdout> {
     pub fn to_stdout(selection: Selection) -> Self {
         let out = std::io::stdout();
         let styled = out.is_terminal();
-        Self { out, selection, styled }
+        Self { out, selection, styled, raw: None }
     }
 }
 
 impl<W: Write> StdoutExporter<W> {
     pub fn new(out: W, selection: Selection, styled: bool) -> Self {
-        Self { out, selection, styled }
+        Self { out, selection, styled, raw: None }
+    }
+
+    /// Prints every metric, as the prometheus exporter would serve it, one
+    /// `name{labels} value` line each, instead of the summary.
+    #[must_use]
+    pub fn with_raw_metrics(mut self, state: MetricsState) -> Self {
+        self.raw = Some(state);
+        self
     }
 
     fn heading(&self, text: &str) -> String {
@@ -46,7 +57,10 @@ impl<W: Write> StdoutExporter<W> {
 
 impl<W: Write> Exporter for StdoutExporter<W> {
     fn export(&mut self, snap: &Snapshot) -> Result<(), ExportError> {
-        let text = render(snap, &self.selection, |t| self.heading(t));
+        let text = match &mut self.raw {
+            Some(state) => render_raw(&state.update(snap)),
+            None => render(snap, &self.selection, |t| self.heading(t)),
+        };
         self.out.write_all(text.as_bytes())?;
         self.out.flush()?;
         Ok(())
@@ -63,6 +77,23 @@ fn origin_label(origin: EnergyOrigin) -> &'static str {
         EnergyOrigin::Estimated => "ESTIMATED (no RAPL: linear model of CPU use, not a measurement)",
         EnergyOrigin::Vm => "from the hypervisor (vm)",
     }
+}
+
+/// One line per sample, then a blank line.
+#[must_use]
+pub fn render_raw(families: &[metrics::Family]) -> String {
+    let mut s = String::new();
+    for family in families {
+        for sample in &family.samples {
+            s += family.def.name;
+            metrics::text::write_labels(&mut s, &sample.labels);
+            s.push(' ');
+            s += &metrics::text::format_value(sample.value);
+            s.push('\n');
+        }
+    }
+    s.push('\n');
+    s
 }
 
 /// The whole screen for one snapshot.

@@ -1,0 +1,189 @@
+//! `scaph json`: one JSON object per line (JSON Lines), one line per
+//! measurement.
+//!
+//! Each line is complete before it is written and flushed, so the output is
+//! valid at any moment it is cut: every line parses on its own. (Scaphandre
+//! wrote one array that was invalid until the program ended cleanly.)
+//!
+//! Field names follow Scaphandre's report where they exist (`consumption` in
+//! microwatts, `exe`, `cmdline`, `pid`, `sockets[].domains[]`), next to
+//! base-unit fields (`power_watts`, `energy_joules`).
+use std::{io::Write, time::UNIX_EPOCH};
+
+use regex::Regex;
+use serde::Serialize;
+
+use super::{ExportError, Exporter};
+use crate::snapshot::{Energy, ProcessSnapshot, Snapshot};
+
+/// Which processes a line lists.
+#[derive(Debug)]
+pub struct Consumers {
+    /// At most this many, highest power first.
+    pub max: usize,
+    /// Only those whose exe, comm or cmdline matches.
+    pub regex: Option<Regex>,
+}
+
+pub struct JsonExporter<W: Write> {
+    out: W,
+    consumers: Consumers,
+}
+
+impl<W: Write> JsonExporter<W> {
+    pub fn new(out: W, consumers: Consumers) -> Self {
+        Self { out, consumers }
+    }
+}
+
+impl<W: Write> Exporter for JsonExporter<W> {
+    fn export(&mut self, snapshot: &Snapshot) -> Result<(), ExportError> {
+        let mut line = serde_json::to_string(&Report::new(snapshot, &self.consumers))?;
+        line.push('\n');
+        self.out.write_all(line.as_bytes())?;
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report<'a> {
+    /// Unix time, seconds, at the end of the measurement.
+    pub timestamp: f64,
+    /// Length of the measurement step, seconds.
+    pub interval_seconds: f64,
+    /// Energy sensor name (`powercap_rapl`, `estimate`, `vm`), or null.
+    pub sensor: Option<&'static str>,
+    /// True when energy is computed from CPU use, not measured.
+    pub estimated: bool,
+    /// Where CPU time comes from: `bpf` or `procfs`.
+    pub source: &'static str,
+    pub host: Option<Power>,
+    /// Energy no process claimed.
+    pub idle: Option<Power>,
+    pub sockets: Vec<Socket>,
+    pub consumers: Vec<Consumer<'a>>,
+    pub losses: Losses,
+}
+
+/// Power over the last step and energy since scaph started.
+#[derive(Debug, Serialize)]
+pub struct Power {
+    /// Microwatts (Scaphandre's unit).
+    pub consumption: f64,
+    pub power_watts: f64,
+    pub energy_joules: f64,
+}
+
+impl From<Energy> for Power {
+    fn from(e: Energy) -> Self {
+        Self { consumption: e.watts * 1e6, power_watts: e.watts, energy_joules: e.joules_total }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Socket {
+    pub id: u32,
+    #[serde(flatten)]
+    pub power: Power,
+    pub idle: Option<Power>,
+    pub domains: Vec<Domain>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Domain {
+    pub name: String,
+    #[serde(flatten)]
+    pub power: Power,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Consumer<'a> {
+    pub pid: u32,
+    pub comm: &'a str,
+    /// Full path, or empty when unknown (kernel threads).
+    pub exe: String,
+    /// Arguments joined by spaces.
+    pub cmdline: String,
+    /// Microwatts; null without an energy source.
+    pub consumption: Option<f64>,
+    pub power_watts: Option<f64>,
+    pub energy_joules: Option<f64>,
+    /// Share of one CPU over the last step.
+    pub cpu_ratio: f64,
+    pub cpu_seconds: f64,
+    pub exited: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Losses {
+    pub dropped_cpu_seconds: f64,
+    pub dropped_slices: u64,
+    pub dropped_exits: u64,
+    pub implausible_energy_deltas: u64,
+}
+
+impl<'a> Report<'a> {
+    #[must_use]
+    pub fn new(snap: &'a Snapshot, consumers: &Consumers) -> Self {
+        let listed = snap
+            .processes
+            .iter()
+            .filter(|p| !p.exited || p.cpu_ratio > 0.0)
+            .filter(|p| consumers.regex.as_ref().is_none_or(|re| matches(re, p)))
+            .take(consumers.max)
+            .map(Consumer::from)
+            .collect();
+        Self {
+            timestamp: snap.timestamp.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()),
+            interval_seconds: snap.interval.as_secs_f64(),
+            sensor: snap.sensor.as_ref().map(|s| s.name),
+            estimated: snap.sensor.as_ref().is_some_and(crate::snapshot::SensorInfo::estimated),
+            source: snap.cpu_method.source(),
+            host: snap.host.map(Power::from),
+            idle: snap.idle.map(Power::from),
+            sockets: snap
+                .sockets
+                .iter()
+                .map(|s| Socket {
+                    id: s.id,
+                    power: s.energy.into(),
+                    idle: s.idle.map(Power::from),
+                    domains: s
+                        .domains
+                        .iter()
+                        .map(|d| Domain { name: d.name.clone(), power: d.energy.into() })
+                        .collect(),
+                })
+                .collect(),
+            consumers: listed,
+            losses: Losses {
+                dropped_cpu_seconds: snap.losses.dropped_ns as f64 / 1e9,
+                dropped_slices: snap.losses.dropped_slices,
+                dropped_exits: snap.losses.dropped_exits,
+                implausible_energy_deltas: snap.implausible_energy_dropped,
+            },
+        }
+    }
+}
+
+fn matches(re: &Regex, p: &ProcessSnapshot) -> bool {
+    re.is_match(&p.exe_or_comm()) || re.is_match(&p.comm) || re.is_match(&p.cmdline.join(" "))
+}
+
+impl<'a> From<&'a ProcessSnapshot> for Consumer<'a> {
+    fn from(p: &'a ProcessSnapshot) -> Self {
+        Self {
+            pid: p.key.pid,
+            comm: &p.comm,
+            exe: p.exe.as_ref().map(|e| e.display().to_string()).unwrap_or_default(),
+            cmdline: p.cmdline.join(" "),
+            consumption: p.energy.map(|e| e.watts * 1e6),
+            power_watts: p.energy.map(|e| e.watts),
+            energy_joules: p.energy.map(|e| e.joules_total),
+            cpu_ratio: p.cpu_ratio,
+            cpu_seconds: p.cpu_seconds_total,
+            exited: p.exited,
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! `scaph prometheus-push`: sends the exposition to a Prometheus pushgateway
+//! after every measurement.
+//!
+//! It PUTs to `/<suffix>/job/<job>/instance/<hostname>`, which replaces the
+//! whole group, so series of processes that are gone disappear from the
+//! gateway too. A gateway that is down or refuses a push is logged
+//! (rate-limited) and tried again at the next step; it never stops scaph.
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+use reqwest::header::CONTENT_TYPE;
+
+use super::Exposition;
+use crate::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
+
+/// At most one failure message per this period (besides the first one).
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("--scheme {0:?}: use http or https")]
+    Scheme(String),
+    #[error("setting up the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+    #[error("sending to {url}: {source}")]
+    Send {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{url} answered {status}: {body}")]
+    Refused { url: String, status: reqwest::StatusCode, body: String },
+}
+
+/// Where and how to push.
+#[derive(Clone, Debug)]
+pub struct PushTarget {
+    pub scheme: String,
+    pub host: String,
+    pub port: u16,
+    pub suffix: String,
+    pub job: String,
+    pub instance: String,
+    pub no_tls_check: bool,
+    /// Per-request limit.
+    pub timeout: Duration,
+}
+
+impl PushTarget {
+    /// The group's URL; label values go through the pushgateway's base64
+    /// form when they would not survive as a path segment.
+    #[must_use]
+    pub fn url(&self) -> String {
+        let host = if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let suffix = self.suffix.trim_matches('/');
+        let prefix = if suffix.is_empty() { String::new() } else { format!("/{suffix}") };
+        format!(
+            "{}://{host}:{}{prefix}/job{}/instance{}",
+            self.scheme,
+            self.port,
+            grouping_segment(&self.job),
+            grouping_segment(&self.instance)
+        )
+    }
+}
+
+/// `/value`, or `@base64/<urlsafe base64>` for values with `/`, `%`, or
+/// nothing in them (the pushgateway's documented escape).
+fn grouping_segment(value: &str) -> String {
+    let plain = !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+    if plain {
+        format!("/{value}")
+    } else {
+        format!("@base64/{}", base64_url(value.as_bytes()))
+    }
+}
+
+/// RFC 4648 §5 (URL-safe alphabet), with padding as the pushgateway accepts it.
+fn base64_url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(chunk.get(1).copied().unwrap_or(0)) << 8)
+            | u32::from(chunk.get(2).copied().unwrap_or(0));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The machine's host name, for the `instance` grouping label.
+#[must_use]
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    if ok && len > 0 {
+        String::from_utf8_lossy(&buf[..len]).into_owned()
+    } else {
+        "localhost".into()
+    }
+}
+
+/// Logs failures at most once per [`LOG_EVERY`], and the recovery.
+#[derive(Debug, Default)]
+struct FailureLog {
+    failures: u64,
+    last_logged: Option<Instant>,
+}
+
+impl FailureLog {
+    fn failed(&mut self, error: &PushError) {
+        self.failures += 1;
+        let due = self.last_logged.is_none_or(|at| at.elapsed() >= LOG_EVERY);
+        if due {
+            warn!("push failed ({} in a row, retrying every step): {error}", self.failures);
+            self.last_logged = Some(Instant::now());
+        }
+    }
+
+    fn succeeded(&mut self, url: &str) {
+        if self.failures > 0 {
+            warn!("pushing to {url} works again after {} failed attempts", self.failures);
+        }
+        self.failures = 0;
+        self.last_logged = None;
+    }
+}
+
+/// Pushes each new exposition until the measurement loop stops.
+pub async fn run(mut exposition: Exposition, target: PushTarget) -> Result<(), PushError> {
+    if target.scheme != "http" && target.scheme != "https" {
+        return Err(PushError::Scheme(target.scheme));
+    }
+    let client = reqwest::Client::builder()
+        .timeout(target.timeout)
+        .danger_accept_invalid_certs(target.no_tls_check)
+        .build()
+        .map_err(PushError::Client)?;
+    let url = target.url();
+    info!("pushing to {url}");
+    let mut log = FailureLog::default();
+    while exposition.changed().await.is_ok() {
+        let body = exposition.borrow_and_update().clone();
+        match push(&client, &url, body).await {
+            Ok(()) => log.succeeded(&url),
+            Err(e) => log.failed(&e),
+        }
+    }
+    Ok(())
+}
+
+async fn push(client: &reqwest::Client, url: &str, body: bytes::Bytes) -> Result<(), PushError> {
+    let response = client
+        .put(url)
+        .header(CONTENT_TYPE, METRICS_CONTENT_TYPE)
+        .body(body)
+        .send()
+        .await
+        .map_err(|source| PushError::Send { url: url.to_owned(), source })?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let body = response.text().await.unwrap_or_default();
+    Err(PushError::Refused { url: url.to_owned(), status, body: body.trim().chars().take(300).collect() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> PushTarget {
+        PushTarget {
+            scheme: "http".into(),
+            host: "localhost".into(),
+            port: 9091,
+            suffix: "metrics".into(),
+            job: "scaphandre".into(),
+            instance: "web-1".into(),
+            no_tls_check: false,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn url_has_the_grouping_key() {
+        assert_eq!(target().url(), "http://localhost:9091/metrics/job/scaphandre/instance/web-1");
+        let t = PushTarget { host: "::1".into(), job: "a/b".into(), ..target() };
+        assert_eq!(t.url(), "http://[::1]:9091/metrics/job@base64/YS9i/instance/web-1");
+    }
+
+    #[test]
+    fn base64_matches_rfc_4648() {
+        assert_eq!(base64_url(b""), "");
+        assert_eq!(base64_url(b"f"), "Zg==");
+        assert_eq!(base64_url(b"fo"), "Zm8=");
+        assert_eq!(base64_url(b"foo"), "Zm9v");
+        assert_eq!(base64_url(b"foob"), "Zm9vYg==");
+        assert_eq!(base64_url(&[0xfb, 0xff]), "-_8=");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_gateway_is_an_error_not_a_panic() {
+        // A loopback port that was just free: nothing listens there.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        drop(listener);
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("client");
+        let url = PushTarget { host: "127.0.0.1".into(), port, ..target() }.url();
+        let err = push(&client, &url, bytes::Bytes::from_static(b"x 1\n")).await.expect_err("nothing listens");
+        assert!(matches!(err, PushError::Send { .. }), "{err}");
+    }
+}

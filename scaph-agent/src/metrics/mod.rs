@@ -1,0 +1,248 @@
+//! The metrics scaph exposes, built from one `Snapshot` at a time.
+//!
+//! - [`names`]: every metric's name, type, unit and help text.
+//! - [`ledger`]: which processes get their own series, and the bookkeeping
+//!   that keeps counters monotonic and the totals right.
+//! - [`collect`]: one function per collector turning a snapshot into families.
+//! - [`text`]: the Prometheus text encoding.
+//!
+//! [`MetricsState`] is fed every snapshot, in order, by the exporter that
+//! owns it (never by a scrape), so the ledger sees every process.
+pub mod collect;
+mod compat;
+pub mod ledger;
+pub mod names;
+pub mod text;
+
+use std::{collections::HashMap, time::Instant};
+
+use log::debug;
+
+pub use text::{encode, Family, Sample, CONTENT_TYPE};
+
+use crate::snapshot::Snapshot;
+
+/// Default of `--max-processes`.
+pub const DEFAULT_MAX_PROCESSES: usize = 500;
+/// Default of `--cmdline-max-len`.
+pub const DEFAULT_CMDLINE_MAX_LEN: usize = 128;
+
+/// What to expose.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Also Scaphandre's names and labels.
+    pub compat: bool,
+    /// Processes with their own series; the rest are summed in one series.
+    pub max_processes: usize,
+    /// Longest `cmdline` label, in characters; 0 leaves the label out.
+    pub cmdline_max_len: usize,
+    /// Counters per executable.
+    pub per_exe: bool,
+    /// Counters per cgroup.
+    pub per_cgroup: bool,
+    /// Add a `vmname` label to qemu processes (Scaphandre's `--qemu`).
+    pub qemu: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            compat: false,
+            max_processes: DEFAULT_MAX_PROCESSES,
+            cmdline_max_len: DEFAULT_CMDLINE_MAX_LEN,
+            per_exe: false,
+            per_cgroup: false,
+            qemu: false,
+        }
+    }
+}
+
+/// The metrics' state across snapshots.
+#[derive(Debug)]
+pub struct MetricsState {
+    config: MetricsConfig,
+    ledger: ledger::Ledger,
+    /// Last exposed value of every counter series, by `name{labels}`.
+    counters: HashMap<String, f64>,
+    /// Measure collector durations (off only for reproducible test output).
+    timed: bool,
+}
+
+impl MetricsState {
+    #[must_use]
+    pub fn new(config: MetricsConfig) -> Self {
+        let ledger = ledger::Ledger::new(config.max_processes, config.per_exe, config.per_cgroup);
+        Self { config, ledger, counters: HashMap::new(), timed: true }
+    }
+
+    /// Reports every collector duration as 0, so output is reproducible.
+    #[cfg(test)]
+    #[must_use]
+    pub(crate) fn untimed(mut self) -> Self {
+        self.timed = false;
+        self
+    }
+
+    #[must_use]
+    pub fn config(&self) -> &MetricsConfig {
+        &self.config
+    }
+
+    /// What to show before the first measurement: build information and
+    /// every collector marked unsuccessful.
+    #[must_use]
+    pub fn before_first_measurement(&self) -> Vec<Family> {
+        let mut families = vec![collect::build_info()];
+        let outcomes: Vec<collect::Outcome> =
+            self.collectors().iter().map(|&name| collect::Outcome { name, success: false, seconds: 0.0 }).collect();
+        families.extend(collect::collector_families(&outcomes));
+        families
+    }
+
+    /// Folds a snapshot in and returns every family to expose.
+    pub fn update(&mut self, snap: &Snapshot) -> Vec<Family> {
+        let config = &self.config;
+        let mut outcomes = Vec::new();
+        let mut families = collect::meta(snap);
+
+        let started = Instant::now();
+        let (energy, success) = collect::energy(snap, config);
+        families.extend(energy);
+        outcomes.push(collect::Outcome { name: "energy", success, seconds: self.elapsed(started) });
+
+        let started = Instant::now();
+        let view = self.ledger.update(snap);
+        let (processes, success) = collect::processes(snap, &view, config);
+        families.extend(processes);
+        outcomes.push(collect::Outcome { name: "processes", success, seconds: self.elapsed(started) });
+
+        if config.compat {
+            let started = Instant::now();
+            let (host, success) = compat::host(snap);
+            families.extend(host);
+            outcomes.push(collect::Outcome { name: "host", success, seconds: self.elapsed(started) });
+        }
+
+        let started = Instant::now();
+        let (own, success) = collect::self_stats(snap, config);
+        families.extend(own);
+        outcomes.push(collect::Outcome { name: "self", success, seconds: self.elapsed(started) });
+
+        families.extend(collect::collector_families(&outcomes));
+        self.guard_counters(&mut families);
+        families
+    }
+
+    fn elapsed(&self, started: Instant) -> f64 {
+        if self.timed {
+            started.elapsed().as_secs_f64()
+        } else {
+            0.0
+        }
+    }
+
+    /// Collector names, in output order.
+    fn collectors(&self) -> Vec<&'static str> {
+        if self.config.compat {
+            vec!["energy", "processes", "host", "self"]
+        } else {
+            vec!["energy", "processes", "self"]
+        }
+    }
+
+    /// No exposed counter ever goes backwards, whatever happens upstream
+    /// (float rounding, a bug): a lower value repeats the previous one.
+    fn guard_counters(&mut self, families: &mut [Family]) {
+        let mut seen = HashMap::with_capacity(self.counters.len());
+        for family in families.iter_mut().filter(|f| f.def.kind == names::Kind::Counter) {
+            for sample in &mut family.samples {
+                let mut key = String::from(family.def.name);
+                text::write_labels(&mut key, &sample.labels);
+                if let Some(&before) = self.counters.get(&key) {
+                    if sample.value < before || sample.value.is_nan() {
+                        if before - sample.value > 1e-6 * before.abs().max(1.0) {
+                            debug!("{key} went from {before} to {}: kept {before}", sample.value);
+                        }
+                        sample.value = before;
+                    }
+                }
+                seen.insert(key, sample.value);
+            }
+        }
+        self.counters = seen;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exporters::golden_fixture;
+
+    fn value(families: &[Family], name: &str) -> Option<f64> {
+        families.iter().find(|f| f.def.name == name).and_then(|f| f.samples.first()).map(|s| s.value)
+    }
+
+    fn success(families: &[Family], collector: &str) -> Option<f64> {
+        families
+            .iter()
+            .find(|f| f.def.name == names::COLLECTOR_SUCCESS.name)?
+            .samples
+            .iter()
+            .find(|s| s.labels.iter().any(|(_, v)| v == collector))
+            .map(|s| s.value)
+    }
+
+    #[test]
+    fn a_counter_that_would_go_backwards_repeats_its_last_value() {
+        let mut state = MetricsState::new(MetricsConfig::default()).untimed();
+        let mut snap = golden_fixture();
+        state.update(&snap);
+        if let Some(host) = snap.host.as_mut() {
+            host.joules_total -= 1.0; // e.g. a bug or float noise upstream
+        }
+        let families = state.update(&snap);
+        assert_eq!(value(&families, "scaph_host_energy_joules_total"), Some(100.0));
+    }
+
+    #[test]
+    fn a_failing_collector_is_marked_and_the_rest_still_answers() {
+        let mut state = MetricsState::new(MetricsConfig { compat: true, ..MetricsConfig::default() }).untimed();
+        let mut snap = golden_fixture();
+        snap.energy_ok = false;
+        snap.host_stats = None;
+        let families = state.update(&snap);
+        assert_eq!(success(&families, "energy"), Some(0.0));
+        assert_eq!(success(&families, "host"), Some(0.0));
+        assert_eq!(success(&families, "processes"), Some(1.0));
+        assert_eq!(
+            value(&families, "scaph_host_energy_joules_total"),
+            Some(100.0),
+            "last known counters are still exposed"
+        );
+        assert!(value(&families, "scaph_host_load_avg_one").is_none());
+    }
+
+    #[test]
+    fn before_the_first_measurement_only_build_info_and_unsuccessful_collectors() {
+        let text = encode(&MetricsState::new(MetricsConfig::default()).before_first_measurement());
+        assert!(text.contains("scaph_build_info{version="));
+        assert!(text.contains("scaph_scrape_collector_success{collector=\"energy\"} 0"));
+        assert!(!text.contains("scaph_host_energy"));
+    }
+
+    #[test]
+    fn without_an_energy_source_there_are_no_energy_families() {
+        let mut snap = golden_fixture();
+        snap.sensor = None;
+        snap.host = None;
+        snap.idle = None;
+        snap.sockets.clear();
+        for p in &mut snap.processes {
+            p.energy = None;
+        }
+        let text = encode(&MetricsState::new(MetricsConfig::default()).untimed().update(&snap));
+        assert!(!text.contains("joules"), "{text}");
+        assert!(text.contains("scaph_process_cpu_seconds_total{pid=\"4242\""));
+        assert!(text.contains("scaph_scrape_collector_success{collector=\"energy\"} 0"));
+    }
+}
