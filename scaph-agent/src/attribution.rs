@@ -513,6 +513,7 @@ impl Accumulator {
         if let Some(totals) = self.processes.remove(key) {
             self.retired += totals.energy.joules;
         }
+        crate::util::shrink_if_sparse(&mut self.processes);
     }
 
     /// Joules of all retired processes.

@@ -13,3 +13,4 @@ pub mod open;
 pub mod processes;
 pub mod sensors;
 pub mod snapshot;
+pub mod util;

@@ -58,6 +58,7 @@ impl ProcessTable {
         for key in &expired {
             self.entries.remove(key);
         }
+        crate::util::shrink_if_sparse(&mut self.entries);
         expired
     }
 

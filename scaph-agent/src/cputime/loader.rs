@@ -63,6 +63,16 @@ pub fn load(options: LoadOptions) -> Result<Loaded, LoadError> {
         return Err(LoadError::NotBuilt);
     }
     raise_memlock_limit();
+    let loaded = load_variant(options);
+    // Parsing the kernel's BTF (twice: for the offsets, and by aya) peaks at
+    // tens of MB; hand that memory back to the system instead of keeping it
+    // as free heap for the agent's whole life.
+    // SAFETY: malloc_trim only releases free memory.
+    unsafe { libc::malloc_trim(0) };
+    loaded
+}
+
+fn load_variant(options: LoadOptions) -> Result<Loaded, LoadError> {
     if options.force_timestamp {
         info!("timestamp variant of the kernel program requested");
         let ebpf = load_tracepoint()?;

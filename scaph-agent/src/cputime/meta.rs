@@ -82,6 +82,7 @@ impl MetaCache {
     /// final samples of exited processes, so memory stays bounded).
     pub fn retain(&mut self, live: impl Fn(&ProcessKey) -> bool) {
         self.entries.retain(|key, _| live(key));
+        crate::util::shrink_if_sparse(&mut self.entries);
     }
 
     /// Forgets one process.

@@ -370,6 +370,7 @@ impl Processes {
             ));
             false
         });
+        crate::util::shrink_if_sparse(&mut self.by_pid);
     }
 }
 

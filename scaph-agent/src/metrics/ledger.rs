@@ -204,6 +204,7 @@ impl Ledger {
         gone.sort_by_key(|(k, _)| *k);
         self.retired_cpu_seconds += gone.iter().map(|(_, cpu)| cpu).sum::<f64>();
         self.entries.retain(|_, e| e.generation == generation);
+        crate::util::shrink_if_sparse(&mut self.entries);
 
         self.select();
 

@@ -5,6 +5,7 @@ mod accuracy;
 mod kernel;
 mod report;
 mod scale;
+mod serve;
 mod util;
 
 use std::{fmt::Write as _, time::Instant};
@@ -51,10 +52,11 @@ fn main() {
     let mut sections: Vec<Table> = Vec::new();
     let step = |name: &str| eprintln!("scaph-bench: {name} ({:.0} s so far)", started.elapsed().as_secs_f64());
 
-    let measures: [(&str, &str, fn(bool, &mut Table)); 4] = [
+    let measures: [(&str, &str, fn(bool, &mut Table)); 5] = [
         ("1", "1. Kernel program cost", kernel::program_cost),
         ("2", "2. Context-switch storm", kernel::pipe_slowdown),
         ("3", "3. Collection cost at scale (processes waking every second, one cycle per second)", scale::collection_cost),
+        ("4", "4–5. Scrape cost and memory at scale (real `scaph prometheus`, processes waking every second)", serve::scrape_and_memory),
         ("6", "6. Accuracy against ground truth (fake RAPL package, 20 W idle → 60 W busy, following /proc/stat)", accuracy::accuracy),
     ];
     for (id, title, measure) in measures {
