@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use log::warn;
+use log::{debug, warn};
 use tokio::sync::watch;
 
 use crate::{
@@ -89,12 +89,14 @@ impl Agent {
 
     /// One measurement cycle.
     pub fn cycle(&mut self) -> Snapshot {
+        let started = Instant::now();
         let mut cputime_ok = true;
         let sample = self.cpu.sample().unwrap_or_else(|e| {
             warn!("reading CPU time: {e}");
             cputime_ok = false;
             CpuSample::default()
         });
+        let sampled = Instant::now();
         let reading = self.poll_energy(&utilisation(&sample));
         let energy_ok = self.sensor.is_none() || reading.is_some();
         let uptime = self.started.elapsed();
@@ -109,6 +111,7 @@ impl Agent {
         for key in self.processes.expire(uptime, self.retention) {
             self.energy.retire(&key);
         }
+        let attributed = Instant::now();
         let sensor = self.sensor.as_ref().map(|s| SensorInfo { name: s.name(), origin: s.origin() });
         let mut snapshot = snapshot::build(snapshot::Parts {
             timestamp: SystemTime::now(),
@@ -124,6 +127,13 @@ impl Agent {
         if let Some(reader) = &mut self.host_reader {
             read_host_stats(reader, &mut snapshot);
         }
+        debug!(
+            "cycle: {} processes; CPU time {:?}, energy and attribution {:?}, snapshot {:?}",
+            snapshot.processes.len(),
+            sampled - started,
+            attributed - sampled,
+            attributed.elapsed()
+        );
         snapshot
     }
 

@@ -408,7 +408,7 @@ pub struct Accumulator {
     domains: BTreeMap<DomainKey, Cumulative>,
     /// Unattributed (idle) energy of each pool.
     unattributed: BTreeMap<Pool, Cumulative>,
-    processes: HashMap<ProcessKey, ProcessTotals>,
+    processes: rustc_hash::FxHashMap<ProcessKey, ProcessTotals>,
     /// Energy of processes removed by [`Accumulator::retire`]: kept so that
     /// Σ processes + retired + unattributed still equals the host energy.
     retired: f64,

@@ -2,7 +2,9 @@
 //! cumulative CPU time, whether it exited. Exited processes stay, with their
 //! final values, for a retention window, so that scrapers see processes that
 //! lived only milliseconds. (Their energy lives in `attribution::Accumulator`.)
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::cputime::{CpuSample, ProcessKey, ProcessMeta};
 

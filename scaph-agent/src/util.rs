@@ -1,10 +1,13 @@
 //! Small helpers shared across the pipeline.
-use std::{collections::HashMap, hash::Hash};
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher, Hash},
+};
 
 /// Gives memory back after a map shrank a lot. Maps of per-process state
 /// grow with bursts of short-lived processes; without this they would keep
 /// the burst's capacity (and the agent its peak memory) forever.
-pub fn shrink_if_sparse<K: Eq + Hash, V>(map: &mut HashMap<K, V>) {
+pub fn shrink_if_sparse<K: Eq + Hash, V, S: BuildHasher>(map: &mut HashMap<K, V, S>) {
     if map.capacity() > 64 && map.len() < map.capacity() / 4 {
         map.shrink_to(map.len() * 2);
     }

@@ -5,14 +5,11 @@
 //! entries of processes that have exited: an exit seen at read N is deleted at
 //! read N+1, after that read has collected the process's final slices (the
 //! last switch-out of an exiting task comes just after its exit event).
-use std::{
-    collections::{HashMap, HashSet},
-    path::PathBuf,
-    time::Instant,
-};
+use std::{path::PathBuf, time::Instant};
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
 use log::debug;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use scaph_common::{maps, CpuState, ProcCpuKey, ProcCpuValue, ProcExit, ProcKey, COMM_LEN};
 
 use super::{
@@ -41,6 +38,7 @@ pub struct BpfSource {
     exiting: HashMap<ProcKey, Option<String>>,
     flusher: Flusher,
     idle_before: Vec<u64>,
+    losses_before: LossCounters,
     last_read: Option<Instant>,
     meta: MetaCache,
     proc_root: PathBuf,
@@ -65,10 +63,11 @@ impl BpfSource {
             proc_cpu,
             exited,
             cpu_state,
-            seen: HashMap::new(),
-            exiting: HashMap::new(),
+            seen: HashMap::default(),
+            exiting: HashMap::default(),
             flusher: Flusher::new(&aya::util::online_cpus().unwrap_or_default()),
             idle_before: Vec::new(),
+            losses_before: LossCounters::default(),
             last_read: None,
             meta: MetaCache::new(proc_root.clone()),
             proc_root,
@@ -103,9 +102,23 @@ impl CpuTimeSource for BpfSource {
             .map(|(k, exit)| (k, Some(comm_str(&exit.comm)).filter(|c| !c.is_empty())))
             .collect();
 
-        let mut procs: HashMap<ProcKey, ProcessSample> = HashMap::new();
-        let mut current: HashMap<ProcCpuKey, (u64, u32)> = HashMap::with_capacity(self.seen.len());
-        let mut stale: HashSet<ProcKey> = HashSet::new();
+        let states = self.per_cpu_state()?;
+        let losses = states.iter().fold(LossCounters::default(), |acc, s| LossCounters {
+            dropped_ns: acc.dropped_ns + s.dropped_ns,
+            dropped_slices: acc.dropped_slices + s.dropped_slices,
+            dropped_exits: acc.dropped_exits + s.dropped_exits,
+            mismatches: acc.mismatches + s.mismatches,
+        });
+        // Exits the kernel could not record (EXITED full): check every entry
+        // that did not grow since the last read, instead of waiting.
+        let stale_after = if losses.dropped_exits > self.losses_before.dropped_exits { 1 } else { STALE_READS };
+        self.losses_before = losses;
+
+        let mut procs: HashMap<ProcKey, ProcessSample> =
+            HashMap::with_capacity_and_hasher(self.meta.len(), rustc_hash::FxBuildHasher);
+        let mut current: HashMap<ProcCpuKey, (u64, u32)> =
+            HashMap::with_capacity_and_hasher(self.seen.len(), rustc_hash::FxBuildHasher);
+        let mut stale: HashSet<ProcKey> = HashSet::default();
         let ncpus = aya::util::nr_cpus().unwrap_or(1);
         let entries = batch::read_all(&self.proc_cpu)
             .map_err(|source| CpuTimeError::Read { path: format!("BPF map {}", maps::PROC_CPU).into(), source })?;
@@ -114,14 +127,15 @@ impl CpuTimeSource for BpfSource {
             // An entry deleted and re-created by the kernel starts again from 0.
             let delta = if value.runtime_ns >= before { value.runtime_ns - before } else { value.runtime_ns };
             let unchanged = if delta == 0 { unchanged + 1 } else { 0 };
-            if unchanged >= STALE_READS {
+            if unchanged >= stale_after {
                 stale.insert(key.process());
             }
             current.insert(key, (value.runtime_ns, unchanged % STALE_READS));
             if baseline || (delta == 0 && !self.exiting.contains_key(&key.process())) {
                 continue;
             }
-            let sample = procs.entry(key.process()).or_insert_with(|| new_sample(&key, &value, ncpus));
+            let known = self.meta.contains(&ProcessKey { pid: key.tgid, start_ns: key.start_ns });
+            let sample = procs.entry(key.process()).or_insert_with(|| new_sample(&key, &value, ncpus, known));
             if let Some(slot) = sample.per_cpu_ns.get_mut(key.cpu as usize) {
                 *slot += delta;
             }
@@ -153,7 +167,6 @@ impl CpuTimeSource for BpfSource {
         self.exiting.extend(newly_exited);
         self.seen = current;
 
-        let states = self.per_cpu_state()?;
         let idle_now: Vec<u64> = states.iter().map(|s| s.idle_ns).collect();
         let idle_ns = if baseline {
             Vec::new()
@@ -161,12 +174,6 @@ impl CpuTimeSource for BpfSource {
             idle_now.iter().zip(self.idle_before.iter().chain(std::iter::repeat(&0))).map(|(n, b)| n.saturating_sub(*b)).collect()
         };
         self.idle_before = idle_now;
-        let losses = states.iter().fold(LossCounters::default(), |acc, s| LossCounters {
-            dropped_ns: acc.dropped_ns + s.dropped_ns,
-            dropped_slices: acc.dropped_slices + s.dropped_slices,
-            dropped_exits: acc.dropped_exits + s.dropped_exits,
-            mismatches: acc.mismatches + s.mismatches,
-        });
 
         let interval = self.last_read.map(|t| now - t).unwrap_or_default();
         self.last_read = Some(now);
@@ -178,7 +185,9 @@ impl CpuTimeSource for BpfSource {
             }
         }
         let exited: HashSet<ProcessKey> = processes.iter().filter(|p| p.exited).map(|p| p.key).collect();
-        self.meta.retain(|k| !exited.contains(k));
+        if !exited.is_empty() {
+            self.meta.retain(|k| !exited.contains(k));
+        }
         processes.sort_by_key(|p| p.key);
         Ok(CpuSample { interval, processes, idle_ns, losses })
     }
@@ -189,10 +198,12 @@ fn comm_str(comm: &[u8; COMM_LEN]) -> String {
     String::from_utf8_lossy(&comm[..len]).into_owned()
 }
 
-fn new_sample(key: &ProcCpuKey, value: &ProcCpuValue, ncpus: usize) -> ProcessSample {
+/// A process's first sample of this read. The comm is decoded only for a
+/// process the consumer has not been told about (it keeps the first one).
+fn new_sample(key: &ProcCpuKey, value: &ProcCpuValue, ncpus: usize, known: bool) -> ProcessSample {
     ProcessSample {
         key: ProcessKey { pid: key.tgid, start_ns: key.start_ns },
-        comm: comm_str(&value.comm),
+        comm: if known { String::new() } else { comm_str(&value.comm) },
         cgroup_id: (value.cgroup_id != 0).then_some(value.cgroup_id),
         meta: None,
         per_cpu_ns: vec![0; ncpus],

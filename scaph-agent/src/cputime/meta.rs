@@ -6,7 +6,9 @@
 //! vanish between two reads, `exe` is unreadable for other users' processes
 //! without `CAP_SYS_PTRACE`, and kernel threads have no `exe` at all.
 
-use std::{collections::HashMap, path::PathBuf};
+use std::path::PathBuf;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use ::procfs::{process::Process, ProcError, ProcessCGroup};
 
@@ -48,7 +50,7 @@ impl MetaCache {
         Self {
             proc_root,
             ticks_per_second: super::procfs::ticks_per_second(),
-            entries: HashMap::new(),
+            entries: HashMap::default(),
         }
     }
 
