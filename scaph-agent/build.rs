@@ -1,4 +1,5 @@
-//! Builds the kernel program (scaph-ebpf) and embeds it into the agent.
+//! Builds the kernel program (scaph-ebpf) and embeds it into the agent, and
+//! generates the Riemann protocol's Rust types from `proto/riemann.proto`.
 //!
 //! Without bpf-linker the agent still builds, with a warning, and runs in
 //! procfs mode only: `cargo xtask run` / `cargo xtask test` install it.
@@ -8,6 +9,7 @@ use anyhow::{anyhow, Context as _};
 
 fn main() -> anyhow::Result<()> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
+    compile_riemann_proto()?;
     let object = out_dir.join("scaph");
     println!("cargo:rerun-if-env-changed=PATH");
     println!("cargo:rustc-check-cfg=cfg(scaph_no_ebpf)");
@@ -36,6 +38,17 @@ fn main() -> anyhow::Result<()> {
         println!("cargo:rustc-cfg=scaph_no_ebpf");
     }
     Ok(())
+}
+
+/// `proto/riemann.proto` → `$OUT_DIR/riemann.rs`, in pure Rust (protox
+/// parses the file, prost-build writes the code): no `protoc` needed.
+fn compile_riemann_proto() -> anyhow::Result<()> {
+    const PROTO: &str = "proto/riemann.proto";
+    println!("cargo:rerun-if-changed={PROTO}");
+    let descriptors = protox::compile([PROTO], ["proto"]).context("parsing proto/riemann.proto")?;
+    prost_build::Config::new()
+        .compile_fds(descriptors)
+        .context("generating the Riemann protocol types")
 }
 
 fn which_bpf_linker() -> bool {

@@ -153,6 +153,13 @@ pub enum Exporter {
     Prometheus(PrometheusArgs),
     /// Push metrics to a Prometheus pushgateway every step.
     PrometheusPush(PushArgs),
+    /// Send every metric as events to a Riemann server (protobuf over TCP or mutual TLS).
+    Riemann(crate::exporters::riemann::RiemannArgs),
+    /// Send every metric to Warp 10 (GTS input format over HTTP).
+    #[command(alias = "warpten")]
+    Warp10(crate::exporters::warp10::Warp10Args),
+    /// On a hypervisor: write each qemu/KVM VM's energy where its guest's `scaph --vm` reads it.
+    Qemu(crate::exporters::qemu::QemuArgs),
 }
 
 impl Exporter {
@@ -163,6 +170,9 @@ impl Exporter {
             Self::Json(_) => "json",
             Self::Prometheus(_) => "prometheus",
             Self::PrometheusPush(_) => "prometheus-push",
+            Self::Riemann(_) => "riemann",
+            Self::Warp10(_) => "warp10",
+            Self::Qemu(_) => "qemu",
         }
     }
 
@@ -178,6 +188,9 @@ impl Exporter {
             }
             Self::Prometheus(a) => secs(a.step),
             Self::PrometheusPush(a) => secs(a.step),
+            Self::Riemann(a) => secs(a.dispatch_interval),
+            Self::Warp10(a) => secs(a.step),
+            Self::Qemu(a) => secs(a.step),
         }
     }
 }

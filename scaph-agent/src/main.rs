@@ -16,6 +16,7 @@ use scaph_agent::{
     attribution::IdlePolicy,
     cli::{Cli, Exporter as ExporterChoice, IdlePolicyChoice, JsonArgs, PrometheusArgs, PushArgs, StdoutArgs},
     exporters::{
+        self,
         json::{Consumers, JsonExporter},
         prometheus, prometheus_push,
         stdout::{Selection, StdoutExporter},
@@ -91,6 +92,13 @@ async fn run(cli: Cli) -> Result<()> {
                 None => Ok(()),
             },
             ExporterChoice::PrometheusPush(args) => run_push(&cli, args, rx).await,
+            ExporterChoice::Riemann(args) => {
+                exporters::riemann::run(args, MetricsState::new(cli.metrics_config(args.qemu)), rx).await
+            }
+            ExporterChoice::Warp10(args) => {
+                exporters::warp10::run(args, MetricsState::new(cli.metrics_config(args.qemu)), rx).await
+            }
+            ExporterChoice::Qemu(args) => exporters::qemu::run(args, rx).await,
         }
     };
     let result = tokio::select! {
@@ -110,7 +118,11 @@ fn uses_metrics(exporter: &ExporterChoice) -> bool {
     match exporter {
         ExporterChoice::Stdout(args) => args.raw_metrics,
         ExporterChoice::Json(_) => false,
-        ExporterChoice::Prometheus(_) | ExporterChoice::PrometheusPush(_) => true,
+        ExporterChoice::Prometheus(_)
+        | ExporterChoice::PrometheusPush(_)
+        | ExporterChoice::Riemann(_)
+        | ExporterChoice::Warp10(_) => true,
+        ExporterChoice::Qemu(_) => false,
     }
 }
 

@@ -127,6 +127,36 @@ fn ensure_tracefs() {
     }
 }
 
+/// Version of the PyPI package the Riemann integration test decodes with.
+const RIEMANN_CLIENT: &str = "riemann-client==7.0.0";
+
+/// The Riemann integration test decodes scaph's messages with the protobuf
+/// module that the PyPI package `riemann-client` ships. It goes into a virtual
+/// environment under `target/` (the test looks there first), because it pins
+/// protobuf below 4 and must not change the system's Python packages. Failing
+/// here only warns: the other tests still run, and the Riemann test says what
+/// is missing.
+pub fn ensure_riemann_client(workspace: &std::path::Path) {
+    let venv = workspace.join("target/riemann-venv");
+    let python = venv.join("bin/python3");
+    let python = python.to_string_lossy();
+    if output(&python, &["-c", "import riemann_client.riemann_pb2"]).is_some() {
+        return;
+    }
+    let venv = venv.to_string_lossy();
+    eprintln!("xtask: installing {RIEMANN_CLIENT} (PyPI) into {venv} for the Riemann test");
+    let installed = run("python3", &["-m", "venv", &venv])
+        .and_then(|()| run(&format!("{venv}/bin/pip"), &["install", "-q", RIEMANN_CLIENT]));
+    if let Err(e) = installed {
+        let fallback = if is_root() { run("python3", &["-m", "pip", "install", "-q", RIEMANN_CLIENT]).ok() } else { None };
+        if fallback.is_none() {
+            eprintln!(
+                "xtask: warning: {e}; the Riemann test needs it: python3 -m venv {venv} && {venv}/bin/pip install {RIEMANN_CLIENT}"
+            );
+        }
+    }
+}
+
 fn output(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program).args(args).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())

@@ -7,7 +7,11 @@ pub(crate) use golden::fixture as golden_fixture;
 pub mod json;
 pub mod prometheus;
 pub mod prometheus_push;
+pub mod push;
+pub mod qemu;
+pub mod riemann;
 pub mod stdout;
+pub mod warp10;
 
 use bytes::Bytes;
 use tokio::{sync::watch, task::JoinHandle};

@@ -199,18 +199,10 @@ pub fn cmdline(p: &ProcessSnapshot, max: usize) -> String {
     }
 }
 
-/// The guest name of a qemu process (`-name guest=NAME,...`).
+/// The VM name of a qemu/KVM process (see [`crate::vm_label`]).
 #[must_use]
 pub fn vm_name(p: &ProcessSnapshot) -> Option<String> {
-    let is_qemu = p.comm.contains("qemu") || p.exe.as_ref().is_some_and(|e| e.to_string_lossy().contains("qemu"));
-    if !is_qemu {
-        return None;
-    }
-    p.cmdline.iter().find_map(|arg| {
-        let rest = &arg[arg.find("guest=")? + "guest=".len()..];
-        let name = rest.split(',').next().unwrap_or_default();
-        (!name.is_empty()).then(|| name.to_owned())
-    })
+    crate::vm_label::vm_name(&p.cmdline)
 }
 
 /// Number of CPUs, for percentages of the whole host.
@@ -260,7 +252,7 @@ mod tests {
     fn vm_name_only_for_qemu() {
         let args = ["qemu-system-x86_64", "-name", "guest=web1,debug-threads=on"];
         assert_eq!(vm_name(&process("qemu-system-x86", &args)), Some("web1".into()));
-        assert_eq!(vm_name(&process("bash", &args)), None);
+        assert_eq!(vm_name(&process("bash", &["bash", "-c", "qemu-system-x86_64 -name guest=web1"])), None);
         assert_eq!(vm_name(&process("qemu-system-x86", &["qemu"])), None);
     }
 }

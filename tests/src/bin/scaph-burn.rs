@@ -2,6 +2,11 @@
 //! time (measured with the thread CPU clock, so contention does not change
 //! the amount), optionally pinned to one CPU, then the process sleeps
 //! `--sleep-ms` and exits.
+//!
+//! `--warmup-ms` first burns that much on the main thread and `--pause-ms`
+//! then sleeps, before the main burn (a process that is seen, then idle, then
+//! busy). Arguments after `--` are ignored, so that a command line can carry
+//! extra words (e.g. qemu's `-name guest=vm1` for a process that looks like a VM).
 use std::{env, thread, time::Duration};
 
 fn thread_cpu_ns() -> u64 {
@@ -35,10 +40,13 @@ fn pin(cpu: usize) {
 
 fn main() {
     let (mut threads, mut ms, mut sleep_ms, mut cpu) = (1usize, 100u64, 0u64, None);
-    let args: Vec<String> = env::args().skip(1).collect();
+    let (mut warmup_ms, mut pause_ms) = (0u64, 0u64);
+    let args: Vec<String> = env::args().skip(1).take_while(|a| a != "--").collect();
     for pair in args.chunks(2) {
         let value = pair.get(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or_else(|| {
-            eprintln!("usage: scaph-burn [--threads N] [--ms MS] [--sleep-ms MS] [--cpu CPU]");
+            eprintln!(
+                "usage: scaph-burn [--threads N] [--ms MS] [--sleep-ms MS] [--cpu CPU] [--warmup-ms MS] [--pause-ms MS] [-- ignored...]"
+            );
             std::process::exit(2)
         });
         match pair[0].as_str() {
@@ -46,6 +54,8 @@ fn main() {
             "--ms" => ms = value,
             "--sleep-ms" => sleep_ms = value,
             "--cpu" => cpu = Some(value as usize),
+            "--warmup-ms" => warmup_ms = value,
+            "--pause-ms" => pause_ms = value,
             other => {
                 eprintln!("scaph-burn: unknown option {other}");
                 std::process::exit(2);
@@ -55,6 +65,10 @@ fn main() {
     if let Some(cpu) = cpu {
         pin(cpu); // threads inherit the affinity
     }
+    if warmup_ms > 0 {
+        burn(warmup_ms);
+    }
+    thread::sleep(Duration::from_millis(pause_ms));
     let workers: Vec<_> = (1..threads).map(|_| thread::spawn(move || burn(ms))).collect();
     burn(ms);
     for w in workers {
