@@ -10,6 +10,9 @@ pub mod maps {
     pub const PROC_CPU: &str = "PROC_CPU";
     /// `HashMap<ProcKey, ProcExit>`: processes whose leader has exited, with their final `comm`.
     pub const EXITED: &str = "EXITED";
+    /// `HashMap<ProcKey, ProcExit>`: processes that called exec since the last
+    /// read, with their new `comm`; userspace reads their metadata again.
+    pub const EXECED: &str = "EXECED";
     /// `PerCpuArray<CpuState>` with one slot: per-CPU switch state, idle time and loss counters.
     pub const CPU_STATE: &str = "CPU_STATE";
 }
@@ -24,6 +27,10 @@ pub mod programs {
     pub const EXIT_BTF: &str = "sched_process_exit_btf";
     /// `tracepoint/sched/sched_process_exit`.
     pub const EXIT_TP: &str = "sched_process_exit_tp";
+    /// `tp_btf/sched_process_exec`.
+    pub const EXEC_BTF: &str = "sched_process_exec_btf";
+    /// `tracepoint/sched/sched_process_exec`.
+    pub const EXEC_TP: &str = "sched_process_exec_tp";
 }
 
 /// Names of the read-only globals the loader sets before loading.
@@ -39,6 +46,8 @@ pub mod globals {
 pub const PROC_CPU_CAPACITY: u32 = 65_536;
 /// See [`PROC_CPU_CAPACITY`].
 pub const EXITED_CAPACITY: u32 = 16_384;
+/// See [`PROC_CPU_CAPACITY`]. An exec that does not fit is only a stale name.
+pub const EXECED_CAPACITY: u32 = 4_096;
 
 /// Length of a task's `comm` in the kernel (`TASK_COMM_LEN`).
 pub const COMM_LEN: usize = 16;
@@ -111,7 +120,8 @@ pub struct ProcKey {
     pub start_ns: u64,
 }
 
-/// Value of `EXITED`: what is known of a process when it exits.
+/// Value of `EXITED` and `EXECED`: when the event happened and the
+/// process's `comm` right after it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[repr(C)]
 pub struct ProcExit {

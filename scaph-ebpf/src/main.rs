@@ -28,7 +28,8 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use scaph_common::{
-    CpuState, ProcCpuKey, ProcCpuValue, ProcExit, ProcKey, TaskOffsets, COMM_LEN, EXITED_CAPACITY,
+    CpuState, ProcCpuKey, ProcCpuValue, ProcExit, ProcKey, TaskOffsets, COMM_LEN, EXECED_CAPACITY,
+    EXITED_CAPACITY,
     PROC_CPU_CAPACITY,
 };
 
@@ -38,6 +39,9 @@ static PROC_CPU: HashMap<ProcCpuKey, ProcCpuValue> =
 
 #[map]
 static EXITED: HashMap<ProcKey, ProcExit> = HashMap::with_max_entries(EXITED_CAPACITY, 0);
+
+#[map]
+static EXECED: HashMap<ProcKey, ProcExit> = HashMap::with_max_entries(EXECED_CAPACITY, 0);
 
 #[map]
 static CPU_STATE: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
@@ -222,6 +226,39 @@ pub fn sched_process_exit_tp(_ctx: TracePointContext) -> u32 {
         let comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
         let _ = mark_exited(ProcKey { tgid, reserved: 0, start_ns: 0 }, comm);
     }
+    0
+}
+
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn sched_process_exec_btf(ctx: BtfTracePointContext) -> i32 {
+    match try_sched_process_exec_btf(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+/// An exec renames the process and replaces its exe and cmdline: tell
+/// userspace, which read them before (possibly between fork and exec).
+fn try_sched_process_exec_btf(ctx: &BtfTracePointContext) -> Result<(), ()> {
+    // TP_PROTO(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+    let task: *const u8 = ctx.arg(0);
+    let off = offsets();
+    if off.sum_exec_runtime == 0 {
+        return Err(());
+    }
+    // After exec the task leads its thread group (de_thread kept the start time).
+    let tgid: u32 = read(task, off.tgid)?;
+    let start_ns: u64 = read(task, off.start_boottime)?;
+    let comm = comm(task.wrapping_add(off.comm as usize));
+    let event = ProcExit { exit_ns: unsafe { bpf_ktime_get_ns() }, comm };
+    EXECED.insert(&ProcKey { tgid, reserved: 0, start_ns }, &event, 0).map_err(|_| ())
+}
+
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn sched_process_exec_tp(_ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+    let event = ProcExit { exit_ns: unsafe { bpf_ktime_get_ns() }, comm };
+    let _ = EXECED.insert(&ProcKey { tgid, reserved: 0, start_ns: 0 }, &event, 0);
     0
 }
 

@@ -140,3 +140,28 @@ fn timestamp_variant_never_undercounts() {
     assert!(err < 0.2, "error {:.3} %", err * 100.0);
     assert_eq!(of_pid(&seen, pid).last().map(|p| p.comm.as_str()), Some("scaph-burn"));
 }
+
+/// A process first seen before its exec (as a VM started by libvirtd is) is
+/// named and described by what it executes afterwards.
+#[test]
+fn exec_refreshes_name_and_metadata() {
+    let mut source = source();
+    let burner = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("scaph-burn");
+    let child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; exec {} --ms 800", burner.display()))
+        .spawn()
+        .expect("sh");
+    let pid = child.id();
+    let before = samples(&mut source, 1, 20);
+    let first = of_pid(&before, pid).into_iter().last().expect("seen before exec").clone();
+    assert_eq!(first.comm, "sh", "before the exec");
+    // The burner runs 800 ms after the exec: read while it runs.
+    let mut after = samples(&mut source, 1, 400);
+    let (_, _) = reap(child);
+    after.extend(samples(&mut source, 2, 50));
+    let procs = of_pid(&after, pid);
+    assert_eq!(procs.last().map(|p| p.comm.as_str()), Some("scaph-burn"));
+    let exe = procs.iter().filter_map(|p| p.meta.as_ref()).filter_map(|m| m.exe.clone()).last();
+    assert!(exe.as_ref().is_some_and(|e| e.ends_with("scaph-burn")), "metadata read again after exec: {exe:?}");
+}

@@ -30,6 +30,9 @@ pub struct BpfSource {
     method: CpuTimeMethod,
     proc_cpu: BpfHashMap<MapData, ProcCpuKey, ProcCpuValue>,
     exited: BpfHashMap<MapData, ProcKey, ProcExit>,
+    execed: BpfHashMap<MapData, ProcKey, ProcExit>,
+    /// New names of processes that called exec, until they are next reported.
+    renamed: HashMap<ProcKey, String>,
     cpu_state: PerCpuArray<MapData, CpuState>,
     /// Last cumulative value per entry, and for how many reads it has not grown.
     seen: HashMap<ProcCpuKey, (u64, u32)>,
@@ -56,12 +59,15 @@ impl BpfSource {
         let map_err = |e| LoadError::Ebpf(aya::EbpfError::MapError(e));
         let proc_cpu = BpfHashMap::try_from(map(&mut ebpf, maps::PROC_CPU)?).map_err(map_err)?;
         let exited = BpfHashMap::try_from(map(&mut ebpf, maps::EXITED)?).map_err(map_err)?;
+        let execed = BpfHashMap::try_from(map(&mut ebpf, maps::EXECED)?).map_err(map_err)?;
         let cpu_state = PerCpuArray::try_from(map(&mut ebpf, maps::CPU_STATE)?).map_err(map_err)?;
         Ok(Self {
             _ebpf: ebpf,
             method,
             proc_cpu,
             exited,
+            execed,
+            renamed: HashMap::default(),
             cpu_state,
             seen: HashMap::default(),
             exiting: HashMap::default(),
@@ -77,6 +83,20 @@ impl BpfSource {
     fn per_cpu_state(&self) -> Result<Vec<CpuState>, CpuTimeError> {
         let values = self.cpu_state.get(&0, 0).map_err(|source| CpuTimeError::Map { map: maps::CPU_STATE, source })?;
         Ok(values.iter().copied().collect())
+    }
+
+    /// Processes that called exec: forget their metadata so it is read again,
+    /// and remember their new name.
+    fn take_execs(&mut self) {
+        let execs: Vec<(ProcKey, ProcExit)> = self.execed.iter().filter_map(Result::ok).collect();
+        for (key, exec) in execs {
+            let _ = self.execed.remove(&key);
+            self.meta.remove(&ProcessKey { pid: key.tgid, start_ns: key.start_ns });
+            let comm = comm_str(&exec.comm);
+            if !comm.is_empty() {
+                self.renamed.insert(key, comm);
+            }
+        }
     }
 
     fn is_alive(&self, tgid: u32) -> bool {
@@ -114,6 +134,7 @@ impl CpuTimeSource for BpfSource {
         let stale_after = if losses.dropped_exits > self.losses_before.dropped_exits { 1 } else { STALE_READS };
         self.losses_before = losses;
 
+        self.take_execs();
         let mut procs: HashMap<ProcKey, ProcessSample> =
             HashMap::with_capacity_and_hasher(self.meta.len(), rustc_hash::FxBuildHasher);
         let mut current: HashMap<ProcCpuKey, (u64, u32)> =
@@ -134,7 +155,8 @@ impl CpuTimeSource for BpfSource {
             if baseline || (delta == 0 && !self.exiting.contains_key(&key.process())) {
                 continue;
             }
-            let known = self.meta.contains(&ProcessKey { pid: key.tgid, start_ns: key.start_ns });
+            let known = self.meta.contains(&ProcessKey { pid: key.tgid, start_ns: key.start_ns })
+                && !self.renamed.contains_key(&key.process());
             let sample = procs.entry(key.process()).or_insert_with(|| new_sample(&key, &value, ncpus, known));
             if let Some(slot) = sample.per_cpu_ns.get_mut(key.cpu as usize) {
                 *slot += delta;
@@ -179,10 +201,22 @@ impl CpuTimeSource for BpfSource {
         self.last_read = Some(now);
         let mut processes: Vec<ProcessSample> = procs.into_values().collect();
         for sample in &mut processes {
-            // Metadata is read once per process; consumers keep it.
+            // Metadata is read once per process (and again after an exec);
+            // consumers keep what they were given last.
             if !sample.exited && !self.meta.contains(&sample.key) {
                 sample.meta = self.meta.get(sample.key);
             }
+            let key = ProcKey { tgid: sample.key.pid, reserved: 0, start_ns: sample.key.start_ns };
+            if let Some(comm) = self.renamed.remove(&key) {
+                if !sample.exited {
+                    sample.comm = comm;
+                }
+            }
+        }
+        // Names of processes that exited or were never reported are not kept.
+        crate::util::shrink_if_sparse(&mut self.renamed);
+        if self.renamed.len() > scaph_common::EXECED_CAPACITY as usize {
+            self.renamed.clear();
         }
         let exited: HashSet<ProcessKey> = processes.iter().filter(|p| p.exited).map(|p| p.key).collect();
         if !exited.is_empty() {

@@ -93,7 +93,11 @@ fn load_btf(offsets: scaph_common::TaskOffsets) -> Result<Ebpf, LoadError> {
     debug!("task_struct offsets from BTF: {offsets:?}");
     let btf = Btf::from_sys_fs().map_err(aya::EbpfError::from)?;
     let mut ebpf = EbpfLoader::new().override_global(globals::TASK_OFFSETS, &offsets, true).load(OBJECT)?;
-    for (name, event) in [(programs::EXIT_BTF, "sched_process_exit"), (programs::SWITCH_BTF, "sched_switch")] {
+    for (name, event) in [
+        (programs::EXIT_BTF, "sched_process_exit"),
+        (programs::EXEC_BTF, "sched_process_exec"),
+        (programs::SWITCH_BTF, "sched_switch"),
+    ] {
         let program: &mut BtfTracePoint = ebpf
             .program_mut(name)
             .ok_or(LoadError::MissingProgram(name))?
@@ -108,7 +112,11 @@ fn load_btf(offsets: scaph_common::TaskOffsets) -> Result<Ebpf, LoadError> {
 fn load_tracepoint() -> Result<Ebpf, LoadError> {
     check_switch_format()?;
     let mut ebpf = EbpfLoader::new().load(OBJECT)?;
-    for (name, event) in [(programs::EXIT_TP, "sched_process_exit"), (programs::SWITCH_TP, "sched_switch")] {
+    for (name, event) in [
+        (programs::EXIT_TP, "sched_process_exit"),
+        (programs::EXEC_TP, "sched_process_exec"),
+        (programs::SWITCH_TP, "sched_switch"),
+    ] {
         let program: &mut TracePoint = ebpf
             .program_mut(name)
             .ok_or(LoadError::MissingProgram(name))?
