@@ -210,7 +210,7 @@ async fn run_push(cli: &Cli, args: &PushArgs, rx: SnapshotRx) -> Result<()> {
         port: args.port,
         suffix: args.suffix.clone(),
         job: args.job.clone(),
-        instance: prometheus_push::hostname(),
+        instance: exporters::push::hostname(),
         no_tls_check: args.no_tls_check,
         timeout: cli.exporter.step().clamp(Duration::from_secs(1), Duration::from_secs(10)),
     };

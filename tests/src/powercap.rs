@@ -25,12 +25,7 @@ impl FakeRapl {
     /// One package (`intel-rapl:0`, `package-0`) drawing `watts`, starting
     /// `start_uj` below the wrap point so tests cross a wrap when they want.
     pub fn start(watts: f64, start_uj: u64) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let zone = dir.path().join("intel-rapl:0");
-        fs::create_dir(&zone).expect("zone dir");
-        fs::write(zone.join("name"), "package-0\n").expect("name");
-        fs::write(zone.join("max_energy_range_uj"), format!("{MAX_RANGE_UJ}\n")).expect("range");
-        let counter = zone.join("energy_uj");
+        let (dir, counter) = package_zone();
         write_counter(&counter, start_uj);
         let stop = Arc::new(AtomicBool::new(false));
         let writer = {
@@ -51,12 +46,7 @@ impl FakeRapl {
     /// roughly does: `idle_watts + (max_watts − idle_watts) × busy`, with
     /// `busy` read from /proc/stat every few ms.
     pub fn load_dependent(idle_watts: f64, max_watts: f64) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let zone = dir.path().join("intel-rapl:0");
-        fs::create_dir(&zone).expect("zone dir");
-        fs::write(zone.join("name"), "package-0\n").expect("name");
-        fs::write(zone.join("max_energy_range_uj"), format!("{MAX_RANGE_UJ}\n")).expect("range");
-        let counter = zone.join("energy_uj");
+        let (dir, counter) = package_zone();
         write_counter(&counter, 0);
         let stop = Arc::new(AtomicBool::new(false));
         let writer = {
@@ -90,6 +80,16 @@ impl Drop for FakeRapl {
             let _ = writer.join();
         }
     }
+}
+
+/// A tree with one package zone; returns it and the path of its counter.
+fn package_zone() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let zone = dir.path().join("intel-rapl:0");
+    fs::create_dir(&zone).expect("zone dir");
+    fs::write(zone.join("name"), "package-0\n").expect("name");
+    fs::write(zone.join("max_energy_range_uj"), format!("{MAX_RANGE_UJ}\n")).expect("range");
+    (dir, zone.join("energy_uj"))
 }
 
 /// Fixed width, written in place: a reader never sees a shorter, torn number.

@@ -98,20 +98,6 @@ fn base64_url(bytes: &[u8]) -> String {
     out
 }
 
-/// The machine's host name, for the `instance` grouping label.
-#[must_use]
-pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
-    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
-    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    if ok && len > 0 {
-        String::from_utf8_lossy(&buf[..len]).into_owned()
-    } else {
-        "localhost".into()
-    }
-}
-
 /// Logs failures at most once per [`LOG_EVERY`], and the recovery.
 #[derive(Debug, Default)]
 struct FailureLog {
