@@ -93,6 +93,24 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub per_cgroup: bool,
 
+    /// Label processes with their container, pod and systemd unit, and expose energy and
+    /// CPU time per container and pod (scaph_container_*). On Kubernetes, pod names come
+    /// from a watch on this node's pods (needs NODE_NAME and get/list/watch on pods).
+    #[arg(long, global = true)]
+    pub containers: bool,
+
+    /// The cgroup filesystem to resolve cgroup ids in (the host's, when scaph runs in a container).
+    #[arg(long, default_value = crate::containers::DEFAULT_CGROUP_ROOT, global = true)]
+    pub cgroup_root: PathBuf,
+
+    /// Kubernetes node this scaph runs on (--containers: only this node's pods are watched).
+    #[arg(long, env = "NODE_NAME", global = true)]
+    pub node_name: Option<String>,
+
+    /// Reach the Kubernetes API with this kubeconfig instead of the in-cluster service account.
+    #[arg(long, global = true)]
+    pub kubeconfig: Option<PathBuf>,
+
     #[command(subcommand)]
     pub exporter: Exporter,
 }
@@ -108,6 +126,12 @@ impl Cli {
             per_exe: self.per_exe,
             per_cgroup: self.per_cgroup,
             qemu,
+            containers: self.containers.then(|| crate::containers::ContainersConfig {
+                cgroup_root: self.cgroup_root.clone(),
+                node_name: self.node_name.clone(),
+                kubeconfig: self.kubeconfig.clone(),
+                kubernetes: true,
+            }),
         }
     }
 }
@@ -360,5 +384,25 @@ mod tests {
             Cli::try_parse_from(["scaph", "prometheus", "--scaphandre-compat", "--max-processes", "0"]).expect("after");
         assert!(cli.scaphandre_compat);
         assert_eq!(cli.metrics_config(false).max_processes, 0);
+    }
+
+    #[test]
+    fn containers_flags_fill_the_metrics_config() {
+        let cli = Cli::try_parse_from([
+            "scaph",
+            "prometheus",
+            "--containers",
+            "--cgroup-root",
+            "/host/sys/fs/cgroup",
+            "--node-name",
+            "node-1",
+        ])
+        .expect("prometheus --containers");
+        let containers = cli.metrics_config(false).containers.expect("--containers");
+        assert_eq!(containers.cgroup_root, PathBuf::from("/host/sys/fs/cgroup"));
+        assert_eq!(containers.node_name.as_deref(), Some("node-1"));
+        assert!(containers.kubernetes);
+        let cli = Cli::try_parse_from(["scaph", "prometheus"]).expect("prometheus");
+        assert_eq!(cli.metrics_config(false).containers, None);
     }
 }

@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod attribution;
 pub mod cli;
+pub mod containers;
 pub mod cputime;
 pub mod exporters;
 pub mod host;

@@ -108,6 +108,7 @@ fn test(args: &[String]) -> Result<()> {
     setup::ensure()?;
     setup::ensure_exporter_test_tools()?;
     setup::ensure_riemann_client(&workspace_root());
+    setup::ensure_deploy_test_tools(&workspace_root());
     // Unit tests of every default member: no root needed.
     status(cargo().args(["test", "--workspace", "--exclude", "scaph-ebpf", "--exclude", "scaph-integration-tests"]))?;
     // Integration tests: real kernel program, so root, and one thread (shared kernel state).

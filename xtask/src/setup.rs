@@ -157,6 +157,51 @@ pub fn ensure_riemann_client(workspace: &std::path::Path) {
     }
 }
 
+/// Version of the PyPI package that validates deploy/kubernetes against Kubernetes' schemas.
+const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
+
+/// The deployment tests (tests/tests/deploy.rs, least_privilege.rs) use
+/// `kubernetes-validate` (PyPI, in a virtual environment under `target/`,
+/// where the test looks first), `buildah` (builds the container image),
+/// `systemd-analyze` (verifies the unit) and `setpriv` (drops privileges).
+/// Installed as root; otherwise the commands are printed. Failing here only
+/// warns: the tests say what is missing.
+pub fn ensure_deploy_test_tools(workspace: &std::path::Path) {
+    let venv = workspace.join("target/deploy-venv");
+    let venv = venv.to_string_lossy();
+    if output(&format!("{venv}/bin/kubernetes-validate"), &["--version"]).is_none() {
+        eprintln!("xtask: installing {KUBERNETES_VALIDATE} (PyPI) into {venv} for the deployment tests");
+        let installed = run("python3", &["-m", "venv", &venv])
+            .and_then(|()| run(&format!("{venv}/bin/pip"), &["install", "-q", KUBERNETES_VALIDATE]));
+        if let Err(e) = installed {
+            eprintln!(
+                "xtask: warning: {e}; the deployment tests need it: python3 -m venv {venv} && {venv}/bin/pip install {KUBERNETES_VALIDATE}"
+            );
+        }
+    }
+    const TOOLS: &[(&str, &str)] = &[("buildah", "buildah"), ("systemd-analyze", "systemd"), ("setpriv", "util-linux")];
+    let missing: Vec<&str> = TOOLS.iter().filter(|(bin, _)| !on_path(bin)).map(|(_, package)| *package).collect();
+    if missing.is_empty() {
+        return;
+    }
+    if !is_root() {
+        eprintln!(
+            "xtask: the deployment tests need {}. Install with:\n  sudo apt-get install -y --no-install-recommends {}",
+            missing.join(", "),
+            missing.join(" ")
+        );
+        return;
+    }
+    eprintln!("xtask: installing {} (apt) for the deployment tests", missing.join(" "));
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend_from_slice(&missing);
+    if let Err(e) = run("apt-get", &["update", "-q"])
+        .and_then(|()| run_env("apt-get", &args, &[("DEBIAN_FRONTEND", "noninteractive")]))
+    {
+        eprintln!("xtask: warning: {e}");
+    }
+}
+
 fn output(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program).args(args).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())

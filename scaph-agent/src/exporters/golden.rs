@@ -200,7 +200,7 @@ fn prometheus(config: MetricsConfig) -> String {
 }
 
 fn compat_config() -> MetricsConfig {
-    MetricsConfig { compat: true, max_processes: 2, cmdline_max_len: 40, per_exe: true, per_cgroup: true, qemu: true }
+    MetricsConfig { compat: true, max_processes: 2, cmdline_max_len: 40, per_exe: true, per_cgroup: true, qemu: true, containers: None }
 }
 
 #[test]

@@ -4,12 +4,15 @@
 use std::time::UNIX_EPOCH;
 
 use super::{
-    compat,
+    compat, containers,
     ledger::View,
     names::{self, Def},
     Family, MetricsConfig,
 };
-use crate::snapshot::{ProcessSnapshot, Snapshot};
+use crate::{
+    containers::ContainerView,
+    snapshot::{ProcessSnapshot, Snapshot},
+};
 
 /// How one collector went.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -24,6 +27,14 @@ pub const OTHERS_PID: &str = "";
 pub const OTHERS_COMM: &str = "[others]";
 
 pub type Labels = Vec<(&'static str, String)>;
+
+/// Where processes run (`--containers`), for their labels.
+#[derive(Clone, Copy, Debug)]
+pub struct ContainerContext<'a> {
+    pub view: &'a ContainerView,
+    /// For Scaphandre's `kubernetes_node_name`.
+    pub node_name: Option<&'a str>,
+}
 
 #[must_use]
 pub fn build_info() -> Family {
@@ -83,15 +94,24 @@ pub fn energy(snap: &Snapshot, config: &MetricsConfig) -> (Vec<Family>, bool) {
     (families, snap.energy_ok)
 }
 
-/// Per-process (and per-group) counters, from the ledger's decisions.
+/// Per-process (and per-group) counters, from the ledger's decisions; with
+/// `containers`, process series carry their container's labels.
 #[must_use]
-pub fn processes(snap: &Snapshot, view: &View<'_>, config: &MetricsConfig) -> (Vec<Family>, bool) {
+pub fn processes(
+    snap: &Snapshot,
+    view: &View<'_>,
+    config: &MetricsConfig,
+    containers: Option<&ContainerContext<'_>>,
+) -> (Vec<Family>, bool) {
     let has_energy = snap.host.is_some();
     let mut energy = Family::new(&names::PROCESS_ENERGY);
     let mut cpu = Family::new(&names::PROCESS_CPU);
     let mut info = Family::new(&names::PROCESS_INFO);
     for listed in &view.listed {
-        let labels = process_labels(listed.process, config);
+        let mut labels = process_labels(listed.process, config);
+        if let Some(workload) = containers.and_then(|c| c.view.by_process.get(&listed.process.key)) {
+            containers::add_process_labels(&mut labels, workload);
+        }
         if has_energy {
             energy.push(labels.clone(), listed.amounts.joules);
         }
@@ -121,7 +141,7 @@ pub fn processes(snap: &Snapshot, view: &View<'_>, config: &MetricsConfig) -> (V
         Family::single(&names::DROPPED_EXITS, losses.dropped_exits as f64),
     ]);
     if config.compat {
-        families.extend(compat::processes(snap, view, config));
+        families.extend(compat::processes(snap, view, config, containers));
     }
     (families, snap.cputime_ok)
 }

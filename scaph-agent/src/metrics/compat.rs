@@ -3,7 +3,8 @@
 //! help text describes power, every disk is listed, counters never go
 //! backwards, and the cmdline label is space-separated and bounded.
 use super::{
-    collect::{self, Labels},
+    collect::{self, ContainerContext, Labels},
+    containers,
     ledger::View,
     names, Family, MetricsConfig,
 };
@@ -42,8 +43,9 @@ pub fn energy(snap: &Snapshot) -> Vec<Family> {
     families
 }
 
-/// Scaphandre's labels for a process: pid, exe, cmdline (and vmname).
-fn labels(p: &ProcessSnapshot, config: &MetricsConfig) -> Labels {
+/// Scaphandre's labels for a process: pid, exe, cmdline (and vmname, and
+/// its container labels with `--containers`).
+fn labels(p: &ProcessSnapshot, config: &MetricsConfig, context: Option<&ContainerContext<'_>>) -> Labels {
     let mut labels = vec![("pid", p.key.pid.to_string()), ("exe", collect::exe(p))];
     if config.cmdline_max_len > 0 {
         labels.push(("cmdline", collect::cmdline(p, config.cmdline_max_len)));
@@ -53,19 +55,29 @@ fn labels(p: &ProcessSnapshot, config: &MetricsConfig) -> Labels {
             labels.push(("vmname", vm));
         }
     }
+    if let Some(context) = context {
+        if let Some(workload) = context.view.by_process.get(&p.key) {
+            containers::add_compat_labels(&mut labels, workload, context.node_name);
+        }
+    }
     labels
 }
 
 /// Power, CPU share and memory of the listed processes that still run
 /// (Scaphandre showed running processes only).
-pub fn processes(snap: &Snapshot, view: &View<'_>, config: &MetricsConfig) -> Vec<Family> {
+pub fn processes(
+    snap: &Snapshot,
+    view: &View<'_>,
+    config: &MetricsConfig,
+    context: Option<&ContainerContext<'_>>,
+) -> Vec<Family> {
     let cpus = collect::cpu_count(snap);
     let mut power = Family::new(&names::C_PROCESS_POWER);
     let mut cpu = Family::new(&names::C_PROCESS_CPU);
     let mut memory = Family::new(&names::C_PROCESS_MEMORY);
     let mut virt = Family::new(&names::C_PROCESS_VIRTUAL);
     for p in view.listed.iter().map(|l| l.process).filter(|p| !p.exited) {
-        let labels = labels(p, config);
+        let labels = labels(p, config, context);
         if let Some(energy) = p.energy {
             power.push(labels.clone(), energy.watts * MICRO);
         }

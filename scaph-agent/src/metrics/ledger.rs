@@ -36,19 +36,23 @@ pub struct Amounts {
 }
 
 impl Amounts {
-    fn minus(self, other: Self) -> Self {
+    /// `self − other`, never below zero.
+    #[must_use]
+    pub fn minus(self, other: Self) -> Self {
         Self {
             joules: (self.joules - other.joules).max(0.0),
             cpu_seconds: (self.cpu_seconds - other.cpu_seconds).max(0.0),
         }
     }
 
-    fn add(&mut self, other: Self) {
+    pub fn add(&mut self, other: Self) {
         self.joules += other.joules;
         self.cpu_seconds += other.cpu_seconds;
     }
 
-    fn max(self, other: Self) -> Self {
+    /// Field-wise maximum.
+    #[must_use]
+    pub fn max(self, other: Self) -> Self {
         Self { joules: self.joules.max(other.joules), cpu_seconds: self.cpu_seconds.max(other.cpu_seconds) }
     }
 }

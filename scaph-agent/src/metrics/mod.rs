@@ -10,6 +10,7 @@
 //! owns it (never by a scrape), so the ledger sees every process.
 pub mod collect;
 mod compat;
+pub mod containers;
 pub mod ledger;
 pub mod names;
 pub mod text;
@@ -17,10 +18,12 @@ pub mod text;
 use std::{collections::HashMap, time::Instant};
 
 use log::debug;
-
 pub use text::{encode, Family, Sample, CONTENT_TYPE};
 
-use crate::snapshot::Snapshot;
+use crate::{
+    containers::{ContainersConfig, Tracker},
+    snapshot::Snapshot,
+};
 
 /// Default of `--max-processes`.
 pub const DEFAULT_MAX_PROCESSES: usize = 500;
@@ -42,6 +45,8 @@ pub struct MetricsConfig {
     pub per_cgroup: bool,
     /// Add a `vmname` label to qemu processes (Scaphandre's `--qemu`).
     pub qemu: bool,
+    /// `--containers`: container labels on process series, and `scaph_container_*`.
+    pub containers: Option<ContainersConfig>,
 }
 
 impl Default for MetricsConfig {
@@ -53,6 +58,7 @@ impl Default for MetricsConfig {
             per_exe: false,
             per_cgroup: false,
             qemu: false,
+            containers: None,
         }
     }
 }
@@ -62,6 +68,8 @@ impl Default for MetricsConfig {
 pub struct MetricsState {
     config: MetricsConfig,
     ledger: ledger::Ledger,
+    /// Container attribution, with `--containers`.
+    containers: Option<Tracker>,
     /// Last exposed value of every counter series, by `name{labels}`.
     counters: HashMap<String, f64>,
     /// Measure collector durations (off only for reproducible test output).
@@ -72,7 +80,8 @@ impl MetricsState {
     #[must_use]
     pub fn new(config: MetricsConfig) -> Self {
         let ledger = ledger::Ledger::new(config.max_processes, config.per_exe, config.per_cgroup);
-        Self { config, ledger, counters: HashMap::new(), timed: true }
+        let containers = config.containers.as_ref().map(Tracker::new);
+        Self { config, ledger, containers, counters: HashMap::new(), timed: true }
     }
 
     /// Reports every collector duration as 0, so output is reproducible.
@@ -111,10 +120,24 @@ impl MetricsState {
         outcomes.push(collect::Outcome { name: "energy", success, seconds: self.elapsed(started) });
 
         let started = Instant::now();
+        let workloads = self.containers.as_mut().map(|tracker| tracker.update(snap));
+        let container_seconds = self.elapsed(started);
+
+        let started = Instant::now();
         let view = self.ledger.update(snap);
-        let (processes, success) = collect::processes(snap, &view, config);
+        let node_name = self.containers.as_ref().and_then(Tracker::node_name);
+        let context = workloads.as_ref().map(|w| collect::ContainerContext { view: w, node_name });
+        let (processes, success) = collect::processes(snap, &view, config, context.as_ref());
         families.extend(processes);
         outcomes.push(collect::Outcome { name: "processes", success, seconds: self.elapsed(started) });
+
+        if let Some(workloads) = &workloads {
+            let started = Instant::now();
+            families.extend(containers::families(workloads, snap.host.is_some()));
+            let seconds = container_seconds + self.elapsed(started);
+            let success = workloads.healthy && snap.cputime_ok;
+            outcomes.push(collect::Outcome { name: "containers", success, seconds });
+        }
 
         if config.compat {
             let started = Instant::now();
@@ -143,11 +166,15 @@ impl MetricsState {
 
     /// Collector names, in output order.
     fn collectors(&self) -> Vec<&'static str> {
-        if self.config.compat {
-            vec!["energy", "processes", "host", "self"]
-        } else {
-            vec!["energy", "processes", "self"]
+        let mut names = vec!["energy", "processes"];
+        if self.config.containers.is_some() {
+            names.push("containers");
         }
+        if self.config.compat {
+            names.push("host");
+        }
+        names.push("self");
+        names
     }
 
     /// No exposed counter ever goes backwards, whatever happens upstream
@@ -228,6 +255,41 @@ mod tests {
         assert!(text.contains("scaph_build_info{version="));
         assert!(text.contains("scaph_scrape_collector_success{collector=\"energy\"} 0"));
         assert!(!text.contains("scaph_host_energy"));
+    }
+
+    /// --containers: process series carry their container's labels, and
+    /// Σ container series + idle = host (the retired 5 J of the fixture are
+    /// in `[others]`).
+    #[test]
+    fn containers_label_processes_and_add_up_to_the_host() {
+        let id = "4f1d5e2a3b6c7d8e9f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6";
+        let mut snap = golden_fixture();
+        snap.processes[0].cgroup_path = Some(format!("/system.slice/docker-{id}.scope"));
+        let config = MetricsConfig {
+            containers: Some(ContainersConfig { cgroup_root: "/nonexistent".into(), ..ContainersConfig::default() }),
+            compat: true,
+            ..MetricsConfig::default()
+        };
+        let mut state = MetricsState::new(config).untimed();
+        let text = encode(&state.update(&snap));
+        let value = |line: &str| line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).expect("value");
+        let sum = |prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).map(value).sum::<f64>();
+        let containers = sum("scaph_container_energy_joules_total{");
+        assert!((containers + sum("scaph_idle_energy_joules_total ") - 100.0).abs() < 1e-9, "{text}");
+        let labels = format!("container_id=\"{id}\",container_runtime=\"docker\",systemd_unit=\"docker-{id}.scope\"");
+        assert!(text.contains(&format!("scaph_process_energy_joules_total{{pid=\"4242\",comm=\"postgres\",exe=\"/usr/lib/postgresql/15/bin/postgres\",{labels}}} 40")), "{text}");
+        assert!(text.contains(&format!(
+            "scaph_container_energy_joules_total{{container_id=\"{id}\",container_runtime=\"docker\"}} 40"
+        )));
+        assert!(text.contains("scaph_container_energy_joules_total{container_id=\"[others]\"} 5"));
+        assert!(
+            text.contains(&format!(
+                "container_scheduler=\"docker\",container_runtime=\"docker\",container_id=\"{id}\""
+            )),
+            "compat labels"
+        );
+        assert!(!text.contains("systemd_unit=\"postgresql.service\""), "the docker scope replaced it");
+        assert!(text.contains("scaph_scrape_collector_success{collector=\"containers\"} 1"));
     }
 
     #[test]

@@ -195,6 +195,21 @@ pub static CGROUP_CPU: Def = base(
     "On-CPU time of all processes of one cgroup v2 (--per-cgroup).",
 );
 
+pub static CONTAINER_ENERGY: Def = base(
+    "scaph_container_energy_joules_total",
+    Counter,
+    Unit::Joules,
+    "Energy of all processes of one container or pod (--containers), exited ones included. container_id=\"\" without pod_uid \
+     holds processes outside containers; container_id=\"[others]\" holds containers gone longer than the retention window. \
+     Sum of all series plus scaph_idle_energy_joules_total equals scaph_host_energy_joules_total.",
+);
+pub static CONTAINER_CPU: Def = base(
+    "scaph_container_cpu_seconds_total",
+    Counter,
+    Unit::Seconds,
+    "On-CPU time of all processes of one container or pod (--containers); same series as scaph_container_energy_joules_total.",
+);
+
 // ---- Scaphandre's names (--scaphandre-compat) -----------------------------------------
 
 pub static C_HOST_POWER: Def = compat(
@@ -360,6 +375,8 @@ pub static ALL: &[&Def] = &[
     &EXE_CPU,
     &CGROUP_ENERGY,
     &CGROUP_CPU,
+    &CONTAINER_ENERGY,
+    &CONTAINER_CPU,
     &C_HOST_POWER,
     &C_HOST_ENERGY,
     &C_SOCKET_POWER,

@@ -1,0 +1,520 @@
+//! Energy and CPU time per container, from the per-process counters.
+//!
+//! Each update, every process's growth since the previous update is added
+//! to the container it is in *now* (so a process moved into a container
+//! counts there from then on). The series are:
+//!
+//! - one per container or pod (pod-level processes such as a runtime's
+//!   monitor count for the pod, with an empty `container_id`);
+//! - `host`: processes outside containers and pods (and of unknown cgroup);
+//! - `others`: containers without their own series any more, because their
+//!   last process left the snapshot (it exited longer than `--retention`
+//!   ago), or beyond [`MAX_CONTAINERS`]. It only grows.
+//!
+//! Σ containers + host + others = Σ of every process the agent reported
+//! (live, exited, retired) = host energy − idle, at every update, and no
+//! series ever decreases: a folded container's total moves into `others`
+//! and is never taken back out of it.
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::Instant,
+};
+
+use super::{
+    parse::{parse, CgroupLabels},
+    pods::PodDirectory,
+    resolve::{Layout, Resolver},
+    ContainersConfig, Workload,
+};
+use crate::{
+    cputime::ProcessKey,
+    metrics::ledger::Amounts,
+    snapshot::{ProcessSnapshot, Snapshot},
+};
+
+/// Containers with their own series at most (a node runs a few hundred;
+/// this bounds a host that churns through short-lived containers).
+pub const MAX_CONTAINERS: usize = 2000;
+/// Parsed paths kept at most (then the cache starts over).
+const MAX_PARSED: usize = 50_000;
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct BucketKey {
+    pod_uid: Option<String>,
+    container_id: Option<String>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    workload: Workload,
+    amounts: Amounts,
+    generation: u64,
+}
+
+/// One update's result.
+#[derive(Debug, Default)]
+pub struct ContainerView {
+    /// Where each process of the snapshot runs.
+    pub by_process: HashMap<ProcessKey, Workload>,
+    /// Containers and pods with their own series, in a stable order.
+    pub containers: Vec<(Workload, Amounts)>,
+    /// Processes outside containers and pods.
+    pub host: Amounts,
+    /// Containers without their own series.
+    pub others: Amounts,
+    /// The cgroup hierarchy could be read (or there is none to read).
+    pub healthy: bool,
+}
+
+/// State kept between updates.
+#[derive(Debug)]
+pub struct Tracker {
+    resolver: Resolver,
+    parsed: HashMap<Arc<str>, Arc<CgroupLabels>>,
+    unknown: Arc<CgroupLabels>,
+    pods: PodDirectory,
+    node_name: Option<String>,
+    #[cfg(feature = "kubernetes")]
+    _watch: Option<super::k8s::PodWatch>,
+    /// Last totals of each process in the snapshot.
+    procs: HashMap<ProcessKey, (Amounts, u64)>,
+    buckets: BTreeMap<BucketKey, Bucket>,
+    host: Amounts,
+    others: Amounts,
+    generation: u64,
+}
+
+impl Tracker {
+    /// Detects the cgroup layout and, when configured and possible, starts
+    /// the Kubernetes pod watch.
+    #[must_use]
+    pub fn new(config: &ContainersConfig) -> Self {
+        let pods = PodDirectory::default();
+        let mut tracker = Self::with_pods(config, pods.clone());
+        let layout = tracker.resolver.layout().clone();
+        log::info!("--containers: cgroup layout {layout:?}");
+        if config.kubernetes {
+            tracker.start_watch(config, pods);
+        }
+        tracker
+    }
+
+    /// A tracker reading pod names from `pods` (filled by someone else).
+    #[must_use]
+    pub fn with_pods(config: &ContainersConfig, pods: PodDirectory) -> Self {
+        Self {
+            resolver: Resolver::new(Layout::detect(&config.cgroup_root)),
+            parsed: HashMap::new(),
+            unknown: Arc::new(CgroupLabels::default()),
+            pods,
+            node_name: config.node_name.clone().filter(|n| !n.is_empty()),
+            #[cfg(feature = "kubernetes")]
+            _watch: None,
+            procs: HashMap::new(),
+            buckets: BTreeMap::new(),
+            host: Amounts::default(),
+            others: Amounts::default(),
+            generation: 0,
+        }
+    }
+
+    #[cfg(feature = "kubernetes")]
+    fn start_watch(&mut self, config: &ContainersConfig, pods: PodDirectory) {
+        let options = super::k8s::K8sOptions {
+            node_name: config.node_name.clone(),
+            kubeconfig: config.kubeconfig.clone(),
+            in_cluster: std::env::var_os("KUBERNETES_SERVICE_HOST").is_some(),
+        };
+        self._watch = super::k8s::start(&options, pods);
+    }
+
+    #[cfg(not(feature = "kubernetes"))]
+    fn start_watch(&mut self, config: &ContainersConfig, _pods: PodDirectory) {
+        if config.kubeconfig.is_some() || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+            log::warn!(
+                "--containers: this scaph was built without the kubernetes feature: no pod names, only cgroup labels"
+            );
+        }
+    }
+
+    /// The node name, for `kubernetes_node_name`.
+    #[must_use]
+    pub fn node_name(&self) -> Option<&str> {
+        self.node_name.as_deref()
+    }
+
+    /// Folds one snapshot in (snapshots in order, as for the ledger).
+    pub fn update(&mut self, snap: &Snapshot) -> ContainerView {
+        self.generation += 1;
+        let generation = self.generation;
+        let now = Instant::now();
+        if self.parsed.len() > MAX_PARSED {
+            self.parsed.clear();
+        }
+        // Ids are resolved only for processes whose /proc path does not
+        // already name a container (or that were never read: short-lived).
+        let mut ids = Vec::new();
+        for p in &snap.processes {
+            let named = p.cgroup_path.as_deref().is_some_and(|path| self.labels_of_path(path).is_workload());
+            if !named {
+                ids.extend(p.cgroup_id);
+            }
+        }
+        self.resolver.prepare(ids, now);
+
+        let mut view = ContainerView { healthy: self.resolver.healthy(), ..ContainerView::default() };
+        let pods = self.pods.clone();
+        pods.with(|pod_of| {
+            for p in &snap.processes {
+                let cgroup = self.cgroup_of(p, now);
+                let pod = cgroup.pod_uid.as_deref().and_then(pod_of);
+                let workload = Workload { cgroup, pod };
+                let delta = self.delta(p, generation);
+                if workload.is_workload() {
+                    let key = BucketKey {
+                        pod_uid: workload.cgroup.pod_uid.clone(),
+                        container_id: workload.cgroup.container_id.clone(),
+                    };
+                    if let Some(bucket) = self.buckets.get_mut(&key) {
+                        bucket.amounts.add(delta);
+                        bucket.generation = generation;
+                        bucket.workload = workload.clone();
+                    } else if self.buckets.len() < MAX_CONTAINERS {
+                        self.buckets.insert(key, Bucket { workload: workload.clone(), amounts: delta, generation });
+                    } else {
+                        self.others.add(delta);
+                    }
+                } else {
+                    self.host.add(delta);
+                }
+                view.by_process.insert(p.key, workload);
+            }
+        });
+
+        // Processes that left the snapshot: what they used is already in a series.
+        self.procs.retain(|_, (_, g)| *g == generation);
+        crate::util::shrink_if_sparse(&mut self.procs);
+        let others = &mut self.others;
+        self.buckets.retain(|_, b| {
+            let keep = b.generation == generation;
+            if !keep {
+                others.add(b.amounts);
+            }
+            keep
+        });
+        self.reconcile(snap);
+
+        view.containers = self.buckets.values().map(|b| (b.workload.clone(), b.amounts)).collect();
+        view.host = self.host;
+        view.others = self.others;
+        view
+    }
+
+    /// Energy of processes retired from the snapshot before this tracker
+    /// saw them (only when snapshots were skipped) is in the snapshot's
+    /// total but in no series: it goes to `others`. Rounding-size gaps are
+    /// left alone, so `others` stays exactly 0 on a host without churn.
+    fn reconcile(&mut self, snap: &Snapshot) {
+        let mut everything = snap.retired_joules;
+        for p in &snap.processes {
+            if let Some((last, _)) = self.procs.get(&p.key) {
+                everything += last.joules;
+            }
+        }
+        let named: f64 =
+            self.host.joules + self.others.joules + self.buckets.values().map(|b| b.amounts.joules).sum::<f64>();
+        let gap = everything - named;
+        if gap > 1e-9 * (1.0 + everything.abs()) {
+            self.others.joules += gap;
+        }
+    }
+
+    /// Growth of the process's totals since the previous update.
+    fn delta(&mut self, p: &ProcessSnapshot, generation: u64) -> Amounts {
+        let now = Amounts { joules: p.energy.map_or(0.0, |e| e.joules_total), cpu_seconds: p.cpu_seconds_total };
+        let now = if now.joules.is_finite() && now.cpu_seconds.is_finite() { now } else { Amounts::default() };
+        let entry = self.procs.entry(p.key).or_insert((Amounts::default(), generation));
+        let now = now.max(entry.0);
+        let delta = now.minus(entry.0);
+        *entry = (now, generation);
+        delta
+    }
+
+    /// The cgroup labels of a process: from its `/proc/PID/cgroup` path when
+    /// that names a container, else from the id the kernel recorded (the
+    /// only source for processes that exited before they could be read).
+    /// The path wins because the kernel program keeps the cgroup a process
+    /// had when it first ran on each CPU, and runtimes move their init into
+    /// the container's cgroup only after it started.
+    fn cgroup_of(&mut self, p: &ProcessSnapshot, now: Instant) -> Arc<CgroupLabels> {
+        let from_path = p.cgroup_path.as_deref().map(|path| self.labels_of_path(path));
+        if let Some(labels) = &from_path {
+            if labels.is_workload() {
+                return labels.clone();
+            }
+        }
+        let from_id = p.cgroup_id.and_then(|id| self.resolver.get(id, now)).map(|path| self.labels_of_path(&path));
+        match (from_path, from_id) {
+            (_, Some(id)) if id.is_workload() => id,
+            (Some(path), _) => path,
+            (None, Some(id)) => id,
+            (None, None) => self.unknown.clone(),
+        }
+    }
+
+    fn labels_of_path(&mut self, path: &str) -> Arc<CgroupLabels> {
+        if let Some(labels) = self.parsed.get(path) {
+            return labels.clone();
+        }
+        let labels = Arc::new(parse(path));
+        self.parsed.insert(Arc::from(path), labels.clone());
+        labels
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::HashSet, os::unix::fs::MetadataExt as _, time::Duration};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::{
+        containers::pods::{ContainerMeta, PodMeta},
+        snapshot::Energy,
+    };
+
+    const ID_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const ID_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    const UID: &str = "8b0c9a2e-4d3f-4e6a-9b1c-2d3e4f5a6b7c";
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-6 * (1.0 + a.abs().max(b.abs()))
+    }
+
+    fn process(
+        pid: u32,
+        path: Option<String>,
+        id: Option<u64>,
+        joules: f64,
+        cpu: f64,
+        exited: bool,
+    ) -> ProcessSnapshot {
+        ProcessSnapshot {
+            key: ProcessKey { pid, start_ns: 1 },
+            comm: format!("p{pid}"),
+            exe: None,
+            cmdline: Vec::new(),
+            cgroup_id: id,
+            cgroup_path: path,
+            cpu_seconds_total: cpu,
+            cpu_ratio: 0.0,
+            energy: Some(Energy { joules_total: joules, watts: 0.0 }),
+            exited,
+            memory: None,
+        }
+    }
+
+    fn snapshot(processes: Vec<ProcessSnapshot>, retired_joules: f64) -> Snapshot {
+        Snapshot {
+            timestamp: std::time::UNIX_EPOCH,
+            interval: Duration::from_secs(2),
+            cpu_method: crate::cputime::CpuTimeMethod::BpfRuntime,
+            sensor: None,
+            host: None,
+            idle: None,
+            sockets: Vec::new(),
+            processes,
+            retired_joules,
+            cpu_idle_ratio: Vec::new(),
+            losses: crate::cputime::LossCounters::default(),
+            implausible_energy_dropped: 0,
+            cputime_ok: true,
+            energy_ok: true,
+            host_stats: None,
+            self_stats: None,
+        }
+    }
+
+    fn no_cgroupfs() -> ContainersConfig {
+        ContainersConfig { cgroup_root: "/nonexistent".into(), ..ContainersConfig::default() }
+    }
+
+    fn docker(id: &str) -> Option<String> {
+        Some(format!("/system.slice/docker-{id}.scope"))
+    }
+
+    #[test]
+    fn processes_are_grouped_by_container_and_the_totals_hold() {
+        let mut t = Tracker::with_pods(&no_cgroupfs(), PodDirectory::default());
+        let pod = format!(
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{ID_B}.scope",
+            UID.replace('-', "_")
+        );
+        let v = t.update(&snapshot(
+            vec![
+                process(1, docker(ID_A), None, 10.0, 1.0, false),
+                process(2, docker(ID_A), None, 5.0, 0.5, false),
+                process(3, Some(pod.clone()), None, 7.0, 0.7, false),
+                process(4, Some("/system.slice/ssh.service".into()), None, 1.0, 0.1, false),
+                process(5, None, None, 2.0, 0.2, false),
+            ],
+            0.0,
+        ));
+        assert_eq!(v.containers.len(), 2);
+        let a = v.containers.iter().find(|(w, _)| w.cgroup.container_id.as_deref() == Some(ID_A)).expect("A");
+        assert!(close(a.1.joules, 15.0) && close(a.1.cpu_seconds, 1.5));
+        let b = v.containers.iter().find(|(w, _)| w.cgroup.pod_uid.as_deref() == Some(UID)).expect("pod");
+        assert!(close(b.1.joules, 7.0));
+        assert!(close(v.host.joules, 3.0), "ssh and the unknown process are host processes");
+        assert_eq!(v.others, Amounts::default());
+        assert_eq!(
+            v.by_process[&ProcessKey { pid: 4, start_ns: 1 }].cgroup.systemd_unit.as_deref(),
+            Some("ssh.service")
+        );
+
+        // Container A's processes exit: its series stays while they are reported...
+        let v = t.update(&snapshot(
+            vec![
+                process(1, docker(ID_A), None, 12.0, 1.2, true),
+                process(2, docker(ID_A), None, 5.0, 0.5, true),
+                process(3, Some(pod), None, 9.0, 0.9, false),
+            ],
+            3.0,
+        ));
+        let a = v.containers.iter().find(|(w, _)| w.cgroup.container_id.as_deref() == Some(ID_A)).expect("A kept");
+        assert!(close(a.1.joules, 17.0), "exited processes' energy stays: {:?}", a.1);
+        // ...and moves into `others` when they are retired.
+        let v = t.update(&snapshot(vec![], 3.0 + 17.0 + 9.0));
+        assert!(v.containers.is_empty());
+        assert!(close(v.others.joules, 26.0), "{:?}", v.others);
+        assert!(close(v.host.joules, 3.0));
+    }
+
+    #[test]
+    fn the_path_wins_unless_only_the_id_names_a_container() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("cgroup.controllers"), "").expect("controllers");
+        let scope = dir.path().join(format!("docker-{ID_B}.scope"));
+        std::fs::create_dir(&scope).expect("scope");
+        let scope_id = std::fs::metadata(&scope).expect("stat").ino();
+        let root_id = std::fs::metadata(dir.path()).expect("stat").ino();
+        let config = ContainersConfig { cgroup_root: dir.path().into(), ..ContainersConfig::default() };
+        let mut t = Tracker::with_pods(&config, PodDirectory::default());
+        let v = t.update(&snapshot(
+            vec![
+                // Short-lived: never read from /proc, only the kernel's id.
+                process(1, None, Some(scope_id), 1.0, 0.1, true),
+                // Read from /proc after its runtime moved it: the kernel still has the old id.
+                process(2, docker(ID_A), Some(root_id), 1.0, 0.1, false),
+                // The /proc read happened before the move; the id knows better.
+                process(3, Some("/system.slice/containerd.service".into()), Some(scope_id), 1.0, 0.1, false),
+            ],
+            0.0,
+        ));
+        let id_of = |pid| v.by_process[&ProcessKey { pid, start_ns: 1 }].cgroup.container_id.clone();
+        assert_eq!(id_of(1).as_deref(), Some(ID_B));
+        assert_eq!(id_of(2).as_deref(), Some(ID_A));
+        assert_eq!(id_of(3).as_deref(), Some(ID_B));
+    }
+
+    #[test]
+    fn pod_names_come_from_the_directory() {
+        let pods = PodDirectory::default();
+        pods.apply(
+            UID.into(),
+            PodMeta {
+                name: "web-1".into(),
+                namespace: "shop".into(),
+                containers: vec![ContainerMeta { id: ID_A.into(), name: "nginx".into(), runtime: None }],
+            },
+        );
+        let mut t = Tracker::with_pods(&no_cgroupfs(), pods);
+        let path = format!("/kubepods/burstable/pod{UID}/{ID_A}");
+        let v = t.update(&snapshot(vec![process(1, Some(path), None, 1.0, 0.1, false)], 0.0));
+        let w = &v.containers[0].0;
+        assert_eq!((w.pod_name(), w.pod_namespace(), w.container_name()), (Some("web-1"), Some("shop"), Some("nginx")));
+        assert_eq!(w.runtime(), None, "cgroupfs path and no runtime in the status");
+    }
+
+    #[test]
+    fn beyond_the_cap_containers_count_in_others() {
+        let mut t = Tracker::with_pods(&no_cgroupfs(), PodDirectory::default());
+        let procs: Vec<ProcessSnapshot> = (0..MAX_CONTAINERS as u32 + 5)
+            .map(|i| process(i, docker(&format!("{i:064x}")), None, 1.0, 0.0, false))
+            .collect();
+        let v = t.update(&snapshot(procs, 0.0));
+        assert_eq!(v.containers.len(), MAX_CONTAINERS);
+        assert!(close(v.others.joules, 5.0));
+    }
+
+    /// Processes spawn, run, move between containers, exit and retire; the
+    /// series never decrease and always add up to everything reported.
+    #[derive(Clone, Debug)]
+    enum Step {
+        Spawn(u8),
+        Run(usize, f64),
+        Move(usize, u8),
+        Exit(usize),
+        Retire(usize),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (0u8..5).prop_map(Step::Spawn),
+            (0usize..12, 0.0f64..20.0).prop_map(|(i, j)| Step::Run(i, j)),
+            (0usize..12, 0u8..5).prop_map(|(i, c)| Step::Move(i, c)),
+            (0usize..12).prop_map(Step::Exit),
+            (0usize..12).prop_map(Step::Retire),
+        ]
+    }
+
+    fn path_of(container: u8) -> Option<String> {
+        match container {
+            0 => None,
+            1 => Some("/system.slice/cron.service".into()),
+            c => docker(&format!("{c:064x}")),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn series_never_decrease_and_add_up(steps in prop::collection::vec(step(), 1..60)) {
+            let mut t = Tracker::with_pods(&no_cgroupfs(), PodDirectory::default());
+            // pid -> (container, joules, exited)
+            let mut live: BTreeMap<u32, (u8, f64, bool)> = BTreeMap::new();
+            let (mut retired, mut next_pid) = (0.0, 1u32);
+            let mut before: HashMap<String, f64> = HashMap::new();
+            for s in steps {
+                match s {
+                    Step::Spawn(c) => { live.insert(next_pid, (c, 0.0, false)); next_pid += 1; }
+                    Step::Run(i, j) => if let Some(v) = live.values_mut().filter(|v| !v.2).nth(i) { v.1 += j; },
+                    Step::Move(i, c) => if let Some(v) = live.values_mut().filter(|v| !v.2).nth(i) { v.0 = c; },
+                    Step::Exit(i) => if let Some(v) = live.values_mut().nth(i) { v.2 = true; },
+                    Step::Retire(i) => {
+                        let pid = live.iter().filter(|(_, v)| v.2).map(|(k, _)| *k).nth(i);
+                        if let Some(pid) = pid { retired += live.remove(&pid).map_or(0.0, |v| v.1); }
+                    }
+                }
+                let procs = live.iter().map(|(&pid, &(c, j, exited))| process(pid, path_of(c), None, j, j / 10.0, exited)).collect();
+                let v = t.update(&snapshot(procs, retired));
+                let total: f64 = retired + live.values().map(|v| v.1).sum::<f64>();
+                let sum: f64 = v.containers.iter().map(|(_, a)| a.joules).sum::<f64>() + v.host.joules + v.others.joules;
+                prop_assert!(close(sum, total), "{} != {}", sum, total);
+                let mut now: HashMap<String, f64> = v.containers.iter()
+                    .map(|(w, a)| (w.cgroup.container_id.clone().unwrap_or_default(), a.joules)).collect();
+                now.insert("host".into(), v.host.joules);
+                now.insert("others".into(), v.others.joules);
+                for (name, value) in &now {
+                    if let Some(old) = before.get(name) { prop_assert!(*value >= *old, "{} went from {} to {}", name, old, value); }
+                }
+                // A container that left keeps its last value in `others`; a new series for it starts over.
+                let names: HashSet<&String> = now.keys().collect();
+                before.retain(|k, _| names.contains(k));
+                before.extend(now);
+            }
+        }
+    }
+}

@@ -1,0 +1,462 @@
+//! From a cgroup path to what it says about the process: its container
+//! (runtime and id), its Kubernetes pod (UID and QoS class) and its systemd
+//! unit.
+//!
+//! The path is read segment by segment, so it does not matter where the
+//! hierarchy is rooted: `/proc/PID/cgroup` seen from inside a cgroup
+//! namespace starts with `/../..`, kubelets with `--cgroup-root` nest
+//! `kubepods` under another slice, and rootless runtimes live below
+//! `user@UID.service`. The shapes recognised (systemd and cgroupfs drivers,
+//! cgroup v1 and v2 write the same names):
+//!
+//! | runtime | systemd driver | cgroupfs driver |
+//! |---|---|---|
+//! | docker | `docker-<id>.scope` | `/docker/<id>` |
+//! | containerd (CRI) | `cri-containerd-<id>.scope`, `…slice:cri-containerd:<id>` | `/kubepods/…/pod<uid>/<id>` |
+//! | containerd (nerdctl) | `nerdctl-<id>.scope` | — |
+//! | CRI-O | `crio-<id>.scope`, `…slice:crio:<id>` | `crio-<id>` |
+//! | podman | `libpod-<id>.scope` (also `…/container` below it) | `/libpod_parent/libpod-<id>` |
+//!
+//! Pods: `kubepods[-<qos>]-pod<uid>.slice` (systemd escapes the UID's dashes
+//! as underscores) or `/kubepods[/<qos>]/pod<uid>`; no QoS level means
+//! Guaranteed. The runtimes' monitor processes (`crio-conmon-<id>.scope`,
+//! `libpod-conmon-<id>.scope`) belong to the pod or host, not to the
+//! container. A container id is 64 lowercase hex digits, as every runtime
+//! above writes it; anything else is not taken for one.
+use std::fmt;
+
+/// The software that created the container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Runtime {
+    Docker,
+    Containerd,
+    CriO,
+    Podman,
+}
+
+impl Runtime {
+    /// The label value (`container_runtime`).
+    #[must_use]
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Docker => "docker",
+            Self::Containerd => "containerd",
+            Self::CriO => "cri-o",
+            Self::Podman => "podman",
+        }
+    }
+
+    /// The runtime named by a Kubernetes `containerID` scheme (`containerd://…`).
+    #[must_use]
+    pub fn from_scheme(scheme: &str) -> Option<Self> {
+        match scheme {
+            "docker" => Some(Self::Docker),
+            "containerd" => Some(Self::Containerd),
+            "cri-o" | "crio" => Some(Self::CriO),
+            "podman" => Some(Self::Podman),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// Kubernetes QoS class of a pod, from the slice it lives in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Qos {
+    Guaranteed,
+    Burstable,
+    BestEffort,
+}
+
+impl Qos {
+    /// The label value (`pod_qos`).
+    #[must_use]
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Guaranteed => "guaranteed",
+            Self::Burstable => "burstable",
+            Self::BestEffort => "besteffort",
+        }
+    }
+}
+
+/// What one cgroup path says. Every field is optional: a host process has
+/// at most a systemd unit.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CgroupLabels {
+    /// Known from the path; in a Kubernetes cgroupfs layout the path does not
+    /// tell, and the pod's status may (see `pods`).
+    pub runtime: Option<Runtime>,
+    /// 64 hex digits.
+    pub container_id: Option<String>,
+    /// With dashes (`1f0c…-…`), as the API server writes it.
+    pub pod_uid: Option<String>,
+    pub pod_qos: Option<Qos>,
+    /// The innermost `*.service` or `*.scope` segment.
+    pub systemd_unit: Option<String>,
+}
+
+impl CgroupLabels {
+    /// True when the path names a container or a pod.
+    #[must_use]
+    pub fn is_workload(&self) -> bool {
+        self.container_id.is_some() || self.pod_uid.is_some()
+    }
+}
+
+/// Reads a cgroup path (see the module documentation for the shapes).
+/// Never fails: what is not recognised is left out.
+#[must_use]
+pub fn parse(path: &str) -> CgroupLabels {
+    let mut labels = CgroupLabels::default();
+    let mut in_kubepods = false;
+    let mut parent = "";
+    for segment in path.split('/').filter(|s| !s.is_empty() && *s != "." && *s != "..") {
+        if segment.ends_with(".service") || segment.ends_with(".scope") {
+            labels.systemd_unit = Some(segment.to_owned());
+        }
+        if segment.contains("kubepods") {
+            in_kubepods = true;
+        }
+        // `kubepods-burstable-pod<uid>.slice:cri-containerd:<id>` (containerd
+        // creating the cgroup under its own service, e.g. k3s, kind).
+        let (pod_part, colon_container) = match segment.split_once(':') {
+            Some((slice, rest)) => (slice, Some(rest)),
+            None => (segment, None),
+        };
+        if labels.pod_uid.is_none() && in_kubepods {
+            if let Some((uid, qos)) = pod_segment(pod_part, parent) {
+                labels.pod_uid = Some(uid);
+                labels.pod_qos = Some(qos);
+            }
+        }
+        if labels.container_id.is_none() {
+            let found = match colon_container {
+                Some(rest) => colon_container_segment(rest),
+                None => container_segment(segment, parent, in_kubepods && labels.pod_uid.is_some()),
+            };
+            if let Some((runtime, id)) = found {
+                labels.runtime = runtime;
+                labels.container_id = Some(id);
+            }
+        }
+        parent = segment;
+    }
+    if labels.runtime.is_none() && labels.pod_uid.is_some() && labels.container_id.is_none() {
+        // A runtime's monitor in the pod (conmon) says which runtime it is.
+        labels.runtime = monitor_runtime(path);
+    }
+    labels
+}
+
+/// `<64 hex>`.
+fn is_container_id(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The id after `prefix` and before an optional `suffix`.
+fn id_between<'a>(segment: &'a str, prefix: &str, suffix: &str) -> Option<&'a str> {
+    let rest = segment.strip_prefix(prefix)?;
+    let id = rest.strip_suffix(suffix).unwrap_or(rest);
+    is_container_id(id).then_some(id)
+}
+
+/// A segment naming a container on its own (see the table above).
+fn container_segment(segment: &str, parent: &str, in_pod: bool) -> Option<(Option<Runtime>, String)> {
+    const SCOPES: &[(&str, Runtime)] = &[
+        ("docker-", Runtime::Docker),
+        ("cri-containerd-", Runtime::Containerd),
+        ("nerdctl-", Runtime::Containerd),
+        ("crio-", Runtime::CriO),
+        ("libpod-", Runtime::Podman),
+    ];
+    for &(prefix, runtime) in SCOPES {
+        if let Some(id) = id_between(segment, prefix, ".scope") {
+            return Some((Some(runtime), id.to_owned()));
+        }
+    }
+    if is_container_id(segment) {
+        let runtime = match parent {
+            "docker" => Some(Runtime::Docker),
+            "libpod_parent" => Some(Runtime::Podman),
+            _ if in_pod => None, // the pod's status names the runtime
+            _ => return None,    // a bare id anywhere else is too weak a hint
+        };
+        return Some((runtime, segment.to_owned()));
+    }
+    None
+}
+
+/// `cri-containerd:<id>`, `crio:<id>`, `docker:<id>` (after the slice and a colon).
+fn colon_container_segment(rest: &str) -> Option<(Option<Runtime>, String)> {
+    let (prefix, id) = rest.split_once(':')?;
+    let runtime = match prefix {
+        "cri-containerd" | "containerd" => Runtime::Containerd,
+        "crio" | "cri-o" => Runtime::CriO,
+        "docker" => Runtime::Docker,
+        "libpod" | "podman" => Runtime::Podman,
+        _ => return None,
+    };
+    is_container_id(id).then(|| (Some(runtime), id.to_owned()))
+}
+
+/// A pod segment: `kubepods[-<qos>]-pod<uid>.slice` (systemd) or `pod<uid>`
+/// below `kubepods[/<qos>]` (cgroupfs). Returns the UID with dashes.
+fn pod_segment(segment: &str, parent: &str) -> Option<(String, Qos)> {
+    if let Some(stem) = segment.strip_suffix(".slice") {
+        let (before, uid) = stem.rsplit_once("-pod")?;
+        let uid = normalize_uid(uid)?;
+        let qos = if before.ends_with("-burstable") {
+            Qos::Burstable
+        } else if before.ends_with("-besteffort") {
+            Qos::BestEffort
+        } else if before.ends_with("kubepods") {
+            Qos::Guaranteed
+        } else {
+            return None;
+        };
+        return Some((uid, qos));
+    }
+    let uid = normalize_uid(segment.strip_prefix("pod")?)?;
+    let qos = match parent {
+        "burstable" => Qos::Burstable,
+        "besteffort" => Qos::BestEffort,
+        _ => Qos::Guaranteed,
+    };
+    Some((uid, qos))
+}
+
+/// A pod UID (8-4-4-4-12 hex digits) with systemd's `_` turned back into `-`.
+fn normalize_uid(text: &str) -> Option<String> {
+    let uid: String = text.chars().map(|c| if c == '_' { '-' } else { c.to_ascii_lowercase() }).collect();
+    let groups: Vec<&str> = uid.split('-').collect();
+    let shape = [8, 4, 4, 4, 12];
+    let ok = groups.len() == shape.len()
+        && groups.iter().zip(shape).all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()));
+    ok.then_some(uid)
+}
+
+/// The runtime whose monitor process lives at `path` (`crio-conmon-…`, `libpod-conmon-…`).
+fn monitor_runtime(path: &str) -> Option<Runtime> {
+    let last = path.rsplit('/').find(|s| !s.is_empty())?;
+    if last.starts_with("crio-conmon-") {
+        Some(Runtime::CriO)
+    } else if last.starts_with("libpod-conmon-") {
+        Some(Runtime::Podman)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "4f1d5e2a3b6c7d8e9f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6";
+    const UID: &str = "8b0c9a2e-4d3f-4e6a-9b1c-2d3e4f5a6b7c";
+    const UID_: &str = "8b0c9a2e_4d3f_4e6a_9b1c_2d3e4f5a6b7c";
+
+    struct Case {
+        path: String,
+        runtime: Option<Runtime>,
+        container: bool,
+        pod: Option<Qos>,
+        unit: Option<String>,
+    }
+
+    fn case(path: &str, runtime: Option<Runtime>, container: bool, pod: Option<Qos>, unit: Option<&str>) -> Case {
+        let fill = |s: &str| s.replace("{id}", ID).replace("{uid}", UID).replace("{uid_}", UID_);
+        Case { path: fill(path), runtime, container, pod, unit: unit.map(fill) }
+    }
+
+    use Qos::{BestEffort, Burstable, Guaranteed};
+    use Runtime::{Containerd, CriO, Docker, Podman};
+
+    /// Real shapes, one per runtime, driver and cgroup version.
+    fn cases() -> Vec<Case> {
+        vec![
+            // Docker.
+            case("/system.slice/docker-{id}.scope", Some(Docker), true, None, Some("docker-{id}.scope")),
+            case("0::/system.slice/docker-{id}.scope", Some(Docker), true, None, Some("docker-{id}.scope")),
+            case("/docker/{id}", Some(Docker), true, None, None),
+            case("/system.slice/docker-{id}.scope/init.scope", Some(Docker), true, None, Some("init.scope")),
+            case("/../../docker-{id}.scope", Some(Docker), true, None, Some("docker-{id}.scope")),
+            case(
+                "/user.slice/user-1000.slice/user@1000.service/docker.service/docker/{id}",
+                Some(Docker),
+                true,
+                None,
+                Some("docker.service"),
+            ),
+            // Kubernetes, systemd driver.
+            case(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice/cri-containerd-{id}.scope",
+                Some(Containerd),
+                true,
+                Some(Burstable),
+                Some("cri-containerd-{id}.scope"),
+            ),
+            case(
+                "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid_}.slice/crio-{id}.scope",
+                Some(CriO),
+                true,
+                Some(BestEffort),
+                Some("crio-{id}.scope"),
+            ),
+            case(
+                "/kubepods.slice/kubepods-pod{uid_}.slice/cri-containerd-{id}.scope",
+                Some(Containerd),
+                true,
+                Some(Guaranteed),
+                Some("cri-containerd-{id}.scope"),
+            ),
+            case(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice/docker-{id}.scope",
+                Some(Docker),
+                true,
+                Some(Burstable),
+                Some("docker-{id}.scope"),
+            ),
+            case(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice/crio-conmon-{id}.scope",
+                Some(CriO),
+                false,
+                Some(Burstable),
+                Some("crio-conmon-{id}.scope"),
+            ),
+            case(
+                "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid_}.slice",
+                None,
+                false,
+                Some(BestEffort),
+                None,
+            ),
+            // kubelet --cgroup-root=/kubelet.slice, and a namespaced view.
+            case(
+                "/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-burstable.slice/kubelet-kubepods-burstable-pod{uid_}.slice/cri-containerd-{id}.scope",
+                Some(Containerd),
+                true,
+                Some(Burstable),
+                Some("cri-containerd-{id}.scope"),
+            ),
+            case(
+                "/../../kubepods-besteffort-pod{uid_}.slice/cri-containerd-{id}.scope",
+                Some(Containerd),
+                true,
+                Some(BestEffort),
+                Some("cri-containerd-{id}.scope"),
+            ),
+            // containerd under its own service (k3s, kind).
+            case(
+                "/system.slice/containerd.service/kubepods-burstable-pod{uid_}.slice:cri-containerd:{id}",
+                Some(Containerd),
+                true,
+                Some(Burstable),
+                Some("containerd.service"),
+            ),
+            // Kubernetes, cgroupfs driver (v1 and v2).
+            case("/kubepods/burstable/pod{uid}/{id}", None, true, Some(Burstable), None),
+            case("/kubepods/besteffort/pod{uid}/{id}", None, true, Some(BestEffort), None),
+            case("/kubepods/pod{uid}/{id}", None, true, Some(Guaranteed), None),
+            case("/kubepods/burstable/pod{uid}/crio-{id}", Some(CriO), true, Some(Burstable), None),
+            case("/kubepods/burstable/pod{uid}/crio-conmon-{id}", Some(CriO), false, Some(Burstable), None),
+            // Podman.
+            case("/machine.slice/libpod-{id}.scope", Some(Podman), true, None, Some("libpod-{id}.scope")),
+            case("/machine.slice/libpod-{id}.scope/container", Some(Podman), true, None, Some("libpod-{id}.scope")),
+            case(
+                "/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{id}.scope",
+                Some(Podman),
+                true,
+                None,
+                Some("libpod-{id}.scope"),
+            ),
+            case("/machine.slice/libpod-conmon-{id}.scope", None, false, None, Some("libpod-conmon-{id}.scope")),
+            case("/libpod_parent/libpod-{id}", Some(Podman), true, None, None),
+            case("/libpod_parent/{id}", Some(Podman), true, None, None),
+            // nerdctl.
+            case("/system.slice/nerdctl-{id}.scope", Some(Containerd), true, None, Some("nerdctl-{id}.scope")),
+            // Host processes.
+            case("/", None, false, None, None),
+            case("", None, false, None, None),
+            case("/system.slice/ssh.service", None, false, None, Some("ssh.service")),
+            case("/system.slice/containerd.service", None, false, None, Some("containerd.service")),
+            case("/user.slice/user-1000.slice/session-3.scope", None, false, None, Some("session-3.scope")),
+            case(
+                "/user.slice/user-1000.slice/user@1000.service/app.slice/app-firefox.scope",
+                None,
+                false,
+                None,
+                Some("app-firefox.scope"),
+            ),
+            case("/init.scope", None, false, None, Some("init.scope")),
+        ]
+    }
+
+    #[test]
+    fn real_path_shapes() {
+        for c in cases() {
+            let got = parse(&c.path);
+            assert_eq!(got.runtime, c.runtime, "runtime of {}", c.path);
+            assert_eq!(got.container_id.as_deref(), c.container.then_some(ID), "container of {}", c.path);
+            assert_eq!(got.pod_uid.as_deref(), c.pod.map(|_| UID), "pod of {}", c.path);
+            assert_eq!(got.pod_qos, c.pod, "qos of {}", c.path);
+            assert_eq!(got.systemd_unit, c.unit, "unit of {}", c.path);
+            assert_eq!(got.is_workload(), c.container || c.pod.is_some(), "{}", c.path);
+        }
+    }
+
+    #[test]
+    fn near_misses_are_not_containers() {
+        for path in [
+            "/docker/abc",                      // short id
+            "/system.slice/docker-{id}X.scope", // not hex
+            "/system.slice/docker.service",     // the daemon itself
+            "/some/{id}",                       // a bare id outside docker, podman or a pod
+            "/system.slice/docker-{ID}.scope",  // upper case
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podnot-a-uid.slice",
+            "/pod{uid}/{id}", // a pod-like segment outside kubepods
+        ] {
+            let path = path.replace("{id}", ID).replace("{ID}", &ID.to_uppercase()).replace("{uid}", UID);
+            let got = parse(&path);
+            assert!(!got.is_workload(), "{path}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn uids_are_normalized() {
+        assert_eq!(normalize_uid(UID_).as_deref(), Some(UID));
+        assert_eq!(normalize_uid(&UID.to_uppercase()).as_deref(), Some(UID));
+        assert_eq!(normalize_uid("8b0c9a2e-4d3f-4e6a-9b1c"), None);
+        assert_eq!(normalize_uid(""), None);
+    }
+
+    #[test]
+    fn outermost_container_wins() {
+        let inner = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let got = parse(&format!("/system.slice/docker-{ID}.scope/docker/{inner}"));
+        assert_eq!(got.container_id.as_deref(), Some(ID));
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        for path in ["::::", "/:/:/", "/\u{0}/\u{fffd}é/", "-pod.slice", "kubepods/pod", "/kubepods-pod.slice:x:y"] {
+            let _ = parse(path);
+        }
+        let long = "/kubepods".repeat(10_000);
+        let _ = parse(&long);
+    }
+
+    #[test]
+    fn runtime_schemes() {
+        assert_eq!(Runtime::from_scheme("containerd"), Some(Containerd));
+        assert_eq!(Runtime::from_scheme("cri-o"), Some(CriO));
+        assert_eq!(Runtime::from_scheme("docker"), Some(Docker));
+        assert_eq!(Runtime::from_scheme("rkt"), None);
+        assert_eq!(CriO.to_string(), "cri-o");
+    }
+}

@@ -1,0 +1,177 @@
+//! Container labels and series (`--containers`).
+//!
+//! Process series get the labels of their container, pod and systemd unit
+//! (only those that apply, so a host process adds at most `systemd_unit`).
+//! `scaph_container_*` has one series per container or pod, one with
+//! `container_id=""` and no pod for processes outside containers, and one
+//! with `container_id="[others]"` for containers without their own series
+//! any more: their sum plus idle is the host.
+use super::{collect::Labels, ledger::Amounts, names, Family};
+use crate::containers::{ContainerView, Workload};
+
+/// `container_id` of the series that holds containers without their own series.
+pub const OTHERS_CONTAINER_ID: &str = "[others]";
+
+fn push(labels: &mut Labels, name: &'static str, value: Option<&str>) {
+    if let Some(value) = value.filter(|v| !v.is_empty()) {
+        labels.push((name, value.to_owned()));
+    }
+}
+
+/// Container, pod and unit labels for one process (those that apply).
+pub fn add_process_labels(labels: &mut Labels, w: &Workload) {
+    add_workload_labels(labels, w);
+    push(labels, "systemd_unit", w.cgroup.systemd_unit.as_deref());
+}
+
+/// The labels that identify a container or pod.
+fn add_workload_labels(labels: &mut Labels, w: &Workload) {
+    push(labels, "container_id", w.cgroup.container_id.as_deref());
+    push(labels, "container_runtime", w.runtime().map(|r| r.label()));
+    push(labels, "container_name", w.container_name());
+    push(labels, "pod_uid", w.cgroup.pod_uid.as_deref());
+    push(labels, "pod_qos", w.cgroup.pod_qos.map(|q| q.label()));
+    push(labels, "kubernetes_pod_name", w.pod_name());
+    push(labels, "kubernetes_pod_namespace", w.pod_namespace());
+}
+
+/// Scaphandre's container labels (`container_scheduler`, `container_runtime`,
+/// `container_id`, `kubernetes_pod_*`, `kubernetes_node_name`), for
+/// processes in a container or pod.
+pub fn add_compat_labels(labels: &mut Labels, w: &Workload, node_name: Option<&str>) {
+    if !w.is_workload() {
+        return;
+    }
+    let runtime = w.runtime().map(|r| r.label());
+    let scheduler = if w.cgroup.pod_uid.is_some() { Some("kubernetes") } else { runtime };
+    push(labels, "container_scheduler", scheduler);
+    push(labels, "container_runtime", runtime);
+    push(labels, "container_id", w.cgroup.container_id.as_deref());
+    if w.cgroup.pod_uid.is_some() {
+        push(labels, "kubernetes_pod_name", w.pod_name());
+        push(labels, "kubernetes_pod_namespace", w.pod_namespace());
+        push(labels, "kubernetes_node_name", node_name);
+    }
+}
+
+/// `scaph_container_energy_joules_total` (with an energy source) and
+/// `scaph_container_cpu_seconds_total`.
+#[must_use]
+pub fn families(view: &ContainerView, has_energy: bool) -> [Family; 2] {
+    let mut energy = Family::new(&names::CONTAINER_ENERGY);
+    let mut cpu = Family::new(&names::CONTAINER_CPU);
+    let mut series: Vec<(Labels, Amounts)> = vec![
+        (vec![("container_id", String::new())], view.host),
+        (vec![("container_id", OTHERS_CONTAINER_ID.to_owned())], view.others),
+    ];
+    for (workload, amounts) in &view.containers {
+        let mut labels = Labels::new();
+        add_workload_labels(&mut labels, workload);
+        if labels.first().is_none_or(|(name, _)| *name != "container_id") {
+            labels.insert(0, ("container_id", String::new())); // a pod-level series
+        }
+        series.push((labels, *amounts));
+    }
+    for (labels, amounts) in series {
+        if has_energy {
+            energy.push(labels.clone(), amounts.joules);
+        }
+        cpu.push(labels, amounts.cpu_seconds);
+    }
+    [energy, cpu]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::containers::{parse::parse, pods::PodMeta};
+
+    const ID: &str = "4f1d5e2a3b6c7d8e9f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6";
+    const UID: &str = "8b0c9a2e-4d3f-4e6a-9b1c-2d3e4f5a6b7c";
+
+    fn workload(path: &str, pod: Option<PodMeta>) -> Workload {
+        Workload { cgroup: Arc::new(parse(path)), pod: pod.map(Arc::new) }
+    }
+
+    fn names(labels: &Labels) -> Vec<&'static str> {
+        labels.iter().map(|(n, _)| *n).collect()
+    }
+
+    #[test]
+    fn host_processes_get_only_their_unit() {
+        let mut labels = Labels::new();
+        add_process_labels(&mut labels, &workload("/system.slice/ssh.service", None));
+        assert_eq!(labels, vec![("systemd_unit", "ssh.service".to_owned())]);
+        let mut compat = Labels::new();
+        add_compat_labels(&mut compat, &workload("/system.slice/ssh.service", None), Some("n1"));
+        assert!(compat.is_empty());
+    }
+
+    #[test]
+    fn pod_containers_get_every_label_known() {
+        let path = format!(
+            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{ID}.scope",
+            UID.replace('-', "_")
+        );
+        let pod = PodMeta { name: "web-1".into(), namespace: "shop".into(), containers: Vec::new() };
+        let w = workload(&path, Some(pod));
+        let mut labels = Labels::new();
+        add_process_labels(&mut labels, &w);
+        assert_eq!(
+            names(&labels),
+            [
+                "container_id",
+                "container_runtime",
+                "pod_uid",
+                "pod_qos",
+                "kubernetes_pod_name",
+                "kubernetes_pod_namespace",
+                "systemd_unit"
+            ]
+        );
+        assert!(labels.contains(&("pod_qos", "besteffort".into())));
+        let mut compat = Labels::new();
+        add_compat_labels(&mut compat, &w, Some("node-7"));
+        assert_eq!(
+            compat,
+            vec![
+                ("container_scheduler", "kubernetes".into()),
+                ("container_runtime", "containerd".into()),
+                ("container_id", ID.into()),
+                ("kubernetes_pod_name", "web-1".into()),
+                ("kubernetes_pod_namespace", "shop".into()),
+                ("kubernetes_node_name", "node-7".into()),
+            ]
+        );
+        let mut docker = Labels::new();
+        add_compat_labels(&mut docker, &workload(&format!("/docker/{ID}"), None), Some("node-7"));
+        assert_eq!(docker[0], ("container_scheduler", "docker".into()));
+        assert_eq!(docker.len(), 3, "no kubernetes labels outside a pod");
+    }
+
+    #[test]
+    fn container_families_have_host_others_and_pod_level_series() {
+        let pod_level = format!("/kubepods/burstable/pod{UID}/crio-conmon-{ID}");
+        let view = ContainerView {
+            containers: vec![
+                (workload(&format!("/docker/{ID}"), None), Amounts { joules: 3.0, cpu_seconds: 0.3 }),
+                (workload(&pod_level, None), Amounts { joules: 1.0, cpu_seconds: 0.1 }),
+            ],
+            host: Amounts { joules: 5.0, cpu_seconds: 0.5 },
+            others: Amounts { joules: 2.0, cpu_seconds: 0.2 },
+            ..ContainerView::default()
+        };
+        let [energy, cpu] = families(&view, true);
+        assert_eq!(energy.samples.len(), 4);
+        assert_eq!(energy.samples.iter().map(|s| s.value).sum::<f64>(), 11.0);
+        assert_eq!(energy.samples[0].labels, vec![("container_id", String::new())]);
+        assert_eq!(energy.samples[1].labels, vec![("container_id", "[others]".to_owned())]);
+        assert_eq!(energy.samples[3].labels[0], ("container_id", String::new()), "pod-level: empty container_id");
+        assert!(energy.samples[3].labels.contains(&("pod_uid", UID.to_owned())));
+        assert_eq!(cpu.samples.len(), 4);
+        let [energy, _] = families(&view, false);
+        assert!(energy.samples.is_empty(), "no energy source, no energy series");
+    }
+}
