@@ -104,7 +104,7 @@ impl ProcCpuKey {
 pub struct ProcCpuValue {
     /// Cumulative on-CPU time of the process on this CPU, ns.
     pub runtime_ns: u64,
-    /// cgroup v2 id of the task when the entry was created (its directory's inode).
+    /// cgroup v2 id (its directory's inode) of the process at its latest slice on this CPU.
     pub cgroup_id: u64,
     /// `comm` of the process (thread group leader in BTF mode, else the thread).
     pub comm: [u8; COMM_LEN],

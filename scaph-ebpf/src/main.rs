@@ -269,7 +269,12 @@ fn record(state: &mut CpuState, proc: &Proc, ns: u64) {
     let key = ProcCpuKey { tgid: proc.tgid, cpu, start_ns: proc.start_ns };
     if let Some(entry) = PROC_CPU.get_ptr_mut(&key) {
         // Only this CPU writes entries keyed with its number: no atomics needed.
-        unsafe { (*entry).runtime_ns += ns };
+        // The cgroup is refreshed too: runtimes move a container's first
+        // process into its cgroup after it has started running.
+        unsafe {
+            (*entry).runtime_ns += ns;
+            (*entry).cgroup_id = bpf_get_current_cgroup_id();
+        }
         return;
     }
     let value = ProcCpuValue {

@@ -24,6 +24,12 @@ pub enum LoadError {
     Simulated,
     #[error("loading the kernel program: {0}")]
     Ebpf(#[from] aya::EbpfError),
+    #[error("{source}{hint}")]
+    Refused {
+        hint: &'static str,
+        #[source]
+        source: Box<LoadError>,
+    },
     #[error("program {0} is missing from the object")]
     MissingProgram(&'static str),
     #[error("loading or attaching {program}: {source}")]
@@ -78,15 +84,38 @@ fn load_variant(options: LoadOptions) -> Result<Loaded, LoadError> {
         let ebpf = load_tracepoint()?;
         return Ok(Loaded { ebpf, method: CpuTimeMethod::BpfTimestamp });
     }
-    match btf::task_offsets(Path::new(btf::VMLINUX_BTF)) {
+    let exact_failed = match btf::task_offsets(Path::new(btf::VMLINUX_BTF)) {
         Ok(offsets) => match load_btf(offsets) {
             Ok(ebpf) => return Ok(Loaded { ebpf, method: CpuTimeMethod::BpfRuntime }),
-            Err(e) => warn!("exact (BTF) kernel program unavailable: {e}; trying the timestamp variant"),
+            Err(e) => {
+                info!("exact (BTF) kernel program unavailable: {e}; trying the timestamp variant");
+                true
+            }
         },
-        Err(e) => info!("kernel BTF unusable ({e}); using the timestamp variant of the kernel program"),
+        Err(e) => {
+            info!("kernel BTF unusable ({e}); using the timestamp variant of the kernel program");
+            false
+        }
+    };
+    match load_tracepoint() {
+        Ok(ebpf) => {
+            if exact_failed {
+                warn!("the exact kernel program did not load (see -v); using the timestamp variant");
+            }
+            Ok(Loaded { ebpf, method: CpuTimeMethod::BpfTimestamp })
+        }
+        Err(e) => Err(LoadError::Refused { hint: permission_hint(&e), source: Box::new(e) }),
     }
-    let ebpf = load_tracepoint()?;
-    Ok(Loaded { ebpf, method: CpuTimeMethod::BpfTimestamp })
+}
+
+/// What to do when the kernel refused: most often a missing capability.
+fn permission_hint(e: &LoadError) -> &'static str {
+    let text = format!("{e} {:?}", e);
+    if text.contains("Operation not permitted") || text.contains("EPERM") || text.contains("PermissionDenied") {
+        " (permission denied: loading needs root, or CAP_BPF and CAP_PERFMON)"
+    } else {
+        ""
+    }
 }
 
 fn load_btf(offsets: scaph_common::TaskOffsets) -> Result<Ebpf, LoadError> {
