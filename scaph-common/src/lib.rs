@@ -104,7 +104,8 @@ impl ProcCpuKey {
 pub struct ProcCpuValue {
     /// Cumulative on-CPU time of the process on this CPU, ns.
     pub runtime_ns: u64,
-    /// cgroup v2 id (its directory's inode) of the process at its latest slice on this CPU.
+    /// cgroup v2 id (its directory's inode) of the process, refreshed every
+    /// few switches (it can move into a container's cgroup after it started).
     pub cgroup_id: u64,
     /// `comm` of the process (thread group leader in BTF mode, else the thread).
     pub comm: [u8; COMM_LEN],
