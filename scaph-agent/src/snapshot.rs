@@ -115,6 +115,32 @@ impl ProcessSnapshot {
     }
 }
 
+impl Snapshot {
+    /// A snapshot holding only `processes` (and the energy retired from
+    /// expired ones), for tests of what is built on the process list.
+    #[cfg(test)]
+    pub(crate) fn of_processes(processes: Vec<ProcessSnapshot>, retired_joules: f64, cpu_method: CpuTimeMethod) -> Self {
+        Self {
+            timestamp: std::time::UNIX_EPOCH,
+            interval: Duration::from_secs(2),
+            cpu_method,
+            sensor: None,
+            host: None,
+            idle: None,
+            sockets: Vec::new(),
+            processes,
+            retired_joules,
+            cpu_idle_ratio: Vec::new(),
+            losses: LossCounters::default(),
+            implausible_energy_dropped: 0,
+            cputime_ok: true,
+            energy_ok: true,
+            host_stats: None,
+            self_stats: None,
+        }
+    }
+}
+
 impl From<Cumulative> for Energy {
     fn from(c: Cumulative) -> Self {
         Self { joules_total: c.joules, watts: c.watts }

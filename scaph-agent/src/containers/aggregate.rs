@@ -275,7 +275,7 @@ impl Tracker {
 
 #[cfg(test)]
 mod tests {
-    use std::{collections::HashSet, os::unix::fs::MetadataExt as _, time::Duration};
+    use std::{collections::HashSet, os::unix::fs::MetadataExt as _};
 
     use proptest::prelude::*;
 
@@ -317,24 +317,7 @@ mod tests {
     }
 
     fn snapshot(processes: Vec<ProcessSnapshot>, retired_joules: f64) -> Snapshot {
-        Snapshot {
-            timestamp: std::time::UNIX_EPOCH,
-            interval: Duration::from_secs(2),
-            cpu_method: crate::cputime::CpuTimeMethod::BpfRuntime,
-            sensor: None,
-            host: None,
-            idle: None,
-            sockets: Vec::new(),
-            processes,
-            retired_joules,
-            cpu_idle_ratio: Vec::new(),
-            losses: crate::cputime::LossCounters::default(),
-            implausible_energy_dropped: 0,
-            cputime_ok: true,
-            energy_ok: true,
-            host_stats: None,
-            self_stats: None,
-        }
+        Snapshot::of_processes(processes, retired_joules, crate::cputime::CpuTimeMethod::BpfRuntime)
     }
 
     fn no_cgroupfs() -> ContainersConfig {

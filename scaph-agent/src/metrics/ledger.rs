@@ -275,7 +275,7 @@ impl Ledger {
 
 #[cfg(test)]
 mod tests {
-    use std::{collections::HashMap, time::Duration};
+    use std::collections::HashMap;
 
     use proptest::prelude::*;
 
@@ -314,24 +314,7 @@ mod tests {
                     memory: None,
                 })
                 .collect();
-            Snapshot {
-                timestamp: std::time::UNIX_EPOCH,
-                interval: Duration::from_secs(2),
-                cpu_method: crate::cputime::CpuTimeMethod::Procfs,
-                sensor: None,
-                host: None,
-                idle: None,
-                sockets: Vec::new(),
-                processes,
-                retired_joules: self.retired,
-                cpu_idle_ratio: Vec::new(),
-                losses: crate::cputime::LossCounters::default(),
-                implausible_energy_dropped: 0,
-                cputime_ok: true,
-                energy_ok: true,
-                host_stats: None,
-                self_stats: None,
-            }
+            Snapshot::of_processes(processes, self.retired, crate::cputime::CpuTimeMethod::Procfs)
         }
 
         fn total(&self) -> (f64, f64) {
