@@ -75,6 +75,9 @@ pub struct TaskOffsets {
     pub prev_sum_exec_runtime: u32,
     /// `task_struct.policy` (u32, `SCHED_*`).
     pub policy: u32,
+    /// `task_struct.sched_info.pcount` (unsigned long): how many times the
+    /// task has been switched in. 0 when the kernel lacks `CONFIG_SCHED_INFO`.
+    pub pcount: u32,
 }
 
 /// Key of `PROC_CPU`: one process on one CPU.
@@ -147,13 +150,19 @@ pub struct CpuState {
     pub switches: u64,
     /// On-CPU time that could not be recorded because `PROC_CPU` was full, ns.
     pub dropped_ns: u64,
-    /// Number of slices that could not be recorded because `PROC_CPU` was full.
+    /// Number of slices that could not be recorded: `PROC_CPU` was full, or
+    /// a switch the tracepoint did not show ended a slice whose length could
+    /// not be recovered from the kernel's counters.
     pub dropped_slices: u64,
     /// Switches whose outgoing task was not the one recorded as switched in
     /// (first event after attach, or tasks the tracepoint never shows coming in).
     pub mismatches: u64,
     /// Exits that could not be recorded because `EXITED` was full.
     pub dropped_exits: u64,
+    /// The task switched in at the last switch (a kernel pointer, BTF mode).
+    pub next_task: u64,
+    /// Its `sched_info.pcount` then, before the switch counted it (BTF mode).
+    pub next_pcount: u64,
     /// Thread id switched in at the last switch.
     pub next_pid: u32,
     /// Always 0; keeps the layout explicit.
@@ -180,11 +189,11 @@ mod tests {
     // The sum of the field sizes equals the struct size: no implicit padding.
     #[test]
     fn layouts_have_no_padding() {
-        assert_eq!(size_of::<TaskOffsets>(), 8 * 4);
+        assert_eq!(size_of::<TaskOffsets>(), 9 * 4);
         assert_eq!(size_of::<ProcCpuKey>(), 4 + 4 + 8);
         assert_eq!(size_of::<ProcCpuValue>(), 8 + 8 + COMM_LEN);
         assert_eq!(size_of::<ProcKey>(), 4 + 4 + 8);
-        assert_eq!(size_of::<CpuState>(), 8 * 8 + 4 + 4);
+        assert_eq!(size_of::<CpuState>(), 10 * 8 + 4 + 4);
         assert_eq!(size_of::<ProcExit>(), 8 + COMM_LEN);
     }
 }

@@ -11,6 +11,12 @@
 //!   `bpf_ktime_get_ns` delta since the previous switch on this CPU (it also
 //!   counts hypervisor steal time, so it reads slightly high on VMs).
 //!
+//! The BTF variant does not depend on seeing every switch: when the task
+//! that leaves is not the one last seen coming in (the tracepoint did not
+//! show a switch in between), the slices of both are recovered from the
+//! kernel's own counters (`prev_sum_exec_runtime`, `sched_info.pcount`), and
+//! what cannot be recovered is counted in `dropped_slices`.
+//!
 //! Time of the idle task (pid 0) goes to the CPU's `idle_ns`. Exits of whole
 //! processes are recorded in `EXITED`, so userspace knows when an entry has
 //! its final value and can be removed.
@@ -57,6 +63,7 @@ static TASK_OFFSETS: TaskOffsets = TaskOffsets {
     comm: 0,
     prev_sum_exec_runtime: 0,
     policy: 0,
+    pcount: 0,
 };
 
 // Field offsets in the classic tracepoint's record, from
@@ -82,6 +89,8 @@ struct Proc {
     start_ns: u64,
     /// Where to read the process's `comm` (BTF mode); null: use the current thread's.
     comm_src: *const u8,
+    /// The process is the current task's: its cgroup is the current cgroup.
+    current: bool,
 }
 
 #[btf_tracepoint(function = "sched_switch")]
@@ -114,6 +123,15 @@ fn try_sched_switch_btf(ctx: &BtfTracePointContext) -> Result<(), ()> {
     if prev_pid == 0 || next_pid == 0 || !matched {
         let now = unsafe { bpf_ktime_get_ns() };
         let wall = if state.last_switch_ns == 0 { 0 } else { now.saturating_sub(state.last_switch_ns) };
+        if !matched && state.last_switch_ns != 0 {
+            // The tracepoint did not show every switch since the last one
+            // (seen on this VM around some threads of PID 1): the task we saw
+            // coming in left unseen, and `prev` came in unseen.
+            state.mismatches += 1;
+            if state.next_pid != 0 {
+                recover_unseen_exit(state, &off);
+            }
+        }
         if prev_pid == 0 {
             state.idle_ns += wall;
         } else if !matched {
@@ -122,15 +140,21 @@ fn try_sched_switch_btf(ctx: &BtfTracePointContext) -> Result<(), ()> {
             // scheduler keeps the runtime at its last pick: use it for its
             // tasks; other classes do not maintain it, so their slice is lost
             // (and counted).
-            state.mismatches += 1;
+            if state.last_switch_ns == 0 {
+                state.mismatches += 1;
+            }
             let policy: u32 = unsafe { field(prev, off.policy) };
-            if matches!(policy, SCHED_NORMAL | SCHED_BATCH | SCHED_IDLE) {
+            let ran = if matches!(policy, SCHED_NORMAL | SCHED_BATCH | SCHED_IDLE) {
                 let runtime: u64 = unsafe { field(prev, off.sum_exec_runtime) };
                 let picked: u64 = unsafe { field(prev, off.prev_sum_exec_runtime) };
-                let ran = runtime.wrapping_sub(picked);
-                if ran < MAX_SLICE_NS {
-                    record_btf(state, prev, &off, ran);
-                }
+                runtime.wrapping_sub(picked)
+            } else {
+                u64::MAX
+            };
+            if ran < MAX_SLICE_NS {
+                record_btf(state, prev, &off, ran);
+            } else {
+                state.dropped_slices += 1;
             }
         }
         state.last_switch_ns = now;
@@ -142,16 +166,67 @@ fn try_sched_switch_btf(ctx: &BtfTracePointContext) -> Result<(), ()> {
             record_btf(state, prev, &off, ran);
         } else {
             state.mismatches += 1; // a torn slot: never record nonsense
+            state.dropped_slices += 1;
         }
     }
 
     state.switches += 1;
     state.next_pid = next_pid;
     state.next_runtime_ns = unsafe { field(next, off.sum_exec_runtime) };
+    state.next_task = next as u64;
+    state.next_pcount = if off.pcount == 0 { 0 } else { unsafe { field(next, off.pcount) } };
     Ok(())
 }
 
-/// Records `ns` for the process of the BTF task `task`.
+/// The task last seen switched in on this CPU left it without a tracepoint
+/// event. Its slice here ran from `next_runtime_ns` to the runtime it had
+/// when it left, which the kernel's counters still tell: if it has not been
+/// switched in since (one arrival: ours), its runtime now; if exactly once
+/// more and it is a fair task, the runtime at that pick. Anything else is
+/// counted as a dropped slice, never guessed.
+#[inline(always)]
+fn recover_unseen_exit(state: &mut CpuState, off: &TaskOffsets) {
+    let task = state.next_task as *const u8;
+    if task.is_null() || off.pcount == 0 || recover_slice(state, task, off).is_err() {
+        state.dropped_slices += 1;
+    }
+}
+
+#[inline(always)]
+fn recover_slice(state: &mut CpuState, task: *const u8, off: &TaskOffsets) -> Result<(), ()> {
+    // The pointer may be stale (the task may have exited since): probe reads
+    // only, and the thread id must still match.
+    let pid: u32 = read(task, off.pid)?;
+    if pid != state.next_pid {
+        return Err(());
+    }
+    let pcount: u64 = read(task, off.pcount)?;
+    let end: u64 = match pcount.wrapping_sub(state.next_pcount) {
+        1 => read(task, off.sum_exec_runtime)?,
+        2 => {
+            let policy: u32 = read(task, off.policy)?;
+            if !matches!(policy, SCHED_NORMAL | SCHED_BATCH | SCHED_IDLE) {
+                return Err(());
+            }
+            read(task, off.prev_sum_exec_runtime)?
+        }
+        _ => return Err(()),
+    };
+    let ran = end.wrapping_sub(state.next_runtime_ns);
+    if ran >= MAX_SLICE_NS {
+        return Err(());
+    }
+    if ran > 0 {
+        let tgid: u32 = read(task, off.tgid)?;
+        let leader: *const u8 = read(task, off.group_leader)?;
+        let start_ns: u64 = read(leader, off.start_boottime)?;
+        let comm_src = leader.wrapping_add(off.comm as usize);
+        record(state, &Proc { tgid, start_ns, comm_src, current: false }, ran);
+    }
+    Ok(())
+}
+
+/// Records `ns` for the process of the BTF task `task` (the current one).
 #[inline(always)]
 fn record_btf(state: &mut CpuState, task: *const u8, off: &TaskOffsets, ns: u64) {
     if ns == 0 {
@@ -162,7 +237,7 @@ fn record_btf(state: &mut CpuState, task: *const u8, off: &TaskOffsets, ns: u64)
     let leader: *const u8 = unsafe { field(task, off.group_leader) };
     let start_ns: u64 = unsafe { field(leader, off.start_boottime) };
     let comm_src = leader.wrapping_add(off.comm as usize);
-    record(state, &Proc { tgid, start_ns, comm_src }, ns);
+    record(state, &Proc { tgid, start_ns, comm_src, current: true }, ns);
 }
 
 #[tracepoint(category = "sched", name = "sched_switch")]
@@ -188,7 +263,7 @@ fn try_sched_switch_tp(ctx: &TracePointContext) -> Result<(), ()> {
         } else {
             // `current` is still the outgoing task here.
             let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-            record(state, &Proc { tgid, start_ns: 0, comm_src: core::ptr::null() }, slice);
+            record(state, &Proc { tgid, start_ns: 0, comm_src: core::ptr::null(), current: true }, slice);
         }
     }
 
@@ -276,14 +351,15 @@ fn record(state: &mut CpuState, proc: &Proc, ns: u64) {
         // Runtimes move a container's first process into its cgroup after it
         // started running, so the cgroup id is refreshed now and then: the
         // helper costs ~80 ns here, too much for every switch.
-        if state.switches % CGROUP_REFRESH_EVERY == 0 {
+        if proc.current && state.switches % CGROUP_REFRESH_EVERY == 0 {
             unsafe { (*entry).cgroup_id = bpf_get_current_cgroup_id() };
         }
         return;
     }
     let value = ProcCpuValue {
         runtime_ns: ns,
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        // Another task's cgroup is not at hand: 0 (unknown) until it runs.
+        cgroup_id: if proc.current { unsafe { bpf_get_current_cgroup_id() } } else { 0 },
         comm: comm(proc.comm_src),
     };
     if PROC_CPU.insert(&key, &value, u64::from(BPF_NOEXIST)).is_err() {

@@ -30,6 +30,13 @@ fn burner_cpu_time_matches_the_kernel_within_0_1_percent() {
     let measured = total_ns(&seen, pid);
     let err = rel_err(measured, truth);
     eprintln!("burner: rusage {truth} ns, bpf {measured} ns, error {:.5} %", err * 100.0);
+    // What the kernel program saw, for the log of a failing run.
+    for (i, s) in seen.iter().enumerate() {
+        eprintln!("sample {i}: interval {:?}, {:?}, idle {:?}", s.interval, s.losses, s.idle_ns);
+        for p in of_pid(&seen[i..=i], pid) {
+            eprintln!("  {:?} {} per CPU {:?} total {} exited {}", p.key, p.comm, p.per_cpu_ns, p.total_ns, p.exited);
+        }
+    }
     assert!(err < 0.001, "bpf {measured} ns vs rusage {truth} ns: error {:.4} %", err * 100.0);
     let last = of_pid(&seen, pid).into_iter().last().expect("burner seen");
     assert!(last.exited, "the burner's last sample says it exited");
