@@ -40,6 +40,7 @@ pub struct Agent {
     sensor_failures: u64,
     /// Host/self statistics read each cycle for the exporters that show them.
     host_reader: Option<HostReader>,
+    heap: crate::util::HeapTrim,
 }
 
 impl Agent {
@@ -61,6 +62,7 @@ impl Agent {
             retention: DEFAULT_RETENTION,
             sensor_failures: 0,
             host_reader: None,
+            heap: crate::util::HeapTrim::default(),
         }
     }
 
@@ -126,6 +128,9 @@ impl Agent {
         snapshot.energy_ok = energy_ok;
         if let Some(reader) = &mut self.host_reader {
             read_host_stats(reader, &mut snapshot);
+        }
+        if self.heap.observe(snapshot.processes.len()) {
+            debug!("{} processes tracked, half of the peak: free heap returned to the system", snapshot.processes.len());
         }
         debug!(
             "cycle: {} processes; CPU time {:?}, energy and attribution {:?}, snapshot {:?}",

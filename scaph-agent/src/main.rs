@@ -33,6 +33,12 @@ use tokio::{
 };
 
 fn main() -> Result<()> {
+    // One malloc arena for all threads: the agent has few threads and little
+    // contention, and per-thread arenas kept the memory freed after bursts of
+    // short-lived processes fragmented beyond what malloc_trim can return
+    // (BENCHMARKS.md: RSS after process churn).
+    // SAFETY: mallopt only changes allocator tuning, before any thread exists.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     let cli = Cli::parse();
     init_logging(cli.verbose);
     // Two workers: an exporter's encoding or I/O never waits behind another

@@ -13,6 +13,38 @@ pub fn shrink_if_sparse<K: Eq + Hash, V, S: BuildHasher>(map: &mut HashMap<K, V,
     }
 }
 
+/// Hands free heap back to the system after a burst of processes is gone.
+///
+/// Freed per-process state stays in glibc's free lists (one arena per
+/// thread), so without this the agent keeps the memory of its largest burst
+/// forever. `malloc_trim` walks every arena; it runs only when the number of
+/// tracked processes has fallen to half of its peak since the last trim, by
+/// at least [`HeapTrim::MIN_DROP`].
+#[derive(Debug, Default)]
+pub struct HeapTrim {
+    peak: usize,
+}
+
+impl HeapTrim {
+    /// Drops smaller than this are not worth a trim.
+    const MIN_DROP: usize = 512;
+
+    /// Notes how many processes are tracked now; returns whether it trimmed.
+    pub fn observe(&mut self, tracked: usize) -> bool {
+        if tracked >= self.peak {
+            self.peak = tracked;
+            return false;
+        }
+        if self.peak - tracked < Self::MIN_DROP || tracked > self.peak / 2 {
+            return false;
+        }
+        self.peak = tracked;
+        // SAFETY: malloc_trim only releases memory that is already free.
+        unsafe { libc::malloc_trim(0) };
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -24,6 +56,22 @@ mod tests {
         shrink_if_sparse(&mut map);
         assert!(map.capacity() < 100, "capacity {}", map.capacity());
         assert_eq!(map.len(), 10);
+    }
+
+    #[test]
+    fn the_heap_is_trimmed_once_a_burst_has_halved() {
+        let mut trim = HeapTrim::default();
+        let seen: Vec<bool> = [10, 5000, 4000, 2600, 2400, 2400, 1300, 1100, 20].iter().map(|&n| trim.observe(n)).collect();
+        // 5000 is the peak; 2400 is the first count at or under half of it;
+        // then 2400 is the reference, and 1100 falls under half of that;
+        // then 20 is under half of 1100 by more than MIN_DROP.
+        assert_eq!(seen, [false, false, false, false, true, false, false, true, true]);
+    }
+
+    #[test]
+    fn small_bursts_never_trim() {
+        let mut trim = HeapTrim::default();
+        assert!(![500, 10, 400, 0].iter().any(|&n| trim.observe(n)));
     }
 
     #[test]
