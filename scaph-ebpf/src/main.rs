@@ -77,6 +77,12 @@ const SCHED_NORMAL: u32 = 0;
 const SCHED_BATCH: u32 = 3;
 const SCHED_IDLE: u32 = 5;
 
+/// The fair class maintains `prev_sum_exec_runtime`; other classes do not.
+#[inline(always)]
+fn is_fair(policy: u32) -> bool {
+    matches!(policy, SCHED_NORMAL | SCHED_BATCH | SCHED_IDLE)
+}
+
 /// One switch in this many (per CPU) refreshes the outgoing process's cgroup id.
 const CGROUP_REFRESH_EVERY: u64 = 16;
 
@@ -122,29 +128,28 @@ fn try_sched_switch_btf(ctx: &BtfTracePointContext) -> Result<(), ()> {
     // does not count) and when the slot cannot be trusted.
     if prev_pid == 0 || next_pid == 0 || !matched {
         let now = unsafe { bpf_ktime_get_ns() };
-        let wall = if state.last_switch_ns == 0 { 0 } else { now.saturating_sub(state.last_switch_ns) };
-        if !matched && state.last_switch_ns != 0 {
-            // The tracepoint did not show every switch since the last one
-            // (seen on this VM around some threads of PID 1): the task we saw
-            // coming in left unseen, and `prev` came in unseen.
-            state.mismatches += 1;
-            if state.next_pid != 0 {
+        let first = state.last_switch_ns == 0;
+        let wall = if first { 0 } else { now.saturating_sub(state.last_switch_ns) };
+        if !matched {
+            // The first switch after attach (unless the idle task leaves), or
+            // one after switches the tracepoint did not show (seen on this VM
+            // around some threads of PID 1): then the task we saw coming in
+            // left unseen, and `prev` came in unseen.
+            if !first || prev_pid != 0 {
+                state.mismatches += 1;
+            }
+            if !first && state.next_pid != 0 {
                 recover_unseen_exit(state, &off);
             }
         }
         if prev_pid == 0 {
             state.idle_ns += wall;
         } else if !matched {
-            // Where `prev`'s slice began is unknown to us (first switch after
-            // attach, or a switch the tracepoint did not show). The fair
-            // scheduler keeps the runtime at its last pick: use it for its
-            // tasks; other classes do not maintain it, so their slice is lost
-            // (and counted).
-            if state.last_switch_ns == 0 {
-                state.mismatches += 1;
-            }
+            // Where `prev`'s slice began is unknown to us. The fair scheduler
+            // keeps the runtime at its last pick: use it for its tasks; other
+            // classes do not maintain it, so their slice is lost (and counted).
             let policy: u32 = unsafe { field(prev, off.policy) };
-            let ran = if matches!(policy, SCHED_NORMAL | SCHED_BATCH | SCHED_IDLE) {
+            let ran = if is_fair(policy) {
                 let runtime: u64 = unsafe { field(prev, off.sum_exec_runtime) };
                 let picked: u64 = unsafe { field(prev, off.prev_sum_exec_runtime) };
                 runtime.wrapping_sub(picked)
@@ -205,7 +210,7 @@ fn recover_slice(state: &mut CpuState, task: *const u8, off: &TaskOffsets) -> Re
         1 => read(task, off.sum_exec_runtime)?,
         2 => {
             let policy: u32 = read(task, off.policy)?;
-            if !matches!(policy, SCHED_NORMAL | SCHED_BATCH | SCHED_IDLE) {
+            if !is_fair(policy) {
                 return Err(());
             }
             read(task, off.prev_sum_exec_runtime)?
