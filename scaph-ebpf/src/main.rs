@@ -365,7 +365,8 @@ fn record(state: &mut CpuState, proc: &Proc, ns: u64) {
         runtime_ns: ns,
         // Another task's cgroup is not at hand: 0 (unknown) until it runs.
         cgroup_id: if proc.current { unsafe { bpf_get_current_cgroup_id() } } else { 0 },
-        comm: comm(proc.comm_src),
+        // Another task's name must not fall back to the current one's.
+        comm: if proc.current { comm(proc.comm_src) } else { read_comm(proc.comm_src).unwrap_or([0; COMM_LEN]) },
     };
     if PROC_CPU.insert(&key, &value, u64::from(BPF_NOEXIST)).is_err() {
         state.dropped_ns += ns;
@@ -381,14 +382,18 @@ fn mark_exited(key: ProcKey, comm: [u8; COMM_LEN]) -> Result<(), ()> {
     Ok(())
 }
 
+/// The `comm` at `src`, else the current thread's.
 #[inline(always)]
 fn comm(src: *const u8) -> [u8; COMM_LEN] {
-    if !src.is_null() {
-        if let Ok(comm) = unsafe { bpf_probe_read_kernel(src.cast::<[u8; COMM_LEN]>()) } {
-            return comm;
-        }
+    read_comm(src).unwrap_or_else(|| bpf_get_current_comm().unwrap_or([0; COMM_LEN]))
+}
+
+#[inline(always)]
+fn read_comm(src: *const u8) -> Option<[u8; COMM_LEN]> {
+    if src.is_null() {
+        return None;
     }
-    bpf_get_current_comm().unwrap_or([0; COMM_LEN])
+    unsafe { bpf_probe_read_kernel(src.cast::<[u8; COMM_LEN]>()) }.ok()
 }
 
 #[inline(always)]
