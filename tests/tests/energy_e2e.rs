@@ -11,7 +11,7 @@ use scaph_agent::{
     sensors::{EnergySensor, PowercapSensor, Topology},
     snapshot::Snapshot,
 };
-use scaph_integration_tests::{burn, powercap::FakeRapl, reap, require_root};
+use scaph_integration_tests::{burn, powercap::FakeRapl, require_root};
 
 const WATTS: f64 = 40.0;
 

@@ -69,16 +69,36 @@ impl Drop for Guard {
     }
 }
 
+/// `scaph qemu` on the fake package, returned once its CPU time source is
+/// open (the kernel program attached). A process that ran only before that
+/// and then sleeps is not seen until it runs again, so the VM must start
+/// after this. Its log goes on to the test's stderr.
 fn hypervisor(rapl: &FakeRapl, root: &Path) -> Guard {
-    let child = Command::new(scaph_binary())
-        .args(["--no-header", "--powercap-root"])
+    let mut child = Command::new(scaph_binary())
+        .args(["--no-header", "-v", "--powercap-root"])
         .arg(rapl.root())
         .args(["-s", "powercap_rapl", "qemu", "--root"])
         .arg(root)
         .args(["--step", &HV_STEP.to_string()])
         .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("starting scaph qemu");
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().expect("piped stderr");
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            eprintln!("[hypervisor] {line}");
+            if line.contains("CPU time source:") {
+                let _ = ready_tx.send(());
+            }
+        }
+    });
+    let started = Instant::now();
+    ready_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("scaph qemu opened its CPU time source");
+    eprintln!("hypervisor ready after {:?}", started.elapsed());
     Guard(child)
 }
 
@@ -210,7 +230,6 @@ fn qemu_round_trip_in_microjoules_never_backwards() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("scaphandre");
     let mut hv = hypervisor(&rapl, &root);
-    std::thread::sleep(Duration::from_millis(1500)); // kernel program loaded
 
     // Phase 1. The VM is seen (300 ms burn), idles PAUSE_MS, burns BURN_MS
     // on CPU 1, then idles.
