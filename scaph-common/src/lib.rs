@@ -15,6 +15,11 @@ pub mod maps {
     pub const EXECED: &str = "EXECED";
     /// `PerCpuArray<CpuState>` with one slot: per-CPU switch state, idle time and loss counters.
     pub const CPU_STATE: &str = "CPU_STATE";
+    /// `Array<ThreadRuntime>` (BTF mode, kernel only), indexed by thread id
+    /// modulo its size: per thread, the runtime already recorded, so that a
+    /// slice is never lost or counted twice even when the tracepoint does not
+    /// show some switches.
+    pub const THREADS: &str = "THREADS";
 }
 
 /// Program names in the object file.
@@ -48,6 +53,12 @@ pub const PROC_CPU_CAPACITY: u32 = 65_536;
 pub const EXITED_CAPACITY: u32 = 16_384;
 /// See [`PROC_CPU_CAPACITY`]. An exec that does not fit is only a stale name.
 pub const EXECED_CAPACITY: u32 = 4_096;
+/// Slots of `THREADS` (a power of two; 2 MiB of kernel memory). Threads
+/// whose ids are equal modulo this share a slot: the one that left the CPU
+/// last holds it, and the other's next slice is measured from its switch-in
+/// (exact whenever that switch was seen).
+pub const THREADS_CAPACITY: u32 = 131_072;
+const _: () = assert!(THREADS_CAPACITY.is_power_of_two());
 
 /// Length of a task's `comm` in the kernel (`TASK_COMM_LEN`).
 pub const COMM_LEN: usize = 16;
@@ -75,9 +86,19 @@ pub struct TaskOffsets {
     pub prev_sum_exec_runtime: u32,
     /// `task_struct.policy` (u32, `SCHED_*`).
     pub policy: u32,
-    /// `task_struct.sched_info.pcount` (unsigned long): how many times the
-    /// task has been switched in. 0 when the kernel lacks `CONFIG_SCHED_INFO`.
-    pub pcount: u32,
+    /// `task_struct.start_time` (u64, monotonic ns at fork): tells a thread
+    /// from an earlier one with the same id, and threads born after attach.
+    pub start_time: u32,
+}
+
+/// Value of `THREADS`: the thread's `sum_exec_runtime` up to which its
+/// time has been recorded, and its `start_time`, which tells it from another
+/// thread with the same slot (a reused or a congruent id).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct ThreadRuntime {
+    pub recorded_ns: u64,
+    pub start_time: u64,
 }
 
 /// Key of `PROC_CPU`: one process on one CPU.
@@ -151,18 +172,18 @@ pub struct CpuState {
     /// On-CPU time that could not be recorded because `PROC_CPU` was full, ns.
     pub dropped_ns: u64,
     /// Number of slices that could not be recorded: `PROC_CPU` was full, or
-    /// a switch the tracepoint did not show ended a slice whose length could
-    /// not be recovered from the kernel's counters.
+    /// (BTF mode) a thread the kernel program had no record of left the CPU
+    /// without having been seen coming in, and its slice could not be told
+    /// from the kernel's counters.
     pub dropped_slices: u64,
     /// Switches whose outgoing task was not the one recorded as switched in
-    /// (first event after attach, or tasks the tracepoint never shows coming in).
+    /// (first event after attach, or switches the tracepoint did not show).
     pub mismatches: u64,
     /// Exits that could not be recorded because `EXITED` was full.
     pub dropped_exits: u64,
-    /// The task switched in at the last switch (a kernel pointer, BTF mode).
-    pub next_task: u64,
-    /// Its `sched_info.pcount` then, before the switch counted it (BTF mode).
-    pub next_pcount: u64,
+    /// `bpf_ktime_get_ns` at the first switch seen on this CPU: threads
+    /// started later ran only while the program was attached.
+    pub attached_ns: u64,
     /// Thread id switched in at the last switch.
     pub next_pid: u32,
     /// Always 0; keeps the layout explicit.
@@ -178,6 +199,7 @@ mod pod {
     unsafe impl aya::Pod for super::ProcKey {}
     unsafe impl aya::Pod for super::CpuState {}
     unsafe impl aya::Pod for super::ProcExit {}
+    unsafe impl aya::Pod for super::ThreadRuntime {}
 }
 
 #[cfg(test)]
@@ -193,7 +215,8 @@ mod tests {
         assert_eq!(size_of::<ProcCpuKey>(), 4 + 4 + 8);
         assert_eq!(size_of::<ProcCpuValue>(), 8 + 8 + COMM_LEN);
         assert_eq!(size_of::<ProcKey>(), 4 + 4 + 8);
-        assert_eq!(size_of::<CpuState>(), 10 * 8 + 4 + 4);
+        assert_eq!(size_of::<CpuState>(), 9 * 8 + 4 + 4);
+        assert_eq!(size_of::<ThreadRuntime>(), 8 + 8);
         assert_eq!(size_of::<ProcExit>(), 8 + COMM_LEN);
     }
 }

@@ -11,11 +11,14 @@
 //!   `bpf_ktime_get_ns` delta since the previous switch on this CPU (it also
 //!   counts hypervisor steal time, so it reads slightly high on VMs).
 //!
-//! The BTF variant does not depend on seeing every switch: when the task
-//! that leaves is not the one last seen coming in (the tracepoint did not
-//! show a switch in between), the slices of both are recovered from the
-//! kernel's own counters (`prev_sum_exec_runtime`, `sched_info.pcount`), and
-//! what cannot be recovered is counted in `dropped_slices`.
+//! The BTF variant does not depend on seeing every switch (on some VMs the
+//! tracepoint does not show all of them): `THREADS` remembers, per thread,
+//! the runtime up to which its time is recorded, so each recorded slice is
+//! `sum_exec_runtime` now minus that, whatever was missed in between. Only a
+//! thread it has no record of (first seen after attach, or evicted) is
+//! measured from the slot of its switch-in; if that switch was not seen
+//! either, from the fair scheduler's `prev_sum_exec_runtime`, else its slice
+//! is counted in `dropped_slices`.
 //!
 //! Time of the idle task (pid 0) goes to the CPU's `idle_ns`. Exits of whole
 //! processes are recorded in `EXITED`, so userspace knows when an entry has
@@ -30,13 +33,12 @@ use aya_ebpf::{
         bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
     macros::{btf_tracepoint, map, tracepoint},
-    maps::{HashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use scaph_common::{
-    CpuState, ProcCpuKey, ProcCpuValue, ProcExit, ProcKey, TaskOffsets, COMM_LEN, EXECED_CAPACITY,
-    EXITED_CAPACITY,
-    PROC_CPU_CAPACITY,
+    CpuState, ProcCpuKey, ProcCpuValue, ProcExit, ProcKey, TaskOffsets, ThreadRuntime, COMM_LEN,
+    EXECED_CAPACITY, EXITED_CAPACITY, PROC_CPU_CAPACITY, THREADS_CAPACITY,
 };
 
 #[map]
@@ -52,6 +54,9 @@ static EXECED: HashMap<ProcKey, ProcExit> = HashMap::with_max_entries(EXECED_CAP
 #[map]
 static CPU_STATE: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
 
+#[map]
+static THREADS: Array<ThreadRuntime> = Array::with_max_entries(THREADS_CAPACITY, 0);
+
 /// Set by the loader from the kernel's BTF (see `scaph_common::globals`).
 #[no_mangle]
 static TASK_OFFSETS: TaskOffsets = TaskOffsets {
@@ -63,7 +68,7 @@ static TASK_OFFSETS: TaskOffsets = TaskOffsets {
     comm: 0,
     prev_sum_exec_runtime: 0,
     policy: 0,
-    pcount: 0,
+    start_time: 0,
 };
 
 // Field offsets in the classic tracepoint's record, from
@@ -129,106 +134,74 @@ fn try_sched_switch_btf(ctx: &BtfTracePointContext) -> Result<(), ()> {
     if prev_pid == 0 || next_pid == 0 || !matched {
         let now = unsafe { bpf_ktime_get_ns() };
         let first = state.last_switch_ns == 0;
-        let wall = if first { 0 } else { now.saturating_sub(state.last_switch_ns) };
-        if !matched {
-            // The first switch after attach (unless the idle task leaves), or
-            // one after switches the tracepoint did not show (seen on this VM
-            // around some threads of PID 1): then the task we saw coming in
-            // left unseen, and `prev` came in unseen.
-            if !first || prev_pid != 0 {
-                state.mismatches += 1;
-            }
-            if !first && state.next_pid != 0 {
-                recover_unseen_exit(state, &off);
-            }
+        if first {
+            state.attached_ns = now;
+        } else if prev_pid == 0 {
+            state.idle_ns += now.saturating_sub(state.last_switch_ns);
         }
-        if prev_pid == 0 {
-            state.idle_ns += wall;
-        } else if !matched {
-            // Where `prev`'s slice began is unknown to us. The fair scheduler
-            // keeps the runtime at its last pick: use it for its tasks; other
-            // classes do not maintain it, so their slice is lost (and counted).
-            let policy: u32 = unsafe { field(prev, off.policy) };
-            let ran = if is_fair(policy) {
-                let runtime: u64 = unsafe { field(prev, off.sum_exec_runtime) };
-                let picked: u64 = unsafe { field(prev, off.prev_sum_exec_runtime) };
-                runtime.wrapping_sub(picked)
-            } else {
-                u64::MAX
-            };
-            if ran < MAX_SLICE_NS {
-                record_btf(state, prev, &off, ran);
-            } else {
-                state.dropped_slices += 1;
-            }
+        // The first switch after attach (unless the idle task leaves), or one
+        // after switches the tracepoint did not show (seen on this VM around
+        // some threads of PID 1).
+        if !matched && (!first || prev_pid != 0) {
+            state.mismatches += 1;
         }
         state.last_switch_ns = now;
     }
-    if prev_pid != 0 && matched {
-        let prev_runtime: u64 = unsafe { field(prev, off.sum_exec_runtime) };
-        let ran = prev_runtime.wrapping_sub(state.next_runtime_ns);
-        if ran < MAX_SLICE_NS {
-            record_btf(state, prev, &off, ran);
-        } else {
-            state.mismatches += 1; // a torn slot: never record nonsense
-            state.dropped_slices += 1;
-        }
+    if prev_pid != 0 {
+        let switched_in = if matched { Some(state.next_runtime_ns) } else { None };
+        account(state, prev, &off, prev_pid, switched_in);
     }
 
     state.switches += 1;
     state.next_pid = next_pid;
     state.next_runtime_ns = unsafe { field(next, off.sum_exec_runtime) };
-    state.next_task = next as u64;
-    state.next_pcount = if off.pcount == 0 { 0 } else { unsafe { field(next, off.pcount) } };
     Ok(())
 }
 
-/// The task last seen switched in on this CPU left it without a tracepoint
-/// event. Its slice here ran from `next_runtime_ns` to the runtime it had
-/// when it left, which the kernel's counters still tell: if it has not been
-/// switched in since (one arrival: ours), its runtime now; if exactly once
-/// more and it is a fair task, the runtime at that pick. Anything else is
-/// counted as a dropped slice, never guessed.
+/// Records the time the current thread `task` (id `tid`) ran since its
+/// time was last recorded, and remembers its runtime. `switched_in` is its
+/// runtime at the switch-in this CPU's slot saw, if it saw it.
 #[inline(always)]
-fn recover_unseen_exit(state: &mut CpuState, off: &TaskOffsets) {
-    let task = state.next_task as *const u8;
-    if task.is_null() || off.pcount == 0 || recover_slice(state, task, off).is_err() {
-        state.dropped_slices += 1;
-    }
-}
-
-#[inline(always)]
-fn recover_slice(state: &mut CpuState, task: *const u8, off: &TaskOffsets) -> Result<(), ()> {
-    // The pointer may be stale (the task may have exited since): probe reads
-    // only, and the thread id must still match.
-    let pid: u32 = read(task, off.pid)?;
-    if pid != state.next_pid {
-        return Err(());
-    }
-    let pcount: u64 = read(task, off.pcount)?;
-    let end: u64 = match pcount.wrapping_sub(state.next_pcount) {
-        1 => read(task, off.sum_exec_runtime)?,
-        2 => {
-            let policy: u32 = read(task, off.policy)?;
-            if !is_fair(policy) {
-                return Err(());
-            }
-            read(task, off.prev_sum_exec_runtime)?
-        }
-        _ => return Err(()),
+fn account(state: &mut CpuState, task: *const u8, off: &TaskOffsets, tid: u32, switched_in: Option<u64>) {
+    // SAFETY: see try_sched_switch_btf.
+    let runtime: u64 = unsafe { field(task, off.sum_exec_runtime) };
+    let start_time: u64 = unsafe { field(task, off.start_time) };
+    let Some(slot) = thread_slot(tid) else {
+        return;
     };
-    let ran = end.wrapping_sub(state.next_runtime_ns);
-    if ran >= MAX_SLICE_NS {
-        return Err(());
+    // SAFETY: an array slot, valid for the program's run.
+    let known = unsafe { (*slot).start_time } == start_time;
+    let from = if known {
+        Some(unsafe { (*slot).recorded_ns })
+    } else {
+        switched_in.or_else(|| unrecorded_start(state, task, off, start_time))
+    };
+    match from.map(|from| runtime.wrapping_sub(from)) {
+        Some(ran) if ran < MAX_SLICE_NS => record_btf(state, task, off, ran),
+        _ => state.dropped_slices += 1, // never guessed
     }
-    if ran > 0 {
-        let tgid: u32 = read(task, off.tgid)?;
-        let leader: *const u8 = read(task, off.group_leader)?;
-        let start_ns: u64 = read(leader, off.start_boottime)?;
-        let comm_src = leader.wrapping_add(off.comm as usize);
-        record(state, &Proc { tgid, start_ns, comm_src, current: false }, ran);
+    // A thread whose id shares the slot takes it over.
+    unsafe { *slot = ThreadRuntime { recorded_ns: runtime, start_time } };
+}
+
+/// The `THREADS` slot of thread `tid` (shared by ids equal modulo its size).
+#[inline(always)]
+fn thread_slot(tid: u32) -> Option<*mut ThreadRuntime> {
+    THREADS.get_ptr_mut(tid & (THREADS_CAPACITY - 1))
+}
+
+/// Where the slice of a thread with no record and no seen switch-in began:
+/// at 0 if it started after attach (all its time is ours), else, for the
+/// fair class, at its last pick (`prev_sum_exec_runtime`; other classes do
+/// not maintain it).
+#[inline(always)]
+fn unrecorded_start(state: &CpuState, task: *const u8, off: &TaskOffsets, start_time: u64) -> Option<u64> {
+    if state.attached_ns != 0 && start_time > state.attached_ns {
+        return Some(0);
     }
-    Ok(())
+    // SAFETY: see try_sched_switch_btf.
+    let policy: u32 = unsafe { field(task, off.policy) };
+    is_fair(policy).then(|| unsafe { field(task, off.prev_sum_exec_runtime) })
 }
 
 /// Records `ns` for the process of the BTF task `task` (the current one).
@@ -293,12 +266,36 @@ fn try_sched_process_exit_btf(ctx: &BtfTracePointContext) -> Result<(), ()> {
     }
     let pid: u32 = read(task, off.pid)?;
     let tgid: u32 = read(task, off.tgid)?;
+    catch_up(task, &off, pid)?;
     if pid != tgid {
         return Ok(()); // a thread, not the process
     }
     let start_ns: u64 = read(task, off.start_boottime)?;
     let comm = comm(task.wrapping_add(off.comm as usize));
     mark_exited(ProcKey { tgid, reserved: 0, start_ns }, comm)
+}
+
+/// An exiting thread (the current one) gets the time it ran so far recorded
+/// now, in case the tracepoint does not show its last switch: only the few
+/// microseconds to its final switch are then left for that switch.
+#[inline(always)]
+fn catch_up(task: *const u8, off: &TaskOffsets, tid: u32) -> Result<(), ()> {
+    let Some(slot) = thread_slot(tid) else {
+        return Ok(());
+    };
+    // SAFETY: see try_sched_switch_btf (`task` is the BTF-typed tracepoint
+    // argument); `slot` is an array slot, valid for the program's run.
+    let (runtime, start_time): (u64, u64) = unsafe { (field(task, off.sum_exec_runtime), field(task, off.start_time)) };
+    if unsafe { (*slot).start_time } != start_time {
+        return Ok(()); // no record: its final switch measures from its switch-in
+    }
+    let ran = runtime.wrapping_sub(unsafe { (*slot).recorded_ns });
+    if ran > 0 && ran < MAX_SLICE_NS {
+        let state = cpu_state()?;
+        record_btf(state, task, off, ran);
+        unsafe { (*slot).recorded_ns = runtime };
+    }
+    Ok(())
 }
 
 #[tracepoint(category = "sched", name = "sched_process_exit")]

@@ -60,9 +60,7 @@ pub fn task_offsets(path: &Path) -> Result<TaskOffsets, BtfError> {
         comm: field("comm")?,
         prev_sum_exec_runtime: field("se.prev_sum_exec_runtime")?,
         policy: field("policy")?,
-        // Only for recovering slices around switches the tracepoint did not
-        // show: without CONFIG_SCHED_INFO those slices are counted as dropped.
-        pcount: field("sched_info.pcount").unwrap_or(0),
+        start_time: field("start_time")?,
     })
 }
 
@@ -103,7 +101,7 @@ mod tests {
             off.comm,
             off.prev_sum_exec_runtime,
             off.policy,
-            off.pcount,
+            off.start_time,
         ];
         assert!(all.iter().all(|&o| o > 0 && o < 16_384), "{off:?}");
         assert_eq!(off.tgid, off.pid + 4, "pid and tgid are adjacent i32 fields: {off:?}");

@@ -101,7 +101,7 @@ pub static DROPPED_SLICES: Def = base(
     "scaph_cputime_dropped_slices_total",
     Counter,
     Unit::None,
-    "Scheduler slices the kernel program could not record because its map was full.",
+    "Scheduler slices the kernel program could not record: its map was full, or a thread it had no record of left a CPU without having been seen arriving.",
 );
 pub static DROPPED_EXITS: Def = base(
     "scaph_cputime_dropped_exits_total",
