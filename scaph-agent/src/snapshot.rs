@@ -1,7 +1,8 @@
 //! The one value every exporter reads: the state of the host after the latest
 //! measurement cycle. Exporters never measure; they format a `Snapshot`.
 use std::{
-    path::PathBuf,
+    path::Path,
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -91,10 +92,10 @@ pub struct DomainSnapshot {
 pub struct ProcessSnapshot {
     pub key: ProcessKey,
     pub comm: String,
-    pub exe: Option<PathBuf>,
-    pub cmdline: Vec<String>,
+    pub exe: Option<Arc<Path>>,
+    pub cmdline: Arc<[String]>,
     pub cgroup_id: Option<u64>,
-    pub cgroup_path: Option<String>,
+    pub cgroup_path: Option<Arc<str>>,
     /// On-CPU seconds since the agent first saw the process (never decreases).
     pub cpu_seconds_total: f64,
     /// Share of one CPU used during the last cycle (1.0 = one full CPU).

@@ -6,7 +6,7 @@
 //! vanish between two reads, `exe` is unreadable for other users' processes
 //! without `CAP_SYS_PTRACE`, and kernel threads have no `exe` at all.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, sync::Arc};
 
 use rustc_hash::FxHashMap as HashMap;
 
@@ -128,9 +128,9 @@ impl MetaCache {
             return Lookup::Unknown;
         };
         Lookup::Found(ProcessMeta {
-            exe: read_exe(&process),
-            cmdline,
-            cgroup_path: read_cgroup_path(&process),
+            exe: read_exe(&process).map(Arc::from),
+            cmdline: cmdline.into(),
+            cgroup_path: read_cgroup_path(&process).map(Arc::from),
         })
     }
 
@@ -329,8 +329,8 @@ mod tests {
         }]);
         let mut cache = MetaCache::new(root.path().to_path_buf());
         let meta = cache.get(key(42, 0)).unwrap();
-        assert_eq!(meta.exe, Some(PathBuf::from("/usr/bin/python3")));
-        assert_eq!(meta.cmdline, ["python3", "-m", "http.server"]);
+        assert_eq!(meta.exe.as_deref(), Some(std::path::Path::new("/usr/bin/python3")));
+        assert_eq!(*meta.cmdline, ["python3", "-m", "http.server"]);
         assert_eq!(
             meta.cgroup_path.as_deref(),
             Some("/system.slice/web.service")
@@ -429,7 +429,7 @@ mod tests {
         }]);
         let mut cache = MetaCache::new(root.path().to_path_buf());
         let meta = cache.get(key(3, 0)).unwrap();
-        assert_eq!(meta.cmdline, ["x", "caf\u{fffd}"]);
+        assert_eq!(*meta.cmdline, ["x", "caf\u{fffd}"]);
         assert_eq!(meta.cgroup_path, None);
     }
 
@@ -450,7 +450,7 @@ mod tests {
                 cgroup: None,
             },
         );
-        assert_eq!(cache.get(key(77, 0)).unwrap().cmdline, ["y"]);
+        assert_eq!(*cache.get(key(77, 0)).unwrap().cmdline, ["y"]);
     }
 
     #[test]
@@ -509,7 +509,7 @@ mod tests {
         let mut cache = MetaCache::new(PathBuf::from("/proc"));
         let pid = std::process::id();
         let meta = cache.get(key(pid, 0)).unwrap();
-        assert_eq!(meta.exe, std::env::current_exe().ok());
+        assert_eq!(meta.exe.as_deref(), std::env::current_exe().ok().as_deref());
         assert!(!meta.cmdline.is_empty());
     }
 }

@@ -8,7 +8,7 @@ pub mod loader;
 pub mod meta;
 pub mod procfs;
 
-use std::{fmt, path::PathBuf, time::Duration};
+use std::{fmt, path::{Path, PathBuf}, sync::Arc, time::Duration};
 
 /// One process, stable across PID reuse: its tgid and its start time.
 ///
@@ -43,11 +43,13 @@ pub struct ProcessSample {
 
 /// What `/proc/PID` says about a process, read once when it is first seen.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Shared (`Arc`) so that every cycle's snapshot refers to the same strings
+/// instead of copying them for each of thousands of processes.
 pub struct ProcessMeta {
-    pub exe: Option<PathBuf>,
-    pub cmdline: Vec<String>,
+    pub exe: Option<Arc<Path>>,
+    pub cmdline: Arc<[String]>,
     /// Path relative to the cgroup v2 root (e.g. `/system.slice/ssh.service`).
-    pub cgroup_path: Option<String>,
+    pub cgroup_path: Option<Arc<str>>,
 }
 
 /// How the CPU times of a sample were measured.

@@ -876,8 +876,8 @@ mod tests {
         assert!(!busy.exited);
         assert_eq!(busy.cgroup_id, None);
         let meta = busy.meta.as_ref().unwrap();
-        assert_eq!(meta.exe, Some(PathBuf::from("/usr/bin/busy")));
-        assert_eq!(meta.cmdline, ["/usr/bin/busy", "--flag"]);
+        assert_eq!(meta.exe.as_deref(), Some(std::path::Path::new("/usr/bin/busy")));
+        assert_eq!(*meta.cmdline, ["/usr/bin/busy", "--flag"]);
         assert_eq!(
             meta.cgroup_path.as_deref(),
             Some("/system.slice/test.service")

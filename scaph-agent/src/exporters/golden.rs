@@ -42,10 +42,10 @@ fn process(
     ProcessSnapshot {
         key: ProcessKey { pid, start_ns: u64::from(pid) * 1000 },
         comm: comm.into(),
-        exe: exe.map(PathBuf::from),
+        exe: exe.map(|e| std::sync::Arc::from(std::path::Path::new(e))),
         cmdline: cmdline.iter().map(|s| (*s).to_owned()).collect(),
         cgroup_id: Some(u64::from(pid)),
-        cgroup_path: (!cgroup.is_empty()).then(|| cgroup.to_owned()),
+        cgroup_path: (!cgroup.is_empty()).then(|| std::sync::Arc::from(cgroup)),
         cpu_seconds_total: cpu.0,
         cpu_ratio: cpu.1,
         energy: Some(energy(e.0, e.1)),

@@ -179,7 +179,7 @@ impl Backoff {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::{path::PathBuf, time::SystemTime};
+    use std::time::SystemTime;
 
     use super::*;
     use crate::{
@@ -205,7 +205,7 @@ pub(crate) mod tests {
                        exited: bool| ProcessSnapshot {
             key: ProcessKey { pid, start_ns: 1 },
             comm: comm.into(),
-            exe: exe.map(PathBuf::from),
+            exe: exe.map(|e| std::sync::Arc::from(std::path::Path::new(e))),
             cmdline: cmdline.iter().map(|s| (*s).to_owned()).collect(),
             cgroup_id: None,
             cgroup_path: None,

@@ -194,7 +194,7 @@ impl Ledger {
                 self.exe.add(p.exe.as_ref().map(|e| e.display().to_string()).unwrap_or_default(), delta, generation);
             }
             if self.per_cgroup {
-                self.cgroup.add(p.cgroup_path.clone().unwrap_or_default(), delta, generation);
+                self.cgroup.add(p.cgroup_path.as_deref().unwrap_or_default().to_owned(), delta, generation);
             }
         }
         // Sums in key or snapshot order, never map order: the same input must
@@ -303,10 +303,10 @@ mod tests {
                 .map(|(k, &(j, c, w, exited))| ProcessSnapshot {
                     key: *k,
                     comm: format!("p{}", k.pid),
-                    exe: Some(format!("/bin/p{}", k.pid % 3).into()),
-                    cmdline: Vec::new(),
+                    exe: Some(std::path::PathBuf::from(format!("/bin/p{}", k.pid % 3)).into()),
+                    cmdline: Default::default(),
                     cgroup_id: None,
-                    cgroup_path: Some(format!("/g{}", k.pid % 2)),
+                    cgroup_path: Some(format!("/g{}", k.pid % 2).into()),
                     cpu_seconds_total: c,
                     cpu_ratio: 0.0,
                     energy: Some(Energy { joules_total: j, watts: w }),

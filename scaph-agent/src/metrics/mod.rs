@@ -264,7 +264,7 @@ mod tests {
     fn containers_label_processes_and_add_up_to_the_host() {
         let id = "4f1d5e2a3b6c7d8e9f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6";
         let mut snap = golden_fixture();
-        snap.processes[0].cgroup_path = Some(format!("/system.slice/docker-{id}.scope"));
+        snap.processes[0].cgroup_path = Some(format!("/system.slice/docker-{id}.scope").into());
         let config = MetricsConfig {
             containers: Some(ContainersConfig { cgroup_root: "/nonexistent".into(), ..ContainersConfig::default() }),
             compat: true,
