@@ -15,9 +15,9 @@ pub fn shrink_if_sparse<K: Eq + Hash, V, S: BuildHasher>(map: &mut HashMap<K, V,
 
 /// Hands free heap back to the system after a burst of processes is gone.
 ///
-/// Freed per-process state stays in glibc's free lists (one arena per
-/// thread), so without this the agent keeps the memory of its largest burst
-/// forever. `malloc_trim` walks every arena; it runs only when the number of
+/// Freed per-process state stays in glibc's free lists, so without this
+/// the agent keeps the memory of its largest burst forever. `malloc_trim`
+/// walks every arena (`scaph` uses one); it runs only when the number of
 /// tracked processes has fallen to half of its peak since the last trim, by
 /// at least [`HeapTrim::MIN_DROP`].
 #[derive(Debug, Default)]

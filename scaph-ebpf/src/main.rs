@@ -15,10 +15,11 @@
 //! tracepoint does not show all of them): `THREADS` remembers, per thread,
 //! the runtime up to which its time is recorded, so each recorded slice is
 //! `sum_exec_runtime` now minus that, whatever was missed in between. Only a
-//! thread it has no record of (first seen after attach, or evicted) is
-//! measured from the slot of its switch-in; if that switch was not seen
-//! either, from the fair scheduler's `prev_sum_exec_runtime`, else its slice
-//! is counted in `dropped_slices`.
+//! thread it has no record of (first seen after attach, or whose slot a
+//! thread with a congruent id took) is measured from this CPU's record of its
+//! switch-in; if that switch was not seen either, from 0 when it started
+//! after attach, else from the fair scheduler's `prev_sum_exec_runtime`, else
+//! its slice is counted in `dropped_slices`.
 //!
 //! Time of the idle task (pid 0) goes to the CPU's `idle_ns`. Exits of whole
 //! processes are recorded in `EXITED`, so userspace knows when an entry has
@@ -100,8 +101,6 @@ struct Proc {
     start_ns: u64,
     /// Where to read the process's `comm` (BTF mode); null: use the current thread's.
     comm_src: *const u8,
-    /// The process is the current task's: its cgroup is the current cgroup.
-    current: bool,
 }
 
 #[btf_tracepoint(function = "sched_switch")]
@@ -215,7 +214,7 @@ fn record_btf(state: &mut CpuState, task: *const u8, off: &TaskOffsets, ns: u64)
     let leader: *const u8 = unsafe { field(task, off.group_leader) };
     let start_ns: u64 = unsafe { field(leader, off.start_boottime) };
     let comm_src = leader.wrapping_add(off.comm as usize);
-    record(state, &Proc { tgid, start_ns, comm_src, current: true }, ns);
+    record(state, &Proc { tgid, start_ns, comm_src }, ns);
 }
 
 #[tracepoint(category = "sched", name = "sched_switch")]
@@ -241,7 +240,7 @@ fn try_sched_switch_tp(ctx: &TracePointContext) -> Result<(), ()> {
         } else {
             // `current` is still the outgoing task here.
             let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-            record(state, &Proc { tgid, start_ns: 0, comm_src: core::ptr::null(), current: true }, slice);
+            record(state, &Proc { tgid, start_ns: 0, comm_src: core::ptr::null() }, slice);
         }
     }
 
@@ -275,25 +274,17 @@ fn try_sched_process_exit_btf(ctx: &BtfTracePointContext) -> Result<(), ()> {
     mark_exited(ProcKey { tgid, reserved: 0, start_ns }, comm)
 }
 
-/// An exiting thread (the current one) gets the time it ran so far recorded
-/// now, in case the tracepoint does not show its last switch: only the few
-/// microseconds to its final switch are then left for that switch.
+/// An exiting thread (the current one) that has a record gets the time it
+/// ran so far recorded now, in case the tracepoint does not show its last
+/// switch: only the few microseconds to its final switch are then left for
+/// that switch. One with no record is left to its final switch.
 #[inline(always)]
 fn catch_up(task: *const u8, off: &TaskOffsets, tid: u32) -> Result<(), ()> {
-    let Some(slot) = thread_slot(tid) else {
-        return Ok(());
-    };
-    // SAFETY: see try_sched_switch_btf (`task` is the BTF-typed tracepoint
-    // argument); `slot` is an array slot, valid for the program's run.
-    let (runtime, start_time): (u64, u64) = unsafe { (field(task, off.sum_exec_runtime), field(task, off.start_time)) };
-    if unsafe { (*slot).start_time } != start_time {
-        return Ok(()); // no record: its final switch measures from its switch-in
-    }
-    let ran = runtime.wrapping_sub(unsafe { (*slot).recorded_ns });
-    if ran > 0 && ran < MAX_SLICE_NS {
-        let state = cpu_state()?;
-        record_btf(state, task, off, ran);
-        unsafe { (*slot).recorded_ns = runtime };
+    // SAFETY: see try_sched_switch_btf (`task` is the BTF-typed tracepoint argument).
+    let start_time: u64 = unsafe { field(task, off.start_time) };
+    let recorded = thread_slot(tid).is_some_and(|slot| unsafe { (*slot).start_time } == start_time);
+    if recorded {
+        account(cpu_state()?, task, off, tid, None);
     }
     Ok(())
 }
@@ -353,17 +344,15 @@ fn record(state: &mut CpuState, proc: &Proc, ns: u64) {
         // Runtimes move a container's first process into its cgroup after it
         // started running, so the cgroup id is refreshed now and then: the
         // helper costs ~80 ns here, too much for every switch.
-        if proc.current && state.switches % CGROUP_REFRESH_EVERY == 0 {
+        if state.switches % CGROUP_REFRESH_EVERY == 0 {
             unsafe { (*entry).cgroup_id = bpf_get_current_cgroup_id() };
         }
         return;
     }
     let value = ProcCpuValue {
         runtime_ns: ns,
-        // Another task's cgroup is not at hand: 0 (unknown) until it runs.
-        cgroup_id: if proc.current { unsafe { bpf_get_current_cgroup_id() } } else { 0 },
-        // Another task's name must not fall back to the current one's.
-        comm: if proc.current { comm(proc.comm_src) } else { read_comm(proc.comm_src).unwrap_or([0; COMM_LEN]) },
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        comm: comm(proc.comm_src),
     };
     if PROC_CPU.insert(&key, &value, u64::from(BPF_NOEXIST)).is_err() {
         state.dropped_ns += ns;
@@ -382,15 +371,12 @@ fn mark_exited(key: ProcKey, comm: [u8; COMM_LEN]) -> Result<(), ()> {
 /// The `comm` at `src`, else the current thread's.
 #[inline(always)]
 fn comm(src: *const u8) -> [u8; COMM_LEN] {
-    read_comm(src).unwrap_or_else(|| bpf_get_current_comm().unwrap_or([0; COMM_LEN]))
-}
-
-#[inline(always)]
-fn read_comm(src: *const u8) -> Option<[u8; COMM_LEN]> {
-    if src.is_null() {
-        return None;
+    if !src.is_null() {
+        if let Ok(comm) = unsafe { bpf_probe_read_kernel(src.cast::<[u8; COMM_LEN]>()) } {
+            return comm;
+        }
     }
-    unsafe { bpf_probe_read_kernel(src.cast::<[u8; COMM_LEN]>()) }.ok()
+    bpf_get_current_comm().unwrap_or([0; COMM_LEN])
 }
 
 #[inline(always)]
