@@ -47,10 +47,9 @@
 //! that the topology does not know (hot-plugged since) is spread the same
 //! way. Exited processes are treated like any other: their last interval
 //! counts.
-use std::{
-    collections::{BTreeMap, HashMap},
-    time::Duration,
-};
+use std::{collections::BTreeMap, time::Duration};
+
+use smallvec::SmallVec;
 
 use crate::{
     cputime::{CpuSample, ProcessKey},
@@ -91,7 +90,36 @@ pub struct ProcessEnergy {
     /// Joules for its time on each socket's CPUs (from whichever pool);
     /// sockets where it did not run are absent. Sums to `joules`, except for
     /// time that could be placed on no socket (no topology).
-    pub per_socket: BTreeMap<u32, f64>,
+    pub per_socket: SocketJoules,
+}
+
+/// Joules by socket id, ascending, for the sockets a process got energy
+/// for. Inline for up to two sockets: an interval makes one per process.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SocketJoules(SmallVec<[(u32, f64); 2]>);
+
+impl SocketJoules {
+    fn add(&mut self, socket: u32, joules: f64) {
+        match self.0.binary_search_by_key(&socket, |&(s, _)| s) {
+            Ok(i) => self.0[i].1 += joules,
+            Err(i) => self.0.insert(i, (socket, joules)),
+        }
+    }
+
+    /// Joules for `socket`, if it got any.
+    #[must_use]
+    pub fn get(&self, socket: u32) -> Option<f64> {
+        self.0.iter().find(|&&(s, _)| s == socket).map(|&(_, j)| j)
+    }
+
+    /// The sockets, ascending.
+    pub fn sockets(&self) -> impl Iterator<Item = u32> + '_ {
+        self.0.iter().map(|&(s, _)| s)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = f64> + '_ {
+        self.0.iter().map(|&(_, j)| j)
+    }
 }
 
 /// One socket during the interval.
@@ -116,11 +144,19 @@ pub struct Attribution {
     pub pools: Vec<(Pool, Split)>,
     /// Every socket of the topology or of the zones.
     pub sockets: BTreeMap<u32, SocketEnergy>,
-    /// Every process of the sample, including those with no CPU time.
-    pub processes: BTreeMap<ProcessKey, ProcessEnergy>,
+    /// Every process of the sample, including those with no CPU time, once
+    /// each, by key ascending.
+    pub processes: Vec<(ProcessKey, ProcessEnergy)>,
 }
 
 impl Attribution {
+    /// The energy of one process of the sample.
+    #[must_use]
+    pub fn process(&self, key: &ProcessKey) -> Option<&ProcessEnergy> {
+        let i = self.processes.binary_search_by_key(key, |(k, _)| *k).ok()?;
+        Some(&self.processes[i].1)
+    }
+
     /// The split of one pool, if there was such a pool.
     #[must_use]
     pub fn pool(&self, pool: Pool) -> Option<&Split> {
@@ -156,9 +192,7 @@ pub fn attribute(
     for &socket in sockets {
         out.sockets.entry(socket).or_default();
     }
-    for (key, _) in &times {
-        out.processes.entry(*key).or_default();
-    }
+    out.processes = times.keys.iter().map(|&key| (key, ProcessEnergy::default())).collect();
 
     let all: Vec<usize> = (0..sockets.len()).collect();
     let mut pools: Vec<(Pool, f64, Vec<usize>, bool)> = Vec::new();
@@ -179,34 +213,40 @@ pub fn attribute(
             .map(|&i| topology.cpus_of(sockets[i]).len())
             .sum();
         let capacity = interval_ns * cpus as f64;
-        let time_of = |t: &Times| {
-            members.iter().map(|&i| t.per_socket[i]).sum::<f64>()
-                + if with_unplaced { t.unplaced } else { 0.0 }
+        let time_of = |row: usize| {
+            let on_sockets = times.on_sockets(row);
+            members.iter().map(|&i| on_sockets[i]).sum::<f64>()
+                + if with_unplaced { times.unplaced[row] } else { 0.0 }
         };
-        let total: f64 = times.iter().map(|(_, t)| time_of(t)).sum();
+        let total: f64 = (0..times.keys.len()).map(time_of).sum();
         let divisor = match policy {
             IdlePolicy::Unattributed => capacity.max(total),
             IdlePolicy::Proportional => total,
         };
         let mut attributed = 0.0;
+        let mut per_socket = vec![0.0; sockets.len()];
         if divisor > 0.0 && joules > 0.0 {
-            for (key, t) in &times {
-                let process = out.processes.entry(*key).or_default();
+            for (row, (_, process)) in out.processes.iter_mut().enumerate() {
+                let on_sockets = times.on_sockets(row);
                 for &i in &members {
-                    if t.per_socket[i] > 0.0 {
-                        let j = joules * (t.per_socket[i] / divisor);
-                        *process.per_socket.entry(sockets[i]).or_default() += j;
-                        out.sockets.entry(sockets[i]).or_default().attributed += j;
+                    if on_sockets[i] > 0.0 {
+                        let j = joules * (on_sockets[i] / divisor);
+                        process.per_socket.add(sockets[i], j);
+                        per_socket[i] += j;
                         process.joules += j;
                         attributed += j;
                     }
                 }
-                if with_unplaced && t.unplaced > 0.0 {
-                    let j = joules * (t.unplaced / divisor);
+                let unplaced = times.unplaced[row];
+                if with_unplaced && unplaced > 0.0 {
+                    let j = joules * (unplaced / divisor);
                     process.joules += j;
                     attributed += j;
                 }
             }
+        }
+        for (i, j) in per_socket.into_iter().enumerate().filter(|&(_, j)| j > 0.0) {
+            out.sockets.entry(sockets[i]).or_default().attributed += j;
         }
         let split = Split {
             energy: joules,
@@ -221,56 +261,74 @@ pub fn attribute(
     out
 }
 
-/// A process's on-CPU ns by socket (indexed like `Topology::sockets`), and
-/// what could be placed on no socket.
-#[derive(Clone, Debug)]
+/// Every process's on-CPU ns by socket (indexed like `Topology::sockets`),
+/// and what could be placed on no socket: one row per process, flat.
 struct Times {
+    /// The processes, ascending, once each.
+    keys: Vec<ProcessKey>,
+    /// `keys.len() × n_sockets` ns.
     per_socket: Vec<f64>,
-    unplaced: f64,
+    n_sockets: usize,
+    unplaced: Vec<f64>,
+}
+
+impl Times {
+    fn on_sockets(&self, row: usize) -> &[f64] {
+        &self.per_socket[row * self.n_sockets..(row + 1) * self.n_sockets]
+    }
 }
 
 /// Places every process's time on sockets (see the module doc).
-fn socket_times(
-    sample: &CpuSample,
-    topology: &Topology,
-    interval_ns: f64,
-) -> Vec<(ProcessKey, Times)> {
+fn socket_times(sample: &CpuSample, topology: &Topology, interval_ns: f64) -> Times {
     let sockets = topology.sockets();
-    let index: HashMap<u32, usize> = sockets.iter().enumerate().map(|(i, &s)| (s, i)).collect();
+    let n_sockets = sockets.len();
+    // Socket index of each CPU the topology knows.
+    let mut socket_of_cpu: Vec<Option<usize>> = Vec::new();
+    for (i, &socket) in sockets.iter().enumerate() {
+        for &cpu in topology.cpus_of(socket) {
+            let cpu = cpu as usize;
+            if socket_of_cpu.len() <= cpu {
+                socket_of_cpu.resize(cpu + 1, None);
+            }
+            socket_of_cpu[cpu] = Some(i);
+        }
+    }
     let weights = spread_weights(sample, topology, interval_ns);
-    let mut by_key: BTreeMap<ProcessKey, Times> = BTreeMap::new();
-    for process in &sample.processes {
-        let times = by_key.entry(process.key).or_insert_with(|| Times {
-            per_socket: vec![0.0; sockets.len()],
-            unplaced: 0.0,
-        });
+    // Sources sort their samples; a process listed twice is summed.
+    let mut order: Vec<usize> = (0..sample.processes.len()).collect();
+    if !sample.processes.is_sorted_by_key(|p| p.key) {
+        order.sort_by_key(|&i| sample.processes[i].key);
+    }
+    let mut out = Times { keys: Vec::with_capacity(order.len()), per_socket: Vec::new(), n_sockets, unplaced: Vec::new() };
+    for i in order {
+        let process = &sample.processes[i];
+        if out.keys.last() != Some(&process.key) {
+            out.keys.push(process.key);
+            out.per_socket.resize(out.per_socket.len() + n_sockets, 0.0);
+            out.unplaced.push(0.0);
+        }
+        let row = out.keys.len() - 1;
+        let times = &mut out.per_socket[row * n_sockets..(row + 1) * n_sockets];
         let mut unplaced = 0.0;
         if process.per_cpu_ns.is_empty() {
             unplaced = process.total_ns as f64;
         } else {
-            for (cpu, &ns) in process.per_cpu_ns.iter().enumerate() {
-                if ns == 0 {
-                    continue;
-                }
-                let socket = u32::try_from(cpu)
-                    .ok()
-                    .and_then(|cpu| topology.socket_of(cpu))
-                    .and_then(|s| index.get(&s));
-                match socket {
-                    Some(&i) => times.per_socket[i] += ns as f64,
+            for (cpu, ns) in process.per_cpu_ns.iter() {
+                match socket_of_cpu.get(cpu as usize).copied().flatten() {
+                    Some(i) => times[i] += ns as f64,
                     None => unplaced += ns as f64,
                 }
             }
         }
         if unplaced > 0.0 && !weights.is_empty() {
-            for (slot, w) in times.per_socket.iter_mut().zip(&weights) {
+            for (slot, w) in times.iter_mut().zip(&weights) {
                 *slot += unplaced * w;
             }
         } else {
-            times.unplaced += unplaced;
+            out.unplaced[row] += unplaced;
         }
     }
-    by_key.into_iter().collect()
+    out
 }
 
 /// Share of each socket (summing to 1) for time that has no CPU: by busy
@@ -487,6 +545,10 @@ impl Accumulator {
                 p.energy.watts = 0.0;
             }
         }
+        if self.last_active.capacity() > 4 * attribution.processes.len().max(64) {
+            self.last_active.shrink_to(2 * attribution.processes.len());
+        }
+        self.last_active.reserve(attribution.processes.len());
         for (key, energy) in &attribution.processes {
             let totals = self.processes.entry(*key).or_insert(ProcessTotals {
                 first_seen: now,
@@ -593,7 +655,7 @@ mod tests {
         ProcessSample {
             key: key(pid),
             total_ns: per_cpu_ns.iter().sum(),
-            per_cpu_ns,
+            per_cpu_ns: per_cpu_ns.into(),
             ..ProcessSample::default()
         }
     }
@@ -650,7 +712,7 @@ mod tests {
     }
 
     fn joules(a: &Attribution, pid: u32) -> f64 {
-        a.processes[&key(pid)].joules
+        a.process(&key(pid)).expect("process in the split").joules
     }
 
     #[test]
@@ -697,8 +759,8 @@ mod tests {
         ];
         for policy in [IdlePolicy::Unattributed, IdlePolicy::Proportional] {
             let a = attribute(&zones, &s, &topo(&[2, 2]), SEC, policy);
-            let p = &a.processes[&key(1)];
-            assert_eq!(p.per_socket.keys().copied().collect::<Vec<_>>(), vec![1]);
+            let p = a.process(&key(1)).expect("process in the split");
+            assert_eq!(p.per_socket.sockets().collect::<Vec<_>>(), vec![1]);
             let want = match policy {
                 IdlePolicy::Unattributed => 22.0 * 0.5 / 2.0,
                 IdlePolicy::Proportional => 22.0,
@@ -729,7 +791,7 @@ mod tests {
         // 60 J over 4 CPU-seconds of capacity: 15 J per busy CPU-second.
         assert!(close(joules(&a, 1), 15.0));
         assert!(close(joules(&a, 2), 15.0));
-        assert_eq!(a.processes[&key(2)].per_socket.get(&1).copied(), Some(15.0));
+        assert_eq!(a.process(&key(2)).expect("process in the split").per_socket.get(1), Some(15.0));
         assert!(close(a.host.energy, 60.0));
         assert!(close(a.host.unattributed, 30.0));
         assert_eq!(a.sockets[&0].measured, 20.0, "informational");
@@ -743,9 +805,9 @@ mod tests {
         let s = sample(vec![procfs(1, SEC_NS)], idle);
         let zones = [package(0, 40.0), package(1, 40.0)];
         let a = attribute(&zones, &s, &topo(&[2, 2]), SEC, IdlePolicy::Unattributed);
-        let p = &a.processes[&key(1)];
-        assert!(close(p.per_socket[&0], 40.0 * 0.75 / 2.0));
-        assert!(close(p.per_socket[&1], 40.0 * 0.25 / 2.0));
+        let p = a.process(&key(1)).expect("process in the split");
+        assert!(close(p.per_socket.get(0).expect("time on socket 0"), 40.0 * 0.75 / 2.0));
+        assert!(close(p.per_socket.get(1).expect("time on socket 1"), 40.0 * 0.25 / 2.0));
         assert!(close(p.joules, 20.0));
     }
 
@@ -754,10 +816,10 @@ mod tests {
         let s = sample(vec![procfs(1, 3 * SEC_NS)], vec![]);
         let zones = [package(0, 10.0), package(1, 20.0)];
         let a = attribute(&zones, &s, &topo(&[1, 2]), SEC, IdlePolicy::Unattributed);
-        let p = &a.processes[&key(1)];
+        let p = a.process(&key(1)).expect("process in the split");
         // 1 s on the 1-CPU socket, 2 s on the 2-CPU socket: both fully used.
-        assert!(close(p.per_socket[&0], 10.0));
-        assert!(close(p.per_socket[&1], 20.0));
+        assert!(close(p.per_socket.get(0).expect("time on socket 0"), 10.0));
+        assert!(close(p.per_socket.get(1).expect("time on socket 1"), 20.0));
         assert!(close(a.host.unattributed, 0.0));
     }
 
@@ -830,9 +892,9 @@ mod tests {
             SEC,
             IdlePolicy::Unattributed,
         );
-        let p = &a.processes[&key(1)];
-        assert!(close(p.per_socket[&0], 5.0));
-        assert!(close(p.per_socket[&1], 5.0));
+        let p = a.process(&key(1)).expect("process in the split");
+        assert!(close(p.per_socket.get(0).expect("time on socket 0"), 5.0));
+        assert!(close(p.per_socket.get(1).expect("time on socket 1"), 5.0));
     }
 
     #[test]
@@ -1082,7 +1144,7 @@ mod tests {
             let a = attribute(&w.zones, &w.sample, &w.topology, w.sample.interval, w.policy);
             let host = host_joules(&w.zones);
             prop_assert!(near(a.host.energy, host, host), "host {} != {}", a.host.energy, host);
-            let processes: f64 = a.processes.values().map(|p| p.joules).sum();
+            let processes: f64 = a.processes.iter().map(|(_, p)| p).map(|p| p.joules).sum();
             prop_assert!(near(processes, a.host.attributed, host));
             prop_assert!(near(processes + a.host.unattributed, host, host));
             prop_assert!(near(a.pools.iter().map(|(_, s)| s.energy).sum::<f64>(), host, host));
@@ -1096,14 +1158,14 @@ mod tests {
                 }
             }
             for (s, socket) in &a.sockets {
-                let on_socket: f64 = a.processes.values().filter_map(|p| p.per_socket.get(s)).sum();
+                let on_socket: f64 = a.processes.iter().map(|(_, p)| p).filter_map(|p| p.per_socket.get(*s)).sum();
                 prop_assert!(near(on_socket, socket.attributed, host));
             }
             let by_socket: f64 = a.sockets.values().map(|s| s.attributed).sum();
             prop_assert!(near(by_socket, a.host.attributed, host));
-            for p in a.processes.values() {
+            for p in a.processes.iter().map(|(_, p)| p) {
                 prop_assert!(p.joules.is_finite() && p.joules >= 0.0);
-                prop_assert!(p.per_socket.values().all(|&j| j >= 0.0));
+                prop_assert!(p.per_socket.values().all(|j| j >= 0.0));
                 prop_assert!(near(p.per_socket.values().sum::<f64>(), p.joules, host));
             }
         }
@@ -1112,9 +1174,9 @@ mod tests {
         fn idle_processes_get_nothing_and_policies_differ_as_documented(w in world()) {
             let a = attribute(&w.zones, &w.sample, &w.topology, w.sample.interval, w.policy);
             for s in &w.sample.processes {
-                let time = if s.per_cpu_ns.is_empty() { s.total_ns } else { s.per_cpu_ns.iter().sum() };
+                let time = if s.per_cpu_ns.is_empty() { s.total_ns } else { s.per_cpu_ns.sum() };
                 if time == 0 {
-                    prop_assert_eq!(a.processes[&s.key].joules, 0.0);
+                    prop_assert_eq!(a.process(&s.key).expect("every sampled process").joules, 0.0);
                 }
             }
             let proportional = attribute(&w.zones, &w.sample, &w.topology, w.sample.interval, IdlePolicy::Proportional);
@@ -1122,7 +1184,7 @@ mod tests {
             let host = proportional.host.energy;
             prop_assert!(proportional.host.attributed + 1e-9 * host.max(1.0) >= unattributed.host.attributed);
             for (key, p) in &unattributed.processes {
-                prop_assert!(p.joules <= proportional.processes[key].joules + 1e-9 * host.max(1.0));
+                prop_assert!(p.joules <= proportional.process(key).expect("same processes").joules + 1e-9 * host.max(1.0));
             }
         }
     }

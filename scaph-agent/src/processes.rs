@@ -2,7 +2,7 @@
 //! cumulative CPU time, whether it exited. Exited processes stay, with their
 //! final values, for a retention window, so that scrapers see processes that
 //! lived only milliseconds. (Their energy lives in `attribution::Accumulator`.)
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use rustc_hash::FxHashMap as HashMap;
 
@@ -10,7 +10,8 @@ use crate::cputime::{CpuSample, ProcessKey, ProcessMeta};
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ProcessInfo {
-    pub comm: String,
+    /// Shared with every snapshot that lists the process.
+    pub comm: Arc<str>,
     pub cgroup_id: Option<u64>,
     pub meta: Option<ProcessMeta>,
     /// On-CPU ns since first seen.
@@ -35,8 +36,8 @@ impl ProcessTable {
         }
         for proc in &sample.processes {
             let entry = self.entries.entry(proc.key).or_default();
-            if !proc.comm.is_empty() {
-                entry.comm.clone_from(&proc.comm);
+            if !proc.comm.is_empty() && *entry.comm != *proc.comm {
+                entry.comm = proc.comm.as_str().into();
             }
             entry.cgroup_id = proc.cgroup_id.or(entry.cgroup_id);
             if proc.meta.is_some() {
@@ -112,7 +113,7 @@ mod tests {
         assert_eq!(info(&table, 1).cpu_ns_last, 250_000_000);
         table.update_cpu(&sample(&[]), Duration::from_secs(3));
         assert_eq!(info(&table, 1).cpu_ns_last, 0, "did not run in the last interval");
-        assert_eq!(info(&table, 1).comm, "p1");
+        assert_eq!(&*info(&table, 1).comm, "p1");
     }
 
     #[test]

@@ -91,7 +91,7 @@ pub struct DomainSnapshot {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProcessSnapshot {
     pub key: ProcessKey,
-    pub comm: String,
+    pub comm: Arc<str>,
     pub exe: Option<Arc<Path>>,
     pub cmdline: Arc<[String]>,
     pub cgroup_id: Option<u64>,
@@ -112,7 +112,7 @@ impl ProcessSnapshot {
     /// The executable's path, or the comm when the path is unknown.
     #[must_use]
     pub fn exe_or_comm(&self) -> String {
-        self.exe.as_ref().map_or_else(|| self.comm.clone(), |p| p.display().to_string())
+        self.exe.as_ref().map_or_else(|| self.comm.to_string(), |p| p.display().to_string())
     }
 }
 
@@ -205,7 +205,8 @@ pub fn build(parts: Parts<'_>) -> Snapshot {
             memory: None,
         })
         .collect();
-    rows.sort_by(|a, b| {
+    // Keys are unique, so an unstable sort is deterministic.
+    rows.sort_unstable_by(|a, b| {
         let power = |r: &ProcessSnapshot| r.energy.map_or(0.0, |e| e.watts);
         power(b).total_cmp(&power(a)).then(b.cpu_ratio.total_cmp(&a.cpu_ratio)).then(a.key.cmp(&b.key))
     });

@@ -6,7 +6,8 @@
 
 /// Map names, as the loader looks them up in the object file.
 pub mod maps {
-    /// `HashMap<ProcCpuKey, ProcCpuValue>`: cumulative on-CPU ns per process and CPU.
+    /// `PerCpuHashMap<ProcKey, ProcCpuValue>`: cumulative on-CPU ns per
+    /// process, one value per CPU (each CPU writes only its own).
     pub const PROC_CPU: &str = "PROC_CPU";
     /// `HashMap<ProcKey, ProcExit>`: processes whose leader has exited, with their final `comm`.
     pub const EXITED: &str = "EXITED";
@@ -46,11 +47,13 @@ pub mod globals {
 }
 
 /// Capacities of the maps. Userspace reads and prunes them every `--step`, so
-/// these bound the number of distinct (process, CPU) pairs and exits that can
-/// be seen between two reads.
-pub const PROC_CPU_CAPACITY: u32 = 65_536;
+/// these bound the number of processes (live, or exited since the last
+/// read) and exits that can be seen between two reads. `PROC_CPU` holds a
+/// value per possible CPU for each process; the loader lowers its capacity
+/// on hosts with many CPUs (see `proc_cpu_capacity`).
+pub const PROC_CPU_CAPACITY: u32 = 32_768;
 /// See [`PROC_CPU_CAPACITY`].
-pub const EXITED_CAPACITY: u32 = 16_384;
+pub const EXITED_CAPACITY: u32 = 32_768;
 /// See [`PROC_CPU_CAPACITY`]. An exec that does not fit is only a stale name.
 pub const EXECED_CAPACITY: u32 = 4_096;
 /// Slots of `THREADS` (a power of two; 2 MiB of kernel memory). Threads
@@ -101,41 +104,27 @@ pub struct ThreadRuntime {
     pub start_time: u64,
 }
 
-/// Key of `PROC_CPU`: one process on one CPU.
+/// Value of `PROC_CPU` on one CPU (all zero on CPUs the process has not run on).
 ///
-/// `start_ns` is the process's start time (`start_boottime` of the thread
-/// group leader), so that a reused PID is a new key. It is 0 in timestamp
-/// mode, where the kernel's task layout is unknown.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[repr(C)]
-pub struct ProcCpuKey {
-    pub tgid: u32,
-    pub cpu: u32,
-    pub start_ns: u64,
-}
-
-impl ProcCpuKey {
-    /// The process this key belongs to, without the CPU.
-    #[must_use]
-    pub const fn process(&self) -> ProcKey {
-        ProcKey { tgid: self.tgid, reserved: 0, start_ns: self.start_ns }
-    }
-}
-
-/// Value of `PROC_CPU`.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+/// The process's name is not kept here (it would cost 16 bytes per CPU per
+/// process): userspace reads it from `/proc` with the other metadata, and
+/// `EXITED`/`EXECED` carry it for processes gone or renamed before that.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct ProcCpuValue {
     /// Cumulative on-CPU time of the process on this CPU, ns.
     pub runtime_ns: u64,
     /// cgroup v2 id (its directory's inode) of the process, refreshed every
-    /// few switches (it can move into a container's cgroup after it started).
+    /// few switches on this CPU (it can move into a container's cgroup after
+    /// it started running).
     pub cgroup_id: u64,
-    /// `comm` of the process (thread group leader in BTF mode, else the thread).
-    pub comm: [u8; COMM_LEN],
 }
 
-/// A process, independent of CPUs: key of `EXITED`.
+/// A process: key of `PROC_CPU`, `EXITED` and `EXECED`.
+///
+/// `start_ns` is the process's start time (`start_boottime` of the thread
+/// group leader), so that a reused PID is a new key. It is 0 in timestamp
+/// mode, where the kernel's task layout is unknown.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(C)]
 pub struct ProcKey {
@@ -194,7 +183,6 @@ pub struct CpuState {
 mod pod {
     // SAFETY: all of these are repr(C), Copy, made of integers, with no padding.
     unsafe impl aya::Pod for super::TaskOffsets {}
-    unsafe impl aya::Pod for super::ProcCpuKey {}
     unsafe impl aya::Pod for super::ProcCpuValue {}
     unsafe impl aya::Pod for super::ProcKey {}
     unsafe impl aya::Pod for super::CpuState {}
@@ -212,8 +200,7 @@ mod tests {
     #[test]
     fn layouts_have_no_padding() {
         assert_eq!(size_of::<TaskOffsets>(), 9 * 4);
-        assert_eq!(size_of::<ProcCpuKey>(), 4 + 4 + 8);
-        assert_eq!(size_of::<ProcCpuValue>(), 8 + 8 + COMM_LEN);
+        assert_eq!(size_of::<ProcCpuValue>(), 8 + 8);
         assert_eq!(size_of::<ProcKey>(), 4 + 4 + 8);
         assert_eq!(size_of::<CpuState>(), 9 * 8 + 4 + 4);
         assert_eq!(size_of::<ThreadRuntime>(), 8 + 8);

@@ -1,8 +1,8 @@
 //! scaph's kernel program.
 //!
 //! On every `sched_switch` the time the outgoing task spent on this CPU is
-//! added, in place, to its process's entry in `PROC_CPU` (key: process and
-//! CPU). Two variants share that logic:
+//! added, in place, to this CPU's value of its process's entry in the
+//! per-CPU hash `PROC_CPU`. Two variants share that logic:
 //!
 //! * `sched_switch_btf` (`tp_btf`, needs kernel BTF): the slice is the growth of
 //!   `prev->se.sum_exec_runtime` since the task was switched in, i.e. the
@@ -31,20 +31,20 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
     macros::{btf_tracepoint, map, tracepoint},
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use scaph_common::{
-    CpuState, ProcCpuKey, ProcCpuValue, ProcExit, ProcKey, TaskOffsets, ThreadRuntime, COMM_LEN,
+    CpuState, ProcCpuValue, ProcExit, ProcKey, TaskOffsets, ThreadRuntime, COMM_LEN,
     EXECED_CAPACITY, EXITED_CAPACITY, PROC_CPU_CAPACITY, THREADS_CAPACITY,
 };
 
 #[map]
-static PROC_CPU: HashMap<ProcCpuKey, ProcCpuValue> =
-    HashMap::with_max_entries(PROC_CPU_CAPACITY, 0);
+static PROC_CPU: PerCpuHashMap<ProcKey, ProcCpuValue> =
+    PerCpuHashMap::with_max_entries(PROC_CPU_CAPACITY, 0);
 
 #[map]
 static EXITED: HashMap<ProcKey, ProcExit> = HashMap::with_max_entries(EXITED_CAPACITY, 0);
@@ -94,14 +94,6 @@ const CGROUP_REFRESH_EVERY: u64 = 16;
 
 /// A slice longer than this (one minute) can only come from a torn slot.
 const MAX_SLICE_NS: u64 = 60_000_000_000;
-
-/// A process as seen at a switch: who it is, and how to name it if it is new.
-struct Proc {
-    tgid: u32,
-    start_ns: u64,
-    /// Where to read the process's `comm` (BTF mode); null: use the current thread's.
-    comm_src: *const u8,
-}
 
 #[btf_tracepoint(function = "sched_switch")]
 pub fn sched_switch_btf(ctx: BtfTracePointContext) -> i32 {
@@ -213,8 +205,7 @@ fn record_btf(state: &mut CpuState, task: *const u8, off: &TaskOffsets, ns: u64)
     let tgid: u32 = unsafe { field(task, off.tgid) };
     let leader: *const u8 = unsafe { field(task, off.group_leader) };
     let start_ns: u64 = unsafe { field(leader, off.start_boottime) };
-    let comm_src = leader.wrapping_add(off.comm as usize);
-    record(state, &Proc { tgid, start_ns, comm_src }, ns);
+    record(state, ProcKey { tgid, reserved: 0, start_ns }, ns);
 }
 
 #[tracepoint(category = "sched", name = "sched_switch")]
@@ -240,7 +231,7 @@ fn try_sched_switch_tp(ctx: &TracePointContext) -> Result<(), ()> {
         } else {
             // `current` is still the outgoing task here.
             let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-            record(state, &Proc { tgid, start_ns: 0, comm_src: core::ptr::null() }, slice);
+            record(state, ProcKey { tgid, reserved: 0, start_ns: 0 }, slice);
         }
     }
 
@@ -333,31 +324,41 @@ pub fn sched_process_exec_tp(_ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Adds `ns` to the process's entry for this CPU, creating it on first use.
+/// Adds `ns` to this CPU's value of the process's entry, creating the
+/// entry on the process's first switch.
 #[inline(always)]
-fn record(state: &mut CpuState, proc: &Proc, ns: u64) {
-    let cpu = unsafe { bpf_get_smp_processor_id() };
-    let key = ProcCpuKey { tgid: proc.tgid, cpu, start_ns: proc.start_ns };
-    if let Some(entry) = PROC_CPU.get_ptr_mut(&key) {
-        // Only this CPU writes entries keyed with its number: no atomics needed.
-        unsafe { (*entry).runtime_ns += ns };
-        // Runtimes move a container's first process into its cgroup after it
-        // started running, so the cgroup id is refreshed now and then: the
-        // helper costs ~80 ns here, too much for every switch.
-        if state.switches % CGROUP_REFRESH_EVERY == 0 {
-            unsafe { (*entry).cgroup_id = bpf_get_current_cgroup_id() };
-        }
+fn record(state: &mut CpuState, key: ProcKey, ns: u64) {
+    if add(state, &key, ns) {
         return;
     }
-    let value = ProcCpuValue {
-        runtime_ns: ns,
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        comm: comm(proc.comm_src),
-    };
-    if PROC_CPU.insert(&key, &value, u64::from(BPF_NOEXIST)).is_err() {
+    let value = ProcCpuValue { runtime_ns: ns, cgroup_id: unsafe { bpf_get_current_cgroup_id() } };
+    // Sets this CPU's value; the other CPUs' start at zero.
+    if PROC_CPU.insert(&key, &value, u64::from(BPF_NOEXIST)).is_ok() {
+        return;
+    }
+    // Another CPU may have created the entry since the lookup.
+    if !add(state, &key, ns) {
         state.dropped_ns += ns;
         state.dropped_slices += 1;
     }
+}
+
+/// Adds `ns` to this CPU's value of an existing entry; false if there is none.
+#[inline(always)]
+fn add(state: &CpuState, key: &ProcKey, ns: u64) -> bool {
+    let Some(entry) = PROC_CPU.get_ptr_mut(key) else {
+        return false;
+    };
+    // Only this CPU writes its value: no atomics needed.
+    unsafe { (*entry).runtime_ns += ns };
+    // Runtimes move a container's first process into its cgroup after it
+    // started running, so the cgroup id is refreshed now and then (also
+    // filling it on CPUs other than the one that created the entry): the
+    // helper costs ~80 ns here, too much for every switch.
+    if state.switches % CGROUP_REFRESH_EVERY == 0 || unsafe { (*entry).cgroup_id } == 0 {
+        unsafe { (*entry).cgroup_id = bpf_get_current_cgroup_id() };
+    }
+    true
 }
 
 fn mark_exited(key: ProcKey, comm: [u8; COMM_LEN]) -> Result<(), ()> {

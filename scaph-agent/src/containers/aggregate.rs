@@ -303,7 +303,7 @@ mod tests {
     ) -> ProcessSnapshot {
         ProcessSnapshot {
             key: ProcessKey { pid, start_ns: 1 },
-            comm: format!("p{pid}"),
+            comm: format!("p{pid}").into(),
             exe: None,
             cmdline: Arc::default(),
             cgroup_id: id,

@@ -1,16 +1,16 @@
 //! CPU time from the kernel program's maps.
 //!
-//! The kernel keeps cumulative on-CPU ns per (process, CPU). Each `sample`
-//! reads every entry, returns the growth since the previous read, and prunes
+//! The kernel keeps cumulative on-CPU ns per process, one value per CPU.
+//! Each `sample` reads every entry, returns the growth since the previous read, and prunes
 //! entries of processes that have exited: an exit seen at read N is deleted at
 //! read N+1, after that read has collected the process's final slices (the
 //! last switch-out of an exiting task comes just after its exit event).
 use std::{path::PathBuf, time::Instant};
 
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap};
 use log::debug;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
-use scaph_common::{maps, CpuState, ProcCpuKey, ProcCpuValue, ProcExit, ProcKey, COMM_LEN};
+use scaph_common::{maps, CpuState, ProcCpuValue, ProcExit, ProcKey, COMM_LEN};
 
 use super::{
     batch,
@@ -24,24 +24,31 @@ use super::{
 /// in case its exit could not be recorded (`EXITED` full).
 const STALE_READS: u32 = 30;
 
+/// Reads after exits were lost during which stalled entries are checked at once.
+const RECHECK_READS: u32 = 3;
+
 pub struct BpfSource {
     /// Keeps the programs attached; dropping it detaches them.
     _ebpf: aya::Ebpf,
     method: CpuTimeMethod,
-    proc_cpu: BpfHashMap<MapData, ProcCpuKey, ProcCpuValue>,
+    proc_cpu: PerCpuHashMap<MapData, ProcKey, ProcCpuValue>,
+    /// Possible CPUs: values per key in `proc_cpu`.
+    ncpus: usize,
     exited: BpfHashMap<MapData, ProcKey, ProcExit>,
     execed: BpfHashMap<MapData, ProcKey, ProcExit>,
     /// New names of processes that called exec, until they are next reported.
     renamed: HashMap<ProcKey, String>,
     cpu_state: PerCpuArray<MapData, CpuState>,
-    /// Last cumulative value per entry, and for how many reads it has not grown.
-    seen: HashMap<ProcCpuKey, (u64, u32)>,
+    /// What the previous read saw of each process on each CPU it ran on, in key order.
+    seen: Vec<(SlotKey, Seen)>,
     /// Processes whose exit was seen at the previous read (with their final
     /// `comm`, when the kernel recorded it): deleted at this one.
     exiting: HashMap<ProcKey, Option<String>>,
     flusher: Flusher,
     idle_before: Vec<u64>,
     losses_before: LossCounters,
+    /// Reads left during which entries that stopped growing are checked at once.
+    recheck_reads: u32,
     last_read: Option<Instant>,
     meta: MetaCache,
     proc_root: PathBuf,
@@ -57,7 +64,7 @@ impl BpfSource {
             )))
         };
         let map_err = |e| LoadError::Ebpf(aya::EbpfError::MapError(e));
-        let proc_cpu = BpfHashMap::try_from(map(&mut ebpf, maps::PROC_CPU)?).map_err(map_err)?;
+        let proc_cpu = PerCpuHashMap::try_from(map(&mut ebpf, maps::PROC_CPU)?).map_err(map_err)?;
         let exited = BpfHashMap::try_from(map(&mut ebpf, maps::EXITED)?).map_err(map_err)?;
         let execed = BpfHashMap::try_from(map(&mut ebpf, maps::EXECED)?).map_err(map_err)?;
         let cpu_state = PerCpuArray::try_from(map(&mut ebpf, maps::CPU_STATE)?).map_err(map_err)?;
@@ -65,15 +72,17 @@ impl BpfSource {
             _ebpf: ebpf,
             method,
             proc_cpu,
+            ncpus: aya::util::nr_cpus().map_err(|(_, e)| LoadError::Ebpf(aya::EbpfError::FileError { path: "/sys/devices/system/cpu/possible".into(), error: e }))?,
             exited,
             execed,
             renamed: HashMap::default(),
             cpu_state,
-            seen: HashMap::default(),
+            seen: Vec::new(),
             exiting: HashMap::default(),
             flusher: Flusher::new(&aya::util::online_cpus().unwrap_or_default()),
             idle_before: Vec::new(),
             losses_before: LossCounters::default(),
+            recheck_reads: 0,
             last_read: None,
             meta: MetaCache::new(proc_root.clone()),
             proc_root,
@@ -129,39 +138,78 @@ impl CpuTimeSource for BpfSource {
             dropped_exits: acc.dropped_exits + s.dropped_exits,
             mismatches: acc.mismatches + s.mismatches,
         });
-        // Exits the kernel could not record (EXITED full): check every entry
-        // that did not grow since the last read, instead of waiting.
-        let stale_after = if losses.dropped_exits > self.losses_before.dropped_exits { 1 } else { STALE_READS };
+        // Exits the kernel could not record (EXITED full): for a few reads,
+        // every entry that did not grow since the previous read is checked,
+        // instead of after STALE_READS (the processes that lost their exit
+        // record still grew at the read that saw them last).
+        if losses.dropped_exits > self.losses_before.dropped_exits {
+            self.recheck_reads = RECHECK_READS;
+        }
+        let stale_after = if self.recheck_reads > 0 { 1 } else { STALE_READS };
+        self.recheck_reads = self.recheck_reads.saturating_sub(1);
         self.losses_before = losses;
 
         self.take_execs();
-        let mut procs: HashMap<ProcKey, ProcessSample> =
-            HashMap::with_capacity_and_hasher(self.meta.len(), rustc_hash::FxBuildHasher);
-        let mut current: HashMap<ProcCpuKey, (u64, u32)> =
-            HashMap::with_capacity_and_hasher(self.seen.len(), rustc_hash::FxBuildHasher);
-        let mut stale: HashSet<ProcKey> = HashSet::default();
-        let ncpus = aya::util::nr_cpus().unwrap_or(1);
-        let entries = batch::read_all(&self.proc_cpu)
+        let (keys, values) = batch::read_all_per_cpu(&self.proc_cpu, self.ncpus)
             .map_err(|source| CpuTimeError::Read { path: format!("BPF map {}", maps::PROC_CPU).into(), source })?;
-        for (key, value) in entries {
-            let (before, unchanged) = self.seen.get(&key).copied().unwrap_or((0, 0));
-            // An entry deleted and re-created by the kernel starts again from 0.
-            let delta = if value.runtime_ns >= before { value.runtime_ns - before } else { value.runtime_ns };
-            let unchanged = if delta == 0 { unchanged + 1 } else { 0 };
-            if unchanged >= stale_after {
-                stale.insert(key.process());
+        let ncpus = self.ncpus;
+        let per_cpu = |i: usize| &values[i * ncpus..(i + 1) * ncpus];
+        // Processes in key order (CPUs ascending within each): merged with
+        // the previous read (same order) instead of a hash lookup per value.
+        let mut order: Vec<(ProcessKey, usize)> = keys.iter().map(process_key).zip(0..).collect();
+        order.sort_unstable_by_key(|&(key, _)| key);
+        let previous = std::mem::take(&mut self.seen);
+        let mut previous = previous.iter().peekable();
+        let mut seen: Vec<(SlotKey, Seen)> = Vec::with_capacity(keys.len() * 2);
+        let mut processes: Vec<ProcessSample> = Vec::with_capacity(keys.len());
+        // Whether each process's metadata was already looked up.
+        let mut looked_up: Vec<bool> = Vec::with_capacity(keys.len());
+        let mut gone: Vec<ProcKey> = Vec::new();
+        let mut stale: Vec<ProcKey> = Vec::new();
+        for &(process, i) in &order {
+            let key = keys[i];
+            let exiting = !self.exiting.is_empty() && self.exiting.contains_key(&key);
+            if exiting {
+                gone.push(key);
             }
-            current.insert(key, (value.runtime_ns, unchanged % STALE_READS));
-            if baseline || (delta == 0 && !self.exiting.contains_key(&key.process())) {
+            let (mut grew, mut all_unchanged) = (false, true);
+            let mut sample = ProcessSample { key: process, ..ProcessSample::default() };
+            for (cpu, value) in per_cpu(i).iter().enumerate() {
+                let slot = (process, cpu as u32);
+                while previous.next_if(|(k, _)| *k < slot).is_some() {}
+                let before = previous.next_if(|(k, _)| *k == slot).map_or(Seen::default(), |(_, s)| *s);
+                if value.runtime_ns == 0 && before.runtime_ns == 0 {
+                    continue; // never ran there
+                }
+                // An entry deleted and re-created by the kernel starts again from 0.
+                let delta = if value.runtime_ns >= before.runtime_ns {
+                    value.runtime_ns - before.runtime_ns
+                } else {
+                    value.runtime_ns
+                };
+                let unchanged = if delta == 0 { before.unchanged + 1 } else { 0 };
+                all_unchanged &= unchanged >= stale_after;
+                seen.push((slot, Seen { runtime_ns: value.runtime_ns, unchanged: unchanged % STALE_READS }));
+                if delta > 0 {
+                    grew = true;
+                    sample.per_cpu_ns.add(cpu as u32, delta);
+                    sample.total_ns += delta;
+                }
+            }
+            if all_unchanged && !exiting {
+                stale.push(key);
+            }
+            if baseline || !(grew || exiting) {
                 continue;
             }
-            let known = self.meta.contains(&ProcessKey { pid: key.tgid, start_ns: key.start_ns })
-                && !self.renamed.contains_key(&key.process());
-            let sample = procs.entry(key.process()).or_insert_with(|| new_sample(&key, &value, ncpus, known));
-            if let Some(slot) = sample.per_cpu_ns.get_mut(key.cpu as usize) {
-                *slot += delta;
-            }
-            sample.total_ns += delta;
+            // The cgroup as last seen on the CPU it ran on most.
+            sample.cgroup_id = per_cpu(i)
+                .iter()
+                .filter(|v| v.cgroup_id != 0)
+                .max_by_key(|v| v.runtime_ns)
+                .map(|v| v.cgroup_id);
+            looked_up.push(self.meta.contains(&process));
+            processes.push(sample);
         }
 
         // Final reads are done: delete what belongs to processes gone since the last read.
@@ -169,17 +217,22 @@ impl CpuTimeSource for BpfSource {
             if !self.is_alive(stale_proc.tgid) {
                 debug!("pid {} is gone without a recorded exit; pruning it", stale_proc.tgid);
                 self.exiting.insert(stale_proc, None);
+                gone.push(stale_proc);
             }
         }
-        let gone: Vec<ProcCpuKey> =
-            current.keys().filter(|k| self.exiting.contains_key(&k.process())).copied().collect();
+        if !gone.is_empty() {
+            gone.sort_unstable_by_key(process_key);
+            seen.retain(|((p, _), _)| gone.binary_search_by_key(p, process_key).is_err());
+        }
         for key in gone {
-            current.remove(&key);
             let _ = self.proc_cpu.remove(&key);
         }
+        self.seen = seen;
         for (proc, final_comm) in self.exiting.drain() {
             let _ = self.exited.remove(&proc);
-            if let Some(sample) = procs.get_mut(&proc) {
+            let key = ProcessKey { pid: proc.tgid, start_ns: proc.start_ns };
+            if let Ok(i) = processes.binary_search_by_key(&key, |p| p.key) {
+                let sample = &mut processes[i];
                 sample.exited = true;
                 if let Some(comm) = final_comm {
                     sample.comm = comm;
@@ -187,7 +240,7 @@ impl CpuTimeSource for BpfSource {
             }
         }
         self.exiting.extend(newly_exited);
-        self.seen = current;
+        crate::util::shrink_if_sparse(&mut self.exiting);
 
         let idle_now: Vec<u64> = states.iter().map(|s| s.idle_ns).collect();
         let idle_ns = if baseline {
@@ -199,17 +252,27 @@ impl CpuTimeSource for BpfSource {
 
         let interval = self.last_read.map(|t| now - t).unwrap_or_default();
         self.last_read = Some(now);
-        let mut processes: Vec<ProcessSample> = procs.into_values().collect();
-        for sample in &mut processes {
-            // Metadata is read once per process (and again after an exec);
-            // consumers keep what they were given last.
-            if !sample.exited && !self.meta.contains(&sample.key) {
-                sample.meta = self.meta.get(sample.key);
-            }
+        let mut exited: Vec<ProcessKey> = Vec::new();
+        for (sample, looked_up) in processes.iter_mut().zip(looked_up) {
+            // Metadata, and with it the name, is read once per process (and
+            // again after an exec); consumers keep what they were given last.
             let key = ProcKey { tgid: sample.key.pid, reserved: 0, start_ns: sample.key.start_ns };
-            if let Some(comm) = self.renamed.remove(&key) {
-                if !sample.exited {
-                    sample.comm = comm;
+            if sample.exited {
+                exited.push(sample.key);
+            } else if !looked_up {
+                sample.meta = self.meta.get(sample.key);
+                if let Some(comm) = sample.meta.as_ref().and_then(|m| m.comm.as_deref()) {
+                    comm.clone_into(&mut sample.comm);
+                } else if let Some(Some(comm)) = self.exiting.get(&key) {
+                    // Gone before its metadata could be read: the name at exit.
+                    sample.comm.clone_from(comm);
+                }
+            }
+            if !self.renamed.is_empty() {
+                if let Some(comm) = self.renamed.remove(&key) {
+                    if !sample.exited {
+                        sample.comm = comm;
+                    }
                 }
             }
         }
@@ -218,30 +281,30 @@ impl CpuTimeSource for BpfSource {
         if self.renamed.len() > scaph_common::EXECED_CAPACITY as usize {
             self.renamed.clear();
         }
-        let exited: HashSet<ProcessKey> = processes.iter().filter(|p| p.exited).map(|p| p.key).collect();
         if !exited.is_empty() {
+            let exited: HashSet<ProcessKey> = exited.into_iter().collect();
             self.meta.retain(|k| !exited.contains(k));
         }
-        processes.sort_by_key(|p| p.key);
         Ok(CpuSample { interval, processes, idle_ns, losses })
     }
+}
+
+/// What the previous read saw of one entry.
+#[derive(Clone, Copy, Debug, Default)]
+struct Seen {
+    runtime_ns: u64,
+    /// Reads in a row it has not grown (modulo `STALE_READS`).
+    unchanged: u32,
+}
+
+/// One process on one CPU.
+type SlotKey = (ProcessKey, u32);
+
+fn process_key(key: &ProcKey) -> ProcessKey {
+    ProcessKey { pid: key.tgid, start_ns: key.start_ns }
 }
 
 fn comm_str(comm: &[u8; COMM_LEN]) -> String {
     let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
     String::from_utf8_lossy(&comm[..len]).into_owned()
-}
-
-/// A process's first sample of this read. The comm is decoded only for a
-/// process the consumer has not been told about (it keeps the first one).
-fn new_sample(key: &ProcCpuKey, value: &ProcCpuValue, ncpus: usize, known: bool) -> ProcessSample {
-    ProcessSample {
-        key: ProcessKey { pid: key.tgid, start_ns: key.start_ns },
-        comm: if known { String::new() } else { comm_str(&value.comm) },
-        cgroup_id: (value.cgroup_id != 0).then_some(value.cgroup_id),
-        meta: None,
-        per_cpu_ns: vec![0; ncpus],
-        total_ns: 0,
-        exited: false,
-    }
 }

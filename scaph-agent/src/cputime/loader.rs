@@ -118,10 +118,33 @@ fn permission_hint(e: &LoadError) -> &'static str {
     }
 }
 
+/// A loader with `PROC_CPU` sized for this host's CPUs.
+fn loader() -> EbpfLoader<'static> {
+    let cpus = aya::util::nr_cpus().unwrap_or(1);
+    let capacity = proc_cpu_capacity(cpus);
+    debug!("{} holds up to {capacity} processes ({cpus} possible CPUs)", scaph_common::maps::PROC_CPU);
+    let mut loader = EbpfLoader::new();
+    loader.map_max_entries(scaph_common::maps::PROC_CPU, capacity);
+    loader
+}
+
+/// Kernel memory for `PROC_CPU`'s per-CPU values is capacity × CPUs × 16
+/// bytes: the capacity shrinks on hosts with many CPUs to stay within this.
+const PROC_CPU_VALUES_BUDGET: usize = 32 << 20;
+
+/// Processes `PROC_CPU` can hold on a host with `cpus` possible CPUs:
+/// [`scaph_common::PROC_CPU_CAPACITY`] up to 64 CPUs, then less, never under 4096.
+#[must_use]
+pub fn proc_cpu_capacity(cpus: usize) -> u32 {
+    let per_process = cpus.max(1) * std::mem::size_of::<scaph_common::ProcCpuValue>();
+    let fits = u32::try_from(PROC_CPU_VALUES_BUDGET / per_process).unwrap_or(u32::MAX);
+    fits.clamp(4096, scaph_common::PROC_CPU_CAPACITY)
+}
+
 fn load_btf(offsets: scaph_common::TaskOffsets) -> Result<Ebpf, LoadError> {
     debug!("task_struct offsets from BTF: {offsets:?}");
     let btf = Btf::from_sys_fs().map_err(aya::EbpfError::from)?;
-    let mut ebpf = EbpfLoader::new().override_global(globals::TASK_OFFSETS, &offsets, true).load(OBJECT)?;
+    let mut ebpf = loader().override_global(globals::TASK_OFFSETS, &offsets, true).load(OBJECT)?;
     for (name, event) in [
         (programs::EXIT_BTF, "sched_process_exit"),
         (programs::EXEC_BTF, "sched_process_exec"),
@@ -140,7 +163,7 @@ fn load_btf(offsets: scaph_common::TaskOffsets) -> Result<Ebpf, LoadError> {
 
 fn load_tracepoint() -> Result<Ebpf, LoadError> {
     check_switch_format()?;
-    let mut ebpf = EbpfLoader::new().load(OBJECT)?;
+    let mut ebpf = loader().load(OBJECT)?;
     for (name, event) in [
         (programs::EXIT_TP, "sched_process_exit"),
         (programs::EXEC_TP, "sched_process_exec"),
@@ -210,6 +233,14 @@ mod tests {
         assert_eq!(field_offset(SWITCH_FORMAT, "next_pid"), Some(56));
         assert_eq!(field_offset(SWITCH_FORMAT, "prev_comm"), None, "arrays are declared as name[16]");
         assert_eq!(field_offset(SWITCH_FORMAT, "missing"), None);
+    }
+
+    #[test]
+    fn proc_cpu_capacity_keeps_per_cpu_values_within_budget() {
+        // (possible CPUs, processes PROC_CPU holds)
+        for (cpus, capacity) in [(1, 32_768), (2, 32_768), (64, 32_768), (128, 16_384), (256, 8_192), (4096, 4_096)] {
+            assert_eq!(proc_cpu_capacity(cpus), capacity, "{cpus} CPUs");
+        }
     }
 
     #[test]

@@ -115,11 +115,19 @@ impl MetaCache {
                 return Lookup::Unknown;
             }
         };
+        let stat = self.read_stat(&process);
         if key.start_ns != 0 {
-            match self.start_matches(&process, key.start_ns) {
-                Some(true) => {}
-                Some(false) => return Lookup::Replaced,
-                None => return Lookup::Unknown,
+            // Without its start time the process cannot be told from a successor.
+            let Some((proc_start_ns, _)) = &stat else {
+                return Lookup::Unknown;
+            };
+            if !start_times_match(key.start_ns, *proc_start_ns, self.ticks_per_second) {
+                log::debug!(
+                    "pid {}: start {} ns does not match /proc start {proc_start_ns} ns: PID reused",
+                    process.pid,
+                    key.start_ns
+                );
+                return Lookup::Replaced;
             }
         }
         // `cmdline` exists for every live process (empty for kernel threads):
@@ -128,15 +136,16 @@ impl MetaCache {
             return Lookup::Unknown;
         };
         Lookup::Found(ProcessMeta {
+            comm: stat.map(|(_, comm)| comm.into()),
             exe: read_exe(&process).map(Arc::from),
             cmdline: cmdline.into(),
             cgroup_path: read_cgroup_path(&process).map(Arc::from),
         })
     }
 
-    /// Whether the process's start time agrees with `start_ns` within one
-    /// tick; `None` when its `stat` cannot be read or parsed.
-    fn start_matches(&self, process: &Process, start_ns: u64) -> Option<bool> {
+    /// The process's start time (ns since boot, tick resolution) and name,
+    /// from its `stat`; `None` when that cannot be read or parsed.
+    fn read_stat(&self, process: &Process) -> Option<(u64, String)> {
         let mut buf = Vec::with_capacity(512);
         let mut file = match process.open_relative("stat") {
             Ok(file) => file,
@@ -155,15 +164,8 @@ impl MetaCache {
             log::debug!("unparsable stat of pid {}", process.pid);
             return None;
         };
-        let proc_ns = ticks_to_ns(stat.start_ticks, self.ticks_per_second);
-        let matches = start_times_match(start_ns, proc_ns, self.ticks_per_second);
-        if !matches {
-            log::debug!(
-                "pid {}: start {start_ns} ns does not match /proc start {proc_ns} ns: PID reused",
-                process.pid
-            );
-        }
-        Some(matches)
+        let start_ns = ticks_to_ns(stat.start_ticks, self.ticks_per_second);
+        Some((start_ns, String::from_utf8_lossy(stat.comm).into_owned()))
     }
 }
 
@@ -329,6 +331,7 @@ mod tests {
         }]);
         let mut cache = MetaCache::new(root.path().to_path_buf());
         let meta = cache.get(key(42, 0)).unwrap();
+        assert_eq!(meta.comm.as_deref(), Some("fake"));
         assert_eq!(meta.exe.as_deref(), Some(std::path::Path::new("/usr/bin/python3")));
         assert_eq!(*meta.cmdline, ["python3", "-m", "http.server"]);
         assert_eq!(
@@ -409,10 +412,11 @@ mod tests {
         }]);
         let mut cache = MetaCache::new(root.path().to_path_buf());
         let meta = cache.get(key(2, 0)).unwrap();
-        assert_eq!(meta, ProcessMeta::default());
+        let expected = ProcessMeta { comm: Some("fake".into()), ..ProcessMeta::default() };
+        assert_eq!(meta, expected);
         // Cached: deleting the directory does not change the answer.
         fs::remove_dir_all(root.path().join("2")).unwrap();
-        assert_eq!(cache.get(key(2, 0)), Some(ProcessMeta::default()));
+        assert_eq!(cache.get(key(2, 0)), Some(expected));
         cache.retain(|_| false);
         assert!(cache.is_empty());
         assert_eq!(cache.get(key(2, 0)), None);
@@ -500,8 +504,9 @@ mod tests {
         let mut cache = MetaCache::new(root.path().to_path_buf());
         assert_eq!(cache.get(key(60, 10_000_000)), None);
         assert!(cache.is_empty());
-        // Without a start time there is nothing to check.
-        assert!(cache.get(key(60, 0)).is_some());
+        // Without a start time there is nothing to check; only the name is unknown.
+        let meta = cache.get(key(60, 0)).expect("metadata without a start check");
+        assert_eq!((meta.comm, &*meta.cmdline), (None, &["z".to_string()][..]));
     }
 
     #[test]

@@ -32,13 +32,63 @@ pub struct ProcessSample {
     /// the first time it reports the process (consumers keep it). `None`
     /// once the process is gone or when access is denied.
     pub meta: Option<ProcessMeta>,
-    /// On-CPU ns during the interval, indexed by CPU number. Empty when the
+    /// On-CPU ns during the interval on each CPU it ran on. Empty when the
     /// source cannot tell CPUs apart (procfs): then only `total_ns` is known.
-    pub per_cpu_ns: Vec<u64>,
+    pub per_cpu_ns: PerCpu,
     /// On-CPU ns during the interval, all CPUs.
     pub total_ns: u64,
     /// The process has exited: this is its last sample.
     pub exited: bool,
+}
+
+/// On-CPU ns by CPU number, for the CPUs a process ran on. Sparse and
+/// inline for up to two CPUs: in one interval a process runs on few of a
+/// host's CPUs, and a cycle builds one of these per process.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PerCpu(smallvec::SmallVec<[(u32, u64); 2]>);
+
+impl PerCpu {
+    /// Adds `ns` to `cpu`.
+    pub fn add(&mut self, cpu: u32, ns: u64) {
+        match self.0.iter_mut().find(|(c, _)| *c == cpu) {
+            Some((_, total)) => *total += ns,
+            None => self.0.push((cpu, ns)),
+        }
+    }
+
+    /// The ns on `cpu` (0 if it did not run there).
+    #[must_use]
+    pub fn get(&self, cpu: u32) -> u64 {
+        self.0.iter().find(|(c, _)| *c == cpu).map_or(0, |(_, ns)| *ns)
+    }
+
+    /// (CPU, ns) for each CPU it ran on, in the order first seen.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.0.iter().copied()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    #[must_use]
+    pub fn sum(&self) -> u64 {
+        self.0.iter().map(|(_, ns)| ns).sum()
+    }
+}
+
+/// From ns indexed by CPU number (CPUs with 0 are left out).
+impl From<Vec<u64>> for PerCpu {
+    fn from(dense: Vec<u64>) -> Self {
+        let mut out = Self::default();
+        for (cpu, ns) in dense.into_iter().enumerate() {
+            if ns > 0 {
+                out.add(u32::try_from(cpu).unwrap_or(u32::MAX), ns);
+            }
+        }
+        out
+    }
 }
 
 /// What `/proc/PID` says about a process, read once when it is first seen.
@@ -46,6 +96,8 @@ pub struct ProcessSample {
 /// Shared (`Arc`) so that every cycle's snapshot refers to the same strings
 /// instead of copying them for each of thousands of processes.
 pub struct ProcessMeta {
+    /// The name in `/proc/PID/stat`, when it could be read.
+    pub comm: Option<Arc<str>>,
     pub exe: Option<Arc<Path>>,
     pub cmdline: Arc<[String]>,
     /// Path relative to the cgroup v2 root (e.g. `/system.slice/ssh.service`).

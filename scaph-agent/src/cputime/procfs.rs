@@ -30,7 +30,7 @@ use std::{
 
 use super::{
     meta::MetaCache, CpuSample, CpuTimeError, CpuTimeMethod, CpuTimeSource, LossCounters,
-    ProcessKey, ProcessSample,
+    PerCpu, ProcessKey, ProcessSample,
 };
 
 /// How much of a file to read.
@@ -413,7 +413,7 @@ fn process_sample(key: ProcessKey, comm: String, total_ns: u64, exited: bool) ->
         comm,
         cgroup_id: None,
         meta: None,
-        per_cpu_ns: Vec::new(),
+        per_cpu_ns: PerCpu::default(),
         total_ns,
         exited,
     }

@@ -195,7 +195,7 @@ pub fn collector_families(outcomes: &[Outcome]) -> [Family; 2] {
 /// `pid`, `comm`, `exe` (full path or empty), and `vmname` for qemu guests with `--qemu`.
 #[must_use]
 pub fn process_labels(p: &ProcessSnapshot, config: &MetricsConfig) -> Labels {
-    let mut labels = vec![("pid", p.key.pid.to_string()), ("comm", p.comm.clone()), ("exe", exe(p))];
+    let mut labels = vec![("pid", p.key.pid.to_string()), ("comm", p.comm.to_string()), ("exe", exe(p))];
     if config.qemu {
         if let Some(vm) = vm_name(p) {
             labels.push(("vmname", vm));

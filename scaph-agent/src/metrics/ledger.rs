@@ -302,7 +302,7 @@ mod tests {
                 .iter()
                 .map(|(k, &(j, c, w, exited))| ProcessSnapshot {
                     key: *k,
-                    comm: format!("p{}", k.pid),
+                    comm: format!("p{}", k.pid).into(),
                     exe: Some(std::path::PathBuf::from(format!("/bin/p{}", k.pid % 3)).into()),
                     cmdline: Default::default(),
                     cgroup_id: None,

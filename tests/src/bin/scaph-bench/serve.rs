@@ -67,7 +67,7 @@ fn proc_cpu_entries() -> usize {
         .filter_map(Result::ok)
         .filter(|m| m.name_as_str() == Some(scaph_common::maps::PROC_CPU))
         .filter_map(|m| aya::maps::MapData::from_id(m.id()).ok())
-        .filter_map(|data| aya::maps::HashMap::<_, scaph_common::ProcCpuKey, scaph_common::ProcCpuValue>::try_from(aya::maps::Map::HashMap(data)).ok())
+        .filter_map(|data| aya::maps::PerCpuHashMap::<_, scaph_common::ProcKey, scaph_common::ProcCpuValue>::try_from(aya::maps::Map::PerCpuHashMap(data)).ok())
         .map(|map| map.keys().count())
         .sum()
 }
