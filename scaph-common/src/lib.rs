@@ -104,7 +104,9 @@ pub struct ThreadRuntime {
     pub start_time: u64,
 }
 
-/// Value of `PROC_CPU` on one CPU (all zero on CPUs the process has not run on).
+/// Value of `PROC_CPU` on one CPU (all zero on CPUs the process has not run
+/// on: kernels since 5.10 zero a reused element's other CPUs on insert, and
+/// on older ones userspace zeroes an entry before deleting it).
 ///
 /// The process's name is not kept here (it would cost 16 bytes per CPU per
 /// process): userspace reads it from `/proc` with the other metadata, and

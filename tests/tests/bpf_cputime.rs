@@ -101,7 +101,7 @@ fn per_cpu_process_plus_idle_time_is_the_interval() {
         let busy: u64 = sample.processes.iter().map(|p| p.per_cpu_ns.get(cpu as u32)).sum();
         let covered = (busy + idle) as f64 / wall;
         // Ticks are coarse: one more than counted could have been stolen.
-        let ticks = steal_after.get(cpu).zip(steal_before.get(cpu)).map_or(0, |(a, b)| a - b) + 1;
+        let ticks = steal_after.get(&cpu).zip(steal_before.get(&cpu)).map_or(0, |(a, b)| a - b) + 1;
         let stolen = (ticks * 1_000_000_000 / clock_ticks_per_second()) as f64 / wall;
         eprintln!(
             "CPU {cpu}: busy {busy} ns + idle {idle} ns = {:.3} % of {wall} ns, {:.3} % stolen ({:?})",
@@ -113,13 +113,14 @@ fn per_cpu_process_plus_idle_time_is_the_interval() {
     }
 }
 
-/// Steal time of each CPU, in clock ticks (`/proc/stat`).
-fn steal_ticks() -> Vec<u64> {
+/// Steal time by CPU number, in clock ticks (`/proc/stat`).
+fn steal_ticks() -> std::collections::HashMap<usize, u64> {
     let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
     stat.lines()
-        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
-        .map(|l| {
-            l.split_whitespace().nth(8).and_then(|v| v.parse().ok()).unwrap_or(0)
+        .filter_map(|l| {
+            let mut fields = l.split_whitespace();
+            let cpu: usize = fields.next()?.strip_prefix("cpu")?.parse().ok()?;
+            Some((cpu, fields.nth(7)?.parse().ok()?))
         })
         .collect()
 }

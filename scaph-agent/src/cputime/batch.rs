@@ -15,8 +15,11 @@ use aya::{
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 /// The kernel's internal ENOTSUPP, which reaches userspace as is.
 const ENOTSUPP: i32 = 524;
-/// Keys fetched per syscall.
+/// Most keys fetched per syscall.
 const CHUNK: usize = 8192;
+/// Most bytes of values fetched per syscall (hosts with many possible CPUs
+/// get fewer keys per call instead of huge buffers).
+const CHUNK_BYTES: usize = 1 << 20;
 
 /// `union bpf_attr`, batch variant (include/uapi/linux/bpf.h).
 #[repr(C)]
@@ -66,8 +69,9 @@ fn zeroed<T: Pod>() -> T {
 /// Keys, and `per_key` values for each (1, or the CPUs of a per-CPU map).
 fn read_batched<K: Pod, V: Pod>(fd: i32, per_key: usize) -> io::Result<(Vec<K>, Vec<V>)> {
     let (mut out_keys, mut out_values) = (Vec::new(), Vec::new());
-    let mut keys: Vec<K> = vec![zeroed(); CHUNK];
-    let mut values: Vec<V> = vec![zeroed(); CHUNK * per_key];
+    let chunk = (CHUNK_BYTES / (per_key.max(1) * size_of::<V>().max(1))).clamp(1, CHUNK);
+    let mut keys: Vec<K> = vec![zeroed(); chunk];
+    let mut values: Vec<V> = vec![zeroed(); chunk * per_key];
     // Opaque position tokens (a bucket index for hash maps).
     let (mut token_in, mut token_out) = (0_u64, 0_u64);
     let mut first = true;
@@ -77,17 +81,17 @@ fn read_batched<K: Pod, V: Pod>(fd: i32, per_key: usize) -> io::Result<(Vec<K>, 
             out_batch: std::ptr::addr_of_mut!(token_out) as u64,
             keys: keys.as_mut_ptr() as u64,
             values: values.as_mut_ptr() as u64,
-            count: CHUNK as u32,
+            count: chunk as u32,
             map_fd: fd as u32,
             ..BatchAttr::default()
         };
-        // SAFETY: the buffers hold CHUNK keys and CHUNK × per_key values of
+        // SAFETY: the buffers hold `chunk` keys and `chunk` × per_key values of
         // the map's sizes and outlive the call; the attr is the documented layout.
         let ret = unsafe {
             libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_BATCH, std::ptr::addr_of_mut!(attr), size_of::<BatchAttr>())
         };
         let err = (ret < 0).then(io::Error::last_os_error);
-        let n = (attr.count as usize).min(CHUNK);
+        let n = (attr.count as usize).min(chunk);
         out_keys.extend_from_slice(&keys[..n]);
         out_values.extend_from_slice(&values[..n * per_key]);
         match err {

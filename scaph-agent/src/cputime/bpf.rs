@@ -34,6 +34,9 @@ pub struct BpfSource {
     proc_cpu: PerCpuHashMap<MapData, ProcKey, ProcCpuValue>,
     /// Possible CPUs: values per key in `proc_cpu`.
     ncpus: usize,
+    /// Kernels before 5.10 reuse a deleted per-CPU element without zeroing
+    /// the other CPUs' values: entries are zeroed before they are deleted.
+    zero_before_delete: bool,
     exited: BpfHashMap<MapData, ProcKey, ProcExit>,
     execed: BpfHashMap<MapData, ProcKey, ProcExit>,
     /// New names of processes that called exec, until they are next reported.
@@ -72,6 +75,8 @@ impl BpfSource {
             _ebpf: ebpf,
             method,
             proc_cpu,
+            zero_before_delete: ::procfs::sys::kernel::Version::current()
+                .is_ok_and(|v| v < ::procfs::sys::kernel::Version::new(5, 10, 0)),
             ncpus: aya::util::nr_cpus().map_err(|(_, e)| LoadError::Ebpf(aya::EbpfError::FileError { path: "/sys/devices/system/cpu/possible".into(), error: e }))?,
             exited,
             execed,
@@ -172,7 +177,10 @@ impl CpuTimeSource for BpfSource {
             if exiting {
                 gone.push(key);
             }
-            let (mut grew, mut all_unchanged) = (false, true);
+            let (mut grew, mut stalled) = (false, false);
+            // The cgroup id of the CPU where it ran most this read (else
+            // most in all): each CPU refreshes only its own copy.
+            let mut cgroup = (false, 0_u64, 0_u64);
             let mut sample = ProcessSample { key: process, ..ProcessSample::default() };
             for (cpu, value) in per_cpu(i).iter().enumerate() {
                 let slot = (process, cpu as u32);
@@ -188,7 +196,11 @@ impl CpuTimeSource for BpfSource {
                     value.runtime_ns
                 };
                 let unchanged = if delta == 0 { before.unchanged + 1 } else { 0 };
-                all_unchanged &= unchanged >= stale_after;
+                stalled |= unchanged >= stale_after;
+                let weight = (delta > 0, if delta > 0 { delta } else { value.runtime_ns });
+                if value.cgroup_id != 0 && weight > (cgroup.0, cgroup.1) {
+                    cgroup = (weight.0, weight.1, value.cgroup_id);
+                }
                 seen.push((slot, Seen { runtime_ns: value.runtime_ns, unchanged: unchanged % STALE_READS }));
                 if delta > 0 {
                     grew = true;
@@ -196,28 +208,33 @@ impl CpuTimeSource for BpfSource {
                     sample.total_ns += delta;
                 }
             }
-            if all_unchanged && !exiting {
+            // Some CPU's time stalled long enough and none grew: check it is alive.
+            if stalled && !grew && !exiting {
                 stale.push(key);
             }
             if baseline || !(grew || exiting) {
                 continue;
             }
-            // The cgroup as last seen on the CPU it ran on most.
-            sample.cgroup_id = per_cpu(i)
-                .iter()
-                .filter(|v| v.cgroup_id != 0)
-                .max_by_key(|v| v.runtime_ns)
-                .map(|v| v.cgroup_id);
+            sample.cgroup_id = (cgroup.2 != 0).then_some(cgroup.2);
             looked_up.push(self.meta.contains(&process));
             processes.push(sample);
         }
 
         // Final reads are done: delete what belongs to processes gone since the last read.
+        let mut pruned: Vec<ProcessKey> = Vec::new();
         for stale_proc in stale {
             if !self.is_alive(stale_proc.tgid) {
                 debug!("pid {} is gone without a recorded exit; pruning it", stale_proc.tgid);
                 self.exiting.insert(stale_proc, None);
                 gone.push(stale_proc);
+                pruned.push(process_key(&stale_proc));
+            }
+        }
+        // They did not grow, so they have no sample yet: their last one says they exited.
+        for key in pruned {
+            if let Err(i) = processes.binary_search_by_key(&key, |p| p.key) {
+                processes.insert(i, ProcessSample { key, exited: true, ..ProcessSample::default() });
+                looked_up.insert(i, true);
             }
         }
         if !gone.is_empty() {
@@ -225,6 +242,12 @@ impl CpuTimeSource for BpfSource {
             seen.retain(|((p, _), _)| gone.binary_search_by_key(p, process_key).is_err());
         }
         for key in gone {
+            if self.zero_before_delete {
+                let zeros = vec![ProcCpuValue::default(); self.ncpus];
+                if let Ok(zeros) = aya::maps::PerCpuValues::try_from(zeros) {
+                    let _ = self.proc_cpu.insert(key, zeros, 0);
+                }
+            }
             let _ = self.proc_cpu.remove(&key);
         }
         self.seen = seen;

@@ -1,5 +1,5 @@
-//! Process metadata (`exe`, `cmdline`, cgroup), read from `/proc/PID` once per
-//! process and cached, for both CPU-time sources.
+//! Process metadata (name from `stat`, `exe`, `cmdline`, cgroup), read from
+//! `/proc/PID` once per process and cached, for both CPU-time sources.
 //!
 //! Metadata never changes the CPU figures, so every failure here degrades to
 //! "unknown" (`None`, an empty `cmdline`) instead of an error: a process may

@@ -24,7 +24,11 @@ pub struct ProcessKey {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ProcessSample {
     pub key: ProcessKey,
-    /// Kernel `comm` (at most 15 bytes), also known for processes that already exited.
+    /// Kernel `comm` (at most 15 bytes). Sources may send it only when it is
+    /// new or changed (consumers keep the last one); empty when unknown. The
+    /// BPF source has it from `/proc/PID/stat` and from the kernel's exit and
+    /// exec records, so a process that exited before it was read is named
+    /// unless its exit record was lost (`dropped_exits`).
     pub comm: String,
     /// cgroup v2 id (the cgroup directory's inode), when known.
     pub cgroup_id: Option<u64>,
@@ -33,7 +37,8 @@ pub struct ProcessSample {
     /// once the process is gone or when access is denied.
     pub meta: Option<ProcessMeta>,
     /// On-CPU ns during the interval on each CPU it ran on. Empty when the
-    /// source cannot tell CPUs apart (procfs): then only `total_ns` is known.
+    /// source cannot tell CPUs apart (procfs: then only `total_ns` is
+    /// known), or when the process did not run (a final, exited sample).
     pub per_cpu_ns: PerCpu,
     /// On-CPU ns during the interval, all CPUs.
     pub total_ns: u64,
