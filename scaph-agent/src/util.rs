@@ -19,7 +19,7 @@ pub fn shrink_if_sparse<K: Eq + Hash, V, S: BuildHasher>(map: &mut HashMap<K, V,
 /// the agent keeps the memory of its largest burst forever. `malloc_trim`
 /// walks every arena (`scaph` uses one); it runs only when the number of
 /// tracked processes has fallen to half of its peak since the last trim, by
-/// at least [`HeapTrim::MIN_DROP`], and once more a few cycles later, when
+/// at least [`HeapTrim::MIN_DROP`], and once more at the next cycle, when
 /// what the trimmed cycle still held (older snapshots, maps shrunk since)
 /// has been freed too.
 #[derive(Debug, Default)]
@@ -34,7 +34,7 @@ impl HeapTrim {
     /// Drops smaller than this are not worth a trim.
     const MIN_DROP: usize = 512;
     /// Cycles from a trim to the second one.
-    const AGAIN_AFTER: u8 = 3;
+    const AGAIN_AFTER: u8 = 1;
 
     /// Notes how many processes are tracked now; returns whether it trimmed.
     pub fn observe(&mut self, tracked: usize) -> bool {
@@ -78,16 +78,12 @@ mod tests {
     fn the_heap_is_trimmed_once_a_burst_has_halved() {
         let mut trim = HeapTrim::default();
         let seen: Vec<bool> =
-            [10, 5000, 4000, 2600, 2400, 2400, 1300, 1300, 1300, 1100, 20, 20, 20, 20].iter().map(|&n| trim.observe(n)).collect();
-        // 5000 is the peak; 2400 is the first count at or under half of it;
-        // three cycles later comes the second trim; then 2400 is the
-        // reference, and 1100 falls under half of that; then 20 is under half
-        // of 1100 by more than MIN_DROP (which restarts the countdown), and
-        // its second trim follows three cycles later.
-        assert_eq!(
-            seen,
-            [false, false, false, false, true, false, false, true, false, true, true, false, false, true]
-        );
+            [10, 5000, 4000, 2600, 2400, 2400, 1300, 1300, 1100, 1100, 20, 20, 20].iter().map(|&n| trim.observe(n)).collect();
+        // 5000 is the peak; 2400 is the first count at or under half of it,
+        // and the next cycle trims again; then 2400 is the reference, and
+        // 1100 falls under half of that (trim, and again next cycle); then 20
+        // is under half of 1100 by more than MIN_DROP (trim, and again).
+        assert_eq!(seen, [false, false, false, false, true, true, false, false, true, true, true, true, false]);
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub mod programs {
     pub const EXEC_BTF: &str = "sched_process_exec_btf";
     /// `tracepoint/sched/sched_process_exec`.
     pub const EXEC_TP: &str = "sched_process_exec_tp";
+    /// `tp_btf/sched_switch` that does nothing: never attached by the agent;
+    /// the benchmark measures it for the cost of a program's invocation.
+    pub const SWITCH_FLOOR: &str = "sched_switch_floor";
 }
 
 /// Names of the read-only globals the loader sets before loading.

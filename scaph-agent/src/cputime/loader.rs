@@ -61,6 +61,12 @@ pub struct Loaded {
 
 /// Loads the program: the exact BTF variant when the kernel's BTF gives the
 /// needed offsets, else the classic tracepoint variant.
+/// The compiled kernel object (for tools that load one of its programs alone).
+#[must_use]
+pub fn object() -> &'static [u8] {
+    OBJECT
+}
+
 pub fn load(options: LoadOptions) -> Result<Loaded, LoadError> {
     if options.simulate_failure {
         return Err(LoadError::Simulated);

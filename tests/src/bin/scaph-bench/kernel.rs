@@ -28,6 +28,20 @@ fn attach() -> BpfSource {
     BpfSource::new("/proc".into(), LoadOptions::default()).expect("loading the kernel program")
 }
 
+/// The empty `sched_switch_floor` program alone, attached (detached on drop).
+fn attach_floor() -> aya::Ebpf {
+    let btf = aya::Btf::from_sys_fs().expect("kernel BTF");
+    let mut ebpf = aya::EbpfLoader::new().load(scaph_agent::cputime::loader::object()).expect("loading the object");
+    let program: &mut aya::programs::BtfTracePoint = ebpf
+        .program_mut(scaph_common::programs::SWITCH_FLOOR)
+        .expect("floor program in the object")
+        .try_into()
+        .expect("a tp_btf program");
+    program.load("sched_switch", &btf).expect("loading the floor program");
+    program.attach().expect("attaching the floor program");
+    ebpf
+}
+
 /// run_time_ns and run_cnt of the sched_switch program, from this process's fdinfo.
 fn program_stats() -> Option<(u64, u64)> {
     // Other scaph instances may run too: the right one is the one this process holds.
@@ -49,17 +63,32 @@ fn program_stats() -> Option<(u64, u64)> {
 pub fn program_cost(quick: bool, table: &mut Table) {
     let before = std::fs::read_to_string(STATS_SYSCTL).unwrap_or_else(|_| "0".into());
     std::fs::write(STATS_SYSCTL, "1").expect("enabling kernel.bpf_stats_enabled");
-    let mut per_event = Vec::new();
+    let loops = if quick { 50_000 } else { 200_000 };
+    // Interleaved: the program, then the empty one, so that both see the
+    // same state of this machine.
+    let (mut per_event, mut floor) = (Vec::new(), Vec::new());
     for _ in 0..if quick { 3 } else { 7 } {
-        let source = attach();
-        pipe_bench(if quick { 50_000 } else { 200_000 });
-        let (ns, count) = program_stats().expect("program stats in fdinfo");
-        per_event.push(ns as f64 / count.max(1) as f64);
-        drop(source);
+        for (out, empty) in [(&mut per_event, false), (&mut floor, true)] {
+            let attached: Box<dyn std::any::Any> = if empty { Box::new(attach_floor()) } else { Box::new(attach()) };
+            pipe_bench(loops);
+            let (ns, count) = program_stats().expect("program stats in fdinfo");
+            out.push(ns as f64 / count.max(1) as f64);
+            drop(attached);
+        }
     }
     let _ = std::fs::write(STATS_SYSCTL, before.trim());
     let (min, med, max) = stats(&per_event);
     table.row("kernel program, ns per sched_switch event (run_time_ns / run_cnt)", min, med, max, "ns", "≤ 150", med <= 150.0);
+    let (min, med, max) = stats(&floor);
+    table.row(
+        "reference: an empty `tp_btf/sched_switch` program, measured the same way (the floor of the row above on this machine)",
+        min,
+        med,
+        max,
+        "ns",
+        "—",
+        true,
+    );
 }
 
 pub fn pipe_slowdown(quick: bool, table: &mut Table) {
