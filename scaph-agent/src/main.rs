@@ -39,6 +39,13 @@ fn main() -> Result<()> {
     // (BENCHMARKS.md: RSS after process churn).
     // SAFETY: mallopt only changes allocator tuning, before any thread exists.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+    // Buffers of 256 KiB and more (a scrape's text and series, a cycle's
+    // tables at thousands of processes) live for one cycle or one scrape:
+    // mapped on their own, they go back to the system when freed, instead
+    // of raising the heap to the largest cycle's peak. (A fixed threshold
+    // also stops glibc from raising it after the first such free.)
+    // SAFETY: as above.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10) };
     let cli = Cli::parse();
     init_logging(cli.verbose);
     // Two workers: an exporter's encoding or I/O never waits behind another
