@@ -13,7 +13,11 @@ use crate::{
 /// case it says why, once, and uses procfs.
 pub fn cputime(cli: &Cli) -> anyhow::Result<Box<dyn CpuTimeSource>> {
     if !cli.fallback_procfs {
-        let options = LoadOptions { simulate_failure: cli.simulate_bpf_failure, force_timestamp: cli.bpf_timestamp };
+        let options = LoadOptions {
+            simulate_failure: cli.simulate_bpf_failure,
+            force_timestamp: cli.bpf_timestamp,
+            ..LoadOptions::default()
+        };
         match BpfSource::new(cli.proc_root.clone(), options) {
             Ok(source) => {
                 info!("CPU time source: {}", source.method());

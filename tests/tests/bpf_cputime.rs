@@ -130,6 +130,26 @@ fn clock_ticks_per_second() -> u64 {
     u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100).max(1)
 }
 
+/// More exits between two reads than the kernel can record (`EXITED` made
+/// tiny): the processes whose exit record was lost are found dead in
+/// `/proc` and reported as exited within a few reads, with their time,
+/// instead of staying listed as live.
+#[test]
+fn processes_whose_exit_record_was_lost_are_still_reported_exited() {
+    let mut source = source_with(LoadOptions { exited_capacity: Some(8), ..LoadOptions::default() });
+    let truth: Vec<(u32, u64)> = (0..60).map(|_| reap(burn(&["--ms", "3"]))).collect();
+    let seen = samples(&mut source, 4, 100);
+    let lost = seen.last().map_or(0, |s| s.losses.dropped_exits);
+    assert!(lost > 0, "EXITED of 8 held 60 exits: the test did not overflow it");
+    let not_exited: Vec<u32> =
+        truth.iter().map(|(pid, _)| *pid).filter(|pid| !of_pid(&seen, *pid).iter().any(|p| p.exited)).collect();
+    eprintln!("60 processes, {lost} exit records lost; not reported exited: {not_exited:?}");
+    assert!(not_exited.is_empty(), "{} of 60 never reported exited: {not_exited:?}", not_exited.len());
+    let true_total: u64 = truth.iter().map(|(_, ns)| ns).sum();
+    let measured: u64 = truth.iter().map(|(pid, _)| total_ns(&seen, *pid)).sum();
+    assert!(rel_err(measured, true_total) < 0.01, "bpf {measured} ns vs rusage {true_total} ns");
+}
+
 /// The same PID used by two processes between two reads stays two processes.
 #[test]
 fn pid_reuse_does_not_merge_processes() {

@@ -51,6 +51,9 @@ pub struct LoadOptions {
     pub simulate_failure: bool,
     /// Use the timestamp variant even where BTF allows the exact one (tests it).
     pub force_timestamp: bool,
+    /// Capacity of `EXITED` instead of [`scaph_common::EXITED_CAPACITY`]
+    /// (tests what happens when exit records are lost).
+    pub exited_capacity: Option<u32>,
 }
 
 /// A loaded and attached program. Dropping it detaches everything.
@@ -87,11 +90,11 @@ pub fn load(options: LoadOptions) -> Result<Loaded, LoadError> {
 fn load_variant(options: LoadOptions) -> Result<Loaded, LoadError> {
     if options.force_timestamp {
         info!("timestamp variant of the kernel program requested");
-        let ebpf = load_tracepoint()?;
+        let ebpf = load_tracepoint(&options)?;
         return Ok(Loaded { ebpf, method: CpuTimeMethod::BpfTimestamp });
     }
     let exact_failed = match btf::task_offsets(Path::new(btf::VMLINUX_BTF)) {
-        Ok(offsets) => match load_btf(offsets) {
+        Ok(offsets) => match load_btf(offsets, &options) {
             Ok(ebpf) => return Ok(Loaded { ebpf, method: CpuTimeMethod::BpfRuntime }),
             Err(e) => {
                 info!("exact (BTF) kernel program unavailable: {e}; trying the timestamp variant");
@@ -103,7 +106,7 @@ fn load_variant(options: LoadOptions) -> Result<Loaded, LoadError> {
             false
         }
     };
-    match load_tracepoint() {
+    match load_tracepoint(&options) {
         Ok(ebpf) => {
             if exact_failed {
                 warn!("the exact kernel program did not load (see -v); using the timestamp variant");
@@ -125,12 +128,15 @@ fn permission_hint(e: &LoadError) -> &'static str {
 }
 
 /// A loader with `PROC_CPU` sized for this host's CPUs.
-fn loader() -> EbpfLoader<'static> {
+fn loader(options: &LoadOptions) -> EbpfLoader<'static> {
     let cpus = aya::util::nr_cpus().unwrap_or(1);
     let capacity = proc_cpu_capacity(cpus);
     debug!("{} holds up to {capacity} processes ({cpus} possible CPUs)", scaph_common::maps::PROC_CPU);
     let mut loader = EbpfLoader::new();
     loader.map_max_entries(scaph_common::maps::PROC_CPU, capacity);
+    if let Some(exits) = options.exited_capacity {
+        loader.map_max_entries(scaph_common::maps::EXITED, exits.max(1));
+    }
     loader
 }
 
@@ -147,10 +153,10 @@ pub fn proc_cpu_capacity(cpus: usize) -> u32 {
     fits.clamp(4096, scaph_common::PROC_CPU_CAPACITY)
 }
 
-fn load_btf(offsets: scaph_common::TaskOffsets) -> Result<Ebpf, LoadError> {
+fn load_btf(offsets: scaph_common::TaskOffsets, options: &LoadOptions) -> Result<Ebpf, LoadError> {
     debug!("task_struct offsets from BTF: {offsets:?}");
     let btf = Btf::from_sys_fs().map_err(aya::EbpfError::from)?;
-    let mut ebpf = loader().override_global(globals::TASK_OFFSETS, &offsets, true).load(OBJECT)?;
+    let mut ebpf = loader(options).override_global(globals::TASK_OFFSETS, &offsets, true).load(OBJECT)?;
     for (name, event) in [
         (programs::EXIT_BTF, "sched_process_exit"),
         (programs::EXEC_BTF, "sched_process_exec"),
@@ -167,9 +173,9 @@ fn load_btf(offsets: scaph_common::TaskOffsets) -> Result<Ebpf, LoadError> {
     Ok(ebpf)
 }
 
-fn load_tracepoint() -> Result<Ebpf, LoadError> {
+fn load_tracepoint(options: &LoadOptions) -> Result<Ebpf, LoadError> {
     check_switch_format()?;
-    let mut ebpf = loader().load(OBJECT)?;
+    let mut ebpf = loader(options).load(OBJECT)?;
     for (name, event) in [
         (programs::EXIT_TP, "sched_process_exit"),
         (programs::EXEC_TP, "sched_process_exec"),
