@@ -282,17 +282,6 @@ impl Times {
 fn socket_times(sample: &CpuSample, topology: &Topology, interval_ns: f64) -> Times {
     let sockets = topology.sockets();
     let n_sockets = sockets.len();
-    // Socket index of each CPU the topology knows.
-    let mut socket_of_cpu: Vec<Option<usize>> = Vec::new();
-    for (i, &socket) in sockets.iter().enumerate() {
-        for &cpu in topology.cpus_of(socket) {
-            let cpu = cpu as usize;
-            if socket_of_cpu.len() <= cpu {
-                socket_of_cpu.resize(cpu + 1, None);
-            }
-            socket_of_cpu[cpu] = Some(i);
-        }
-    }
     let weights = spread_weights(sample, topology, interval_ns);
     // Sources sort their samples; a process listed twice is summed.
     let mut order: Vec<usize> = (0..sample.processes.len()).collect();
@@ -314,7 +303,7 @@ fn socket_times(sample: &CpuSample, topology: &Topology, interval_ns: f64) -> Ti
             unplaced = process.total_ns as f64;
         } else {
             for (cpu, ns) in process.per_cpu_ns.iter() {
-                match socket_of_cpu.get(cpu as usize).copied().flatten() {
+                match topology.socket_of(cpu).and_then(|s| sockets.binary_search(&s).ok()) {
                     Some(i) => times[i] += ns as f64,
                     None => unplaced += ns as f64,
                 }

@@ -25,26 +25,21 @@ pub fn shrink_if_sparse<K: Eq + Hash, V, S: BuildHasher>(map: &mut HashMap<K, V,
 #[derive(Debug, Default)]
 pub struct HeapTrim {
     peak: usize,
-    /// Cycles until a second trim, for memory the cycles after a trim free
-    /// (maps shrunk later, the exporters' copies of older snapshots).
-    again_in: u8,
+    /// Trim again at the next cycle, for memory freed after a trim (maps
+    /// shrunk later, the exporters' copies of older snapshots).
+    again: bool,
 }
 
 impl HeapTrim {
     /// Drops smaller than this are not worth a trim.
     const MIN_DROP: usize = 512;
-    /// Cycles from a trim to the second one.
-    const AGAIN_AFTER: u8 = 1;
 
     /// Notes how many processes are tracked now; returns whether it trimmed.
     pub fn observe(&mut self, tracked: usize) -> bool {
-        if self.again_in > 0 {
-            self.again_in -= 1;
-            if self.again_in == 0 {
-                // SAFETY: malloc_trim only releases memory that is already free.
-                unsafe { libc::malloc_trim(0) };
-                return true;
-            }
+        if std::mem::take(&mut self.again) {
+            // SAFETY: malloc_trim only releases memory that is already free.
+            unsafe { libc::malloc_trim(0) };
+            return true;
         }
         if tracked >= self.peak {
             self.peak = tracked;
@@ -54,7 +49,7 @@ impl HeapTrim {
             return false;
         }
         self.peak = tracked;
-        self.again_in = Self::AGAIN_AFTER;
+        self.again = true;
         // SAFETY: malloc_trim only releases memory that is already free.
         unsafe { libc::malloc_trim(0) };
         true

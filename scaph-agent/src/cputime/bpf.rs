@@ -105,7 +105,7 @@ impl BpfSource {
         let execs: Vec<(ProcKey, ProcExit)> = self.execed.iter().filter_map(Result::ok).collect();
         for (key, exec) in execs {
             let _ = self.execed.remove(&key);
-            self.meta.remove(&ProcessKey { pid: key.tgid, start_ns: key.start_ns });
+            self.meta.remove(&process_key(&key));
             let comm = comm_str(&exec.comm);
             if !comm.is_empty() {
                 self.renamed.insert(key, comm);
@@ -253,8 +253,7 @@ impl CpuTimeSource for BpfSource {
         self.seen = seen;
         for (proc, final_comm) in self.exiting.drain() {
             let _ = self.exited.remove(&proc);
-            let key = ProcessKey { pid: proc.tgid, start_ns: proc.start_ns };
-            if let Ok(i) = processes.binary_search_by_key(&key, |p| p.key) {
+            if let Ok(i) = processes.binary_search_by_key(&process_key(&proc), |p| p.key) {
                 let sample = &mut processes[i];
                 sample.exited = true;
                 if let Some(comm) = final_comm {

@@ -62,14 +62,14 @@ pub struct Loaded {
     pub method: CpuTimeMethod,
 }
 
-/// Loads the program: the exact BTF variant when the kernel's BTF gives the
-/// needed offsets, else the classic tracepoint variant.
 /// The compiled kernel object (for tools that load one of its programs alone).
 #[must_use]
 pub fn object() -> &'static [u8] {
     OBJECT
 }
 
+/// Loads the program: the exact BTF variant when the kernel's BTF gives the
+/// needed offsets, else the classic tracepoint variant.
 pub fn load(options: LoadOptions) -> Result<Loaded, LoadError> {
     if options.simulate_failure {
         return Err(LoadError::Simulated);
