@@ -6,9 +6,20 @@
 
 /// Map names, as the loader looks them up in the object file.
 pub mod maps {
-    /// `PerCpuHashMap<ProcKey, ProcCpuValue>`: cumulative on-CPU ns per
-    /// process, one value per CPU (each CPU writes only its own).
+    /// `Array<ProcCpuValue>`, memory-mappable (`BPF_F_MMAPABLE`), indexed by
+    /// `cpu × slots + slot`: cumulative on-CPU ns of the process owning each
+    /// slot, one region per possible CPU (each CPU writes only its own).
+    /// Userspace reads it in place, without a syscall.
     pub const PROC_CPU: &str = "PROC_CPU";
+    /// `Array<ProcSlot>`, memory-mappable, indexed by slot: the process that
+    /// owns each slot (userspace reads it in place) and the slot's generation.
+    pub const SLOTS: &str = "SLOTS";
+    /// `HashMap<ProcKey, u32>`: the slot of each process. The kernel looks a
+    /// process up here only when one of its threads has no valid cached slot.
+    pub const PROC_SLOTS: &str = "PROC_SLOTS";
+    /// `Stack<u32>`: free slots. The loader pushes all of them; userspace
+    /// pushes a slot back one read after it freed it.
+    pub const FREE_SLOTS: &str = "FREE_SLOTS";
     /// `HashMap<ProcKey, ProcExit>`: processes whose leader has exited, with their final `comm`.
     pub const EXITED: &str = "EXITED";
     /// `HashMap<ProcKey, ProcExit>`: processes that called exec since the last
@@ -17,9 +28,9 @@ pub mod maps {
     /// `PerCpuArray<CpuState>` with one slot: per-CPU switch state, idle time and loss counters.
     pub const CPU_STATE: &str = "CPU_STATE";
     /// `Array<ThreadRuntime>` (BTF mode, kernel only), indexed by thread id
-    /// modulo its size: per thread, the runtime already recorded, so that a
+    /// modulo its size: per thread, the runtime already recorded (so that a
     /// slice is never lost or counted twice even when the tracepoint does not
-    /// show some switches.
+    /// show some switches) and its process's slot.
     pub const THREADS: &str = "THREADS";
 }
 
@@ -47,20 +58,24 @@ pub mod globals {
     /// Byte offsets inside `struct task_struct`, found in the kernel's BTF
     /// (only used by the BTF programs). See [`crate::TaskOffsets`].
     pub const TASK_OFFSETS: &str = "TASK_OFFSETS";
+    /// `u32`: the number of process slots (the loader sizes the maps to it;
+    /// 0 means "not set", and nothing is recorded).
+    pub const SLOT_COUNT: &str = "SLOT_COUNT";
 }
 
 /// Capacities of the maps. Userspace reads and prunes them every `--step`, so
 /// these bound the number of processes (live, or exited since the last
-/// read) and exits that can be seen between two reads. `PROC_CPU` holds a
-/// value per possible CPU for each process; the loader lowers its capacity
-/// on hosts with many CPUs (see `proc_cpu_capacity`).
+/// read) and exits that can be seen between two reads. This one is the
+/// number of process slots; `PROC_CPU` holds a value per possible CPU for
+/// each, so the loader lowers it on hosts with many CPUs (see
+/// `proc_cpu_capacity`) and sets [`globals::SLOT_COUNT`].
 pub const PROC_CPU_CAPACITY: u32 = 32_768;
 /// See [`PROC_CPU_CAPACITY`].
 pub const EXITED_CAPACITY: u32 = 32_768;
 /// See [`PROC_CPU_CAPACITY`]. An exec that does not fit is only a stale name.
 pub const EXECED_CAPACITY: u32 = 4_096;
-/// Slots of `THREADS` (a power of two; 2 MiB of kernel memory). Threads
-/// whose ids are equal modulo this share a slot: the one that left the CPU
+/// Entries of `THREADS` (a power of two; 3 MiB of kernel memory). Threads
+/// whose ids are equal modulo this share an entry: the one that left the CPU
 /// last holds it, and the other's next slice is measured from its switch-in
 /// (exact whenever that switch was seen).
 pub const THREADS_CAPACITY: u32 = 131_072;
@@ -98,18 +113,37 @@ pub struct TaskOffsets {
 }
 
 /// Value of `THREADS`: the thread's `sum_exec_runtime` up to which its
-/// time has been recorded, and its `start_time`, which tells it from another
-/// thread with the same slot (a reused or a congruent id).
+/// time has been recorded, its `start_time`, which tells it from another
+/// thread with the same entry (a reused or a congruent id), and the slot of
+/// its process, valid while that slot's generation is `generation`.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct ThreadRuntime {
     pub recorded_ns: u64,
     pub start_time: u64,
+    /// `u32::MAX` when the process has no slot.
+    pub slot: u32,
+    pub generation: u32,
 }
 
-/// Value of `PROC_CPU` on one CPU (all zero on CPUs the process has not run
-/// on: kernels since 5.10 zero a reused element's other CPUs on insert, and
-/// on older ones userspace zeroes an entry before deleting it).
+/// Value of `SLOTS`: the process owning a slot (`tgid` 0 when free), and the
+/// slot's generation, which userspace increments when it frees the slot so
+/// that threads stop using their cached copy of it.
+///
+/// The kernel writes `start_ns` before `tgid` when it takes a slot; a reader
+/// that sees a `tgid` with a zero `start_ns` in BTF mode (where start times
+/// are never 0) reads the slot again at its next read.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct ProcSlot {
+    pub tgid: u32,
+    pub generation: u32,
+    pub start_ns: u64,
+}
+
+/// Value of `PROC_CPU` for one slot on one CPU (all zero on CPUs the
+/// process has not run on: userspace zeroes a freed slot before it pushes it
+/// back to `FREE_SLOTS`).
 ///
 /// The process's name is not kept here (it would cost 16 bytes per CPU per
 /// process): userspace reads it from `/proc` with the other metadata, and
@@ -125,7 +159,7 @@ pub struct ProcCpuValue {
     pub cgroup_id: u64,
 }
 
-/// A process: key of `PROC_CPU`, `EXITED` and `EXECED`.
+/// A process: key of `PROC_SLOTS`, `EXITED` and `EXECED`.
 ///
 /// `start_ns` is the process's start time (`start_boottime` of the thread
 /// group leader), so that a reused PID is a new key. It is 0 in timestamp
@@ -163,9 +197,9 @@ pub struct CpuState {
     pub idle_ns: u64,
     /// Context switches seen on this CPU.
     pub switches: u64,
-    /// On-CPU time that could not be recorded because `PROC_CPU` was full, ns.
+    /// On-CPU time that could not be recorded because no slot was free, ns.
     pub dropped_ns: u64,
-    /// Number of slices that could not be recorded: `PROC_CPU` was full, or
+    /// Number of slices that could not be recorded: no slot was free, or
     /// (BTF mode) a thread the kernel program had no record of left the CPU
     /// without having been seen coming in, and its slice could not be told
     /// from the kernel's counters.
@@ -193,6 +227,7 @@ mod pod {
     unsafe impl aya::Pod for super::CpuState {}
     unsafe impl aya::Pod for super::ProcExit {}
     unsafe impl aya::Pod for super::ThreadRuntime {}
+    unsafe impl aya::Pod for super::ProcSlot {}
 }
 
 #[cfg(test)]
@@ -208,7 +243,8 @@ mod tests {
         assert_eq!(size_of::<ProcCpuValue>(), 8 + 8);
         assert_eq!(size_of::<ProcKey>(), 4 + 4 + 8);
         assert_eq!(size_of::<CpuState>(), 9 * 8 + 4 + 4);
-        assert_eq!(size_of::<ThreadRuntime>(), 8 + 8);
+        assert_eq!(size_of::<ThreadRuntime>(), 8 + 8 + 4 + 4);
+        assert_eq!(size_of::<ProcSlot>(), 4 + 4 + 8);
         assert_eq!(size_of::<ProcExit>(), 8 + COMM_LEN);
     }
 }

@@ -1,8 +1,12 @@
 //! scaph's kernel program.
 //!
 //! On every `sched_switch` the time the outgoing task spent on this CPU is
-//! added, in place, to this CPU's value of its process's entry in the
-//! per-CPU hash `PROC_CPU`. Two variants share that logic:
+//! added, in place, to this CPU's value of its process's slot in
+//! `PROC_CPU`, an array userspace reads in place (memory-mapped). A process
+//! takes a free slot (from `FREE_SLOTS`) at its first switch and is found in
+//! the hash `PROC_SLOTS`; each thread caches its process's slot in
+//! `THREADS`, so the usual switch does no hash lookup. Two variants share
+//! that logic:
 //!
 //! * `sched_switch_btf` (`tp_btf`, needs kernel BTF): the slice is the growth of
 //!   `prev->se.sum_exec_runtime` since the task was switched in, i.e. the
@@ -22,29 +26,39 @@
 //! its slice is counted in `dropped_slices`.
 //!
 //! Time of the idle task (pid 0) goes to the CPU's `idle_ns`. Exits of whole
-//! processes are recorded in `EXITED`, so userspace knows when an entry has
-//! its final value and can be removed.
+//! processes are recorded in `EXITED`, so userspace knows when a slot has
+//! its final value and can be freed.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
+    bindings::{BPF_F_MMAPABLE, BPF_NOEXIST},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
     macros::{btf_tracepoint, map, tracepoint},
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, PerCpuArray, Stack},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use scaph_common::{
-    CpuState, ProcCpuValue, ProcExit, ProcKey, TaskOffsets, ThreadRuntime, COMM_LEN,
+    CpuState, ProcCpuValue, ProcExit, ProcKey, ProcSlot, TaskOffsets, ThreadRuntime, COMM_LEN,
     EXECED_CAPACITY, EXITED_CAPACITY, PROC_CPU_CAPACITY, THREADS_CAPACITY,
 };
 
+// The loader sets the real sizes: `SLOT_COUNT` slots, and `PROC_CPU` a
+// region of them per possible CPU.
 #[map]
-static PROC_CPU: PerCpuHashMap<ProcKey, ProcCpuValue> =
-    PerCpuHashMap::with_max_entries(PROC_CPU_CAPACITY, 0);
+static PROC_CPU: Array<ProcCpuValue> = Array::with_max_entries(PROC_CPU_CAPACITY, BPF_F_MMAPABLE);
+
+#[map]
+static SLOTS: Array<ProcSlot> = Array::with_max_entries(PROC_CPU_CAPACITY, BPF_F_MMAPABLE);
+
+#[map]
+static PROC_SLOTS: HashMap<ProcKey, u32> = HashMap::with_max_entries(PROC_CPU_CAPACITY, 0);
+
+#[map]
+static FREE_SLOTS: Stack<u32> = Stack::with_max_entries(PROC_CPU_CAPACITY, 0);
 
 #[map]
 static EXITED: HashMap<ProcKey, ProcExit> = HashMap::with_max_entries(EXITED_CAPACITY, 0);
@@ -71,6 +85,19 @@ static TASK_OFFSETS: TaskOffsets = TaskOffsets {
     policy: 0,
     start_time: 0,
 };
+
+/// Set by the loader: the number of slots.
+#[no_mangle]
+static SLOT_COUNT: u32 = 0;
+
+/// A process's slot, valid while the slot's generation is `generation`.
+#[derive(Clone, Copy)]
+struct SlotRef {
+    slot: u32,
+    generation: u32,
+}
+
+const NO_SLOT: SlotRef = SlotRef { slot: u32::MAX, generation: 0 };
 
 // Field offsets in the classic tracepoint's record, from
 // /sys/kernel/tracing/events/sched/sched_switch/format (unchanged since 4.x;
@@ -157,27 +184,30 @@ fn account(state: &mut CpuState, task: *const u8, off: &TaskOffsets, tid: u32, s
     // SAFETY: see try_sched_switch_btf.
     let runtime: u64 = unsafe { field(task, off.sum_exec_runtime) };
     let start_time: u64 = unsafe { field(task, off.start_time) };
-    let Some(slot) = thread_slot(tid) else {
+    let Some(entry) = thread_entry(tid) else {
         return;
     };
-    // SAFETY: an array slot, valid for the program's run.
-    let known = unsafe { (*slot).start_time } == start_time;
-    let from = if known {
-        Some(unsafe { (*slot).recorded_ns })
+    // SAFETY: an array element, valid for the program's run.
+    let known = unsafe { (*entry).start_time } == start_time;
+    let (from, mut slot) = if known {
+        let cached = unsafe { SlotRef { slot: (*entry).slot, generation: (*entry).generation } };
+        (Some(unsafe { (*entry).recorded_ns }), cached)
     } else {
-        switched_in.or_else(|| unrecorded_start(state, task, off, start_time))
+        (switched_in.or_else(|| unrecorded_start(state, task, off, start_time)), NO_SLOT)
     };
     match from.map(|from| runtime.wrapping_sub(from)) {
-        Some(ran) if ran < MAX_SLICE_NS => record_btf(state, task, off, ran),
+        Some(ran) if ran < MAX_SLICE_NS => slot = record_btf(state, task, off, ran, slot),
         _ => state.dropped_slices += 1, // never guessed
     }
-    // A thread whose id shares the slot takes it over.
-    unsafe { *slot = ThreadRuntime { recorded_ns: runtime, start_time } };
+    // A thread whose id shares the entry takes it over.
+    unsafe {
+        *entry = ThreadRuntime { recorded_ns: runtime, start_time, slot: slot.slot, generation: slot.generation }
+    };
 }
 
-/// The `THREADS` slot of thread `tid` (shared by ids equal modulo its size).
+/// The `THREADS` entry of thread `tid` (shared by ids equal modulo its size).
 #[inline(always)]
-fn thread_slot(tid: u32) -> Option<*mut ThreadRuntime> {
+fn thread_entry(tid: u32) -> Option<*mut ThreadRuntime> {
     THREADS.get_ptr_mut(tid & (THREADS_CAPACITY - 1))
 }
 
@@ -195,17 +225,20 @@ fn unrecorded_start(state: &CpuState, task: *const u8, off: &TaskOffsets, start_
     is_fair(policy).then(|| unsafe { field(task, off.prev_sum_exec_runtime) })
 }
 
-/// Records `ns` for the process of the BTF task `task` (the current one).
+/// Records `ns` for the process of the BTF task `task` (the current one),
+/// whose slot the thread cached as `cached`; returns the slot used.
 #[inline(always)]
-fn record_btf(state: &mut CpuState, task: *const u8, off: &TaskOffsets, ns: u64) {
+fn record_btf(state: &mut CpuState, task: *const u8, off: &TaskOffsets, ns: u64, cached: SlotRef) -> SlotRef {
     if ns == 0 {
-        return;
+        return cached;
     }
-    // SAFETY: see try_sched_switch_btf.
-    let tgid: u32 = unsafe { field(task, off.tgid) };
-    let leader: *const u8 = unsafe { field(task, off.group_leader) };
-    let start_ns: u64 = unsafe { field(leader, off.start_boottime) };
-    record(state, ProcKey { tgid, reserved: 0, start_ns }, ns);
+    record(state, cached, ns, || {
+        // SAFETY: see try_sched_switch_btf.
+        let tgid: u32 = unsafe { field(task, off.tgid) };
+        let leader: *const u8 = unsafe { field(task, off.group_leader) };
+        let start_ns: u64 = unsafe { field(leader, off.start_boottime) };
+        ProcKey { tgid, reserved: 0, start_ns }
+    })
 }
 
 /// Does nothing: the benchmark's reference for what invoking a program on
@@ -238,7 +271,7 @@ fn try_sched_switch_tp(ctx: &TracePointContext) -> Result<(), ()> {
         } else {
             // `current` is still the outgoing task here.
             let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-            record(state, ProcKey { tgid, reserved: 0, start_ns: 0 }, slice);
+            record(state, NO_SLOT, slice, || ProcKey { tgid, reserved: 0, start_ns: 0 });
         }
     }
 
@@ -280,7 +313,7 @@ fn try_sched_process_exit_btf(ctx: &BtfTracePointContext) -> Result<(), ()> {
 fn catch_up(task: *const u8, off: &TaskOffsets, tid: u32) -> Result<(), ()> {
     // SAFETY: see try_sched_switch_btf (`task` is the BTF-typed tracepoint argument).
     let start_time: u64 = unsafe { field(task, off.start_time) };
-    let recorded = thread_slot(tid).is_some_and(|slot| unsafe { (*slot).start_time } == start_time);
+    let recorded = thread_entry(tid).is_some_and(|entry| unsafe { (*entry).start_time } == start_time);
     if recorded {
         account(cpu_state()?, task, off, tid, None);
     }
@@ -331,37 +364,73 @@ pub fn sched_process_exec_tp(_ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Adds `ns` to this CPU's value of the process's entry, creating the
-/// entry on the process's first switch.
+/// Adds `ns` to this CPU's value of the process's slot: the cached one
+/// while its generation is unchanged, else the one `PROC_SLOTS` holds for
+/// `key()`, else a free one. Returns the slot used (`NO_SLOT` when none).
 #[inline(always)]
-fn record(state: &mut CpuState, key: ProcKey, ns: u64) {
-    if add(state, &key, ns) {
-        return;
-    }
-    let value = ProcCpuValue { runtime_ns: ns, cgroup_id: unsafe { bpf_get_current_cgroup_id() } };
-    // Sets this CPU's value; the other CPUs' start at zero.
-    if PROC_CPU.insert(&key, &value, u64::from(BPF_NOEXIST)).is_ok() {
-        return;
-    }
-    // Another CPU may have created the entry since the lookup.
-    if !add(state, &key, ns) {
-        state.dropped_ns += ns;
-        state.dropped_slices += 1;
+fn record(state: &mut CpuState, cached: SlotRef, ns: u64, key: impl FnOnce() -> ProcKey) -> SlotRef {
+    let slot = if is_current(cached) { Some(cached) } else { find_or_take(&key()) };
+    match slot {
+        Some(slot) if add(state, slot.slot, ns) => slot,
+        _ => {
+            state.dropped_ns += ns;
+            state.dropped_slices += 1;
+            NO_SLOT
+        }
     }
 }
 
-/// Adds `ns` to this CPU's value of an existing entry; false if there is none.
+/// Whether the slot still belongs to the process that cached it.
 #[inline(always)]
-fn add(state: &CpuState, key: &ProcKey, ns: u64) -> bool {
-    let Some(entry) = PROC_CPU.get_ptr_mut(key) else {
+fn is_current(cached: SlotRef) -> bool {
+    SLOTS.get(cached.slot).is_some_and(|owner| owner.generation == cached.generation)
+}
+
+/// The process's slot, taking a free one on its first switch.
+#[inline(always)]
+fn find_or_take(key: &ProcKey) -> Option<SlotRef> {
+    // SAFETY: a hash value, valid for the program's run.
+    if let Some(&slot) = unsafe { PROC_SLOTS.get(key) } {
+        return slot_ref(slot);
+    }
+    let slot = FREE_SLOTS.pop().ok().flatten()?;
+    if PROC_SLOTS.insert(key, &slot, u64::from(BPF_NOEXIST)).is_err() {
+        // Another CPU took a slot for it since the lookup (or the map is full).
+        let _ = FREE_SLOTS.push(slot, 0);
+        return slot_ref(*unsafe { PROC_SLOTS.get(key) }?);
+    }
+    let owner = SLOTS.get_ptr_mut(slot)?;
+    // `start_ns` first: userspace takes a slot whose `start_ns` is still 0
+    // (in BTF mode) as not yet owned.
+    unsafe {
+        core::ptr::write_volatile(&raw mut (*owner).start_ns, key.start_ns);
+        core::ptr::write_volatile(&raw mut (*owner).tgid, key.tgid);
+    }
+    Some(SlotRef { slot, generation: unsafe { (*owner).generation } })
+}
+
+#[inline(always)]
+fn slot_ref(slot: u32) -> Option<SlotRef> {
+    SLOTS.get(slot).map(|owner| SlotRef { slot, generation: owner.generation })
+}
+
+/// Adds `ns` to this CPU's value of `slot`.
+#[inline(always)]
+fn add(state: &CpuState, slot: u32, ns: u64) -> bool {
+    let slots = unsafe { core::ptr::read_volatile(&SLOT_COUNT) };
+    if slot >= slots {
+        return false;
+    }
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(entry) = PROC_CPU.get_ptr_mut(cpu.wrapping_mul(slots).wrapping_add(slot)) else {
         return false;
     };
     // Only this CPU writes its value: no atomics needed.
     unsafe { (*entry).runtime_ns += ns };
     // Runtimes move a container's first process into its cgroup after it
     // started running, so the cgroup id is refreshed now and then (also
-    // filling it on CPUs other than the one that created the entry): the
-    // helper costs ~80 ns here, too much for every switch.
+    // filling it on a CPU's first slice of the process): the helper costs
+    // ~80 ns here, too much for every switch.
     if state.switches % CGROUP_REFRESH_EVERY == 0 || unsafe { (*entry).cgroup_id } == 0 {
         unsafe { (*entry).cgroup_id = bpf_get_current_cgroup_id() };
     }

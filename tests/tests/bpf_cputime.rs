@@ -150,6 +150,34 @@ fn processes_whose_exit_record_was_lost_are_still_reported_exited() {
     assert!(rel_err(measured, true_total) < 0.01, "bpf {measured} ns vs rusage {true_total} ns");
 }
 
+/// A process's slot goes to a new process once the old one has exited and
+/// its final time was read: with 100 slots beyond the processes alive at
+/// start, 8 rounds of 25 short-lived processes (200 in all) are each
+/// reported with their time, and no slice waits in vain for a free slot.
+#[test]
+fn slots_of_exited_processes_are_given_to_new_ones() {
+    let live = std::fs::read_dir("/proc")
+        .expect("reading /proc")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .count() as u32;
+    let mut source = source_with(LoadOptions { slots: Some(live + 100), ..LoadOptions::default() });
+    let (mut truth, mut seen) = (Vec::new(), Vec::new());
+    for _ in 0..8 {
+        truth.extend((0..25).map(|_| reap(burn(&["--ms", "3"]))));
+        seen.extend(samples(&mut source, 2, 50));
+    }
+    seen.extend(samples(&mut source, 2, 50));
+    let dropped_ns = seen.last().map_or(0, |s| s.losses.dropped_ns);
+    let missing: Vec<u32> = truth.iter().map(|(pid, _)| *pid).filter(|pid| total_ns(&seen, *pid) == 0).collect();
+    eprintln!("{live} processes at start, {} slots; 200 short-lived processes, {} not seen, {dropped_ns} ns dropped", live + 100, missing.len());
+    assert!(missing.is_empty(), "{} of 200 processes never reported: {missing:?}", missing.len());
+    assert_eq!(dropped_ns, 0, "slices dropped for want of a slot");
+    let true_total: u64 = truth.iter().map(|(_, ns)| ns).sum();
+    let measured: u64 = truth.iter().map(|(pid, _)| total_ns(&seen, *pid)).sum();
+    assert!(rel_err(measured, true_total) < 0.01, "bpf {measured} ns vs rusage {true_total} ns");
+}
+
 /// The same PID used by two processes between two reads stays two processes.
 #[test]
 fn pid_reuse_does_not_merge_processes() {

@@ -1,22 +1,23 @@
 //! CPU time from the kernel program's maps.
 //!
-//! The kernel keeps cumulative on-CPU ns per process, one value per CPU.
-//! Each `sample` reads every entry, returns the growth since the previous read, and prunes
-//! entries of processes that have exited: an exit seen at read N is deleted at
-//! read N+1, after that read has collected the process's final slices (the
-//! last switch-out of an exiting task comes just after its exit event).
+//! The kernel keeps cumulative on-CPU ns per process, one value per CPU, in
+//! a slot per process (see `slots`). Each `sample` reads every slot, returns
+//! the growth since the previous read, and frees the slots of processes that
+//! have exited: an exit seen at read N is freed at read N+1, after that read
+//! has collected the process's final slices (the last switch-out of an
+//! exiting task comes just after its exit event).
 use std::{path::PathBuf, time::Instant};
 
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
 use log::debug;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
-use scaph_common::{maps, CpuState, ProcCpuValue, ProcExit, ProcKey, COMM_LEN};
+use scaph_common::{maps, CpuState, ProcExit, ProcKey, COMM_LEN};
 
 use super::{
-    batch,
     flush::Flusher,
     loader::{self, LoadError, LoadOptions, Loaded},
     meta::MetaCache,
+    slots::{SlotRead, Slots},
     CpuSample, CpuTimeError, CpuTimeMethod, CpuTimeSource, LossCounters, ProcessKey, ProcessSample,
 };
 
@@ -31,12 +32,9 @@ pub struct BpfSource {
     /// Keeps the programs attached; dropping it detaches them.
     _ebpf: aya::Ebpf,
     method: CpuTimeMethod,
-    proc_cpu: PerCpuHashMap<MapData, ProcKey, ProcCpuValue>,
-    /// Possible CPUs: values per key in `proc_cpu`.
+    slots: Slots,
+    /// Possible CPUs: values per process in a read of `slots`.
     ncpus: usize,
-    /// Kernels before 5.10 reuse a deleted per-CPU element without zeroing
-    /// the other CPUs' values: entries are zeroed before they are deleted.
-    zero_before_delete: bool,
     exited: BpfHashMap<MapData, ProcKey, ProcExit>,
     execed: BpfHashMap<MapData, ProcKey, ProcExit>,
     /// New names of processes that called exec, until they are next reported.
@@ -60,24 +58,23 @@ pub struct BpfSource {
 impl BpfSource {
     /// Loads and attaches the kernel program.
     pub fn new(proc_root: PathBuf, options: LoadOptions) -> Result<Self, LoadError> {
-        let Loaded { mut ebpf, method } = loader::load(options)?;
+        let Loaded { mut ebpf, method, slots } = loader::load(options)?;
         let map = |ebpf: &mut aya::Ebpf, name: &'static str| {
             ebpf.take_map(name).ok_or(LoadError::Ebpf(aya::EbpfError::MapError(
                 aya::maps::MapError::InvalidName { name: name.into() },
             )))
         };
         let map_err = |e| LoadError::Ebpf(aya::EbpfError::MapError(e));
-        let proc_cpu = PerCpuHashMap::try_from(map(&mut ebpf, maps::PROC_CPU)?).map_err(map_err)?;
+        let ncpus = aya::util::nr_cpus().map_err(|(_, e)| LoadError::Ebpf(aya::EbpfError::FileError { path: "/sys/devices/system/cpu/possible".into(), error: e }))?;
+        let slots = Slots::new(&mut ebpf, slots, ncpus, method == CpuTimeMethod::BpfRuntime)?;
         let exited = BpfHashMap::try_from(map(&mut ebpf, maps::EXITED)?).map_err(map_err)?;
         let execed = BpfHashMap::try_from(map(&mut ebpf, maps::EXECED)?).map_err(map_err)?;
         let cpu_state = PerCpuArray::try_from(map(&mut ebpf, maps::CPU_STATE)?).map_err(map_err)?;
         Ok(Self {
             _ebpf: ebpf,
             method,
-            proc_cpu,
-            zero_before_delete: ::procfs::sys::kernel::Version::current()
-                .is_ok_and(|v| v < ::procfs::sys::kernel::Version::new(5, 10, 0)),
-            ncpus: aya::util::nr_cpus().map_err(|(_, e)| LoadError::Ebpf(aya::EbpfError::FileError { path: "/sys/devices/system/cpu/possible".into(), error: e }))?,
+            slots,
+            ncpus,
             exited,
             execed,
             renamed: HashMap::default(),
@@ -155,8 +152,7 @@ impl CpuTimeSource for BpfSource {
         self.losses_before = losses;
 
         self.take_execs();
-        let (keys, values) = batch::read_all_per_cpu(&self.proc_cpu, self.ncpus)
-            .map_err(|source| CpuTimeError::Read { path: format!("BPF map {}", maps::PROC_CPU).into(), source })?;
+        let SlotRead { keys, slots, values } = self.slots.read();
         let ncpus = self.ncpus;
         let per_cpu = |i: usize| &values[i * ncpus..(i + 1) * ncpus];
         // Processes in key order (CPUs ascending within each): merged with
@@ -169,13 +165,13 @@ impl CpuTimeSource for BpfSource {
         let mut processes: Vec<ProcessSample> = Vec::with_capacity(keys.len());
         // Whether each process's metadata was already looked up.
         let mut looked_up: Vec<bool> = Vec::with_capacity(keys.len());
-        let mut gone: Vec<ProcKey> = Vec::new();
-        let mut stale: Vec<ProcKey> = Vec::new();
+        let mut gone: Vec<(ProcKey, u32)> = Vec::new();
+        let mut stale: Vec<(ProcKey, u32)> = Vec::new();
         for &(process, i) in &order {
             let key = keys[i];
             let exiting = !self.exiting.is_empty() && self.exiting.contains_key(&key);
             if exiting {
-                gone.push(key);
+                gone.push((key, slots[i]));
             }
             let (mut grew, mut stalled) = (false, false);
             // The cgroup id of the CPU where it ran most this read (else
@@ -210,7 +206,7 @@ impl CpuTimeSource for BpfSource {
             }
             // Some CPU's time stalled long enough and none grew: check it is alive.
             if stalled && !grew && !exiting {
-                stale.push(key);
+                stale.push((key, slots[i]));
             }
             if baseline || !(grew || exiting) {
                 continue;
@@ -220,13 +216,13 @@ impl CpuTimeSource for BpfSource {
             processes.push(sample);
         }
 
-        // Final reads are done: delete what belongs to processes gone since the last read.
+        // Final reads are done: free the slots of processes gone since the last read.
         let mut pruned: Vec<ProcessKey> = Vec::new();
-        for stale_proc in stale {
+        for (stale_proc, slot) in stale {
             if !self.is_alive(stale_proc.tgid) {
                 debug!("pid {} is gone without a recorded exit; pruning it", stale_proc.tgid);
                 self.exiting.insert(stale_proc, None);
-                gone.push(stale_proc);
+                gone.push((stale_proc, slot));
                 pruned.push(process_key(&stale_proc));
             }
         }
@@ -238,17 +234,11 @@ impl CpuTimeSource for BpfSource {
             }
         }
         if !gone.is_empty() {
-            gone.sort_unstable_by_key(process_key);
-            seen.retain(|((p, _), _)| gone.binary_search_by_key(p, process_key).is_err());
+            gone.sort_unstable_by_key(|(key, _)| process_key(key));
+            seen.retain(|((p, _), _)| gone.binary_search_by_key(p, |(key, _)| process_key(key)).is_err());
         }
-        for key in gone {
-            if self.zero_before_delete {
-                let zeros = vec![ProcCpuValue::default(); self.ncpus];
-                if let Ok(zeros) = aya::maps::PerCpuValues::try_from(zeros) {
-                    let _ = self.proc_cpu.insert(key, zeros, 0);
-                }
-            }
-            let _ = self.proc_cpu.remove(&key);
+        for (key, slot) in gone {
+            self.slots.free(&key, slot);
         }
         self.seen = seen;
         for (proc, final_comm) in self.exiting.drain() {

@@ -7,7 +7,7 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use log::{debug, info, warn};
-use scaph_common::{globals, programs};
+use scaph_common::{globals, maps, programs};
 
 use super::{btf, CpuTimeMethod};
 
@@ -42,6 +42,18 @@ pub enum LoadError {
     NoTracefs { roots: &'static [&'static str] },
     #[error("{path}: field {field} is not at offset {expected}; the classic-tracepoint program does not match this kernel")]
     Format { path: PathBuf, field: &'static str, expected: usize },
+    #[error("memory-mapping BPF map {map}: {source}")]
+    Mmap {
+        map: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("filling BPF map {map}: {source}")]
+    Fill {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
 }
 
 /// How to load the program.
@@ -54,12 +66,16 @@ pub struct LoadOptions {
     /// Capacity of `EXITED` instead of [`scaph_common::EXITED_CAPACITY`]
     /// (tests what happens when exit records are lost).
     pub exited_capacity: Option<u32>,
+    /// Process slots instead of [`proc_cpu_capacity`] (tests slot reuse).
+    pub slots: Option<u32>,
 }
 
 /// A loaded and attached program. Dropping it detaches everything.
 pub struct Loaded {
     pub ebpf: Ebpf,
     pub method: CpuTimeMethod,
+    /// Process slots the maps were sized for.
+    pub slots: u32,
 }
 
 /// The compiled kernel object (for tools that load one of its programs alone).
@@ -91,11 +107,11 @@ fn load_variant(options: LoadOptions) -> Result<Loaded, LoadError> {
     if options.force_timestamp {
         info!("timestamp variant of the kernel program requested");
         let ebpf = load_tracepoint(&options)?;
-        return Ok(Loaded { ebpf, method: CpuTimeMethod::BpfTimestamp });
+        return Ok(Loaded { ebpf, method: CpuTimeMethod::BpfTimestamp, slots: slots(&options) });
     }
     let exact_failed = match btf::task_offsets(Path::new(btf::VMLINUX_BTF)) {
         Ok(offsets) => match load_btf(offsets, &options) {
-            Ok(ebpf) => return Ok(Loaded { ebpf, method: CpuTimeMethod::BpfRuntime }),
+            Ok(ebpf) => return Ok(Loaded { ebpf, method: CpuTimeMethod::BpfRuntime, slots: slots(&options) }),
             Err(e) => {
                 info!("exact (BTF) kernel program unavailable: {e}; trying the timestamp variant");
                 true
@@ -111,7 +127,7 @@ fn load_variant(options: LoadOptions) -> Result<Loaded, LoadError> {
             if exact_failed {
                 warn!("the exact kernel program did not load (see -v); using the timestamp variant");
             }
-            Ok(Loaded { ebpf, method: CpuTimeMethod::BpfTimestamp })
+            Ok(Loaded { ebpf, method: CpuTimeMethod::BpfTimestamp, slots: slots(&options) })
         }
         Err(e) => Err(LoadError::Refused { hint: permission_hint(&e), source: Box::new(e) }),
     }
@@ -127,17 +143,39 @@ fn permission_hint(e: &LoadError) -> &'static str {
     }
 }
 
-/// A loader with `PROC_CPU` sized for this host's CPUs.
-fn loader(options: &LoadOptions) -> EbpfLoader<'static> {
+/// Process slots for these options on this host.
+fn slots(options: &LoadOptions) -> u32 {
+    options.slots.unwrap_or_else(|| proc_cpu_capacity(aya::util::nr_cpus().unwrap_or(1))).max(1)
+}
+
+/// Loads the object with its maps sized for this host (`PROC_CPU` holds
+/// a region of slots per possible CPU) and every slot free; `offsets` for
+/// the BTF programs.
+fn load_object(options: &LoadOptions, offsets: Option<&scaph_common::TaskOffsets>) -> Result<Ebpf, LoadError> {
     let cpus = aya::util::nr_cpus().unwrap_or(1);
-    let capacity = proc_cpu_capacity(cpus);
-    debug!("{} holds up to {capacity} processes ({cpus} possible CPUs)", scaph_common::maps::PROC_CPU);
+    let slots = slots(options);
+    debug!("{slots} process slots ({cpus} possible CPUs)");
     let mut loader = EbpfLoader::new();
-    loader.map_max_entries(scaph_common::maps::PROC_CPU, capacity);
-    if let Some(exits) = options.exited_capacity {
-        loader.map_max_entries(scaph_common::maps::EXITED, exits.max(1));
+    loader.map_max_entries(maps::PROC_CPU, slots.saturating_mul(cpus as u32));
+    for map in [maps::SLOTS, maps::PROC_SLOTS, maps::FREE_SLOTS] {
+        loader.map_max_entries(map, slots);
     }
-    loader
+    if let Some(exits) = options.exited_capacity {
+        loader.map_max_entries(maps::EXITED, exits.max(1));
+    }
+    loader.override_global(globals::SLOT_COUNT, &slots, true);
+    if let Some(offsets) = offsets {
+        loader.override_global(globals::TASK_OFFSETS, offsets, true);
+    }
+    let mut ebpf = loader.load(OBJECT)?;
+    // Popped lowest first, so that the slots in use stay at the start.
+    let fill_err = |source| LoadError::Fill { map: maps::FREE_SLOTS, source };
+    let mut free: aya::maps::Stack<_, u32> =
+        ebpf.map_mut(maps::FREE_SLOTS).ok_or(LoadError::Fill { map: maps::FREE_SLOTS, source: aya::maps::MapError::InvalidName { name: maps::FREE_SLOTS.into() } })?.try_into().map_err(fill_err)?;
+    for slot in (0..slots).rev() {
+        free.push(slot, 0).map_err(fill_err)?;
+    }
+    Ok(ebpf)
 }
 
 /// Kernel memory for `PROC_CPU`'s per-CPU values is capacity × CPUs × 16
@@ -156,7 +194,7 @@ pub fn proc_cpu_capacity(cpus: usize) -> u32 {
 fn load_btf(offsets: scaph_common::TaskOffsets, options: &LoadOptions) -> Result<Ebpf, LoadError> {
     debug!("task_struct offsets from BTF: {offsets:?}");
     let btf = Btf::from_sys_fs().map_err(aya::EbpfError::from)?;
-    let mut ebpf = loader(options).override_global(globals::TASK_OFFSETS, &offsets, true).load(OBJECT)?;
+    let mut ebpf = load_object(options, Some(&offsets))?;
     for (name, event) in [
         (programs::EXIT_BTF, "sched_process_exit"),
         (programs::EXEC_BTF, "sched_process_exec"),
@@ -175,7 +213,7 @@ fn load_btf(offsets: scaph_common::TaskOffsets, options: &LoadOptions) -> Result
 
 fn load_tracepoint(options: &LoadOptions) -> Result<Ebpf, LoadError> {
     check_switch_format()?;
-    let mut ebpf = loader(options).load(OBJECT)?;
+    let mut ebpf = load_object(options, None)?;
     for (name, event) in [
         (programs::EXIT_TP, "sched_process_exit"),
         (programs::EXEC_TP, "sched_process_exec"),

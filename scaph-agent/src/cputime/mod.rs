@@ -1,12 +1,12 @@
 //! Per-process CPU time: where it comes from (the kernel program, or `/proc`)
 //! and the one shape both sources produce.
-mod batch;
 pub mod bpf;
 pub mod btf;
 mod flush;
 pub mod loader;
 pub mod meta;
 pub mod procfs;
+mod slots;
 
 use std::{fmt, path::{Path, PathBuf}, sync::Arc, time::Duration};
 

@@ -61,13 +61,13 @@ impl Drop for Scaph {
     }
 }
 
-/// Entries now in the kernel map `PROC_CPU` (of the one scaph running).
+/// Processes now holding a slot (entries of `PROC_SLOTS`, of the one scaph running).
 fn proc_cpu_entries() -> usize {
     aya::maps::loaded_maps()
         .filter_map(Result::ok)
-        .filter(|m| m.name_as_str() == Some(scaph_common::maps::PROC_CPU))
+        .filter(|m| m.name_as_str() == Some(scaph_common::maps::PROC_SLOTS))
         .filter_map(|m| aya::maps::MapData::from_id(m.id()).ok())
-        .filter_map(|data| aya::maps::PerCpuHashMap::<_, scaph_common::ProcKey, scaph_common::ProcCpuValue>::try_from(aya::maps::Map::PerCpuHashMap(data)).ok())
+        .filter_map(|data| aya::maps::HashMap::<_, scaph_common::ProcKey, u32>::try_from(aya::maps::Map::HashMap(data)).ok())
         .map(|map| map.keys().count())
         .sum()
 }
