@@ -19,7 +19,7 @@
 //! tracepoint does not show all of them): `THREADS` remembers, per thread,
 //! the runtime up to which its time is recorded, so each recorded slice is
 //! `sum_exec_runtime` now minus that, whatever was missed in between. Only a
-//! thread it has no record of (first seen after attach, or whose slot a
+//! thread it has no record of (first seen after attach, or whose entry a
 //! thread with a congruent id took) is measured from this CPU's record of its
 //! switch-in; if that switch was not seen either, from 0 when it started
 //! after attach, else from the fair scheduler's `prev_sum_exec_runtime`, else
@@ -189,6 +189,8 @@ fn account(state: &mut CpuState, task: *const u8, off: &TaskOffsets, tid: u32, s
     };
     // SAFETY: an array element, valid for the program's run.
     let known = unsafe { (*entry).start_time } == start_time;
+    // SAFETY: see try_sched_switch_btf.
+    let tgid: u32 = unsafe { field(task, off.tgid) };
     let (from, mut slot) = if known {
         let cached = unsafe { SlotRef { slot: (*entry).slot, generation: (*entry).generation } };
         (Some(unsafe { (*entry).recorded_ns }), cached)
@@ -196,7 +198,7 @@ fn account(state: &mut CpuState, task: *const u8, off: &TaskOffsets, tid: u32, s
         (switched_in.or_else(|| unrecorded_start(state, task, off, start_time)), NO_SLOT)
     };
     match from.map(|from| runtime.wrapping_sub(from)) {
-        Some(ran) if ran < MAX_SLICE_NS => slot = record_btf(state, task, off, ran, slot),
+        Some(ran) if ran < MAX_SLICE_NS => slot = record_btf(state, task, off, tgid, ran, slot),
         _ => state.dropped_slices += 1, // never guessed
     }
     // A thread whose id shares the entry takes it over.
@@ -225,16 +227,15 @@ fn unrecorded_start(state: &CpuState, task: *const u8, off: &TaskOffsets, start_
     is_fair(policy).then(|| unsafe { field(task, off.prev_sum_exec_runtime) })
 }
 
-/// Records `ns` for the process of the BTF task `task` (the current one),
-/// whose slot the thread cached as `cached`; returns the slot used.
+/// Records `ns` for the process `tgid` of the BTF task `task` (the current
+/// one), whose slot the thread cached as `cached`; returns the slot used.
 #[inline(always)]
-fn record_btf(state: &mut CpuState, task: *const u8, off: &TaskOffsets, ns: u64, cached: SlotRef) -> SlotRef {
+fn record_btf(state: &mut CpuState, task: *const u8, off: &TaskOffsets, tgid: u32, ns: u64, cached: SlotRef) -> SlotRef {
     if ns == 0 {
         return cached;
     }
-    record(state, cached, ns, || {
+    record(state, cached, tgid, ns, || {
         // SAFETY: see try_sched_switch_btf.
-        let tgid: u32 = unsafe { field(task, off.tgid) };
         let leader: *const u8 = unsafe { field(task, off.group_leader) };
         let start_ns: u64 = unsafe { field(leader, off.start_boottime) };
         ProcKey { tgid, reserved: 0, start_ns }
@@ -269,9 +270,18 @@ fn try_sched_switch_tp(ctx: &TracePointContext) -> Result<(), ()> {
         if prev_pid == 0 {
             state.idle_ns += slice;
         } else {
-            // `current` is still the outgoing task here.
+            // `current` is still the outgoing task here. Its `THREADS`
+            // entry only caches its process's slot in this variant (a
+            // process is its tgid: a cached slot is valid if its owner is).
             let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-            record(state, NO_SLOT, slice, || ProcKey { tgid, reserved: 0, start_ns: 0 });
+            let entry = thread_entry(prev_pid).ok_or(())?;
+            // SAFETY: an array element, valid for the program's run.
+            let cached = unsafe { SlotRef { slot: (*entry).slot, generation: (*entry).generation } };
+            let slot = record(state, cached, tgid, slice, || ProcKey { tgid, reserved: 0, start_ns: 0 });
+            unsafe {
+                (*entry).slot = slot.slot;
+                (*entry).generation = slot.generation;
+            }
         }
     }
 
@@ -364,12 +374,13 @@ pub fn sched_process_exec_tp(_ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Adds `ns` to this CPU's value of the process's slot: the cached one
-/// while its generation is unchanged, else the one `PROC_SLOTS` holds for
-/// `key()`, else a free one. Returns the slot used (`NO_SLOT` when none).
+/// Adds `ns` to this CPU's value of the slot of process `tgid` (whose full
+/// key is `key()`): the cached one while it is unchanged, else the one
+/// `PROC_SLOTS` holds for the key, else a free one. Returns the slot used
+/// (`NO_SLOT` when none).
 #[inline(always)]
-fn record(state: &mut CpuState, cached: SlotRef, ns: u64, key: impl FnOnce() -> ProcKey) -> SlotRef {
-    let slot = if is_current(cached) { Some(cached) } else { find_or_take(&key()) };
+fn record(state: &mut CpuState, cached: SlotRef, tgid: u32, ns: u64, key: impl FnOnce() -> ProcKey) -> SlotRef {
+    let slot = if is_current(cached, tgid) { Some(cached) } else { find_or_take(&key()) };
     match slot {
         Some(slot) if add(state, slot.slot, ns) => slot,
         _ => {
@@ -380,10 +391,12 @@ fn record(state: &mut CpuState, cached: SlotRef, ns: u64, key: impl FnOnce() -> 
     }
 }
 
-/// Whether the slot still belongs to the process that cached it.
+/// Whether the slot still belongs to the process `tgid` that cached it:
+/// same generation (userspace has not freed it since), and, against a
+/// torn `THREADS` entry or a lookup that raced with a free, same owner.
 #[inline(always)]
-fn is_current(cached: SlotRef) -> bool {
-    SLOTS.get(cached.slot).is_some_and(|owner| owner.generation == cached.generation)
+fn is_current(cached: SlotRef, tgid: u32) -> bool {
+    SLOTS.get(cached.slot).is_some_and(|owner| owner.generation == cached.generation && owner.tgid == tgid)
 }
 
 /// The process's slot, taking a free one on its first switch.

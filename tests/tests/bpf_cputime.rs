@@ -173,9 +173,14 @@ fn slots_of_exited_processes_are_given_to_new_ones() {
     eprintln!("{live} processes at start, {} slots; 200 short-lived processes, {} not seen, {dropped_ns} ns dropped", live + 100, missing.len());
     assert!(missing.is_empty(), "{} of 200 processes never reported: {missing:?}", missing.len());
     assert_eq!(dropped_ns, 0, "slices dropped for want of a slot");
-    let true_total: u64 = truth.iter().map(|(_, ns)| ns).sum();
-    let measured: u64 = truth.iter().map(|(pid, _)| total_ns(&seen, *pid)).sum();
-    assert!(rel_err(measured, true_total) < 0.01, "bpf {measured} ns vs rusage {true_total} ns");
+    // Each on its own, so that time handed from one owner of a slot to the
+    // next cannot cancel out in a sum.
+    let off: Vec<(u32, u64, u64)> = truth
+        .iter()
+        .map(|&(pid, ns)| (pid, ns, total_ns(&seen, pid)))
+        .filter(|&(_, truth, measured)| measured.abs_diff(truth) > truth / 100 + 100_000)
+        .collect();
+    assert!(off.is_empty(), "(pid, rusage ns, bpf ns) off by over 1 % + 0.1 ms: {off:?}");
 }
 
 /// The same PID used by two processes between two reads stays two processes.

@@ -33,7 +33,7 @@ pub struct BpfSource {
     _ebpf: aya::Ebpf,
     method: CpuTimeMethod,
     slots: Slots,
-    /// Possible CPUs: values per process in a read of `slots`.
+    /// One more than the highest possible CPU id: values per process in a read of `slots`.
     ncpus: usize,
     exited: BpfHashMap<MapData, ProcKey, ProcExit>,
     execed: BpfHashMap<MapData, ProcKey, ProcExit>,
@@ -58,14 +58,13 @@ pub struct BpfSource {
 impl BpfSource {
     /// Loads and attaches the kernel program.
     pub fn new(proc_root: PathBuf, options: LoadOptions) -> Result<Self, LoadError> {
-        let Loaded { mut ebpf, method, slots } = loader::load(options)?;
+        let Loaded { mut ebpf, method, slots, cpu_ids: ncpus } = loader::load(options)?;
         let map = |ebpf: &mut aya::Ebpf, name: &'static str| {
             ebpf.take_map(name).ok_or(LoadError::Ebpf(aya::EbpfError::MapError(
                 aya::maps::MapError::InvalidName { name: name.into() },
             )))
         };
         let map_err = |e| LoadError::Ebpf(aya::EbpfError::MapError(e));
-        let ncpus = aya::util::nr_cpus().map_err(|(_, e)| LoadError::Ebpf(aya::EbpfError::FileError { path: "/sys/devices/system/cpu/possible".into(), error: e }))?;
         let slots = Slots::new(&mut ebpf, slots, ncpus, method == CpuTimeMethod::BpfRuntime)?;
         let exited = BpfHashMap::try_from(map(&mut ebpf, maps::EXITED)?).map_err(map_err)?;
         let execed = BpfHashMap::try_from(map(&mut ebpf, maps::EXECED)?).map_err(map_err)?;
@@ -124,7 +123,7 @@ impl CpuTimeSource for BpfSource {
         self.flusher.flush();
         let now = Instant::now();
         let baseline = self.last_read.is_none();
-        // Exits recorded so far: their entries get deleted at the next read.
+        // Exits recorded so far: their slots are freed at the next read.
         let newly_exited: Vec<(ProcKey, Option<String>)> = self
             .exited
             .iter()
@@ -185,7 +184,8 @@ impl CpuTimeSource for BpfSource {
                 if value.runtime_ns == 0 && before.runtime_ns == 0 {
                     continue; // never ran there
                 }
-                // An entry deleted and re-created by the kernel starts again from 0.
+                // Not expected (a freed slot's history is dropped with it),
+                // but a counter that went down starts again from 0.
                 let delta = if value.runtime_ns >= before.runtime_ns {
                     value.runtime_ns - before.runtime_ns
                 } else {

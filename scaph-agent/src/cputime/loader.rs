@@ -76,6 +76,8 @@ pub struct Loaded {
     pub method: CpuTimeMethod,
     /// Process slots the maps were sized for.
     pub slots: u32,
+    /// Regions of `PROC_CPU`: one per CPU id below this ([`cpu_ids`]).
+    pub cpu_ids: usize,
 }
 
 /// The compiled kernel object (for tools that load one of its programs alone).
@@ -107,11 +109,11 @@ fn load_variant(options: LoadOptions) -> Result<Loaded, LoadError> {
     if options.force_timestamp {
         info!("timestamp variant of the kernel program requested");
         let ebpf = load_tracepoint(&options)?;
-        return Ok(Loaded { ebpf, method: CpuTimeMethod::BpfTimestamp, slots: slots(&options) });
+        return Ok(Loaded { ebpf, method: CpuTimeMethod::BpfTimestamp, slots: slots(&options), cpu_ids: cpu_ids() });
     }
     let exact_failed = match btf::task_offsets(Path::new(btf::VMLINUX_BTF)) {
         Ok(offsets) => match load_btf(offsets, &options) {
-            Ok(ebpf) => return Ok(Loaded { ebpf, method: CpuTimeMethod::BpfRuntime, slots: slots(&options) }),
+            Ok(ebpf) => return Ok(Loaded { ebpf, method: CpuTimeMethod::BpfRuntime, slots: slots(&options), cpu_ids: cpu_ids() }),
             Err(e) => {
                 info!("exact (BTF) kernel program unavailable: {e}; trying the timestamp variant");
                 true
@@ -127,7 +129,7 @@ fn load_variant(options: LoadOptions) -> Result<Loaded, LoadError> {
             if exact_failed {
                 warn!("the exact kernel program did not load (see -v); using the timestamp variant");
             }
-            Ok(Loaded { ebpf, method: CpuTimeMethod::BpfTimestamp, slots: slots(&options) })
+            Ok(Loaded { ebpf, method: CpuTimeMethod::BpfTimestamp, slots: slots(&options), cpu_ids: cpu_ids() })
         }
         Err(e) => Err(LoadError::Refused { hint: permission_hint(&e), source: Box::new(e) }),
     }
@@ -143,18 +145,36 @@ fn permission_hint(e: &LoadError) -> &'static str {
     }
 }
 
+/// One more than the highest possible CPU id (CPU ids can have holes, so
+/// this can exceed the number of possible CPUs): the kernel program indexes
+/// `PROC_CPU` by CPU id.
+#[must_use]
+pub fn cpu_ids() -> usize {
+    std::fs::read_to_string(POSSIBLE_CPUS).ok().and_then(|text| highest_cpu(&text)).map_or_else(
+        || aya::util::nr_cpus().unwrap_or(1),
+        |highest| highest as usize + 1,
+    )
+}
+
+const POSSIBLE_CPUS: &str = "/sys/devices/system/cpu/possible";
+
+/// The highest CPU id in a kernel CPU list such as `0-3,8-11`.
+fn highest_cpu(list: &str) -> Option<u32> {
+    list.trim().split(',').filter_map(|range| range.rsplit('-').next()?.trim().parse().ok()).max()
+}
+
 /// Process slots for these options on this host.
 fn slots(options: &LoadOptions) -> u32 {
-    options.slots.unwrap_or_else(|| proc_cpu_capacity(aya::util::nr_cpus().unwrap_or(1))).max(1)
+    options.slots.unwrap_or_else(|| proc_cpu_capacity(cpu_ids())).max(1)
 }
 
 /// Loads the object with its maps sized for this host (`PROC_CPU` holds
 /// a region of slots per possible CPU) and every slot free; `offsets` for
 /// the BTF programs.
 fn load_object(options: &LoadOptions, offsets: Option<&scaph_common::TaskOffsets>) -> Result<Ebpf, LoadError> {
-    let cpus = aya::util::nr_cpus().unwrap_or(1);
+    let cpus = cpu_ids();
     let slots = slots(options);
-    debug!("{slots} process slots ({cpus} possible CPUs)");
+    debug!("{slots} process slots (CPU ids 0 to {})", cpus - 1);
     let mut loader = EbpfLoader::new();
     loader.map_max_entries(maps::PROC_CPU, slots.saturating_mul(cpus as u32));
     for map in [maps::SLOTS, maps::PROC_SLOTS, maps::FREE_SLOTS] {
@@ -290,6 +310,14 @@ mod tests {
         // (possible CPUs, processes PROC_CPU holds)
         for (cpus, capacity) in [(1, 32_768), (2, 32_768), (64, 32_768), (128, 16_384), (256, 8_192), (4096, 4_096)] {
             assert_eq!(proc_cpu_capacity(cpus), capacity, "{cpus} CPUs");
+        }
+    }
+
+    #[test]
+    fn highest_cpu_id_of_a_kernel_cpu_list() {
+        // (contents of /sys/devices/system/cpu/possible, highest id)
+        for (list, highest) in [("0\n", Some(0)), ("0-1\n", Some(1)), ("0-3,8-11", Some(11)), ("0,2,5", Some(5)), ("", None), ("x-y", None)] {
+            assert_eq!(highest_cpu(list), highest, "{list:?}");
         }
     }
 

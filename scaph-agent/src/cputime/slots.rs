@@ -3,10 +3,11 @@
 //! `SLOTS` (who owns each slot) and `PROC_CPU` (each slot's time, one region
 //! per possible CPU) are memory-mapped arrays: a read is a scan of memory,
 //! not a syscall per process. Freeing a slot removes its process from
-//! `PROC_SLOTS` and bumps its generation (threads that cached it look their
-//! process up again); one read later the slot is zeroed, its generation
-//! bumped once more (in case a program was between lookup and use), and it
-//! goes back to `FREE_SLOTS`.
+//! `PROC_SLOTS`, clears its owner and bumps its generation (threads that
+//! cached it look their process up again); one read later the slot is
+//! zeroed, its generation bumped once more (in case a program was between
+//! lookup and use), and it goes back to `FREE_SLOTS`. A slot is therefore
+//! held by a process while it lives and for up to two reads after its exit.
 use std::{
     io,
     marker::PhantomData,
@@ -90,7 +91,7 @@ impl<T> Drop for Mapped<T> {
 }
 
 /// What one read found: the processes that own a slot, their slots, and
-/// `ncpus` values per process, CPU by CPU.
+/// `cpu_ids` values per process, indexed by CPU id.
 #[derive(Default)]
 pub struct SlotRead {
     pub keys: Vec<ProcKey>,
@@ -104,7 +105,8 @@ pub struct Slots {
     index: BpfHashMap<MapData, ProcKey, u32>,
     free: Stack<MapData, u32>,
     count: usize,
-    ncpus: usize,
+    /// Regions of `PROC_CPU`: one per CPU id below this.
+    cpu_ids: usize,
     /// Start times are known (BTF mode): a slot with an owner but no start
     /// time is still being taken by the kernel.
     exact: bool,
@@ -113,8 +115,8 @@ pub struct Slots {
 }
 
 impl Slots {
-    /// Maps the arrays of `ebpf` (loaded with `count` slots, `ncpus` possible CPUs).
-    pub fn new(ebpf: &mut Ebpf, count: u32, ncpus: usize, exact: bool) -> Result<Self, LoadError> {
+    /// Maps the arrays of `ebpf` (loaded with `count` slots and `cpu_ids` regions).
+    pub fn new(ebpf: &mut Ebpf, count: u32, cpu_ids: usize, exact: bool) -> Result<Self, LoadError> {
         let count = count as usize;
         let missing = |name: &'static str| LoadError::Ebpf(aya::EbpfError::MapError(MapError::InvalidName { name: name.into() }));
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or_else(|| missing(name));
@@ -127,11 +129,11 @@ impl Slots {
         let mmap_err = |map: &'static str| move |source| LoadError::Mmap { map, source };
         Ok(Self {
             owners: Mapped::new(&owners, count).map_err(mmap_err(maps::SLOTS))?,
-            values: Mapped::new(&values, count * ncpus).map_err(mmap_err(maps::PROC_CPU))?,
+            values: Mapped::new(&values, count * cpu_ids).map_err(mmap_err(maps::PROC_CPU))?,
             index,
             free,
             count,
-            ncpus,
+            cpu_ids,
             exact,
             quarantine: Vec::new(),
         })
@@ -148,7 +150,7 @@ impl Slots {
             }
             read.keys.push(ProcKey { tgid: owner.tgid, reserved: 0, start_ns: owner.start_ns });
             read.slots.push(slot as u32);
-            read.values.extend((0..self.ncpus).map(|cpu| self.values.get(cpu * self.count + slot)));
+            read.values.extend((0..self.cpu_ids).map(|cpu| self.values.get(cpu * self.count + slot)));
         }
         read
     }
@@ -156,21 +158,22 @@ impl Slots {
     /// Frees the slot of a process whose final values were read.
     pub fn free(&mut self, key: &ProcKey, slot: u32) {
         let _ = self.index.remove(key);
-        self.bump(slot as usize);
         let owner = self.owners.at(slot as usize);
         // SAFETY: an in-bounds element; nothing else writes the owner of a
-        // slot that is not free.
+        // slot that is not free. Cleared first: a thread that looked the
+        // process up just before the removal still fails the owner check.
         unsafe {
             (&raw mut (*owner).tgid).write_volatile(0);
             (&raw mut (*owner).start_ns).write_volatile(0);
         }
+        self.bump(slot as usize);
         self.quarantine.push(slot);
     }
 
     fn recycle(&mut self) {
         for slot in std::mem::take(&mut self.quarantine) {
             self.bump(slot as usize);
-            for cpu in 0..self.ncpus {
+            for cpu in 0..self.cpu_ids {
                 // SAFETY: an in-bounds element of a slot no process owns.
                 unsafe { self.values.at(cpu * self.count + slot as usize).write_volatile(ProcCpuValue::default()) };
             }
