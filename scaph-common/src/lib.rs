@@ -27,10 +27,10 @@ pub mod maps {
     pub const EXECED: &str = "EXECED";
     /// `PerCpuArray<CpuState>` with one slot: per-CPU switch state, idle time and loss counters.
     pub const CPU_STATE: &str = "CPU_STATE";
-    /// `Array<ThreadRuntime>` (BTF mode, kernel only), indexed by thread id
-    /// modulo its size: per thread, the runtime already recorded (so that a
-    /// slice is never lost or counted twice even when the tracepoint does not
-    /// show some switches) and its process's slot.
+    /// `Array<ThreadRuntime>` (kernel only), indexed by thread id modulo its
+    /// size: per thread, its process's slot, and in BTF mode the runtime
+    /// already recorded (so that a slice is never lost or counted twice even
+    /// when the tracepoint does not show some switches).
     pub const THREADS: &str = "THREADS";
 }
 
