@@ -156,11 +156,7 @@ fn processes_whose_exit_record_was_lost_are_still_reported_exited() {
 /// reported with their time, and no slice waits in vain for a free slot.
 #[test]
 fn slots_of_exited_processes_are_given_to_new_ones() {
-    let live = std::fs::read_dir("/proc")
-        .expect("reading /proc")
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
-        .count() as u32;
+    let live = live_processes();
     let mut source = source_with(LoadOptions { slots: Some(live + 100), ..LoadOptions::default() });
     let (mut truth, mut seen) = (Vec::new(), Vec::new());
     for _ in 0..8 {
@@ -181,6 +177,49 @@ fn slots_of_exited_processes_are_given_to_new_ones() {
         .filter(|&(_, truth, measured)| measured.abs_diff(truth) > truth / 100 + 100_000)
         .collect();
     assert!(off.is_empty(), "(pid, rusage ns, bpf ns) off by over 1 % + 0.1 ms: {off:?}");
+}
+
+/// With every slot taken, the time of processes that find none is counted
+/// as dropped, not lost without a word; once exited processes give their
+/// slots back, new processes are measured in full again.
+#[test]
+fn when_no_slot_is_free_the_time_is_counted_as_dropped() {
+    // Fewer slots than the 100 that run at once below: the host's own
+    // processes take a few dozen (those that run during the test).
+    let slots = 64;
+    let mut source = source_with(LoadOptions { slots: Some(slots), ..LoadOptions::default() });
+    let crowd: Vec<_> = (0..100).map(|_| burn(&["--ms", "20"])).collect();
+    let crowd: Vec<(u32, u64)> = crowd.into_iter().map(reap).collect();
+    let mut seen = samples(&mut source, 3, 50);
+    let dropped_ns = seen.last().map_or(0, |s| s.losses.dropped_ns);
+    let true_total: u64 = crowd.iter().map(|(_, ns)| ns).sum();
+    let measured: u64 = crowd.iter().map(|(pid, _)| total_ns(&seen, *pid)).sum();
+    eprintln!("100 processes for {slots} slots: rusage {true_total} ns, measured {measured} ns, dropped {dropped_ns} ns");
+    assert!(dropped_ns > 0, "100 processes and the host's fitted in {slots} slots");
+    assert!(measured < true_total, "every process was measured although slots ran out");
+    // Dropped time may include other processes' slices, never less than what the crowd lacks.
+    assert!(measured + dropped_ns >= true_total - true_total / 100, "{} ns neither measured nor counted", true_total - measured - dropped_ns.min(true_total - measured));
+    // Their slots come back: later processes are measured whole.
+    let later: Vec<(u32, u64)> = (0..5)
+        .map(|_| {
+            let done = reap(burn(&["--ms", "5"]));
+            seen.extend(samples(&mut source, 2, 50));
+            done
+        })
+        .collect();
+    seen.extend(samples(&mut source, 2, 50));
+    for (pid, truth) in later {
+        let measured = total_ns(&seen, pid);
+        assert!(measured.abs_diff(truth) <= truth / 100 + 100_000, "pid {pid}: rusage {truth} ns, bpf {measured} ns");
+    }
+}
+
+fn live_processes() -> u32 {
+    std::fs::read_dir("/proc")
+        .expect("reading /proc")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .count() as u32
 }
 
 /// The same PID used by two processes between two reads stays two processes.
