@@ -155,13 +155,19 @@ impl HostReader {
             }
             None => 0.0,
         };
-        let memory = self.statm(&self.proc_root.join("self/statm")).unwrap_or_default();
+        let memory = self.self_memory().unwrap_or_default();
         Some(SelfStats {
             cpu_seconds_total,
             cpu_ratio,
             resident_bytes: memory.resident_bytes,
             virtual_bytes: memory.virtual_bytes,
         })
+    }
+
+    /// scaph's own memory; `None` when `/proc/self/statm` is unreadable.
+    #[must_use]
+    pub fn self_memory(&self) -> Option<ProcessMemory> {
+        self.statm(&self.proc_root.join("self/statm")).ok()
     }
 
     /// Memory of one process; `None` once it is gone.

@@ -4,6 +4,8 @@ use std::{
     hash::{BuildHasher, Hash},
 };
 
+use crate::host::HostReader;
+
 /// Gives memory back after a map shrank a lot. Maps of per-process state
 /// grow with bursts of short-lived processes; without this they would keep
 /// the burst's capacity (and the agent its peak memory) forever.
@@ -63,10 +65,17 @@ impl HeapTrim {
 /// back, so the agent's resident memory stays near what it really holds.
 /// Below that growth nothing is trimmed; at 10,000 series a trim takes a
 /// few ms.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct GrowthTrim {
     /// Resident bytes right after the last trim (none yet: trims at once).
     base: Option<u64>,
+    reader: HostReader,
+}
+
+impl Default for GrowthTrim {
+    fn default() -> Self {
+        Self { base: None, reader: HostReader::new("/proc".into(), "/sys".into()) }
+    }
 }
 
 impl GrowthTrim {
@@ -74,7 +83,7 @@ impl GrowthTrim {
 
     /// Trims if worth it; returns whether it did.
     pub fn after_cycle(&mut self) -> bool {
-        let Some(rss) = resident_bytes() else {
+        let Some(rss) = self.resident_bytes() else {
             return false;
         };
         if self.base.is_some_and(|base| !Self::worth_it(base, rss)) {
@@ -83,22 +92,17 @@ impl GrowthTrim {
         }
         // SAFETY: malloc_trim only releases memory that is already free.
         unsafe { libc::malloc_trim(0) };
-        self.base = resident_bytes();
+        self.base = self.resident_bytes();
         true
+    }
+
+    fn resident_bytes(&self) -> Option<u64> {
+        self.reader.self_memory().map(|m| m.resident_bytes)
     }
 
     fn worth_it(base: u64, rss: u64) -> bool {
         rss >= base.saturating_add(Self::MIN_GROWTH)
     }
-}
-
-/// This process's resident memory, from `/proc/self/statm`.
-fn resident_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
-    Some(pages * page)
 }
 
 #[cfg(test)]

@@ -66,10 +66,9 @@ pub mod globals {
 /// Capacities of the maps. Userspace reads and prunes them every `--step`, so
 /// these bound the number of processes (live, or exited in the last two
 /// reads: a freed slot is reused one read later) and exits that can be seen
-/// between two reads. This one is the
-/// number of process slots; `PROC_CPU` holds a value per possible CPU for
-/// each, so the loader lowers it on hosts with many CPUs (see
-/// `proc_cpu_capacity`) and sets [`globals::SLOT_COUNT`].
+/// between two reads. This one is the number of process slots; `PROC_CPU`
+/// holds a value per CPU for each, so the loader lowers it on hosts with
+/// many CPUs (see `proc_cpu_capacity`) and sets [`globals::SLOT_COUNT`].
 pub const PROC_CPU_CAPACITY: u32 = 32_768;
 /// See [`PROC_CPU_CAPACITY`].
 pub const EXITED_CAPACITY: u32 = 32_768;

@@ -58,14 +58,10 @@ pub struct BpfSource {
 impl BpfSource {
     /// Loads and attaches the kernel program.
     pub fn new(proc_root: PathBuf, options: LoadOptions) -> Result<Self, LoadError> {
-        let Loaded { mut ebpf, method, slots, cpu_ids: ncpus } = loader::load(options)?;
-        let map = |ebpf: &mut aya::Ebpf, name: &'static str| {
-            ebpf.take_map(name).ok_or(LoadError::Ebpf(aya::EbpfError::MapError(
-                aya::maps::MapError::InvalidName { name: name.into() },
-            )))
-        };
+        let Loaded { mut ebpf, method, layout } = loader::load(options)?;
+        let map = loader::take_map;
         let map_err = |e| LoadError::Ebpf(aya::EbpfError::MapError(e));
-        let slots = Slots::new(&mut ebpf, slots, ncpus, method == CpuTimeMethod::BpfRuntime)?;
+        let slots = Slots::new(&mut ebpf, layout, method == CpuTimeMethod::BpfRuntime)?;
         let exited = BpfHashMap::try_from(map(&mut ebpf, maps::EXITED)?).map_err(map_err)?;
         let execed = BpfHashMap::try_from(map(&mut ebpf, maps::EXECED)?).map_err(map_err)?;
         let cpu_state = PerCpuArray::try_from(map(&mut ebpf, maps::CPU_STATE)?).map_err(map_err)?;
@@ -73,7 +69,7 @@ impl BpfSource {
             _ebpf: ebpf,
             method,
             slots,
-            ncpus,
+            ncpus: layout.cpu_ids,
             exited,
             execed,
             renamed: HashMap::default(),

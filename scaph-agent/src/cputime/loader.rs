@@ -74,10 +74,33 @@ pub struct LoadOptions {
 pub struct Loaded {
     pub ebpf: Ebpf,
     pub method: CpuTimeMethod,
-    /// Process slots the maps were sized for.
+    pub layout: Layout,
+}
+
+/// How the process maps are sized, decided once per load.
+#[derive(Clone, Copy, Debug)]
+pub struct Layout {
+    /// Process slots.
     pub slots: u32,
     /// Regions of `PROC_CPU`: one per CPU id below this ([`cpu_ids`]).
     pub cpu_ids: usize,
+}
+
+impl Layout {
+    fn for_host(options: &LoadOptions) -> Self {
+        let cpu_ids = cpu_ids();
+        Self { slots: options.slots.unwrap_or_else(|| proc_cpu_capacity(cpu_ids)).max(1), cpu_ids }
+    }
+}
+
+/// Takes map `name` out of `ebpf`.
+pub(super) fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, LoadError> {
+    ebpf.take_map(name).ok_or_else(|| missing_map(name))
+}
+
+/// The error for a map the object lacks (or has with another type).
+pub(super) fn missing_map(name: &'static str) -> LoadError {
+    LoadError::Ebpf(aya::EbpfError::MapError(aya::maps::MapError::InvalidName { name: name.into() }))
 }
 
 /// The compiled kernel object (for tools that load one of its programs alone).
@@ -106,14 +129,15 @@ pub fn load(options: LoadOptions) -> Result<Loaded, LoadError> {
 }
 
 fn load_variant(options: LoadOptions) -> Result<Loaded, LoadError> {
+    let layout = Layout::for_host(&options);
     if options.force_timestamp {
         info!("timestamp variant of the kernel program requested");
-        let ebpf = load_tracepoint(&options)?;
-        return Ok(Loaded { ebpf, method: CpuTimeMethod::BpfTimestamp, slots: slots(&options), cpu_ids: cpu_ids() });
+        let ebpf = load_tracepoint(&options, layout)?;
+        return Ok(Loaded { ebpf, method: CpuTimeMethod::BpfTimestamp, layout });
     }
     let exact_failed = match btf::task_offsets(Path::new(btf::VMLINUX_BTF)) {
-        Ok(offsets) => match load_btf(offsets, &options) {
-            Ok(ebpf) => return Ok(Loaded { ebpf, method: CpuTimeMethod::BpfRuntime, slots: slots(&options), cpu_ids: cpu_ids() }),
+        Ok(offsets) => match load_btf(offsets, &options, layout) {
+            Ok(ebpf) => return Ok(Loaded { ebpf, method: CpuTimeMethod::BpfRuntime, layout }),
             Err(e) => {
                 info!("exact (BTF) kernel program unavailable: {e}; trying the timestamp variant");
                 true
@@ -124,12 +148,12 @@ fn load_variant(options: LoadOptions) -> Result<Loaded, LoadError> {
             false
         }
     };
-    match load_tracepoint(&options) {
+    match load_tracepoint(&options, layout) {
         Ok(ebpf) => {
             if exact_failed {
                 warn!("the exact kernel program did not load (see -v); using the timestamp variant");
             }
-            Ok(Loaded { ebpf, method: CpuTimeMethod::BpfTimestamp, slots: slots(&options), cpu_ids: cpu_ids() })
+            Ok(Loaded { ebpf, method: CpuTimeMethod::BpfTimestamp, layout })
         }
         Err(e) => Err(LoadError::Refused { hint: permission_hint(&e), source: Box::new(e) }),
     }
@@ -163,20 +187,14 @@ fn highest_cpu(list: &str) -> Option<u32> {
     list.trim().split(',').filter_map(|range| range.rsplit('-').next()?.trim().parse().ok()).max()
 }
 
-/// Process slots for these options on this host.
-fn slots(options: &LoadOptions) -> u32 {
-    options.slots.unwrap_or_else(|| proc_cpu_capacity(cpu_ids())).max(1)
-}
-
-/// Loads the object with its maps sized for this host (`PROC_CPU` holds
-/// a region of slots per possible CPU) and every slot free; `offsets` for
-/// the BTF programs.
-fn load_object(options: &LoadOptions, offsets: Option<&scaph_common::TaskOffsets>) -> Result<Ebpf, LoadError> {
-    let cpus = cpu_ids();
-    let slots = slots(options);
-    debug!("{slots} process slots (CPU ids 0 to {})", cpus - 1);
+/// Loads the object with its maps sized by `layout` (`PROC_CPU` holds a
+/// region of slots per CPU id) and every slot free; `offsets` for the BTF
+/// programs.
+fn load_object(options: &LoadOptions, layout: Layout, offsets: Option<&scaph_common::TaskOffsets>) -> Result<Ebpf, LoadError> {
+    let Layout { slots, cpu_ids } = layout;
+    debug!("{slots} process slots (CPU ids 0 to {})", cpu_ids - 1);
     let mut loader = EbpfLoader::new();
-    loader.map_max_entries(maps::PROC_CPU, slots.saturating_mul(cpus as u32));
+    loader.map_max_entries(maps::PROC_CPU, slots.saturating_mul(cpu_ids as u32));
     for map in [maps::SLOTS, maps::PROC_SLOTS, maps::FREE_SLOTS] {
         loader.map_max_entries(map, slots);
     }
@@ -191,7 +209,7 @@ fn load_object(options: &LoadOptions, offsets: Option<&scaph_common::TaskOffsets
     // Popped lowest first, so that the slots in use stay at the start.
     let fill_err = |source| LoadError::Fill { map: maps::FREE_SLOTS, source };
     let mut free: aya::maps::Stack<_, u32> =
-        ebpf.map_mut(maps::FREE_SLOTS).ok_or(LoadError::Fill { map: maps::FREE_SLOTS, source: aya::maps::MapError::InvalidName { name: maps::FREE_SLOTS.into() } })?.try_into().map_err(fill_err)?;
+        ebpf.map_mut(maps::FREE_SLOTS).ok_or_else(|| missing_map(maps::FREE_SLOTS))?.try_into().map_err(fill_err)?;
     for slot in (0..slots).rev() {
         free.push(slot, 0).map_err(fill_err)?;
     }
@@ -211,10 +229,10 @@ pub fn proc_cpu_capacity(cpus: usize) -> u32 {
     fits.clamp(4096, scaph_common::PROC_CPU_CAPACITY)
 }
 
-fn load_btf(offsets: scaph_common::TaskOffsets, options: &LoadOptions) -> Result<Ebpf, LoadError> {
+fn load_btf(offsets: scaph_common::TaskOffsets, options: &LoadOptions, layout: Layout) -> Result<Ebpf, LoadError> {
     debug!("task_struct offsets from BTF: {offsets:?}");
     let btf = Btf::from_sys_fs().map_err(aya::EbpfError::from)?;
-    let mut ebpf = load_object(options, Some(&offsets))?;
+    let mut ebpf = load_object(options, layout, Some(&offsets))?;
     for (name, event) in [
         (programs::EXIT_BTF, "sched_process_exit"),
         (programs::EXEC_BTF, "sched_process_exec"),
@@ -231,9 +249,9 @@ fn load_btf(offsets: scaph_common::TaskOffsets, options: &LoadOptions) -> Result
     Ok(ebpf)
 }
 
-fn load_tracepoint(options: &LoadOptions) -> Result<Ebpf, LoadError> {
+fn load_tracepoint(options: &LoadOptions, layout: Layout) -> Result<Ebpf, LoadError> {
     check_switch_format()?;
-    let mut ebpf = load_object(options, None)?;
+    let mut ebpf = load_object(options, layout, None)?;
     for (name, event) in [
         (programs::EXIT_TP, "sched_process_exit"),
         (programs::EXEC_TP, "sched_process_exec"),

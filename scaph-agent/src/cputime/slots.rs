@@ -17,13 +17,13 @@ use std::{
 };
 
 use aya::{
-    maps::{HashMap as BpfHashMap, Map, MapData, MapError, Stack},
+    maps::{HashMap as BpfHashMap, Map, MapData, Stack},
     Ebpf, Pod,
 };
 use log::warn;
 use scaph_common::{maps, ProcCpuValue, ProcKey, ProcSlot};
 
-use super::loader::LoadError;
+use super::loader::{missing_map, take_map, Layout, LoadError};
 
 /// A whole memory-mapped BPF array of `len` elements.
 struct Mapped<T> {
@@ -115,17 +115,15 @@ pub struct Slots {
 }
 
 impl Slots {
-    /// Maps the arrays of `ebpf` (loaded with `count` slots and `cpu_ids` regions).
-    pub fn new(ebpf: &mut Ebpf, count: u32, cpu_ids: usize, exact: bool) -> Result<Self, LoadError> {
-        let count = count as usize;
-        let missing = |name: &'static str| LoadError::Ebpf(aya::EbpfError::MapError(MapError::InvalidName { name: name.into() }));
-        let mut take = |name: &'static str| ebpf.take_map(name).ok_or_else(|| missing(name));
+    /// Maps the arrays of `ebpf`, loaded with `layout`.
+    pub fn new(ebpf: &mut Ebpf, layout: Layout, exact: bool) -> Result<Self, LoadError> {
+        let (count, cpu_ids) = (layout.slots as usize, layout.cpu_ids);
         let map_err = |e| LoadError::Ebpf(aya::EbpfError::MapError(e));
-        let (Map::Array(owners), Map::Array(values)) = (take(maps::SLOTS)?, take(maps::PROC_CPU)?) else {
-            return Err(missing(maps::PROC_CPU));
+        let (Map::Array(owners), Map::Array(values)) = (take_map(ebpf, maps::SLOTS)?, take_map(ebpf, maps::PROC_CPU)?) else {
+            return Err(missing_map(maps::PROC_CPU));
         };
-        let index = BpfHashMap::try_from(take(maps::PROC_SLOTS)?).map_err(map_err)?;
-        let free = Stack::try_from(take(maps::FREE_SLOTS)?).map_err(map_err)?;
+        let index = BpfHashMap::try_from(take_map(ebpf, maps::PROC_SLOTS)?).map_err(map_err)?;
+        let free = Stack::try_from(take_map(ebpf, maps::FREE_SLOTS)?).map_err(map_err)?;
         let mmap_err = |map: &'static str| move |source| LoadError::Mmap { map, source };
         Ok(Self {
             owners: Mapped::new(&owners, count).map_err(mmap_err(maps::SLOTS))?,
