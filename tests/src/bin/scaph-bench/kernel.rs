@@ -94,16 +94,27 @@ pub fn program_cost(quick: bool, table: &mut Table) {
 pub fn pipe_slowdown(quick: bool, table: &mut Table) {
     let loops = if quick { 50_000 } else { 200_000 };
     let mut slowdown = Vec::new();
-    for _ in 0..if quick { 3 } else { 9 } {
-        let detached = pipe_bench(loops);
-        let source = attach();
-        let attached = pipe_bench(loops);
-        drop(source);
+    // Pairs alternate which run goes first (detached-attached, then
+    // attached-detached), so that a drift of the machine or an effect of
+    // the attach itself on the next run does not lean one way.
+    for pair in 0..if quick { 4 } else { 16 } {
+        let (detached, attached) = if pair % 2 == 0 {
+            let detached = pipe_bench(loops);
+            let source = attach();
+            let attached = pipe_bench(loops);
+            drop(source);
+            (detached, attached)
+        } else {
+            let source = attach();
+            let attached = pipe_bench(loops);
+            drop(source);
+            (pipe_bench(loops), attached)
+        };
         slowdown.push((attached.as_secs_f64() / detached.as_secs_f64() - 1.0) * 100.0);
     }
     let (min, med, max) = stats(&slowdown);
     table.row(
-        &format!("`perf bench sched pipe -l {loops}` pinned to CPU 1, attached vs detached (interleaved pairs)"),
+        &format!("`perf bench sched pipe -l {loops}` pinned to CPU 1, attached vs detached (interleaved pairs, alternating order)"),
         min,
         med,
         max,
