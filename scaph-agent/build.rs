@@ -17,7 +17,11 @@ fn main() -> anyhow::Result<()> {
     let skip = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     let have_linker = which_bpf_linker();
     let built = if skip || !have_linker {
-        let why = if skip { "AYA_BUILD_SKIP is set" } else { "bpf-linker is not on PATH" };
+        let why = if skip {
+            "AYA_BUILD_SKIP is set"
+        } else {
+            "bpf-linker is not on PATH"
+        };
         println!(
             "cargo:warning=scaph: kernel program not built ({why}); this scaph runs in procfs mode only. \
              `cargo xtask run` installs what the eBPF build needs."
@@ -26,8 +30,14 @@ fn main() -> anyhow::Result<()> {
     } else {
         let metadata = env::var("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR not set")?;
         let root = PathBuf::from(metadata).join("../scaph-ebpf");
-        let root = root.to_str().ok_or_else(|| anyhow!("non-UTF-8 path {}", root.display()))?;
-        let package = aya_build::Package { name: "scaph-ebpf", root_dir: root, ..Default::default() };
+        let root = root
+            .to_str()
+            .ok_or_else(|| anyhow!("non-UTF-8 path {}", root.display()))?;
+        let package = aya_build::Package {
+            name: "scaph-ebpf",
+            root_dir: root,
+            ..Default::default()
+        };
         aya_build::build_ebpf([package], aya_build::Toolchain::default())
             .context("building the scaph-ebpf kernel program")?;
         true
@@ -52,7 +62,6 @@ fn compile_riemann_proto() -> anyhow::Result<()> {
 }
 
 fn which_bpf_linker() -> bool {
-    env::var_os("PATH").is_some_and(|paths| {
-        env::split_paths(&paths).any(|dir| dir.join("bpf-linker").is_file())
-    })
+    env::var_os("PATH")
+        .is_some_and(|paths| env::split_paths(&paths).any(|dir| dir.join("bpf-linker").is_file()))
 }

@@ -106,7 +106,13 @@ impl Agent {
         if let Some(reading) = &reading {
             self.implausible_dropped = reading.implausible_dropped;
             if !reading.zones.is_empty() && !sample.interval.is_zero() {
-                let split = attribute(&reading.zones, &sample, &self.topology, sample.interval, self.policy);
+                let split = attribute(
+                    &reading.zones,
+                    &sample,
+                    &self.topology,
+                    sample.interval,
+                    self.policy,
+                );
                 self.energy.add(&reading.zones, &split, uptime);
             }
         }
@@ -114,7 +120,10 @@ impl Agent {
             self.energy.retire(&key);
         }
         let attributed = Instant::now();
-        let sensor = self.sensor.as_ref().map(|s| SensorInfo { name: s.name(), origin: s.origin() });
+        let sensor = self.sensor.as_ref().map(|s| SensorInfo {
+            name: s.name(),
+            origin: s.origin(),
+        });
         let mut snapshot = snapshot::build(snapshot::Parts {
             timestamp: SystemTime::now(),
             sample: &sample,
@@ -130,7 +139,10 @@ impl Agent {
             read_host_stats(reader, &mut snapshot);
         }
         if self.heap.observe(snapshot.processes.len()) {
-            debug!("{} processes tracked, half of the peak: free heap returned to the system", snapshot.processes.len());
+            debug!(
+                "{} processes tracked, half of the peak: free heap returned to the system",
+                snapshot.processes.len()
+            );
         }
         debug!(
             "cycle: {} processes; CPU time {:?}, energy and attribution {:?}, snapshot {:?}",
@@ -155,7 +167,11 @@ impl Agent {
             Err(e) => {
                 self.sensor_failures += 1;
                 if self.sensor_failures.is_power_of_two() {
-                    warn!("energy sensor {} failed ({} times in a row): {e}", sensor.name(), self.sensor_failures);
+                    warn!(
+                        "energy sensor {} failed ({} times in a row): {e}",
+                        sensor.name(),
+                        self.sensor_failures
+                    );
                 }
                 None
             }
@@ -180,7 +196,11 @@ fn read_host_stats(reader: &mut HostReader, snapshot: &mut Snapshot) {
 fn utilisation(sample: &CpuSample) -> Utilisation {
     let secs = sample.interval.as_secs_f64();
     let busy = if secs > 0.0 {
-        sample.idle_ns.iter().map(|&idle| (1.0 - idle as f64 / 1e9 / secs).clamp(0.0, 1.0)).collect()
+        sample
+            .idle_ns
+            .iter()
+            .map(|&idle| (1.0 - idle as f64 / 1e9 / secs).clamp(0.0, 1.0))
+            .collect()
     } else {
         Vec::new()
     };
@@ -194,21 +214,23 @@ pub fn spawn(
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<(SnapshotRx, thread::JoinHandle<()>)> {
     let (tx, rx) = watch::channel(None);
-    let handle = thread::Builder::new().name("scaph-measure".into()).spawn(move || {
-        agent.baseline();
-        let mut next = Instant::now() + step;
-        while !stop.load(Ordering::Relaxed) {
-            let now = Instant::now();
-            if now < next {
-                thread::sleep((next - now).min(Duration::from_millis(100)));
-                continue;
+    let handle = thread::Builder::new()
+        .name("scaph-measure".into())
+        .spawn(move || {
+            agent.baseline();
+            let mut next = Instant::now() + step;
+            while !stop.load(Ordering::Relaxed) {
+                let now = Instant::now();
+                if now < next {
+                    thread::sleep((next - now).min(Duration::from_millis(100)));
+                    continue;
+                }
+                next += step;
+                if next < now {
+                    next = now + step; // fell behind (suspend, overload): don't burst
+                }
+                tx.send_replace(Some(Arc::new(agent.cycle())));
             }
-            next += step;
-            if next < now {
-                next = now + step; // fell behind (suspend, overload): don't burst
-            }
-            tx.send_replace(Some(Arc::new(agent.cycle())));
-        }
-    })?;
+        })?;
     Ok((rx, handle))
 }

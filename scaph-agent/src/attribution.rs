@@ -192,7 +192,11 @@ pub fn attribute(
     for &socket in sockets {
         out.sockets.entry(socket).or_default();
     }
-    out.processes = times.keys.iter().map(|&key| (key, ProcessEnergy::default())).collect();
+    out.processes = times
+        .keys
+        .iter()
+        .map(|&key| (key, ProcessEnergy::default()))
+        .collect();
 
     let all: Vec<usize> = (0..sockets.len()).collect();
     let mut pools: Vec<(Pool, f64, Vec<usize>, bool)> = Vec::new();
@@ -216,7 +220,11 @@ pub fn attribute(
         let time_of = |row: usize| {
             let on_sockets = times.on_sockets(row);
             members.iter().map(|&i| on_sockets[i]).sum::<f64>()
-                + if with_unplaced { times.unplaced[row] } else { 0.0 }
+                + if with_unplaced {
+                    times.unplaced[row]
+                } else {
+                    0.0
+                }
         };
         let total: f64 = (0..times.keys.len()).map(time_of).sum();
         let divisor = match policy {
@@ -288,7 +296,12 @@ fn socket_times(sample: &CpuSample, topology: &Topology, interval_ns: f64) -> Ti
     if !sample.processes.is_sorted_by_key(|p| p.key) {
         order.sort_by_key(|&i| sample.processes[i].key);
     }
-    let mut out = Times { keys: Vec::with_capacity(order.len()), per_socket: Vec::new(), n_sockets, unplaced: Vec::new() };
+    let mut out = Times {
+        keys: Vec::with_capacity(order.len()),
+        per_socket: Vec::new(),
+        n_sockets,
+        unplaced: Vec::new(),
+    };
     for i in order {
         let process = &sample.processes[i];
         if out.keys.last() != Some(&process.key) {
@@ -303,7 +316,10 @@ fn socket_times(sample: &CpuSample, topology: &Topology, interval_ns: f64) -> Ti
             unplaced = process.total_ns as f64;
         } else {
             for (cpu, ns) in process.per_cpu_ns.iter() {
-                match topology.socket_of(cpu).and_then(|s| sockets.binary_search(&s).ok()) {
+                match topology
+                    .socket_of(cpu)
+                    .and_then(|s| sockets.binary_search(&s).ok())
+                {
                     Some(i) => times[i] += ns as f64,
                     None => unplaced += ns as f64,
                 }
@@ -780,7 +796,13 @@ mod tests {
         // 60 J over 4 CPU-seconds of capacity: 15 J per busy CPU-second.
         assert!(close(joules(&a, 1), 15.0));
         assert!(close(joules(&a, 2), 15.0));
-        assert_eq!(a.process(&key(2)).expect("process in the split").per_socket.get(1), Some(15.0));
+        assert_eq!(
+            a.process(&key(2))
+                .expect("process in the split")
+                .per_socket
+                .get(1),
+            Some(15.0)
+        );
         assert!(close(a.host.energy, 60.0));
         assert!(close(a.host.unattributed, 30.0));
         assert_eq!(a.sockets[&0].measured, 20.0, "informational");
@@ -795,8 +817,14 @@ mod tests {
         let zones = [package(0, 40.0), package(1, 40.0)];
         let a = attribute(&zones, &s, &topo(&[2, 2]), SEC, IdlePolicy::Unattributed);
         let p = a.process(&key(1)).expect("process in the split");
-        assert!(close(p.per_socket.get(0).expect("time on socket 0"), 40.0 * 0.75 / 2.0));
-        assert!(close(p.per_socket.get(1).expect("time on socket 1"), 40.0 * 0.25 / 2.0));
+        assert!(close(
+            p.per_socket.get(0).expect("time on socket 0"),
+            40.0 * 0.75 / 2.0
+        ));
+        assert!(close(
+            p.per_socket.get(1).expect("time on socket 1"),
+            40.0 * 0.25 / 2.0
+        ));
         assert!(close(p.joules, 20.0));
     }
 

@@ -6,7 +6,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::metrics::{MetricsConfig, DEFAULT_CMDLINE_MAX_LEN, DEFAULT_MAX_PROCESSES};
 
 #[derive(Debug, Parser)]
-#[command(name = "scaph", version, about = "Energy per process, from exact kernel CPU time and RAPL")]
+#[command(
+    name = "scaph",
+    version,
+    about = "Energy per process, from exact kernel CPU time and RAPL"
+)]
 pub struct Cli {
     /// More log output (-v info, -vv debug, -vvv trace). RUST_LOG overrides it.
     #[arg(short, action = clap::ArgAction::Count, global = true)]
@@ -21,7 +25,12 @@ pub struct Cli {
     pub vm: bool,
 
     /// Where the guest tree is mounted in --vm mode.
-    #[arg(long, env = "SCAPHANDRE_POWERCAP_PATH", default_value = "/var/scaphandre", global = true)]
+    #[arg(
+        long,
+        env = "SCAPHANDRE_POWERCAP_PATH",
+        default_value = "/var/scaphandre",
+        global = true
+    )]
     pub vm_path: PathBuf,
 
     /// Energy sensor: powercap_rapl (RAPL counters), estimate (linear model of CPU
@@ -126,12 +135,14 @@ impl Cli {
             per_exe: self.per_exe,
             per_cgroup: self.per_cgroup,
             qemu,
-            containers: self.containers.then(|| crate::containers::ContainersConfig {
-                cgroup_root: self.cgroup_root.clone(),
-                node_name: self.node_name.clone(),
-                kubeconfig: self.kubeconfig.clone(),
-                kubernetes: true,
-            }),
+            containers: self
+                .containers
+                .then(|| crate::containers::ContainersConfig {
+                    cgroup_root: self.cgroup_root.clone(),
+                    node_name: self.node_name.clone(),
+                    kubeconfig: self.kubeconfig.clone(),
+                    kubernetes: true,
+                }),
         }
     }
 }
@@ -139,16 +150,23 @@ impl Cli {
 /// `600`, `600s`, `10m`, `1h`, `500ms`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 =
-        number.parse().map_err(|_| format!("{text:?}: expected a number with an optional unit (ms, s, m, h)"))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number with an optional unit (ms, s, m, h)"))?;
     let seconds = match unit.trim() {
         "" | "s" => value,
         "ms" => value / 1000.0,
         "m" | "min" => value * 60.0,
         "h" => value * 3600.0,
-        other => return Err(format!("{text:?}: unknown unit {other:?} (use ms, s, m or h)")),
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?} (use ms, s, m or h)"
+            ))
+        }
     };
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }
@@ -207,7 +225,8 @@ impl Exporter {
         match self {
             Self::Stdout(a) => secs(a.step),
             Self::Json(a) => {
-                let step = Duration::from_secs(a.step) + Duration::from_nanos(u64::from(a.step_nano));
+                let step =
+                    Duration::from_secs(a.step) + Duration::from_nanos(u64::from(a.step_nano));
                 step.max(Duration::from_millis(100))
             }
             Self::Prometheus(a) => secs(a.step),
@@ -358,8 +377,13 @@ mod tests {
         ])
         .expect("prometheus");
         assert!(cli.scaphandre_compat);
-        let Exporter::Prometheus(a) = &cli.exporter else { panic!("prometheus") };
-        assert_eq!((a.address.as_str(), a.port, a.suffix.as_str(), a.qemu), ("127.0.0.1", 9100, "m", true));
+        let Exporter::Prometheus(a) = &cli.exporter else {
+            panic!("prometheus")
+        };
+        assert_eq!(
+            (a.address.as_str(), a.port, a.suffix.as_str(), a.qemu),
+            ("127.0.0.1", 9100, "m", true)
+        );
         let cli = Cli::try_parse_from([
             "scaph",
             "prometheus-push",
@@ -375,13 +399,29 @@ mod tests {
         ])
         .expect("push");
         assert_eq!(cli.exporter.step(), Duration::from_secs(5));
-        let cli =
-            Cli::try_parse_from(["scaph", "json", "-t", "4", "-s", "1", "--max-top-consumers", "3", "-f", "/tmp/x"])
-                .expect("json");
+        let cli = Cli::try_parse_from([
+            "scaph",
+            "json",
+            "-t",
+            "4",
+            "-s",
+            "1",
+            "--max-top-consumers",
+            "3",
+            "-f",
+            "/tmp/x",
+        ])
+        .expect("json");
         assert_eq!(cli.exporter.name(), "json");
         // The compat flag also works after the exporter.
-        let cli =
-            Cli::try_parse_from(["scaph", "prometheus", "--scaphandre-compat", "--max-processes", "0"]).expect("after");
+        let cli = Cli::try_parse_from([
+            "scaph",
+            "prometheus",
+            "--scaphandre-compat",
+            "--max-processes",
+            "0",
+        ])
+        .expect("after");
         assert!(cli.scaphandre_compat);
         assert_eq!(cli.metrics_config(false).max_processes, 0);
     }

@@ -115,7 +115,12 @@ impl HostReader {
     #[must_use]
     pub fn new(proc_root: PathBuf, sys_root: PathBuf) -> Self {
         // SAFETY: sysconf has no preconditions; it returns -1 for an unknown name.
-        let (page, ticks) = unsafe { (libc::sysconf(libc::_SC_PAGESIZE), libc::sysconf(libc::_SC_CLK_TCK)) };
+        let (page, ticks) = unsafe {
+            (
+                libc::sysconf(libc::_SC_PAGESIZE),
+                libc::sysconf(libc::_SC_CLK_TCK),
+            )
+        };
         Self {
             proc_root,
             sys_root,
@@ -134,13 +139,21 @@ impl HostReader {
         let memory = kept(self.memory(), &mut complete);
         let activity = kept(self.activity(), &mut complete);
         let disks = kept(self.disks(), &mut complete).unwrap_or_default();
-        HostStats { load, memory, activity, disks, complete }
+        HostStats {
+            load,
+            memory,
+            activity,
+            disks,
+            complete,
+        }
     }
 
     /// scaph's own CPU and memory; `None` when `/proc/self` is unreadable.
     pub fn self_stats(&mut self) -> Option<SelfStats> {
         let stat = self.proc_root.join("self/stat");
-        let text = read(&stat).map_err(|e| debug!("self statistics: {e}")).ok()?;
+        let text = read(&stat)
+            .map_err(|e| debug!("self statistics: {e}"))
+            .ok()?;
         let ticks = stat_cpu_ticks(&text)?;
         let cpu_seconds_total = ticks as f64 / self.ticks_per_second;
         let now = Instant::now();
@@ -173,7 +186,8 @@ impl HostReader {
     /// Memory of one process; `None` once it is gone.
     #[must_use]
     pub fn process_memory(&self, pid: u32) -> Option<ProcessMemory> {
-        self.statm(&self.proc_root.join(pid.to_string()).join("statm")).ok()
+        self.statm(&self.proc_root.join(pid.to_string()).join("statm"))
+            .ok()
     }
 
     fn statm(&self, path: &Path) -> Result<ProcessMemory, HostError> {
@@ -184,7 +198,10 @@ impl HostReader {
                 resident_bytes: resident.saturating_mul(self.page_size),
                 virtual_bytes: size.saturating_mul(self.page_size),
             }),
-            _ => Err(HostError::Parse { path: path.to_owned(), what: "size and resident pages" }),
+            _ => Err(HostError::Parse {
+                path: path.to_owned(),
+                what: "size and resident pages",
+            }),
         }
     }
 
@@ -194,8 +211,13 @@ impl HostReader {
         let mut it = text.split_whitespace().map(str::parse::<f64>);
         match (it.next(), it.next(), it.next()) {
             // The third field is the 15-minute average (Scaphandre repeated the 5-minute one).
-            (Some(Ok(one)), Some(Ok(five)), Some(Ok(fifteen))) => Ok(LoadAverage { one, five, fifteen }),
-            _ => Err(HostError::Parse { path, what: "three load averages" }),
+            (Some(Ok(one)), Some(Ok(five)), Some(Ok(fifteen))) => {
+                Ok(LoadAverage { one, five, fifteen })
+            }
+            _ => Err(HostError::Parse {
+                path,
+                what: "three load averages",
+            }),
         }
     }
 
@@ -207,7 +229,10 @@ impl HostReader {
                 .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
                 .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
                 .map(|kib| kib.saturating_mul(1024))
-                .ok_or_else(|| HostError::Parse { path: path.clone(), what: name })
+                .ok_or_else(|| HostError::Parse {
+                    path: path.clone(),
+                    what: name,
+                })
         };
         Ok(Memory {
             total: field("MemTotal")?,
@@ -225,7 +250,10 @@ impl HostReader {
             text.lines()
                 .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
                 .and_then(|rest| rest.trim().parse::<u64>().ok())
-                .ok_or_else(|| HostError::Parse { path: path.clone(), what: name })
+                .ok_or_else(|| HostError::Parse {
+                    path: path.clone(),
+                    what: name,
+                })
         };
         Ok(Activity {
             forks_total: field("processes")?,
@@ -241,7 +269,8 @@ impl HostReader {
         let mut disks: Vec<Disk> = Vec::new();
         for line in text.lines() {
             let mut f = line.split_whitespace();
-            let (Some(device), Some(mount_point), Some(fs_type)) = (f.next(), f.next(), f.next()) else {
+            let (Some(device), Some(mount_point), Some(fs_type)) = (f.next(), f.next(), f.next())
+            else {
                 continue;
             };
             if !device.starts_with("/dev/") {
@@ -304,7 +333,10 @@ fn kept<T>(result: Result<T, HostError>, complete: &mut bool) -> Option<T> {
 }
 
 fn read(path: &Path) -> Result<String, HostError> {
-    fs::read_to_string(path).map_err(|source| HostError::Read { path: path.to_owned(), source })
+    fs::read_to_string(path).map_err(|source| HostError::Read {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// utime + stime (clock ticks) from a `/proc/PID/stat` line.
@@ -323,8 +355,14 @@ fn unescape_mount(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
-            let code = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let code =
+                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(char::from(code));
             i += 4;
         } else {
@@ -337,7 +375,10 @@ fn unescape_mount(s: &str) -> String {
 }
 
 /// (total, available to unprivileged users) bytes of the filesystem at `path`.
-#[allow(clippy::useless_conversion, reason = "statvfs field types are u32 on some targets")]
+#[allow(
+    clippy::useless_conversion,
+    reason = "statvfs field types are u32 on some targets"
+)]
 fn statvfs(path: &str) -> Option<(u64, u64)> {
     let c_path = CString::new(Path::new(path).as_os_str().as_bytes()).ok()?;
     // SAFETY: statvfs is plain data; the kernel fills it when the call returns 0.
@@ -347,7 +388,10 @@ fn statvfs(path: &str) -> Option<(u64, u64)> {
         return None;
     }
     let frsize = u64::from(buf.f_frsize);
-    Some((u64::from(buf.f_blocks).saturating_mul(frsize), u64::from(buf.f_bavail).saturating_mul(frsize)))
+    Some((
+        u64::from(buf.f_blocks).saturating_mul(frsize),
+        u64::from(buf.f_bavail).saturating_mul(frsize),
+    ))
 }
 
 #[cfg(test)]
@@ -369,9 +413,16 @@ mod tests {
         )
         .expect("write");
         fs::create_dir_all(p.join("self")).expect("mkdir");
-        fs::write(p.join("self/mounts"), "proc /proc proc rw 0 0\n/dev/root / ext4 rw 0 0\n/dev/root / ext4 rw 0 0\n")
-            .expect("write");
-        fs::write(p.join("self/stat"), "77 (scaph (x) y) S 1 2 3 4 5 6 7 8 9 10 150 50 0 0\n").expect("write");
+        fs::write(
+            p.join("self/mounts"),
+            "proc /proc proc rw 0 0\n/dev/root / ext4 rw 0 0\n/dev/root / ext4 rw 0 0\n",
+        )
+        .expect("write");
+        fs::write(
+            p.join("self/stat"),
+            "77 (scaph (x) y) S 1 2 3 4 5 6 7 8 9 10 150 50 0 0\n",
+        )
+        .expect("write");
         fs::write(p.join("self/statm"), "1000 200 10 1 0 50 0\n").expect("write");
         fs::create_dir_all(p.join("42")).expect("mkdir");
         fs::write(p.join("42/statm"), "300 100 10 1 0 50 0\n").expect("write");
@@ -384,7 +435,14 @@ mod tests {
         let reader = HostReader::new(proc.path().to_owned(), "/nonexistent".into());
         let stats = reader.host_stats();
         assert!(stats.complete);
-        assert_eq!(stats.load, Some(LoadAverage { one: 0.5, five: 0.25, fifteen: 0.1 }));
+        assert_eq!(
+            stats.load,
+            Some(LoadAverage {
+                one: 0.5,
+                five: 0.25,
+                fifteen: 0.1
+            })
+        );
         assert_eq!(
             stats.memory,
             Some(Memory {
@@ -397,9 +455,19 @@ mod tests {
         );
         assert_eq!(
             stats.activity,
-            Some(Activity { forks_total: 4242, context_switches_total: 123456, running: 3, blocked: 1 })
+            Some(Activity {
+                forks_total: 4242,
+                context_switches_total: 123456,
+                running: 3,
+                blocked: 1
+            })
         );
-        assert_eq!(stats.disks.len(), 1, "one entry per mount point: {:?}", stats.disks);
+        assert_eq!(
+            stats.disks.len(),
+            1,
+            "one entry per mount point: {:?}",
+            stats.disks
+        );
         assert_eq!(stats.disks[0].mount_point, "/");
         assert_eq!(stats.disks[0].kind, "Unknown");
     }
@@ -421,7 +489,10 @@ mod tests {
         let me = reader.self_stats().expect("self stats");
         assert!((me.cpu_seconds_total - 200.0 / reader.ticks_per_second).abs() < 1e-9);
         assert_eq!(me.resident_bytes, 200 * reader.page_size);
-        assert_eq!(reader.process_memory(42).map(|m| m.virtual_bytes), Some(300 * reader.page_size));
+        assert_eq!(
+            reader.process_memory(42).map(|m| m.virtual_bytes),
+            Some(300 * reader.page_size)
+        );
         assert_eq!(reader.process_memory(43), None);
     }
 

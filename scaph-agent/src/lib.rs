@@ -14,5 +14,5 @@ pub mod open;
 pub mod processes;
 pub mod sensors;
 pub mod snapshot;
-pub mod vm_label;
 pub mod util;
+pub mod vm_label;

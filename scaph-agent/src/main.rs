@@ -14,7 +14,10 @@ use clap::Parser as _;
 use scaph_agent::{
     agent::{self, Agent, SnapshotRx},
     attribution::IdlePolicy,
-    cli::{Cli, Exporter as ExporterChoice, IdlePolicyChoice, JsonArgs, PrometheusArgs, PushArgs, StdoutArgs},
+    cli::{
+        Cli, Exporter as ExporterChoice, IdlePolicyChoice, JsonArgs, PrometheusArgs, PushArgs,
+        StdoutArgs,
+    },
     exporters::{
         self,
         json::{Consumers, JsonExporter},
@@ -50,8 +53,11 @@ fn main() -> Result<()> {
     init_logging(cli.verbose);
     // Two workers: an exporter's encoding or I/O never waits behind another
     // connection. Measurement has its own thread (agent::spawn).
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting tokio")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
     runtime.block_on(run(cli))
 }
 
@@ -67,7 +73,11 @@ fn init_logging(verbose: u8) {
 
 async fn run(cli: Cli) -> Result<()> {
     if !cli.no_header {
-        eprintln!("scaph {} — {} exporter", env!("CARGO_PKG_VERSION"), cli.exporter.name());
+        eprintln!(
+            "scaph {} — {} exporter",
+            env!("CARGO_PKG_VERSION"),
+            cli.exporter.name()
+        );
     }
     // Bind before loading anything: a busy port is reported at once.
     let listener = match &cli.exporter {
@@ -93,8 +103,8 @@ async fn run(cli: Cli) -> Result<()> {
         agent = agent.with_host_stats(reader);
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let (rx, measure) =
-        agent::spawn(agent, cli.exporter.step(), stop.clone()).context("starting the measurement thread")?;
+    let (rx, measure) = agent::spawn(agent, cli.exporter.step(), stop.clone())
+        .context("starting the measurement thread")?;
 
     let exporter = async {
         match &cli.exporter {
@@ -106,10 +116,12 @@ async fn run(cli: Cli) -> Result<()> {
             },
             ExporterChoice::PrometheusPush(args) => run_push(&cli, args, rx).await,
             ExporterChoice::Riemann(args) => {
-                exporters::riemann::run(args, MetricsState::new(cli.metrics_config(args.qemu)), rx).await
+                exporters::riemann::run(args, MetricsState::new(cli.metrics_config(args.qemu)), rx)
+                    .await
             }
             ExporterChoice::Warp10(args) => {
-                exporters::warp10::run(args, MetricsState::new(cli.metrics_config(args.qemu)), rx).await
+                exporters::warp10::run(args, MetricsState::new(cli.metrics_config(args.qemu)), rx)
+                    .await
             }
             ExporterChoice::Qemu(args) => exporters::qemu::run(args, rx).await,
         }
@@ -150,7 +162,11 @@ async fn shutdown_signal() -> Result<()> {
 }
 
 /// Hands each new snapshot to a push-style exporter until `timeout` (if any).
-async fn feed(exporter: &mut dyn Exporter, mut rx: SnapshotRx, timeout: Option<Duration>) -> Result<()> {
+async fn feed(
+    exporter: &mut dyn Exporter,
+    mut rx: SnapshotRx,
+    timeout: Option<Duration>,
+) -> Result<()> {
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     loop {
         let changed = match deadline {
@@ -177,9 +193,9 @@ fn seconds(timeout: i64) -> Option<Duration> {
 
 async fn run_stdout(cli: &Cli, args: &StdoutArgs, rx: SnapshotRx) -> Result<()> {
     let selection = match &args.regex_filter {
-        Some(re) => {
-            Selection::Matching(regex::Regex::new(re).with_context(|| format!("invalid --regex-filter {re:?}"))?)
-        }
+        Some(re) => Selection::Matching(
+            regex::Regex::new(re).with_context(|| format!("invalid --regex-filter {re:?}"))?,
+        ),
         None => Selection::Top(args.processes),
     };
     let mut exporter = StdoutExporter::to_stdout(selection);
@@ -191,27 +207,42 @@ async fn run_stdout(cli: &Cli, args: &StdoutArgs, rx: SnapshotRx) -> Result<()> 
 
 async fn run_json(args: &JsonArgs, rx: SnapshotRx) -> Result<()> {
     let regex = match &args.process_regex {
-        Some(re) => Some(regex::Regex::new(re).with_context(|| format!("invalid --process-regex {re:?}"))?),
+        Some(re) => {
+            Some(regex::Regex::new(re).with_context(|| format!("invalid --process-regex {re:?}"))?)
+        }
         None => None,
     };
-    let consumers = Consumers { max: args.max_top_consumers, regex };
+    let consumers = Consumers {
+        max: args.max_top_consumers,
+        regex,
+    };
     let out: Box<dyn Write + Send> = match &args.file {
-        Some(path) => {
-            Box::new(BufWriter::new(File::create(path).with_context(|| format!("creating {}", path.display()))?))
-        }
+        Some(path) => Box::new(BufWriter::new(
+            File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
         None => Box::new(std::io::stdout()),
     };
     let mut exporter = JsonExporter::new(out, consumers);
     feed(&mut exporter, rx, args.timeout.and_then(seconds)).await
 }
 
-async fn run_prometheus(cli: &Cli, args: &PrometheusArgs, listener: TcpListener, rx: SnapshotRx) -> Result<()> {
+async fn run_prometheus(
+    cli: &Cli,
+    args: &PrometheusArgs,
+    listener: TcpListener,
+    rx: SnapshotRx,
+) -> Result<()> {
     let (exposition, _publisher) =
         scaph_agent::exporters::publish(rx, MetricsState::new(cli.metrics_config(args.qemu)));
     if let Ok(addr) = listener.local_addr() {
-        log::info!("serving metrics at http://{addr}{}", prometheus::metrics_path(&args.suffix));
+        log::info!(
+            "serving metrics at http://{addr}{}",
+            prometheus::metrics_path(&args.suffix)
+        );
     }
-    prometheus::serve(listener, &args.suffix, exposition).await.context("serving metrics")
+    prometheus::serve(listener, &args.suffix, exposition)
+        .await
+        .context("serving metrics")
 }
 
 async fn run_push(cli: &Cli, args: &PushArgs, rx: SnapshotRx) -> Result<()> {
@@ -225,7 +256,12 @@ async fn run_push(cli: &Cli, args: &PushArgs, rx: SnapshotRx) -> Result<()> {
         job: args.job.clone(),
         instance: exporters::push::hostname(),
         no_tls_check: args.no_tls_check,
-        timeout: cli.exporter.step().clamp(Duration::from_secs(1), Duration::from_secs(10)),
+        timeout: cli
+            .exporter
+            .step()
+            .clamp(Duration::from_secs(1), Duration::from_secs(10)),
     };
-    prometheus_push::run(exposition, target).await.context("pushing metrics")
+    prometheus_push::run(exposition, target)
+        .await
+        .context("pushing metrics")
 }

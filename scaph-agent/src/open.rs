@@ -6,7 +6,9 @@ use log::{info, warn};
 use crate::{
     cli::{Cli, SensorChoice},
     cputime::{bpf::BpfSource, loader::LoadOptions, procfs::ProcfsSource, CpuTimeSource},
-    sensors::{EnergySensor, EstimateSensor, LinearModel, PowercapSensor, Topology, Utilisation, VmSensor},
+    sensors::{
+        EnergySensor, EstimateSensor, LinearModel, PowercapSensor, Topology, Utilisation, VmSensor,
+    },
 };
 
 /// The kernel program unless told otherwise or unable to load, in which
@@ -38,7 +40,9 @@ pub fn cputime(cli: &Cli) -> anyhow::Result<Box<dyn CpuTimeSource>> {
 pub fn sensor(cli: &Cli, topology: &Topology) -> anyhow::Result<Option<Box<dyn EnergySensor>>> {
     if cli.vm {
         let vm = VmSensor::new(&cli.vm_path).map(|s| Box::new(s) as Box<dyn EnergySensor>);
-        return Ok(usable(vm).map_err(|e| warn!("--vm: {e}; scaph keeps running without an energy source")).ok());
+        return Ok(usable(vm)
+            .map_err(|e| warn!("--vm: {e}; scaph keeps running without an energy source"))
+            .ok());
     }
     let estimate = || -> anyhow::Result<Box<dyn EnergySensor>> {
         let model = LinearModel::new(cli.estimate_idle_watts, cli.estimate_max_watts).ok_or_else(|| {
@@ -50,7 +54,8 @@ pub fn sensor(cli: &Cli, topology: &Topology) -> anyhow::Result<Option<Box<dyn E
         })?;
         Ok(Box::new(EstimateSensor::new(topology.clone(), model)))
     };
-    let powercap = || PowercapSensor::new(&cli.powercap_root).map(|s| Box::new(s) as Box<dyn EnergySensor>);
+    let powercap =
+        || PowercapSensor::new(&cli.powercap_root).map(|s| Box::new(s) as Box<dyn EnergySensor>);
     let sensor = match cli.sensor {
         SensorChoice::PowercapRapl => usable(powercap())
             .map_err(|e| warn!("powercap_rapl: {e}; scaph keeps running without an energy source"))

@@ -101,7 +101,11 @@ mod tests {
     }
 
     fn info(table: &ProcessTable, pid: u32) -> &ProcessInfo {
-        table.iter().find(|(k, _)| k.pid == pid).map(|(_, i)| i).expect("process in table")
+        table
+            .iter()
+            .find(|(k, _)| k.pid == pid)
+            .map(|(_, i)| i)
+            .expect("process in table")
     }
 
     #[test]
@@ -112,18 +116,37 @@ mod tests {
         assert_eq!(info(&table, 1).cpu_ns_total, 750_000_000);
         assert_eq!(info(&table, 1).cpu_ns_last, 250_000_000);
         table.update_cpu(&sample(&[]), Duration::from_secs(3));
-        assert_eq!(info(&table, 1).cpu_ns_last, 0, "did not run in the last interval");
+        assert_eq!(
+            info(&table, 1).cpu_ns_last,
+            0,
+            "did not run in the last interval"
+        );
         assert_eq!(&*info(&table, 1).comm, "p1");
     }
 
     #[test]
     fn exited_processes_are_kept_for_the_retention_window_then_returned() {
         let mut table = ProcessTable::default();
-        table.update_cpu(&sample(&[(1, 10, true), (2, 10, false)]), Duration::from_secs(10));
-        assert!(table.expire(Duration::from_secs(60), Duration::from_secs(300)).is_empty());
+        table.update_cpu(
+            &sample(&[(1, 10, true), (2, 10, false)]),
+            Duration::from_secs(10),
+        );
+        assert!(table
+            .expire(Duration::from_secs(60), Duration::from_secs(300))
+            .is_empty());
         assert_eq!(table.len(), 2);
         let expired = table.expire(Duration::from_secs(311), Duration::from_secs(300));
-        assert_eq!(expired, [ProcessKey { pid: 1, start_ns: 7 }]);
-        assert_eq!(table.len(), 1, "the live process stays however long it sleeps");
+        assert_eq!(
+            expired,
+            [ProcessKey {
+                pid: 1,
+                start_ns: 7
+            }]
+        );
+        assert_eq!(
+            table.len(),
+            1,
+            "the live process stays however long it sleeps"
+        );
     }
 }

@@ -112,7 +112,9 @@ impl ProcessSnapshot {
     /// The executable's path, or the comm when the path is unknown.
     #[must_use]
     pub fn exe_or_comm(&self) -> String {
-        self.exe.as_ref().map_or_else(|| self.comm.to_string(), |p| p.display().to_string())
+        self.exe
+            .as_ref()
+            .map_or_else(|| self.comm.to_string(), |p| p.display().to_string())
     }
 }
 
@@ -120,7 +122,11 @@ impl Snapshot {
     /// A snapshot holding only `processes` (and the energy retired from
     /// expired ones), for tests of what is built on the process list.
     #[cfg(test)]
-    pub(crate) fn of_processes(processes: Vec<ProcessSnapshot>, retired_joules: f64, cpu_method: CpuTimeMethod) -> Self {
+    pub(crate) fn of_processes(
+        processes: Vec<ProcessSnapshot>,
+        retired_joules: f64,
+        cpu_method: CpuTimeMethod,
+    ) -> Self {
         Self {
             timestamp: std::time::UNIX_EPOCH,
             interval: Duration::from_secs(2),
@@ -144,7 +150,10 @@ impl Snapshot {
 
 impl From<Cumulative> for Energy {
     fn from(c: Cumulative) -> Self {
-        Self { joules_total: c.joules, watts: c.watts }
+        Self {
+            joules_total: c.joules,
+            watts: c.watts,
+        }
     }
 }
 
@@ -162,10 +171,24 @@ pub struct Parts<'a> {
 /// Joins the cycle's state into one snapshot.
 #[must_use]
 pub fn build(parts: Parts<'_>) -> Snapshot {
-    let Parts { timestamp, sample, cpu_method, sensor, energy, processes, implausible_energy_dropped } = parts;
+    let Parts {
+        timestamp,
+        sample,
+        cpu_method,
+        sensor,
+        energy,
+        processes,
+        implausible_energy_dropped,
+    } = parts;
     let has_energy = sensor.is_some() && energy.cycles() > 0;
     let secs = sample.interval.as_secs_f64();
-    let ratio = |ns: u64| if secs > 0.0 { ns as f64 / 1e9 / secs } else { 0.0 };
+    let ratio = |ns: u64| {
+        if secs > 0.0 {
+            ns as f64 / 1e9 / secs
+        } else {
+            0.0
+        }
+    };
     let sockets = if has_energy {
         energy
             .sockets()
@@ -177,9 +200,16 @@ pub fn build(parts: Parts<'_>) -> Snapshot {
                     .domains()
                     .iter()
                     .filter(|(k, _)| k.socket == Some(id))
-                    .map(|(k, c)| DomainSnapshot { kind: k.kind, name: k.name.clone(), energy: (*c).into() })
+                    .map(|(k, c)| DomainSnapshot {
+                        kind: k.kind,
+                        name: k.name.clone(),
+                        energy: (*c).into(),
+                    })
                     .collect(),
-                idle: energy.unattributed_by_pool().get(&crate::attribution::Pool::Socket(id)).map(|c| (*c).into()),
+                idle: energy
+                    .unattributed_by_pool()
+                    .get(&crate::attribution::Pool::Socket(id))
+                    .map(|c| (*c).into()),
             })
             .collect()
     } else {
@@ -191,13 +221,22 @@ pub fn build(parts: Parts<'_>) -> Snapshot {
             key: *key,
             comm: info.comm.clone(),
             exe: info.meta.as_ref().and_then(|m| m.exe.clone()),
-            cmdline: info.meta.as_ref().map(|m| m.cmdline.clone()).unwrap_or_default(),
+            cmdline: info
+                .meta
+                .as_ref()
+                .map(|m| m.cmdline.clone())
+                .unwrap_or_default(),
             cgroup_id: info.cgroup_id,
             cgroup_path: info.meta.as_ref().and_then(|m| m.cgroup_path.clone()),
             cpu_seconds_total: info.cpu_ns_total as f64 / 1e9,
             cpu_ratio: ratio(info.cpu_ns_last),
             energy: if has_energy {
-                Some(energy.process(key).map(|t| t.energy.into()).unwrap_or_default())
+                Some(
+                    energy
+                        .process(key)
+                        .map(|t| t.energy.into())
+                        .unwrap_or_default(),
+                )
             } else {
                 None
             },
@@ -208,7 +247,10 @@ pub fn build(parts: Parts<'_>) -> Snapshot {
     // Keys are unique, so an unstable sort is deterministic.
     rows.sort_unstable_by(|a, b| {
         let power = |r: &ProcessSnapshot| r.energy.map_or(0.0, |e| e.watts);
-        power(b).total_cmp(&power(a)).then(b.cpu_ratio.total_cmp(&a.cpu_ratio)).then(a.key.cmp(&b.key))
+        power(b)
+            .total_cmp(&power(a))
+            .then(b.cpu_ratio.total_cmp(&a.cpu_ratio))
+            .then(a.key.cmp(&b.key))
     });
     Snapshot {
         timestamp,
@@ -220,7 +262,11 @@ pub fn build(parts: Parts<'_>) -> Snapshot {
         sockets,
         processes: rows,
         retired_joules: energy.retired_joules(),
-        cpu_idle_ratio: sample.idle_ns.iter().map(|&ns| ratio(ns).min(1.0)).collect(),
+        cpu_idle_ratio: sample
+            .idle_ns
+            .iter()
+            .map(|&ns| ratio(ns).min(1.0))
+            .collect(),
         losses: sample.losses,
         implausible_energy_dropped,
         cputime_ok: true,

@@ -74,7 +74,10 @@ pub struct GrowthTrim {
 
 impl Default for GrowthTrim {
     fn default() -> Self {
-        Self { base: None, reader: HostReader::new("/proc".into(), "/sys".into()) }
+        Self {
+            base: None,
+            reader: HostReader::new("/proc".into(), "/sys".into()),
+        }
     }
 }
 
@@ -121,20 +124,33 @@ mod tests {
     #[test]
     fn the_heap_is_trimmed_once_a_burst_has_halved() {
         let mut trim = HeapTrim::default();
-        let seen: Vec<bool> =
-            [10, 5000, 4000, 2600, 2400, 2400, 1300, 1300, 1100, 1100, 20, 20, 20].iter().map(|&n| trim.observe(n)).collect();
+        let seen: Vec<bool> = [
+            10, 5000, 4000, 2600, 2400, 2400, 1300, 1300, 1100, 1100, 20, 20, 20,
+        ]
+        .iter()
+        .map(|&n| trim.observe(n))
+        .collect();
         // 5000 is the peak; 2400 is the first count at or under half of it,
         // and the next cycle trims again; then 2400 is the reference, and
         // 1100 falls under half of that (trim, and again next cycle); then 20
         // is under half of 1100 by more than MIN_DROP (trim, and again).
-        assert_eq!(seen, [false, false, false, false, true, true, false, false, true, true, true, true, false]);
+        assert_eq!(
+            seen,
+            [false, false, false, false, true, true, false, false, true, true, true, true, false]
+        );
     }
 
     #[test]
     fn growth_of_the_resident_set_is_trimmed_from_4_mib() {
         // (resident bytes after the last trim, now, trim?)
         let mib = 1 << 20;
-        for (base, rss, trim) in [(20 * mib, 20 * mib, false), (20 * mib, 24 * mib - 1, false), (20 * mib, 24 * mib, true), (20 * mib, 50 * mib, true), (20 * mib, 5 * mib, false)] {
+        for (base, rss, trim) in [
+            (20 * mib, 20 * mib, false),
+            (20 * mib, 24 * mib - 1, false),
+            (20 * mib, 24 * mib, true),
+            (20 * mib, 50 * mib, true),
+            (20 * mib, 5 * mib, false),
+        ] {
             assert_eq!(GrowthTrim::worth_it(base, rss), trim, "{base} → {rss}");
         }
     }

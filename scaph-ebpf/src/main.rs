@@ -97,7 +97,10 @@ struct SlotRef {
     generation: u32,
 }
 
-const NO_SLOT: SlotRef = SlotRef { slot: u32::MAX, generation: 0 };
+const NO_SLOT: SlotRef = SlotRef {
+    slot: u32::MAX,
+    generation: 0,
+};
 
 // Field offsets in the classic tracepoint's record, from
 // /sys/kernel/tracing/events/sched/sched_switch/format (unchanged since 4.x;
@@ -166,7 +169,11 @@ fn try_sched_switch_btf(ctx: &BtfTracePointContext) -> Result<(), ()> {
         state.last_switch_ns = now;
     }
     if prev_pid != 0 {
-        let switched_in = if matched { Some(state.next_runtime_ns) } else { None };
+        let switched_in = if matched {
+            Some(state.next_runtime_ns)
+        } else {
+            None
+        };
         account(state, prev, &off, prev_pid, switched_in);
     }
 
@@ -180,7 +187,13 @@ fn try_sched_switch_btf(ctx: &BtfTracePointContext) -> Result<(), ()> {
 /// time was last recorded, and remembers its runtime. `switched_in` is its
 /// runtime at the switch-in this CPU's slot saw, if it saw it.
 #[inline(always)]
-fn account(state: &mut CpuState, task: *const u8, off: &TaskOffsets, tid: u32, switched_in: Option<u64>) {
+fn account(
+    state: &mut CpuState,
+    task: *const u8,
+    off: &TaskOffsets,
+    tid: u32,
+    switched_in: Option<u64>,
+) {
     // SAFETY: see try_sched_switch_btf.
     let runtime: u64 = unsafe { field(task, off.sum_exec_runtime) };
     let start_time: u64 = unsafe { field(task, off.start_time) };
@@ -192,10 +205,18 @@ fn account(state: &mut CpuState, task: *const u8, off: &TaskOffsets, tid: u32, s
     // SAFETY: see try_sched_switch_btf.
     let tgid: u32 = unsafe { field(task, off.tgid) };
     let (from, mut slot) = if known {
-        let cached = unsafe { SlotRef { slot: (*entry).slot, generation: (*entry).generation } };
+        let cached = unsafe {
+            SlotRef {
+                slot: (*entry).slot,
+                generation: (*entry).generation,
+            }
+        };
         (Some(unsafe { (*entry).recorded_ns }), cached)
     } else {
-        (switched_in.or_else(|| unrecorded_start(state, task, off, start_time)), NO_SLOT)
+        (
+            switched_in.or_else(|| unrecorded_start(state, task, off, start_time)),
+            NO_SLOT,
+        )
     };
     match from.map(|from| runtime.wrapping_sub(from)) {
         Some(ran) if ran < MAX_SLICE_NS => slot = record_btf(state, task, off, tgid, ran, slot),
@@ -203,7 +224,12 @@ fn account(state: &mut CpuState, task: *const u8, off: &TaskOffsets, tid: u32, s
     }
     // A thread whose id shares the entry takes it over.
     unsafe {
-        *entry = ThreadRuntime { recorded_ns: runtime, start_time, slot: slot.slot, generation: slot.generation }
+        *entry = ThreadRuntime {
+            recorded_ns: runtime,
+            start_time,
+            slot: slot.slot,
+            generation: slot.generation,
+        }
     };
 }
 
@@ -218,7 +244,12 @@ fn thread_entry(tid: u32) -> Option<*mut ThreadRuntime> {
 /// fair class, at its last pick (`prev_sum_exec_runtime`; other classes do
 /// not maintain it).
 #[inline(always)]
-fn unrecorded_start(state: &CpuState, task: *const u8, off: &TaskOffsets, start_time: u64) -> Option<u64> {
+fn unrecorded_start(
+    state: &CpuState,
+    task: *const u8,
+    off: &TaskOffsets,
+    start_time: u64,
+) -> Option<u64> {
     if state.attached_ns != 0 && start_time > state.attached_ns {
         return Some(0);
     }
@@ -230,7 +261,14 @@ fn unrecorded_start(state: &CpuState, task: *const u8, off: &TaskOffsets, start_
 /// Records `ns` for the process `tgid` of the BTF task `task` (the current
 /// one), whose slot the thread cached as `cached`; returns the slot used.
 #[inline(always)]
-fn record_btf(state: &mut CpuState, task: *const u8, off: &TaskOffsets, tgid: u32, ns: u64, cached: SlotRef) -> SlotRef {
+fn record_btf(
+    state: &mut CpuState,
+    task: *const u8,
+    off: &TaskOffsets,
+    tgid: u32,
+    ns: u64,
+    cached: SlotRef,
+) -> SlotRef {
     if ns == 0 {
         return cached;
     }
@@ -238,7 +276,11 @@ fn record_btf(state: &mut CpuState, task: *const u8, off: &TaskOffsets, tgid: u3
         // SAFETY: see try_sched_switch_btf.
         let leader: *const u8 = unsafe { field(task, off.group_leader) };
         let start_ns: u64 = unsafe { field(leader, off.start_boottime) };
-        ProcKey { tgid, reserved: 0, start_ns }
+        ProcKey {
+            tgid,
+            reserved: 0,
+            start_ns,
+        }
     })
 }
 
@@ -276,8 +318,17 @@ fn try_sched_switch_tp(ctx: &TracePointContext) -> Result<(), ()> {
             let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
             let entry = thread_entry(prev_pid).ok_or(())?;
             // SAFETY: an array element, valid for the program's run.
-            let cached = unsafe { SlotRef { slot: (*entry).slot, generation: (*entry).generation } };
-            let slot = record(state, cached, tgid, slice, || ProcKey { tgid, reserved: 0, start_ns: 0 });
+            let cached = unsafe {
+                SlotRef {
+                    slot: (*entry).slot,
+                    generation: (*entry).generation,
+                }
+            };
+            let slot = record(state, cached, tgid, slice, || ProcKey {
+                tgid,
+                reserved: 0,
+                start_ns: 0,
+            });
             unsafe {
                 (*entry).slot = slot.slot;
                 (*entry).generation = slot.generation;
@@ -312,7 +363,14 @@ fn try_sched_process_exit_btf(ctx: &BtfTracePointContext) -> Result<(), ()> {
     }
     let start_ns: u64 = read(task, off.start_boottime)?;
     let comm = comm(task.wrapping_add(off.comm as usize));
-    mark_exited(ProcKey { tgid, reserved: 0, start_ns }, comm)
+    mark_exited(
+        ProcKey {
+            tgid,
+            reserved: 0,
+            start_ns,
+        },
+        comm,
+    )
 }
 
 /// An exiting thread (the current one) that has a record gets the time it
@@ -323,7 +381,8 @@ fn try_sched_process_exit_btf(ctx: &BtfTracePointContext) -> Result<(), ()> {
 fn catch_up(task: *const u8, off: &TaskOffsets, tid: u32) -> Result<(), ()> {
     // SAFETY: see try_sched_switch_btf (`task` is the BTF-typed tracepoint argument).
     let start_time: u64 = unsafe { field(task, off.start_time) };
-    let recorded = thread_entry(tid).is_some_and(|entry| unsafe { (*entry).start_time } == start_time);
+    let recorded =
+        thread_entry(tid).is_some_and(|entry| unsafe { (*entry).start_time } == start_time);
     if recorded {
         account(cpu_state()?, task, off, tid, None);
     }
@@ -336,7 +395,14 @@ pub fn sched_process_exit_tp(_ctx: TracePointContext) -> u32 {
     let (tgid, pid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     if pid == tgid {
         let comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
-        let _ = mark_exited(ProcKey { tgid, reserved: 0, start_ns: 0 }, comm);
+        let _ = mark_exited(
+            ProcKey {
+                tgid,
+                reserved: 0,
+                start_ns: 0,
+            },
+            comm,
+        );
     }
     0
 }
@@ -361,16 +427,40 @@ fn try_sched_process_exec_btf(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let tgid: u32 = read(task, off.tgid)?;
     let start_ns: u64 = read(task, off.start_boottime)?;
     let comm = comm(task.wrapping_add(off.comm as usize));
-    let event = ProcExit { exit_ns: unsafe { bpf_ktime_get_ns() }, comm };
-    EXECED.insert(&ProcKey { tgid, reserved: 0, start_ns }, &event, 0).map_err(|_| ())
+    let event = ProcExit {
+        exit_ns: unsafe { bpf_ktime_get_ns() },
+        comm,
+    };
+    EXECED
+        .insert(
+            &ProcKey {
+                tgid,
+                reserved: 0,
+                start_ns,
+            },
+            &event,
+            0,
+        )
+        .map_err(|_| ())
 }
 
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn sched_process_exec_tp(_ctx: TracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
-    let event = ProcExit { exit_ns: unsafe { bpf_ktime_get_ns() }, comm };
-    let _ = EXECED.insert(&ProcKey { tgid, reserved: 0, start_ns: 0 }, &event, 0);
+    let event = ProcExit {
+        exit_ns: unsafe { bpf_ktime_get_ns() },
+        comm,
+    };
+    let _ = EXECED.insert(
+        &ProcKey {
+            tgid,
+            reserved: 0,
+            start_ns: 0,
+        },
+        &event,
+        0,
+    );
     0
 }
 
@@ -379,8 +469,18 @@ pub fn sched_process_exec_tp(_ctx: TracePointContext) -> u32 {
 /// `PROC_SLOTS` holds for the key, else a free one. Returns the slot used
 /// (`NO_SLOT` when none).
 #[inline(always)]
-fn record(state: &mut CpuState, cached: SlotRef, tgid: u32, ns: u64, key: impl FnOnce() -> ProcKey) -> SlotRef {
-    let slot = if is_current(cached, tgid) { Some(cached) } else { find_or_take(&key()) };
+fn record(
+    state: &mut CpuState,
+    cached: SlotRef,
+    tgid: u32,
+    ns: u64,
+    key: impl FnOnce() -> ProcKey,
+) -> SlotRef {
+    let slot = if is_current(cached, tgid) {
+        Some(cached)
+    } else {
+        find_or_take(&key())
+    };
     match slot {
         Some(slot) if add(state, slot.slot, ns) => slot,
         _ => {
@@ -396,7 +496,9 @@ fn record(state: &mut CpuState, cached: SlotRef, tgid: u32, ns: u64, key: impl F
 /// torn `THREADS` entry or a lookup that raced with a free, same owner.
 #[inline(always)]
 fn is_current(cached: SlotRef, tgid: u32) -> bool {
-    SLOTS.get(cached.slot).is_some_and(|owner| owner.generation == cached.generation && owner.tgid == tgid)
+    SLOTS
+        .get(cached.slot)
+        .is_some_and(|owner| owner.generation == cached.generation && owner.tgid == tgid)
 }
 
 /// The process's slot, taking a free one on its first switch.
@@ -407,7 +509,10 @@ fn find_or_take(key: &ProcKey) -> Option<SlotRef> {
         return slot_ref(slot);
     }
     let slot = FREE_SLOTS.pop().ok().flatten()?;
-    if PROC_SLOTS.insert(key, &slot, u64::from(BPF_NOEXIST)).is_err() {
+    if PROC_SLOTS
+        .insert(key, &slot, u64::from(BPF_NOEXIST))
+        .is_err()
+    {
         // Another CPU took a slot for it since the lookup (or the map is full).
         let _ = FREE_SLOTS.push(slot, 0);
         return slot_ref(*unsafe { PROC_SLOTS.get(key) }?);
@@ -419,12 +524,18 @@ fn find_or_take(key: &ProcKey) -> Option<SlotRef> {
         core::ptr::write_volatile(&raw mut (*owner).start_ns, key.start_ns);
         core::ptr::write_volatile(&raw mut (*owner).tgid, key.tgid);
     }
-    Some(SlotRef { slot, generation: unsafe { (*owner).generation } })
+    Some(SlotRef {
+        slot,
+        generation: unsafe { (*owner).generation },
+    })
 }
 
 #[inline(always)]
 fn slot_ref(slot: u32) -> Option<SlotRef> {
-    SLOTS.get(slot).map(|owner| SlotRef { slot, generation: owner.generation })
+    SLOTS.get(slot).map(|owner| SlotRef {
+        slot,
+        generation: owner.generation,
+    })
 }
 
 /// Adds `ns` to this CPU's value of `slot`.
@@ -451,7 +562,10 @@ fn add(state: &CpuState, slot: u32, ns: u64) -> bool {
 }
 
 fn mark_exited(key: ProcKey, comm: [u8; COMM_LEN]) -> Result<(), ()> {
-    let exit = ProcExit { exit_ns: unsafe { bpf_ktime_get_ns() }, comm };
+    let exit = ProcExit {
+        exit_ns: unsafe { bpf_ktime_get_ns() },
+        comm,
+    };
     if EXITED.insert(&key, &exit, 0).is_err() {
         cpu_state()?.dropped_exits += 1;
     }

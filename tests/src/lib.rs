@@ -34,8 +34,16 @@ pub fn reap(child: Child) -> (u32, u64) {
     // SAFETY: rusage is plain data filled by the kernel.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let ret = unsafe { libc::wait4(pid as i32, &mut status, 0, &mut usage) };
-    assert_eq!(ret, pid as i32, "wait4 failed: {}", std::io::Error::last_os_error());
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "burner failed: status {status}");
+    assert_eq!(
+        ret,
+        pid as i32,
+        "wait4 failed: {}",
+        std::io::Error::last_os_error()
+    );
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "burner failed: status {status}"
+    );
     let ns = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000_000 + tv.tv_usec as u64 * 1_000;
     std::mem::forget(child); // already reaped
     (pid, ns(usage.ru_utime) + ns(usage.ru_stime))
@@ -53,7 +61,11 @@ pub fn samples(source: &mut dyn CpuTimeSource, n: usize, gap_ms: u64) -> Vec<Cpu
 
 /// Every sample of process `pid` across `samples`.
 pub fn of_pid(samples: &[CpuSample], pid: u32) -> Vec<&ProcessSample> {
-    samples.iter().flat_map(|s| s.processes.iter()).filter(|p| p.key.pid == pid).collect()
+    samples
+        .iter()
+        .flat_map(|s| s.processes.iter())
+        .filter(|p| p.key.pid == pid)
+        .collect()
 }
 
 /// Total CPU ns reported for `pid` across `samples`.
@@ -65,13 +77,20 @@ pub fn total_ns(samples: &[CpuSample], pid: u32) -> u64 {
 /// executables live in its `deps/`, binaries in it.
 fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    exe.parent().and_then(|deps| deps.parent()).expect("test binary in target/<profile>/deps").to_path_buf()
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binary in target/<profile>/deps")
+        .to_path_buf()
 }
 
 /// The `scaph` binary built by `cargo xtask test` (same profile as the tests).
 pub fn scaph_binary() -> PathBuf {
     let bin = profile_dir().join("scaph");
-    assert!(bin.exists(), "{} missing: run `cargo xtask test` (it builds scaph first)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo xtask test` (it builds scaph first)",
+        bin.display()
+    );
     bin
 }
 

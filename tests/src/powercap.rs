@@ -39,7 +39,11 @@ impl FakeRapl {
                 }
             })
         };
-        Self { dir, stop, writer: Some(writer) }
+        Self {
+            dir,
+            stop,
+            writer: Some(writer),
+        }
     }
 
     /// One package whose power follows the host's CPU use, as a real one
@@ -57,7 +61,10 @@ impl FakeRapl {
                     thread::sleep(Duration::from_millis(5));
                     let (now, dt) = (cpu_jiffies(), t.elapsed().as_secs_f64());
                     t = Instant::now();
-                    let (busy, total) = (now.0.saturating_sub(last.0) as f64, now.1.saturating_sub(last.1) as f64);
+                    let (busy, total) = (
+                        now.0.saturating_sub(last.0) as f64,
+                        now.1.saturating_sub(last.1) as f64,
+                    );
                     let busy = if total > 0.0 { busy / total } else { 0.0 };
                     last = now;
                     uj += (idle_watts + (max_watts - idle_watts) * busy) * dt * 1e6;
@@ -65,7 +72,11 @@ impl FakeRapl {
                 }
             })
         };
-        Self { dir, stop, writer: Some(writer) }
+        Self {
+            dir,
+            stop,
+            writer: Some(writer),
+        }
     }
 
     pub fn root(&self) -> PathBuf {
@@ -88,20 +99,37 @@ fn package_zone() -> (tempfile::TempDir, PathBuf) {
     let zone = dir.path().join("intel-rapl:0");
     fs::create_dir(&zone).expect("zone dir");
     fs::write(zone.join("name"), "package-0\n").expect("name");
-    fs::write(zone.join("max_energy_range_uj"), format!("{MAX_RANGE_UJ}\n")).expect("range");
+    fs::write(
+        zone.join("max_energy_range_uj"),
+        format!("{MAX_RANGE_UJ}\n"),
+    )
+    .expect("range");
     (dir, zone.join("energy_uj"))
 }
 
 /// Fixed width, written in place: a reader never sees a shorter, torn number.
 fn write_counter(path: &Path, uj: u64) {
-    let file = File::options().create(true).write(true).truncate(false).open(path).expect("open counter");
-    file.write_all_at(format!("{uj:020}\n").as_bytes(), 0).expect("write counter");
+    let file = File::options()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(path)
+        .expect("open counter");
+    file.write_all_at(format!("{uj:020}\n").as_bytes(), 0)
+        .expect("write counter");
 }
 
 /// (busy, total) jiffies of all CPUs, from the first line of /proc/stat.
 fn cpu_jiffies() -> (u64, u64) {
     let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
-    let fields: Vec<u64> = stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
     let total: u64 = fields.iter().take(8).sum();
     let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
     (total - idle, total)

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use scaph_agent::cputime::{bpf::BpfSource, loader::LoadOptions, CpuTimeMethod, CpuTimeSource};
-use scaph_integration_tests::{burn, reap, rel_err, require_root, samples, of_pid, total_ns};
+use scaph_integration_tests::{burn, of_pid, reap, rel_err, require_root, samples, total_ns};
 
 fn source() -> BpfSource {
     source_with(LoadOptions::default())
@@ -29,15 +29,28 @@ fn burner_cpu_time_matches_the_kernel_within_0_1_percent() {
     let seen = samples(&mut source, 2, 50);
     let measured = total_ns(&seen, pid);
     let err = rel_err(measured, truth);
-    eprintln!("burner: rusage {truth} ns, bpf {measured} ns, error {:.5} %", err * 100.0);
+    eprintln!(
+        "burner: rusage {truth} ns, bpf {measured} ns, error {:.5} %",
+        err * 100.0
+    );
     // What the kernel program saw, for the log of a failing run.
     for (i, s) in seen.iter().enumerate() {
-        eprintln!("sample {i}: interval {:?}, {:?}, idle {:?}", s.interval, s.losses, s.idle_ns);
+        eprintln!(
+            "sample {i}: interval {:?}, {:?}, idle {:?}",
+            s.interval, s.losses, s.idle_ns
+        );
         for p in of_pid(&seen[i..=i], pid) {
-            eprintln!("  {:?} {} per CPU {:?} total {} exited {}", p.key, p.comm, p.per_cpu_ns, p.total_ns, p.exited);
+            eprintln!(
+                "  {:?} {} per CPU {:?} total {} exited {}",
+                p.key, p.comm, p.per_cpu_ns, p.total_ns, p.exited
+            );
         }
     }
-    assert!(err < 0.001, "bpf {measured} ns vs rusage {truth} ns: error {:.4} %", err * 100.0);
+    assert!(
+        err < 0.001,
+        "bpf {measured} ns vs rusage {truth} ns: error {:.4} %",
+        err * 100.0
+    );
     let last = of_pid(&seen, pid).into_iter().last().expect("burner seen");
     assert!(last.exited, "the burner's last sample says it exited");
     assert_eq!(last.comm, "scaph-burn");
@@ -56,9 +69,16 @@ fn short_lived_processes_between_two_reads_are_not_lost() {
     let true_total: u64 = truth.iter().map(|(_, ns)| ns).sum();
     let measured: u64 = truth.iter().map(|(pid, _)| total_ns(&seen, *pid)).sum();
     let captured = measured as f64 / true_total as f64;
-    eprintln!("200 short processes: rusage {true_total} ns, bpf {measured} ns, captured {:.3} %", captured * 100.0);
+    eprintln!(
+        "200 short processes: rusage {true_total} ns, bpf {measured} ns, captured {:.3} %",
+        captured * 100.0
+    );
     assert!(captured >= 0.99, "captured only {:.2} %", captured * 100.0);
-    assert!(captured <= 1.001, "reported more than the kernel: {:.3} %", captured * 100.0);
+    assert!(
+        captured <= 1.001,
+        "reported more than the kernel: {:.3} %",
+        captured * 100.0
+    );
     for (pid, _) in &truth {
         let procs = of_pid(&seen, *pid);
         let last = procs.last().unwrap_or_else(|| panic!("pid {pid} missing"));
@@ -79,9 +99,20 @@ fn pinned_burner_time_is_on_its_cpu() {
             per_cpu[cpu as usize] += ns;
         }
     }
-    eprintln!("pinned burner: rusage {truth} ns, CPU0 {} ns, CPU1 {} ns", per_cpu[0], per_cpu[1]);
-    assert!(per_cpu[1] as f64 >= 0.99 * truth as f64, "CPU 1 has {} of {truth} ns", per_cpu[1]);
-    assert!((per_cpu[0] as f64) < 0.01 * truth as f64, "CPU 0 has {} ns", per_cpu[0]);
+    eprintln!(
+        "pinned burner: rusage {truth} ns, CPU0 {} ns, CPU1 {} ns",
+        per_cpu[0], per_cpu[1]
+    );
+    assert!(
+        per_cpu[1] as f64 >= 0.99 * truth as f64,
+        "CPU 1 has {} of {truth} ns",
+        per_cpu[1]
+    );
+    assert!(
+        (per_cpu[0] as f64) < 0.01 * truth as f64,
+        "CPU 0 has {} ns",
+        per_cpu[0]
+    );
 }
 
 /// Per CPU, process time + idle time covers the interval (within 1 %), less
@@ -98,10 +129,18 @@ fn per_cpu_process_plus_idle_time_is_the_interval() {
     reap(child);
     let wall = sample.interval.as_nanos() as f64;
     for (cpu, idle) in sample.idle_ns.iter().enumerate() {
-        let busy: u64 = sample.processes.iter().map(|p| p.per_cpu_ns.get(cpu as u32)).sum();
+        let busy: u64 = sample
+            .processes
+            .iter()
+            .map(|p| p.per_cpu_ns.get(cpu as u32))
+            .sum();
         let covered = (busy + idle) as f64 / wall;
         // Ticks are coarse: one more than counted could have been stolen.
-        let ticks = steal_after.get(&cpu).zip(steal_before.get(&cpu)).map_or(0, |(a, b)| a - b) + 1;
+        let ticks = steal_after
+            .get(&cpu)
+            .zip(steal_before.get(&cpu))
+            .map_or(0, |(a, b)| a - b)
+            + 1;
         let stolen = (ticks * 1_000_000_000 / clock_ticks_per_second()) as f64 / wall;
         eprintln!(
             "CPU {cpu}: busy {busy} ns + idle {idle} ns = {:.3} % of {wall} ns, {:.3} % stolen ({:?})",
@@ -109,7 +148,11 @@ fn per_cpu_process_plus_idle_time_is_the_interval() {
             stolen * 100.0,
             sample.losses
         );
-        assert!(covered < 1.01 && covered + stolen > 0.99, "CPU {cpu}: {:.3} % of the interval", covered * 100.0);
+        assert!(
+            covered < 1.01 && covered + stolen > 0.99,
+            "CPU {cpu}: {:.3} % of the interval",
+            covered * 100.0
+        );
     }
 }
 
@@ -127,7 +170,9 @@ fn steal_ticks() -> std::collections::HashMap<usize, u64> {
 
 fn clock_ticks_per_second() -> u64 {
     // SAFETY: sysconf has no preconditions.
-    u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100).max(1)
+    u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .unwrap_or(100)
+        .max(1)
 }
 
 /// More exits between two reads than the kernel can record (`EXITED` made
@@ -136,18 +181,34 @@ fn clock_ticks_per_second() -> u64 {
 /// instead of staying listed as live.
 #[test]
 fn processes_whose_exit_record_was_lost_are_still_reported_exited() {
-    let mut source = source_with(LoadOptions { exited_capacity: Some(8), ..LoadOptions::default() });
+    let mut source = source_with(LoadOptions {
+        exited_capacity: Some(8),
+        ..LoadOptions::default()
+    });
     let truth: Vec<(u32, u64)> = (0..60).map(|_| reap(burn(&["--ms", "3"]))).collect();
     let seen = samples(&mut source, 4, 100);
     let lost = seen.last().map_or(0, |s| s.losses.dropped_exits);
-    assert!(lost > 0, "EXITED of 8 held 60 exits: the test did not overflow it");
-    let not_exited: Vec<u32> =
-        truth.iter().map(|(pid, _)| *pid).filter(|pid| !of_pid(&seen, *pid).iter().any(|p| p.exited)).collect();
+    assert!(
+        lost > 0,
+        "EXITED of 8 held 60 exits: the test did not overflow it"
+    );
+    let not_exited: Vec<u32> = truth
+        .iter()
+        .map(|(pid, _)| *pid)
+        .filter(|pid| !of_pid(&seen, *pid).iter().any(|p| p.exited))
+        .collect();
     eprintln!("60 processes, {lost} exit records lost; not reported exited: {not_exited:?}");
-    assert!(not_exited.is_empty(), "{} of 60 never reported exited: {not_exited:?}", not_exited.len());
+    assert!(
+        not_exited.is_empty(),
+        "{} of 60 never reported exited: {not_exited:?}",
+        not_exited.len()
+    );
     let true_total: u64 = truth.iter().map(|(_, ns)| ns).sum();
     let measured: u64 = truth.iter().map(|(pid, _)| total_ns(&seen, *pid)).sum();
-    assert!(rel_err(measured, true_total) < 0.01, "bpf {measured} ns vs rusage {true_total} ns");
+    assert!(
+        rel_err(measured, true_total) < 0.01,
+        "bpf {measured} ns vs rusage {true_total} ns"
+    );
 }
 
 /// A process's slot goes to a new process once the old one has exited and
@@ -157,7 +218,10 @@ fn processes_whose_exit_record_was_lost_are_still_reported_exited() {
 #[test]
 fn slots_of_exited_processes_are_given_to_new_ones() {
     let live = live_processes();
-    let mut source = source_with(LoadOptions { slots: Some(live + 100), ..LoadOptions::default() });
+    let mut source = source_with(LoadOptions {
+        slots: Some(live + 100),
+        ..LoadOptions::default()
+    });
     let (mut truth, mut seen) = (Vec::new(), Vec::new());
     for _ in 0..8 {
         truth.extend((0..25).map(|_| reap(burn(&["--ms", "3"]))));
@@ -165,9 +229,17 @@ fn slots_of_exited_processes_are_given_to_new_ones() {
     }
     seen.extend(samples(&mut source, 2, 50));
     let dropped_ns = seen.last().map_or(0, |s| s.losses.dropped_ns);
-    let missing: Vec<u32> = truth.iter().map(|(pid, _)| *pid).filter(|pid| total_ns(&seen, *pid) == 0).collect();
+    let missing: Vec<u32> = truth
+        .iter()
+        .map(|(pid, _)| *pid)
+        .filter(|pid| total_ns(&seen, *pid) == 0)
+        .collect();
     eprintln!("{live} processes at start, {} slots; 200 short-lived processes, {} not seen, {dropped_ns} ns dropped", live + 100, missing.len());
-    assert!(missing.is_empty(), "{} of 200 processes never reported: {missing:?}", missing.len());
+    assert!(
+        missing.is_empty(),
+        "{} of 200 processes never reported: {missing:?}",
+        missing.len()
+    );
     assert_eq!(dropped_ns, 0, "slices dropped for want of a slot");
     // Each on its own, so that time handed from one owner of a slot to the
     // next cannot cancel out in a sum.
@@ -176,7 +248,10 @@ fn slots_of_exited_processes_are_given_to_new_ones() {
         .map(|&(pid, ns)| (pid, ns, total_ns(&seen, pid)))
         .filter(|&(_, truth, measured)| measured.abs_diff(truth) > truth / 100 + 100_000)
         .collect();
-    assert!(off.is_empty(), "(pid, rusage ns, bpf ns) off by over 1 % + 0.1 ms: {off:?}");
+    assert!(
+        off.is_empty(),
+        "(pid, rusage ns, bpf ns) off by over 1 % + 0.1 ms: {off:?}"
+    );
 }
 
 /// With every slot taken, the time of processes that find none is counted
@@ -187,7 +262,10 @@ fn when_no_slot_is_free_the_time_is_counted_as_dropped() {
     // Fewer slots than the 100 that run at once below: the host's own
     // processes take a few dozen (those that run during the test).
     let slots = 64;
-    let mut source = source_with(LoadOptions { slots: Some(slots), ..LoadOptions::default() });
+    let mut source = source_with(LoadOptions {
+        slots: Some(slots),
+        ..LoadOptions::default()
+    });
     let crowd: Vec<_> = (0..100).map(|_| burn(&["--ms", "20"])).collect();
     let crowd: Vec<(u32, u64)> = crowd.into_iter().map(reap).collect();
     let mut seen = samples(&mut source, 3, 50);
@@ -195,10 +273,20 @@ fn when_no_slot_is_free_the_time_is_counted_as_dropped() {
     let true_total: u64 = crowd.iter().map(|(_, ns)| ns).sum();
     let measured: u64 = crowd.iter().map(|(pid, _)| total_ns(&seen, *pid)).sum();
     eprintln!("100 processes for {slots} slots: rusage {true_total} ns, measured {measured} ns, dropped {dropped_ns} ns");
-    assert!(dropped_ns > 0, "100 processes and the host's fitted in {slots} slots");
-    assert!(measured < true_total, "every process was measured although slots ran out");
+    assert!(
+        dropped_ns > 0,
+        "100 processes and the host's fitted in {slots} slots"
+    );
+    assert!(
+        measured < true_total,
+        "every process was measured although slots ran out"
+    );
     // Dropped time may include other processes' slices, never less than what the crowd lacks.
-    assert!(measured + dropped_ns >= true_total - true_total / 100, "{} ns neither measured nor counted", true_total - measured - dropped_ns.min(true_total - measured));
+    assert!(
+        measured + dropped_ns >= true_total - true_total / 100,
+        "{} ns neither measured nor counted",
+        true_total - measured - dropped_ns.min(true_total - measured)
+    );
     // Their slots come back: later processes are measured whole.
     let later: Vec<(u32, u64)> = (0..5)
         .map(|_| {
@@ -210,7 +298,10 @@ fn when_no_slot_is_free_the_time_is_counted_as_dropped() {
     seen.extend(samples(&mut source, 2, 50));
     for (pid, truth) in later {
         let measured = total_ns(&seen, pid);
-        assert!(measured.abs_diff(truth) <= truth / 100 + 100_000, "pid {pid}: rusage {truth} ns, bpf {measured} ns");
+        assert!(
+            measured.abs_diff(truth) <= truth / 100 + 100_000,
+            "pid {pid}: rusage {truth} ns, bpf {measured} ns"
+        );
     }
 }
 
@@ -230,7 +321,8 @@ fn pid_reuse_does_not_merge_processes() {
     let mut second = None;
     for _ in 0..20 {
         // The next fork gets ns_last_pid + 1.
-        std::fs::write("/proc/sys/kernel/ns_last_pid", (first.0 - 1).to_string()).expect("writing ns_last_pid");
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (first.0 - 1).to_string())
+            .expect("writing ns_last_pid");
         let child = burn(&["--ms", "60"]);
         let got = reap(child);
         if got.0 == first.0 {
@@ -244,10 +336,22 @@ fn pid_reuse_does_not_merge_processes() {
     let mut keys: Vec<_> = procs.iter().map(|p| p.key).collect();
     keys.sort();
     keys.dedup();
-    assert_eq!(keys.len(), 2, "two processes with pid {}: {keys:?}", first.0);
+    assert_eq!(
+        keys.len(),
+        2,
+        "two processes with pid {}: {keys:?}",
+        first.0
+    );
     for (key, truth) in keys.iter().zip([first.1, second.1]) {
-        let ns: u64 = procs.iter().filter(|p| p.key == *key).map(|p| p.total_ns).sum();
-        assert!(rel_err(ns, truth) < 0.001, "{key:?}: bpf {ns} ns vs rusage {truth} ns");
+        let ns: u64 = procs
+            .iter()
+            .filter(|p| p.key == *key)
+            .map(|p| p.total_ns)
+            .sum();
+        assert!(
+            rel_err(ns, truth) < 0.001,
+            "{key:?}: bpf {ns} ns vs rusage {truth} ns"
+        );
     }
 }
 
@@ -259,7 +363,10 @@ fn pid_reuse_does_not_merge_processes() {
 /// mismatch; about 1 run in 20 here), and stays within 20 %.
 #[test]
 fn timestamp_variant_never_undercounts() {
-    let mut source = source_with(LoadOptions { force_timestamp: true, ..LoadOptions::default() });
+    let mut source = source_with(LoadOptions {
+        force_timestamp: true,
+        ..LoadOptions::default()
+    });
     assert_eq!(source.method(), CpuTimeMethod::BpfTimestamp);
     let (pid, truth) = reap(burn(&["--threads", "2", "--ms", "1000"]));
     let seen = samples(&mut source, 2, 50);
@@ -275,7 +382,10 @@ fn timestamp_variant_never_undercounts() {
         "reads low with every switch seen: {measured} ns of {truth} ns"
     );
     assert!(err < 0.2, "error {:.3} %", err * 100.0);
-    assert_eq!(of_pid(&seen, pid).last().map(|p| p.comm.as_str()), Some("scaph-burn"));
+    assert_eq!(
+        of_pid(&seen, pid).last().map(|p| p.comm.as_str()),
+        Some("scaph-burn")
+    );
 }
 
 /// A process first seen before its exec (as a VM started by libvirtd is) is
@@ -283,12 +393,21 @@ fn timestamp_variant_never_undercounts() {
 #[test]
 fn exec_refreshes_name_and_metadata() {
     let mut source = source();
-    let burner = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("scaph-burn");
+    let burner = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("scaph-burn");
     let child = std::process::Command::new("sh")
         .arg("-c")
         // `sleep` makes the shell leave the CPU (a slice is recorded when it
         // does); the loop keeps it a shell for a while after that.
-        .arg(format!("sleep 0.05; i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; exec {} --ms 800", burner.display()))
+        .arg(format!(
+            "sleep 0.05; i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; exec {} --ms 800",
+            burner.display()
+        ))
         .spawn()
         .expect("sh");
     let pid = child.id();
@@ -299,7 +418,11 @@ fn exec_refreshes_name_and_metadata() {
             break;
         }
     }
-    let first = of_pid(&before, pid).into_iter().next().expect("seen before exec").clone();
+    let first = of_pid(&before, pid)
+        .into_iter()
+        .next()
+        .expect("seen before exec")
+        .clone();
     assert_eq!(first.comm, "sh", "before the exec");
     // The burner runs 800 ms after the exec: read while it runs.
     let mut after = samples(&mut source, 1, 400);
@@ -307,6 +430,13 @@ fn exec_refreshes_name_and_metadata() {
     after.extend(samples(&mut source, 2, 50));
     let procs = of_pid(&after, pid);
     assert_eq!(procs.last().map(|p| p.comm.as_str()), Some("scaph-burn"));
-    let exe = procs.iter().filter_map(|p| p.meta.as_ref()).filter_map(|m| m.exe.clone()).last();
-    assert!(exe.as_ref().is_some_and(|e| e.ends_with("scaph-burn")), "metadata read again after exec: {exe:?}");
+    let exe = procs
+        .iter()
+        .filter_map(|p| p.meta.as_ref())
+        .filter_map(|m| m.exe.clone())
+        .last();
+    assert!(
+        exe.as_ref().is_some_and(|e| e.ends_with("scaph-burn")),
+        "metadata read again after exec: {exe:?}"
+    );
 }

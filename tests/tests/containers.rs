@@ -8,7 +8,9 @@ mod exporter_support;
 
 use std::time::Duration;
 
-use container_support::{container_id, pod_uid, series, single_socket, socket0_cpus, total, CgroupTree, Workload};
+use container_support::{
+    container_id, pod_uid, series, single_socket, socket0_cpus, total, CgroupTree, Workload,
+};
 use exporter_support::{free_port, http_get, scaph, tool, wait_for, Proc};
 use scaph_integration_tests::{powercap::FakeRapl, require_root};
 
@@ -18,14 +20,29 @@ const WATTS: f64 = 30.0;
 fn start(rapl: &FakeRapl, extra: &[&str]) -> (Proc, u16) {
     let port = free_port();
     let (root, port_arg) = (rapl.root(), port.to_string());
-    let mut args = vec!["--containers", "--powercap-root", root.to_str().expect("utf-8"), "--sensor", "powercap_rapl"];
+    let mut args = vec![
+        "--containers",
+        "--powercap-root",
+        root.to_str().expect("utf-8"),
+        "--sensor",
+        "powercap_rapl",
+    ];
     args.extend_from_slice(extra);
-    args.extend(["prometheus", "-a", "127.0.0.1", "-p", &port_arg, "--step", "1"]);
+    args.extend([
+        "prometheus",
+        "-a",
+        "127.0.0.1",
+        "-p",
+        &port_arg,
+        "--step",
+        "1",
+    ]);
     let mut proc = scaph(&args);
     wait_for("a scrape with host energy", Duration::from_secs(20), || {
         assert!(proc.running(), "scaph exited:\n{}", proc.log());
         let body = http_get(port, "/metrics").ok()?.body;
-        body.contains("\nscaph_host_energy_joules_total ").then_some(())
+        body.contains("\nscaph_host_energy_joules_total ")
+            .then_some(())
     });
     (proc, port)
 }
@@ -35,7 +52,10 @@ fn scrape(port: u16) -> String {
 }
 
 /// The container series with this `container_id`.
-fn container<'a>(list: &'a [container_support::Series], id: &str) -> Option<&'a container_support::Series> {
+fn container<'a>(
+    list: &'a [container_support::Series],
+    id: &str,
+) -> Option<&'a container_support::Series> {
     list.iter().find(|s| s.label("container_id") == id)
 }
 
@@ -45,10 +65,17 @@ fn assert_totals(body: &str) {
     let containers = total(body, "scaph_container_energy_joules_total");
     let idle = total(body, "scaph_idle_energy_joules_total");
     let gap = containers + idle - host;
-    let cpu_gap = total(body, "scaph_container_cpu_seconds_total") - total(body, "scaph_process_cpu_seconds_total");
+    let cpu_gap = total(body, "scaph_container_cpu_seconds_total")
+        - total(body, "scaph_process_cpu_seconds_total");
     eprintln!("Σ containers {containers:.6} J + idle {idle:.6} J − host {host:.6} J = {gap:.3e} J; Σ container CPU − Σ process CPU = {cpu_gap:.3e} s");
-    assert!(gap.abs() < 1e-9 * host.max(1.0), "containers + idle differ from host by {gap} J");
-    assert!(cpu_gap.abs() < 1e-9 * total(body, "scaph_process_cpu_seconds_total").max(1.0), "{cpu_gap} s");
+    assert!(
+        gap.abs() < 1e-9 * host.max(1.0),
+        "containers + idle differ from host by {gap} J"
+    );
+    assert!(
+        cpu_gap.abs() < 1e-9 * total(body, "scaph_process_cpu_seconds_total").max(1.0),
+        "{cpu_gap} s"
+    );
 }
 
 /// promtool's findings on a scrape (none expected: the container labels and
@@ -62,19 +89,36 @@ fn promtool_findings(text: &str) -> String {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("promtool");
-    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("feeding promtool");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("feeding promtool");
     let out = child.wait_with_output().expect("promtool");
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)).trim().to_owned()
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+    .trim()
+    .to_owned()
 }
 
 /// One container's series checked against its workload's rusage.
 fn check_container(body: &str, name: &str, id: &str, truth_ns: u64, labels: &[(&str, &str)]) {
     let cpu_list = series(body, "scaph_container_cpu_seconds_total");
     let energy_list = series(body, "scaph_container_energy_joules_total");
-    let cpu = container(&cpu_list, id).unwrap_or_else(|| panic!("{name}: no CPU series for {id}:\n{body}"));
+    let cpu = container(&cpu_list, id)
+        .unwrap_or_else(|| panic!("{name}: no CPU series for {id}:\n{body}"));
     let energy = container(&energy_list, id).unwrap_or_else(|| panic!("{name}: no energy series"));
     for (label, value) in labels {
-        assert_eq!(cpu.label(label), *value, "{name}: label {label} of {:?}", cpu.labels);
+        assert_eq!(
+            cpu.label(label),
+            *value,
+            "{name}: label {label} of {:?}",
+            cpu.labels
+        );
     }
     assert_eq!(cpu.labels, energy.labels);
     let truth = truth_ns as f64 / 1e9;
@@ -95,7 +139,11 @@ fn check_container(body: &str, name: &str, id: &str, truth_ns: u64, labels: &[(&
         "{name}: CPU {} s vs {truth} s",
         cpu.value
     );
-    assert!(energy_err.abs() < 0.03, "{name}: energy {} J vs {expected} J", energy.value);
+    assert!(
+        energy_err.abs() < 0.03,
+        "{name}: energy {} J vs {expected} J",
+        energy.value
+    );
 }
 
 /// BPF mode: a pod container (systemd driver), a pod container (cgroupfs
@@ -149,7 +197,11 @@ fn bpf_energy_and_cpu_per_container_match_rusage() {
         "pod container (systemd driver)",
         &k8s_id,
         long_ns,
-        &[("container_runtime", "containerd"), ("pod_uid", &pod), ("pod_qos", "burstable")],
+        &[
+            ("container_runtime", "containerd"),
+            ("pod_uid", &pod),
+            ("pod_qos", "burstable"),
+        ],
     );
     check_container(
         &body,
@@ -163,7 +215,11 @@ fn bpf_energy_and_cpu_per_container_match_rusage() {
         "pod container (cgroupfs driver)",
         &cgfs_id,
         medium_ns,
-        &[("container_runtime", ""), ("pod_uid", &pod2), ("pod_qos", "besteffort")],
+        &[
+            ("container_runtime", ""),
+            ("pod_uid", &pod2),
+            ("pod_qos", "besteffort"),
+        ],
     );
     assert_totals(&body);
 
@@ -175,11 +231,16 @@ fn bpf_energy_and_cpu_per_container_match_rusage() {
         .unwrap_or_else(|| panic!("no series for the pod's burner {}", long_pids[0]));
     assert_eq!(burner.label("container_id"), k8s_id);
     assert_eq!(burner.label("pod_uid"), pod);
-    assert_eq!(burner.label("systemd_unit"), format!("cri-containerd-{k8s_id}.scope"));
+    assert_eq!(
+        burner.label("systemd_unit"),
+        format!("cri-containerd-{k8s_id}.scope")
+    );
     let labelled = short_pids
         .iter()
         .filter(|pid| {
-            processes.iter().any(|s| s.label("pid") == pid.to_string() && s.label("container_id") == docker_id)
+            processes
+                .iter()
+                .any(|s| s.label("pid") == pid.to_string() && s.label("container_id") == docker_id)
         })
         .count();
     eprintln!(
@@ -188,9 +249,15 @@ fn bpf_energy_and_cpu_per_container_match_rusage() {
     );
     assert_eq!(labelled, short_pids.len());
     let host = container(&series(&body, "scaph_container_cpu_seconds_total"), "").map(|s| s.value);
-    assert!(host.is_some_and(|v| v > 0.0), "processes outside containers: {host:?}");
+    assert!(
+        host.is_some_and(|v| v > 0.0),
+        "processes outside containers: {host:?}"
+    );
     let findings = promtool_findings(&body);
-    eprintln!("promtool check metrics (--containers scrape, {} lines): {findings:?}", body.lines().count());
+    eprintln!(
+        "promtool check metrics (--containers scrape, {} lines): {findings:?}",
+        body.lines().count()
+    );
     assert!(findings.is_empty(), "{findings}");
     assert!(!scaph.log().contains("panicked"), "{}", scaph.log());
 }
@@ -208,8 +275,11 @@ fn a_container_gone_past_the_retention_moves_into_others() {
     let (_, truth_ns) = Workload::burn(&dir, 3, &["--ms", "150"]).finish();
     std::thread::sleep(Duration::from_millis(2500));
     let before = scrape(port);
-    let mine = container(&series(&before, "scaph_container_energy_joules_total"), &id).map(|s| s.value);
-    let mine = mine.unwrap_or_else(|| panic!("podman container series missing before the retention ended:\n{before}"));
+    let mine =
+        container(&series(&before, "scaph_container_energy_joules_total"), &id).map(|s| s.value);
+    let mine = mine.unwrap_or_else(|| {
+        panic!("podman container series missing before the retention ended:\n{before}")
+    });
     assert_eq!(
         container(&series(&before, "scaph_container_cpu_seconds_total"), &id)
             .map(|s| s.label("container_runtime").to_owned()),
@@ -217,20 +287,39 @@ fn a_container_gone_past_the_retention_moves_into_others() {
     );
     tree.remove(&dir);
     let mut previous = before.clone();
-    let after = wait_for("the container series to leave", Duration::from_secs(20), || {
-        let body = scrape(port);
-        for name in ["scaph_container_energy_joules_total", "scaph_container_cpu_seconds_total"] {
-            for old in series(&previous, name) {
-                if let Some(new) = series(&body, name).iter().find(|s| s.labels == old.labels) {
-                    assert!(new.value >= old.value, "{name}{:?} went from {} to {}", old.labels, old.value, new.value);
+    let after = wait_for(
+        "the container series to leave",
+        Duration::from_secs(20),
+        || {
+            let body = scrape(port);
+            for name in [
+                "scaph_container_energy_joules_total",
+                "scaph_container_cpu_seconds_total",
+            ] {
+                for old in series(&previous, name) {
+                    if let Some(new) = series(&body, name).iter().find(|s| s.labels == old.labels) {
+                        assert!(
+                            new.value >= old.value,
+                            "{name}{:?} went from {} to {}",
+                            old.labels,
+                            old.value,
+                            new.value
+                        );
+                    }
                 }
             }
-        }
-        previous = body.clone();
-        container(&series(&body, "scaph_container_energy_joules_total"), &id).is_none().then_some(body)
-    });
+            previous = body.clone();
+            container(&series(&body, "scaph_container_energy_joules_total"), &id)
+                .is_none()
+                .then_some(body)
+        },
+    );
     let others = |body: &str| {
-        container(&series(body, "scaph_container_energy_joules_total"), "[others]").map_or(0.0, |s| s.value)
+        container(
+            &series(body, "scaph_container_energy_joules_total"),
+            "[others]",
+        )
+        .map_or(0.0, |s| s.value)
     };
     eprintln!(
         "podman container: {mine:.4} J ({:.4} s of CPU by rusage) before; [others] {:.4} J → {:.4} J after the retention",
@@ -238,7 +327,10 @@ fn a_container_gone_past_the_retention_moves_into_others() {
         others(&before),
         others(&after)
     );
-    assert!(others(&after) - others(&before) >= mine * (1.0 - 1e-9), "[others] did not take the container's energy");
+    assert!(
+        others(&after) - others(&before) >= mine * (1.0 - 1e-9),
+        "[others] did not take the container's energy"
+    );
     assert_totals(&after);
 }
 
@@ -248,7 +340,10 @@ fn procfs_mode_labels_containers_from_proc() {
     require_root();
     let mut tree = CgroupTree::new(&format!("scaph-test-{}-procfs", std::process::id()));
     let (pod, id) = (pod_uid(), container_id());
-    let dir = tree.create(&format!("kubepods.slice/kubepods-pod{}.slice/crio-{id}.scope", pod.replace('-', "_")));
+    let dir = tree.create(&format!(
+        "kubepods.slice/kubepods-pod{}.slice/crio-{id}.scope",
+        pod.replace('-', "_")
+    ));
     let rapl = FakeRapl::start(WATTS, 1_000_000);
     let (scaph, port) = start(&rapl, &["--fallback-procfs"]);
     let (_, truth_ns) = Workload::burn(&dir, 1, &["--ms", "2500"]).finish();
@@ -257,7 +352,12 @@ fn procfs_mode_labels_containers_from_proc() {
     assert!(body.contains("scaph_cputime_source_info{source=\"procfs\"} 1"));
     let cpu = container(&series(&body, "scaph_container_cpu_seconds_total"), &id)
         .cloned()
-        .unwrap_or_else(|| panic!("no series for the CRI-O container:\n{body}\n{}", scaph.log()));
+        .unwrap_or_else(|| {
+            panic!(
+                "no series for the CRI-O container:\n{body}\n{}",
+                scaph.log()
+            )
+        });
     eprintln!(
         "procfs: CRI-O container {:.3} s of {:.3} s (procfs loses a process's last interval), labels {:?}",
         cpu.value,
@@ -265,7 +365,11 @@ fn procfs_mode_labels_containers_from_proc() {
         cpu.labels
     );
     assert_eq!(
-        (cpu.label("container_runtime"), cpu.label("pod_qos"), cpu.label("pod_uid")),
+        (
+            cpu.label("container_runtime"),
+            cpu.label("pod_qos"),
+            cpu.label("pod_uid")
+        ),
         ("cri-o", "guaranteed", pod.as_str())
     );
     assert!(cpu.value > 0.3 * truth_ns as f64 / 1e9);
@@ -296,7 +400,15 @@ fn without_api_access_one_line_and_pod_uid_labels_still_work() {
     )
     .expect("kubeconfig");
     let rapl = FakeRapl::start(WATTS, 1_000_000);
-    let (scaph, port) = start(&rapl, &["--kubeconfig", kubeconfig.to_str().expect("utf-8"), "--node-name", "node-1"]);
+    let (scaph, port) = start(
+        &rapl,
+        &[
+            "--kubeconfig",
+            kubeconfig.to_str().expect("utf-8"),
+            "--node-name",
+            "node-1",
+        ],
+    );
     let (_, truth_ns) = Workload::burn(&dir, 1, &["--ms", "500"]).finish();
     std::thread::sleep(Duration::from_secs(6)); // several retries of the watch
     let body = scrape(port);
@@ -313,7 +425,11 @@ fn without_api_access_one_line_and_pod_uid_labels_still_work() {
     assert_eq!(watch_lines, 1, "{log}");
     assert!(!log.contains("ERROR"), "{log}");
     assert_eq!(
-        (cpu.label("pod_uid"), cpu.label("pod_qos"), cpu.label("kubernetes_pod_name")),
+        (
+            cpu.label("pod_uid"),
+            cpu.label("pod_qos"),
+            cpu.label("kubernetes_pod_name")
+        ),
         (pod.as_str(), "besteffort", "")
     );
 }

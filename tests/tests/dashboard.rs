@@ -28,7 +28,9 @@ fn dashboard() -> Value {
 /// (panel title, refId, expr) of every query.
 fn queries(dash: &Value) -> Vec<(String, String, String)> {
     let panels = dash["panels"].as_array().expect("panels");
-    let nested = panels.iter().flat_map(|p| p["panels"].as_array().cloned().unwrap_or_default());
+    let nested = panels
+        .iter()
+        .flat_map(|p| p["panels"].as_array().cloned().unwrap_or_default());
     panels
         .iter()
         .cloned()
@@ -65,19 +67,38 @@ fn substitute(expr: &str) -> String {
 fn dashboard_and_provisioning_are_well_formed() {
     let dash = dashboard();
     assert!(dash["uid"].as_str().is_some_and(|u| !u.is_empty()));
-    let vars: Vec<&str> =
-        dash["templating"]["list"].as_array().expect("templating").iter().filter_map(|v| v["name"].as_str()).collect();
+    let vars: Vec<&str> = dash["templating"]["list"]
+        .as_array()
+        .expect("templating")
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
     assert_eq!(vars, ["datasource", "instance"]);
     let mut ids = HashSet::new();
     for panel in dash["panels"].as_array().expect("panels") {
-        assert!(ids.insert(panel["id"].as_i64().expect("id")), "duplicate panel id {}", panel["id"]);
+        assert!(
+            ids.insert(panel["id"].as_i64().expect("id")),
+            "duplicate panel id {}",
+            panel["id"]
+        );
         let grid = &panel["gridPos"];
-        let (x, w) = (grid["x"].as_i64().expect("x"), grid["w"].as_i64().expect("w"));
-        assert!(x >= 0 && w > 0 && x + w <= 24, "{} outside the grid", panel["title"]);
+        let (x, w) = (
+            grid["x"].as_i64().expect("x"),
+            grid["w"].as_i64().expect("w"),
+        );
+        assert!(
+            x >= 0 && w > 0 && x + w <= 24,
+            "{} outside the grid",
+            panel["title"]
+        );
         if panel["type"] == "row" {
             continue;
         }
-        assert_eq!(panel["datasource"]["uid"], "${datasource}", "{}", panel["title"]);
+        assert_eq!(
+            panel["datasource"]["uid"], "${datasource}",
+            "{}",
+            panel["title"]
+        );
         let targets = panel["targets"].as_array().expect("targets");
         assert!(!targets.is_empty(), "{} has no query", panel["title"]);
         for t in targets {
@@ -90,10 +111,15 @@ fn dashboard_and_provisioning_are_well_formed() {
             );
         }
     }
-    let provider = std::fs::read_to_string(deploy().join("provisioning/dashboards/scaph.yaml")).expect("provider");
-    assert!(provider.contains("type: file") && provider.contains("path: /var/lib/grafana/dashboards/scaph"));
+    let provider = std::fs::read_to_string(deploy().join("provisioning/dashboards/scaph.yaml"))
+        .expect("provider");
+    assert!(
+        provider.contains("type: file")
+            && provider.contains("path: /var/lib/grafana/dashboards/scaph")
+    );
     let datasource =
-        std::fs::read_to_string(deploy().join("provisioning/datasources/prometheus.yaml")).expect("datasource");
+        std::fs::read_to_string(deploy().join("provisioning/datasources/prometheus.yaml"))
+            .expect("datasource");
     assert!(datasource.contains("type: prometheus"));
 }
 
@@ -126,11 +152,16 @@ fn every_dashboard_query_returns_data_from_a_real_scaph() {
     ]);
     // A pod's container burning half a CPU for the whole test.
     let _workload = Workload::burn(&dir, 1, &["--ms", "40000"]);
-    wait_for("scaph to report the pod's container", Duration::from_secs(20), || {
-        assert!(scaph.running(), "scaph exited:\n{}", scaph.log());
-        let body = http_get(port, "/metrics").ok()?.body;
-        body.contains(&format!("container_id=\"{id}\"")).then_some(())
-    });
+    wait_for(
+        "scaph to report the pod's container",
+        Duration::from_secs(20),
+        || {
+            assert!(scaph.running(), "scaph exited:\n{}", scaph.log());
+            let body = http_get(port, "/metrics").ok()?.body;
+            body.contains(&format!("container_id=\"{id}\""))
+                .then_some(())
+        },
+    );
     let prometheus = Prometheus::scraping(port);
     prometheus.wait_for_samples("scaph_container_energy_joules_total", 12, "15s");
 
@@ -139,12 +170,18 @@ fn every_dashboard_query_returns_data_from_a_real_scaph() {
     for (title, ref_id, expr) in &all {
         let promql = substitute(expr);
         match prometheus.query(&promql) {
-            Ok(result) if !result.is_empty() => eprintln!("{title} [{ref_id}]: {} series", result.len()),
+            Ok(result) if !result.is_empty() => {
+                eprintln!("{title} [{ref_id}]: {} series", result.len())
+            }
             Ok(_) => empty.push(format!("{title} [{ref_id}]: no data for {promql}")),
             Err(e) => empty.push(format!("{title} [{ref_id}]: error {e} for {promql}")),
         }
     }
-    assert!(empty.is_empty(), "queries without data:\n{}", empty.join("\n"));
+    assert!(
+        empty.is_empty(),
+        "queries without data:\n{}",
+        empty.join("\n")
+    );
     eprintln!("all {} queries of the dashboard returned data", all.len());
     assert!(all.len() >= 15);
 }

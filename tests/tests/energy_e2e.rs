@@ -24,9 +24,18 @@ struct Run {
 /// Cycles every 250 ms while a burner pinned to CPU 1 burns 1.5 s, and two
 /// cycles after it exited. The counter starts 30 J before its wrap point.
 fn run(cpu: Box<dyn CpuTimeSource>) -> Run {
-    let rapl = FakeRapl::start(WATTS, scaph_integration_tests::powercap::MAX_RANGE_UJ - 30_000_000);
-    let sensor: Box<dyn EnergySensor> = Box::new(PowercapSensor::new(&rapl.root()).expect("fake tree"));
-    let mut agent = Agent::new(cpu, Some(sensor), Topology::from_sys_root("/sys".as_ref()), IdlePolicy::Unattributed);
+    let rapl = FakeRapl::start(
+        WATTS,
+        scaph_integration_tests::powercap::MAX_RANGE_UJ - 30_000_000,
+    );
+    let sensor: Box<dyn EnergySensor> =
+        Box::new(PowercapSensor::new(&rapl.root()).expect("fake tree"));
+    let mut agent = Agent::new(
+        cpu,
+        Some(sensor),
+        Topology::from_sys_root("/sys".as_ref()),
+        IdlePolicy::Unattributed,
+    );
     agent.baseline();
     let children_before = children_cpu_ns();
     let child = burn(&["--cpu", "1", "--ms", "1500"]);
@@ -55,7 +64,11 @@ fn run(cpu: Box<dyn CpuTimeSource>) -> Run {
         }
     }
     assert!(burner_ns > 0, "the burner did not finish in 10 s");
-    Run { snapshots, burner_pid, burner_ns }
+    Run {
+        snapshots,
+        burner_pid,
+        burner_ns,
+    }
 }
 
 /// CPU time of all reaped children of this test process (the test binary runs
@@ -72,18 +85,37 @@ fn check(run: &Run, label: &str) -> f64 {
     let last = run.snapshots.last().expect("snapshots");
     let host = last.host.expect("host energy").joules_total;
     let interval: f64 = run.snapshots.iter().map(|s| s.interval.as_secs_f64()).sum();
-    eprintln!("{label}: host {host:.3} J over {interval:.3} s ({:.2} W, fake RAPL draws {WATTS} W)", host / interval);
-    assert!((host / interval - WATTS).abs() / WATTS < 0.02, "host power {:.3} W", host / interval);
+    eprintln!(
+        "{label}: host {host:.3} J over {interval:.3} s ({:.2} W, fake RAPL draws {WATTS} W)",
+        host / interval
+    );
+    assert!(
+        (host / interval - WATTS).abs() / WATTS < 0.02,
+        "host power {:.3} W",
+        host / interval
+    );
 
     // Conservation: Σ processes + retired + idle = host, in the output.
-    let processes: f64 = last.processes.iter().filter_map(|p| p.energy).map(|e| e.joules_total).sum();
+    let processes: f64 = last
+        .processes
+        .iter()
+        .filter_map(|p| p.energy)
+        .map(|e| e.joules_total)
+        .sum();
     let idle = last.idle.expect("idle energy").joules_total;
     let residual = processes + last.retired_joules + idle - host;
     eprintln!("{label}: processes {processes:.6} J + idle {idle:.6} J - host = {residual:.3e} J");
-    assert!(residual.abs() < 1e-9 * host.max(1.0), "conservation residual {residual} J");
+    assert!(
+        residual.abs() < 1e-9 * host.max(1.0),
+        "conservation residual {residual} J"
+    );
 
     let ncpus = last.cpu_idle_ratio.len() as f64;
-    let burner = last.processes.iter().find(|p| p.key.pid == run.burner_pid).expect("burner in the output");
+    let burner = last
+        .processes
+        .iter()
+        .find(|p| p.key.pid == run.burner_pid)
+        .expect("burner in the output");
     let energy_share = burner.energy.expect("burner energy").joules_total / host;
     let true_cpu_share = run.burner_ns as f64 / 1e9 / (interval * ncpus);
     let error = (energy_share - true_cpu_share).abs();
@@ -102,7 +134,11 @@ fn bpf_energy_share_matches_cpu_share_and_adds_up() {
     let cpu = BpfSource::new("/proc".into(), LoadOptions::default()).expect("kernel program");
     let run = run(Box::new(cpu));
     let error = check(&run, "bpf");
-    assert!(error < 0.01, "share error {:.3} points (limit 1)", error * 100.0);
+    assert!(
+        error < 0.01,
+        "share error {:.3} points (limit 1)",
+        error * 100.0
+    );
 }
 
 /// procfs mode on the same run: conservation holds by construction; the

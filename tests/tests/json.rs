@@ -10,13 +10,25 @@ use scaph_integration_tests::{powercap::FakeRapl, require_root};
 
 /// Parses every line and checks the fields a reader relies on.
 fn check_lines(text: &str) -> Vec<serde_json::Value> {
-    assert!(text.is_empty() || text.ends_with('\n'), "the last line is complete");
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "the last line is complete"
+    );
     text.lines()
         .enumerate()
         .map(|(n, line)| {
-            let value: serde_json::Value =
-                serde_json::from_str(line).unwrap_or_else(|e| panic!("line {} is not JSON ({e}): {line}", n + 1));
-            for key in ["timestamp", "host", "idle", "sockets", "consumers", "source", "estimated", "sensor"] {
+            let value: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("line {} is not JSON ({e}): {line}", n + 1));
+            for key in [
+                "timestamp",
+                "host",
+                "idle",
+                "sockets",
+                "consumers",
+                "source",
+                "estimated",
+                "sensor",
+            ] {
                 assert!(value.get(key).is_some(), "line {}: no {key}", n + 1);
             }
             value
@@ -34,20 +46,38 @@ fn every_line_parses_also_after_sigint() {
         let mut scaph = scaph(&["json", "-s", "1", "-f", file.to_str().expect("utf-8")]);
         wait_for("the first JSON line", Duration::from_secs(20), || {
             assert!(scaph.running(), "scaph exited early:\n{}", scaph.log());
-            std::fs::read_to_string(&file).ok().filter(|t| t.contains('\n'))
+            std::fs::read_to_string(&file)
+                .ok()
+                .filter(|t| t.contains('\n'))
         });
         std::thread::sleep(Duration::from_millis(delay_ms));
         scaph.signal(libc::SIGINT);
         let status = scaph.wait(Duration::from_secs(10));
-        assert!(status.success(), "SIGINT is a clean stop: {status}\n{}", scaph.log());
+        assert!(
+            status.success(),
+            "SIGINT is a clean stop: {status}\n{}",
+            scaph.log()
+        );
         let text = std::fs::read_to_string(&file).expect("output file");
         let lines = check_lines(&text);
-        eprintln!("SIGINT {delay_ms} ms after the first line: {} lines, all valid JSON", lines.len());
+        eprintln!(
+            "SIGINT {delay_ms} ms after the first line: {} lines, all valid JSON",
+            lines.len()
+        );
         assert!(!lines.is_empty());
         let last = lines.last().expect("a line");
         let estimated = last["estimated"].as_bool().expect("estimated is a boolean");
-        assert_eq!(estimated, last["sensor"] == "estimate", "estimated flag follows the sensor: {last}");
-        assert!(last["host"]["energy_joules"].as_f64().is_some_and(|j| j > 0.0), "{last}");
+        assert_eq!(
+            estimated,
+            last["sensor"] == "estimate",
+            "estimated flag follows the sensor: {last}"
+        );
+        assert!(
+            last["host"]["energy_joules"]
+                .as_f64()
+                .is_some_and(|j| j > 0.0),
+            "{last}"
+        );
     }
 }
 
@@ -74,27 +104,45 @@ fn stdout_lines_with_a_measured_sensor_and_top_consumers() {
     assert!(status.success(), "{}", scaph.log());
     // stdout and stderr share the log file; JSON lines are the ones starting with '{'.
     let log = scaph.log();
-    let text: String = log.lines().filter(|l| l.starts_with('{')).map(|l| format!("{l}\n")).collect();
+    let text: String = log
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| format!("{l}\n"))
+        .collect();
     let lines = check_lines(&text);
     assert!(lines.len() >= 3, "{log}");
     let last = lines.last().expect("a line");
-    eprintln!("last line: sensor {}, estimated {}, host {}", last["sensor"], last["estimated"], last["host"]);
+    eprintln!(
+        "last line: sensor {}, estimated {}, host {}",
+        last["sensor"], last["estimated"], last["host"]
+    );
     assert_eq!(last["estimated"], false);
     assert_eq!(last["sensor"], "powercap_rapl");
-    assert!(last["consumers"].as_array().is_some_and(|c| !c.is_empty() && c.len() <= 3), "{last}");
+    assert!(
+        last["consumers"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty() && c.len() <= 3),
+        "{last}"
+    );
     let watts = last["host"]["power_watts"].as_f64().expect("host power");
     assert_eq!(
-        last["host"]["consumption"].as_f64().map(|uw| (uw / 1e6 - watts).abs() < 1e-6),
+        last["host"]["consumption"]
+            .as_f64()
+            .map(|uw| (uw / 1e6 - watts).abs() < 1e-6),
         Some(true),
         "µW and W agree"
     );
     // Power over the whole run, from the cumulative counter and the timestamps
     // (one step alone is noisy when the fake counter's writer thread is delayed).
     let first = &lines[0];
-    let joules =
-        last["host"]["energy_joules"].as_f64().unwrap_or(0.0) - first["host"]["energy_joules"].as_f64().unwrap_or(0.0);
-    let seconds = last["timestamp"].as_f64().unwrap_or(0.0) - first["timestamp"].as_f64().unwrap_or(0.0);
+    let joules = last["host"]["energy_joules"].as_f64().unwrap_or(0.0)
+        - first["host"]["energy_joules"].as_f64().unwrap_or(0.0);
+    let seconds =
+        last["timestamp"].as_f64().unwrap_or(0.0) - first["timestamp"].as_f64().unwrap_or(0.0);
     let average = joules / seconds;
     eprintln!("host {average:.2} W over {seconds:.2} s, fake RAPL draws 30 W");
-    assert!((average - 30.0).abs() < 6.0, "host {average} W, fake RAPL draws 30 W");
+    assert!(
+        (average - 30.0).abs() < 6.0,
+        "host {average} W, fake RAPL draws 30 W"
+    );
 }

@@ -13,7 +13,10 @@
 //! `energy_uj` mode 0400, as Linux ≥ 5.10 ships it (CVE-2020-8694).
 mod exporter_support;
 
-use std::{collections::BTreeSet, fs, os::unix::fs::PermissionsExt as _, path::Path, process::Child, time::Duration};
+use std::{
+    collections::BTreeSet, fs, os::unix::fs::PermissionsExt as _, path::Path, process::Child,
+    time::Duration,
+};
 
 use exporter_support::{free_port, http_get, tool, wait_for, Proc};
 use scaph_integration_tests::{burn, powercap::FakeRapl, require_root, scaph_binary};
@@ -34,7 +37,9 @@ enum As {
 fn root_only_rapl() -> FakeRapl {
     let rapl = FakeRapl::start(20.0, 1_000_000);
     let root = rapl.root();
-    let mode = |path: &Path, mode: u32| fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
+    let mode = |path: &Path, mode: u32| {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod")
+    };
     mode(&root, 0o755);
     mode(&root.join("intel-rapl:0"), 0o755);
     mode(&root.join("intel-rapl:0/energy_uj"), 0o400);
@@ -46,13 +51,19 @@ fn root_only_rapl() -> FakeRapl {
 /// `scaph --containers prometheus` as `who` with exactly `caps`.
 fn start(who: As, caps: &[&str], rapl: &FakeRapl) -> (Proc, u16) {
     let port = free_port();
-    let set =
-        std::iter::once("-all".to_owned()).chain(caps.iter().map(|c| format!("+{c}"))).collect::<Vec<_>>().join(",");
+    let set = std::iter::once("-all".to_owned())
+        .chain(caps.iter().map(|c| format!("+{c}")))
+        .collect::<Vec<_>>()
+        .join(",");
     let mut args: Vec<String> = Vec::new();
     if let As::Nobody = who {
         args.extend(["--reuid=65534", "--regid=65534", "--clear-groups"].map(String::from));
     }
-    args.extend([format!("--inh-caps={set}"), format!("--ambient-caps={set}"), format!("--bounding-set={set}")]);
+    args.extend([
+        format!("--inh-caps={set}"),
+        format!("--ambient-caps={set}"),
+        format!("--bounding-set={set}"),
+    ]);
     args.extend([
         "--".into(),
         scaph_binary().display().to_string(),
@@ -85,31 +96,51 @@ fn wait_ready(proc: &mut Proc, port: u16) {
 /// Waits for a scrape where scaph has seen most of the root-owned burner's
 /// CPU time (so its metadata was read while it ran). Returns the scrape.
 fn scrape_with(proc: &mut Proc, port: u16, other_user: &Child) -> String {
-    let prefix = format!("scaph_process_cpu_seconds_total{{pid=\"{}\"", other_user.id());
-    wait_for("a scrape with the root-owned burner's CPU time", Duration::from_secs(20), || {
-        assert!(proc.running(), "scaph exited:\n{}", proc.log());
-        let body = http_get(port, "/metrics").ok()?.body;
-        let line = body.lines().find(|l| l.starts_with(&prefix))?;
-        let cpu: f64 = line.rsplit(' ').next()?.parse().ok()?;
-        (cpu >= 0.5).then_some(body)
-    })
+    let prefix = format!(
+        "scaph_process_cpu_seconds_total{{pid=\"{}\"",
+        other_user.id()
+    );
+    wait_for(
+        "a scrape with the root-owned burner's CPU time",
+        Duration::from_secs(20),
+        || {
+            assert!(proc.running(), "scaph exited:\n{}", proc.log());
+            let body = http_get(port, "/metrics").ok()?.body;
+            let line = body.lines().find(|l| l.starts_with(&prefix))?;
+            let cpu: f64 = line.rsplit(' ').next()?.parse().ok()?;
+            (cpu >= 0.5).then_some(body)
+        },
+    )
 }
 
 /// The `exe` label of `pid`'s CPU series.
 fn exe_of(body: &str, pid: u32) -> String {
     let needle = format!("scaph_process_cpu_seconds_total{{pid=\"{pid}\"");
-    let line = body.lines().find(|l| l.starts_with(&needle)).expect("series of the pid");
+    let line = body
+        .lines()
+        .find(|l| l.starts_with(&needle))
+        .expect("series of the pid");
     let start = line.find("exe=\"").map(|i| i + 5).expect("exe label");
-    line[start..].split('"').next().unwrap_or_default().to_owned()
+    line[start..]
+        .split('"')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// uid and effective capabilities of a running process, from /proc.
 fn identity(pid: i32) -> (String, String) {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
     let field = |name: &str| {
-        status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.split_whitespace().next().unwrap_or("").to_owned())
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().next().unwrap_or("").to_owned())
     };
-    (field("Uid:").unwrap_or_default(), field("CapEff:").unwrap_or_default())
+    (
+        field("Uid:").unwrap_or_default(),
+        field("CapEff:").unwrap_or_default(),
+    )
 }
 
 fn without(cap: &str) -> Vec<&'static str> {
@@ -135,9 +166,18 @@ fn run(who: As, caps: &[&str]) -> Run {
     let _ = burner.kill();
     let _ = burner.wait();
     let log = proc.log();
-    eprintln!("--- {who:?} with {caps:?}: uid {uid}, CapEff {cap_eff}; log:\n{}", log.trim_end());
+    eprintln!(
+        "--- {who:?} with {caps:?}: uid {uid}, CapEff {cap_eff}; log:\n{}",
+        log.trim_end()
+    );
     assert!(!log.contains("panicked"), "scaph panicked:\n{log}");
-    Run { body, log, burner_pid, uid, cap_eff }
+    Run {
+        body,
+        log,
+        burner_pid,
+        uid,
+        cap_eff,
+    }
 }
 
 fn source(body: &str) -> &'static str {
@@ -154,14 +194,16 @@ fn source(body: &str) -> &'static str {
 #[test]
 fn deployed_capabilities_are_the_tested_set() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let daemonset = fs::read_to_string(root.join("deploy/kubernetes/daemonset.yaml")).expect("daemonset.yaml");
+    let daemonset =
+        fs::read_to_string(root.join("deploy/kubernetes/daemonset.yaml")).expect("daemonset.yaml");
     let added: BTreeSet<String> = daemonset
         .lines()
         .skip_while(|l| l.trim() != "add:")
         .skip(1)
         .map_while(|l| l.trim().strip_prefix("- ").map(|c| c.to_ascii_lowercase()))
         .collect();
-    let unit = fs::read_to_string(root.join("deploy/systemd/scaph.service")).expect("scaph.service");
+    let unit =
+        fs::read_to_string(root.join("deploy/systemd/scaph.service")).expect("scaph.service");
     let ambient: BTreeSet<String> = unit
         .lines()
         .find_map(|l| l.strip_prefix("AmbientCapabilities="))
@@ -172,7 +214,10 @@ fn deployed_capabilities_are_the_tested_set() {
     let needed: BTreeSet<String> = NEEDED.iter().map(|c| (*c).to_owned()).collect();
     assert_eq!(added, needed, "DaemonSet capabilities");
     assert_eq!(ambient, needed, "systemd unit capabilities");
-    assert!(daemonset.contains("- ALL"), "the DaemonSet drops everything else");
+    assert!(
+        daemonset.contains("- ALL"),
+        "the DaemonSet drops everything else"
+    );
 }
 
 /// nobody + the four capabilities: the kernel program loads, the root-only
@@ -182,13 +227,33 @@ fn nobody_with_the_four_capabilities_measures_everything() {
     require_root();
     let r = run(As::Nobody, &NEEDED);
     assert_eq!(r.uid, "65534", "scaph runs as nobody");
-    assert_eq!(r.cap_eff, "000000c000080004", "exactly DAC_READ_SEARCH, SYS_PTRACE, PERFMON, BPF");
+    assert_eq!(
+        r.cap_eff, "000000c000080004",
+        "exactly DAC_READ_SEARCH, SYS_PTRACE, PERFMON, BPF"
+    );
     assert_eq!(source(&r.body), "bpf", "{}", r.log);
-    assert!(r.body.contains("\nscaph_host_energy_joules_total "), "energy from the root-only counter");
-    assert_eq!(exe_of(&r.body, r.burner_pid), scaph_binary().with_file_name("scaph-burn").display().to_string());
-    assert!(r.body.contains("scaph_scrape_collector_success{collector=\"containers\"} 1"));
-    assert!(r.body.contains("scaph_container_cpu_seconds_total{container_id=\"\"}"));
-    assert!(r.log.trim().lines().all(|l| l.starts_with("scaph ")), "no warning: {}", r.log);
+    assert!(
+        r.body.contains("\nscaph_host_energy_joules_total "),
+        "energy from the root-only counter"
+    );
+    assert_eq!(
+        exe_of(&r.body, r.burner_pid),
+        scaph_binary()
+            .with_file_name("scaph-burn")
+            .display()
+            .to_string()
+    );
+    assert!(r
+        .body
+        .contains("scaph_scrape_collector_success{collector=\"containers\"} 1"));
+    assert!(r
+        .body
+        .contains("scaph_container_cpu_seconds_total{container_id=\"\"}"));
+    assert!(
+        r.log.trim().lines().all(|l| l.starts_with("scaph ")),
+        "no warning: {}",
+        r.log
+    );
 }
 
 /// The DaemonSet runs uid 0 with only these capabilities: the same result.
@@ -196,7 +261,10 @@ fn nobody_with_the_four_capabilities_measures_everything() {
 fn uid0_with_only_the_four_capabilities_like_the_daemonset() {
     require_root();
     let r = run(As::Root, &NEEDED);
-    assert_eq!((r.uid.as_str(), r.cap_eff.as_str()), ("0", "000000c000080004"));
+    assert_eq!(
+        (r.uid.as_str(), r.cap_eff.as_str()),
+        ("0", "000000c000080004")
+    );
     assert_eq!(source(&r.body), "bpf", "{}", r.log);
     assert!(r.body.contains("\nscaph_host_energy_joules_total "));
     assert!(!exe_of(&r.body, r.burner_pid).is_empty());
@@ -210,9 +278,21 @@ fn without_bpf_or_perfmon_it_falls_back_to_procfs_with_one_line() {
     for cap in ["bpf", "perfmon"] {
         let r = run(As::Nobody, &without(cap));
         assert_eq!(source(&r.body), "procfs", "without {cap}: {}", r.log);
-        let lines: Vec<&str> = r.log.lines().filter(|l| l.contains("falling back to procfs")).collect();
-        assert_eq!(lines.len(), 1, "without {cap}, one line about the fallback: {}", r.log);
-        assert!(r.body.contains("\nscaph_host_energy_joules_total "), "energy still measured");
+        let lines: Vec<&str> = r
+            .log
+            .lines()
+            .filter(|l| l.contains("falling back to procfs"))
+            .collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "without {cap}, one line about the fallback: {}",
+            r.log
+        );
+        assert!(
+            r.body.contains("\nscaph_host_energy_joules_total "),
+            "energy still measured"
+        );
     }
 }
 
@@ -223,13 +303,23 @@ fn sys_ptrace_gives_exe_and_dac_read_search_gives_energy() {
     require_root();
     let r = run(As::Nobody, &without("sys_ptrace"));
     assert_eq!(source(&r.body), "bpf");
-    assert_eq!(exe_of(&r.body, r.burner_pid), "", "exe of a root process without CAP_SYS_PTRACE");
+    assert_eq!(
+        exe_of(&r.body, r.burner_pid),
+        "",
+        "exe of a root process without CAP_SYS_PTRACE"
+    );
     assert!(r.body.contains("\nscaph_host_energy_joules_total "));
 
     let r = run(As::Nobody, &without("dac_read_search"));
     assert_eq!(source(&r.body), "bpf");
-    assert!(!r.body.contains("\nscaph_host_energy_joules_total "), "no energy without read access");
+    assert!(
+        !r.body.contains("\nscaph_host_energy_joules_total "),
+        "no energy without read access"
+    );
     let lines: Vec<&str> = r.log.lines().filter(|l| l.contains("energy_uj")).collect();
     assert_eq!(lines.len(), 1, "one line naming energy_uj: {}", r.log);
-    assert!(r.body.contains("scaph_process_cpu_seconds_total{"), "CPU time still measured");
+    assert!(
+        r.body.contains("scaph_process_cpu_seconds_total{"),
+        "CPU time still measured"
+    );
 }

@@ -29,18 +29,31 @@ fn procfs_burner_figure() {
     seen.extend(samples(&mut source, 1, 10));
     let measured = total_ns(&seen, pid);
     let captured = measured as f64 / truth as f64;
-    eprintln!("procfs burner: rusage {truth} ns, procfs {measured} ns, captured {:.2} %", captured * 100.0);
+    eprintln!(
+        "procfs burner: rusage {truth} ns, procfs {measured} ns, captured {:.2} %",
+        captured * 100.0
+    );
     // One tick (10 ms) per thread of rounding at most above the truth.
-    assert!(measured <= truth + 20_000_000, "procfs reported more than the kernel");
+    assert!(
+        measured <= truth + 20_000_000,
+        "procfs reported more than the kernel"
+    );
     // At most the last 200 ms interval (× 2 threads) plus rounding is lost.
-    assert!(truth - measured.min(truth) < 500_000_000, "procfs lost more than one interval: {:.1} %", captured * 100.0);
+    assert!(
+        truth - measured.min(truth) < 500_000_000,
+        "procfs lost more than one interval: {:.1} %",
+        captured * 100.0
+    );
 }
 
 /// True once the process has exited and waits to be reaped.
 fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(true)
 }
 
@@ -49,7 +62,9 @@ fn is_zombie(pid: u32) -> bool {
 #[test]
 fn procfs_short_lived_figure() {
     let mut source = source();
-    let truth: Vec<(u32, u64)> = (0..200).map(|_| reap(burn(&["--ms", "10", "--sleep-ms", "10"]))).collect();
+    let truth: Vec<(u32, u64)> = (0..200)
+        .map(|_| reap(burn(&["--ms", "10", "--sleep-ms", "10"])))
+        .collect();
     let seen = samples(&mut source, 1, 50);
     let true_total: u64 = truth.iter().map(|(_, ns)| ns).sum();
     let measured: u64 = truth.iter().map(|(pid, _)| total_ns(&seen, *pid)).sum();
@@ -57,7 +72,10 @@ fn procfs_short_lived_figure() {
         "procfs, 200 short processes: rusage {true_total} ns, procfs {measured} ns, captured {:.2} %",
         measured as f64 / true_total as f64 * 100.0
     );
-    assert!(measured <= true_total, "procfs cannot report more than the kernel");
+    assert!(
+        measured <= true_total,
+        "procfs cannot report more than the kernel"
+    );
 }
 
 /// Loading the kernel program fails (simulated): scaph says why, in one line,
@@ -69,10 +87,20 @@ fn simulated_bpf_failure_falls_back_to_procfs() {
         .args(["--simulate-bpf-failure", "stdout", "-t", "3", "-s", "1"])
         .output()
         .expect("running scaph");
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
     assert!(out.status.success(), "scaph failed: {stderr}");
-    let fallback: Vec<&str> = stderr.lines().filter(|l| l.contains("falling back to procfs mode")).collect();
-    assert_eq!(fallback.len(), 1, "one clear line about the fallback:\n{stderr}");
+    let fallback: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("falling back to procfs mode"))
+        .collect();
+    assert_eq!(
+        fallback.len(),
+        1,
+        "one clear line about the fallback:\n{stderr}"
+    );
     assert!(fallback[0].contains("simulated"), "{}", fallback[0]);
     assert!(stdout.contains("CPU time source: procfs"), "{stdout}");
 }
@@ -83,14 +111,27 @@ fn simulated_bpf_failure_falls_back_to_procfs() {
 fn missing_capabilities_fall_back_to_procfs() {
     require_root();
     let out = Command::new("setpriv")
-        .args(["--bounding-set", "-bpf,-perfmon,-sys_admin", "--inh-caps", "-bpf,-perfmon,-sys_admin", "--"])
+        .args([
+            "--bounding-set",
+            "-bpf,-perfmon,-sys_admin",
+            "--inh-caps",
+            "-bpf,-perfmon,-sys_admin",
+            "--",
+        ])
         .arg(scaph_binary())
         .args(["stdout", "-t", "3", "-s", "1"])
         .output()
         .expect("running setpriv (util-linux)");
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
     assert!(out.status.success(), "scaph failed: {stderr}");
-    assert_eq!(stderr.matches("falling back to procfs mode").count(), 1, "{stderr}");
+    assert_eq!(
+        stderr.matches("falling back to procfs mode").count(),
+        1,
+        "{stderr}"
+    );
     assert!(stdout.contains("CPU time source: procfs"), "{stdout}");
 }
 
@@ -98,9 +139,18 @@ fn missing_capabilities_fall_back_to_procfs() {
 #[test]
 fn default_mode_is_bpf() {
     require_root();
-    let out = Command::new(scaph_binary()).args(["stdout", "-t", "3", "-s", "1"]).output().expect("running scaph");
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(scaph_binary())
+        .args(["stdout", "-t", "3", "-s", "1"])
+        .output()
+        .expect("running scaph");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
     assert!(out.status.success(), "scaph failed: {stderr}");
-    assert!(stdout.contains("CPU time source: bpf"), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("CPU time source: bpf"),
+        "{stdout}\n{stderr}"
+    );
     assert!(!stderr.contains("falling back"), "{stderr}");
 }

@@ -9,7 +9,9 @@ use std::{
     time::Duration,
 };
 
-use exporter_support::{free_port, http_get, query_escape, sample_value, scaph, tool, wait_for, Proc};
+use exporter_support::{
+    free_port, http_get, query_escape, sample_value, scaph, tool, wait_for, Proc,
+};
 use scaph_agent::metrics::names;
 use scaph_integration_tests::{burn, powercap::FakeRapl, reap, require_root};
 
@@ -18,24 +20,36 @@ fn start(extra: &[&str]) -> (Proc, u16) {
     let port = free_port();
     let port_arg = port.to_string();
     let mut args: Vec<&str> = extra.to_vec();
-    args.extend(["prometheus", "-a", "127.0.0.1", "-p", &port_arg, "--step", "1"]);
+    args.extend([
+        "prometheus",
+        "-a",
+        "127.0.0.1",
+        "-p",
+        &port_arg,
+        "--step",
+        "1",
+    ]);
     (scaph(&args), port)
 }
 
 /// Waits for a scrape that has host energy and at least one process.
 fn scrape_when_ready(proc: &mut Proc, port: u16) -> String {
-    wait_for("a scrape with host energy and processes", Duration::from_secs(20), || {
-        assert!(proc.running(), "scaph exited:\n{}", proc.log());
-        let response = http_get(port, "/metrics").ok()?;
-        let prefix = "scaph_process_energy_joules_total{pid=\"";
-        let ready = response.status == 200
-            && response.body.contains("\nscaph_host_energy_joules_total ")
-            && response
-                .body
-                .lines()
-                .any(|l| l.strip_prefix(prefix).is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit())));
-        ready.then_some(response.body)
-    })
+    wait_for(
+        "a scrape with host energy and processes",
+        Duration::from_secs(20),
+        || {
+            assert!(proc.running(), "scaph exited:\n{}", proc.log());
+            let response = http_get(port, "/metrics").ok()?;
+            let prefix = "scaph_process_energy_joules_total{pid=\"";
+            let ready = response.status == 200
+                && response.body.contains("\nscaph_host_energy_joules_total ")
+                && response.body.lines().any(|l| {
+                    l.strip_prefix(prefix)
+                        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+                });
+            ready.then_some(response.body)
+        },
+    )
 }
 
 /// promtool's findings on `text` (it prints them on stdout or stderr).
@@ -47,9 +61,18 @@ fn promtool_check(text: &str) -> (bool, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting promtool");
-    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("feeding promtool");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("feeding promtool");
     let out = child.wait_with_output().expect("promtool");
-    let findings = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let findings = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), findings)
 }
 
@@ -59,17 +82,29 @@ fn default_scrape_passes_promtool_with_no_finding() {
     let (mut scaph, port) = start(&[]);
     scrape_when_ready(&mut scaph, port);
     let response = http_get(port, "/metrics").expect("scrape");
-    assert_eq!(response.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+    assert_eq!(
+        response.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
     let (ok, findings) = promtool_check(&response.body);
-    eprintln!("promtool check metrics (default scrape, {} lines): {findings:?}", response.body.lines().count());
-    assert!(ok && findings.trim().is_empty(), "promtool found problems:\n{findings}");
+    eprintln!(
+        "promtool check metrics (default scrape, {} lines): {findings:?}",
+        response.body.lines().count()
+    );
+    assert!(
+        ok && findings.trim().is_empty(),
+        "promtool found problems:\n{findings}"
+    );
     // One HELP/TYPE per family, and families are not interleaved.
     let mut seen = std::collections::HashSet::new();
     let mut current = "";
     for line in response.body.lines().filter(|l| !l.starts_with('#')) {
         let name = line.split(['{', ' ']).next().unwrap_or_default();
         if name != current {
-            assert!(seen.insert(name.to_owned()), "family {name} appears in two places");
+            assert!(
+                seen.insert(name.to_owned()),
+                "family {name} appears in two places"
+            );
             current = name;
         }
     }
@@ -90,14 +125,30 @@ fn compat_scrape_has_only_the_findings_scaphandre_names_force() {
     }
     let (_, findings) = promtool_check(&body);
     eprintln!("promtool check metrics (--scaphandre-compat):\n{findings}");
-    let compat: Vec<&str> = names::ALL.iter().filter(|d| d.compat).map(|d| d.name).collect();
-    assert!(!findings.trim().is_empty(), "microjoule counters without _total should be reported");
+    let compat: Vec<&str> = names::ALL
+        .iter()
+        .filter(|d| d.compat)
+        .map(|d| d.name)
+        .collect();
+    assert!(
+        !findings.trim().is_empty(),
+        "microjoule counters without _total should be reported"
+    );
     for line in findings.lines().filter(|l| !l.trim().is_empty()) {
         let metric = line.split_whitespace().next().unwrap_or_default();
-        assert!(compat.contains(&metric), "finding not forced by a Scaphandre name: {line}");
-        assert!(!line.contains("error while linting") && !line.contains("parse"), "{line}");
+        assert!(
+            compat.contains(&metric),
+            "finding not forced by a Scaphandre name: {line}"
+        );
+        assert!(
+            !line.contains("error while linting") && !line.contains("parse"),
+            "{line}"
+        );
     }
-    assert!(!findings.contains("scaph_host_energy_joules_total"), "the default set stays clean");
+    assert!(
+        !findings.contains("scaph_host_energy_joules_total"),
+        "the default set stays clean"
+    );
 }
 
 #[test]
@@ -131,12 +182,16 @@ fn a_20_ms_process_is_seen_after_it_exited() {
     let needle = format!("pid=\"{pid}\"");
     let cpu = sample_value(&body, "scaph_process_cpu_seconds_total", &[&needle])
         .unwrap_or_else(|| panic!("no series for pid {pid}"));
-    let energy = sample_value(&body, "scaph_process_energy_joules_total", &[&needle]).expect("energy series");
+    let energy = sample_value(&body, "scaph_process_energy_joules_total", &[&needle])
+        .expect("energy series");
     eprintln!(
         "20 ms process {pid}: rusage {:.4} s, exposed {cpu:.4} s and {energy:.4} J, 3 s after exit",
         truth_ns as f64 / 1e9
     );
-    assert!(cpu >= 0.01 && cpu <= truth_ns as f64 / 1e9 * 1.5, "cpu {cpu}");
+    assert!(
+        cpu >= 0.01 && cpu <= truth_ns as f64 / 1e9 * 1.5,
+        "cpu {cpu}"
+    );
     assert!(energy > 0.0);
 }
 
@@ -149,8 +204,12 @@ fn real_prometheus_scrapes_scaph() {
     const WATTS: f64 = 25.0;
     let rapl = FakeRapl::start(WATTS, 1_000_000);
     let root = rapl.root();
-    let (mut scaph, port) =
-        start(&["--powercap-root", root.to_str().expect("utf-8 path"), "--sensor", "powercap_rapl"]);
+    let (mut scaph, port) = start(&[
+        "--powercap-root",
+        root.to_str().expect("utf-8 path"),
+        "--sensor",
+        "powercap_rapl",
+    ]);
     scrape_when_ready(&mut scaph, port);
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -172,24 +231,47 @@ fn real_prometheus_scrapes_scaph() {
     );
     let query_at = |promql: &str, time: Option<f64>| -> Option<Vec<serde_json::Value>> {
         let at = time.map(|t| format!("&time={t:.3}")).unwrap_or_default();
-        let response = http_get(prom_port, &format!("/api/v1/query?query={}{at}", query_escape(promql))).ok()?;
+        let response = http_get(
+            prom_port,
+            &format!("/api/v1/query?query={}{at}", query_escape(promql)),
+        )
+        .ok()?;
         let json: serde_json::Value = serde_json::from_str(&response.body).ok()?;
-        (json["status"] == "success").then(|| json["data"]["result"].as_array().cloned().unwrap_or_default())
+        (json["status"] == "success").then(|| {
+            json["data"]["result"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
     };
     let query = |promql: &str| query_at(promql, None);
     let number = |v: &serde_json::Value| v["value"][1].as_str().and_then(|s| s.parse::<f64>().ok());
 
-    wait_for("Prometheus to scrape scaph successfully", Duration::from_secs(30), || {
-        let up = query("up{job=\"scaph\"}")?;
-        (up.first().and_then(number) == Some(1.0)).then_some(())
-    });
-    wait_for("8 s of samples in Prometheus", Duration::from_secs(30), || {
-        let n = query("count_over_time(scaph_host_energy_joules_total[10s])")?.first().and_then(number)?;
-        (n >= 9.0).then_some(())
-    });
+    wait_for(
+        "Prometheus to scrape scaph successfully",
+        Duration::from_secs(30),
+        || {
+            let up = query("up{job=\"scaph\"}")?;
+            (up.first().and_then(number) == Some(1.0)).then_some(())
+        },
+    );
+    wait_for(
+        "8 s of samples in Prometheus",
+        Duration::from_secs(30),
+        || {
+            let n = query("count_over_time(scaph_host_energy_joules_total[10s])")?
+                .first()
+                .and_then(number)?;
+            (n >= 9.0).then_some(())
+        },
+    );
     // Power from what Prometheus stored at two instants 5 s apart: energy over
     // the measurement timestamps stored with it (same scrape, same snapshot).
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64() - 1.0;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64()
+        - 1.0;
     let at = |promql: &str, t: f64| {
         let result = query_at(promql, Some(t));
         result
@@ -197,14 +279,20 @@ fn real_prometheus_scrapes_scaph() {
             .and_then(|r| r.first().and_then(number))
             .unwrap_or_else(|| panic!("{promql} at {t}: {result:?}"))
     };
-    let rate = (at("scaph_host_energy_joules_total", now) - at("scaph_host_energy_joules_total", now - 5.0))
-        / (at("scaph_measurement_timestamp_seconds", now) - at("scaph_measurement_timestamp_seconds", now - 5.0));
-    let promql_rate = query("rate(scaph_host_energy_joules_total[6s])").and_then(|r| r.first().and_then(number));
-    let host = query("scaph_host_energy_joules_total").and_then(|r| r.first().and_then(number)).expect("host energy");
+    let rate = (at("scaph_host_energy_joules_total", now)
+        - at("scaph_host_energy_joules_total", now - 5.0))
+        / (at("scaph_measurement_timestamp_seconds", now)
+            - at("scaph_measurement_timestamp_seconds", now - 5.0));
+    let promql_rate =
+        query("rate(scaph_host_energy_joules_total[6s])").and_then(|r| r.first().and_then(number));
+    let host = query("scaph_host_energy_joules_total")
+        .and_then(|r| r.first().and_then(number))
+        .expect("host energy");
     let processes = query("count(scaph_process_energy_joules_total{pid!=\"\"})")
         .and_then(|r| r.first().and_then(number))
         .expect("processes");
-    let own = query("scaph_process_cpu_seconds_total{comm=\"scaph\"}").and_then(|r| r.first().and_then(number));
+    let own = query("scaph_process_cpu_seconds_total{comm=\"scaph\"}")
+        .and_then(|r| r.first().and_then(number));
     let gap = query("abs(sum(scaph_process_energy_joules_total) + sum(scaph_idle_energy_joules_total) - sum(scaph_host_energy_joules_total))")
         .and_then(|r| r.first().and_then(number))
         .expect("sum query");
@@ -214,11 +302,20 @@ fn real_prometheus_scrapes_scaph() {
          scaph's own CPU {own:?} s, |Σ processes + idle − host| = {gap:e} J, sensor {}",
         sensor.first().map(|s| s["metric"].to_string()).unwrap_or_default()
     );
-    assert!((rate - WATTS).abs() / WATTS < 0.05, "{rate} W from stored samples, fake RAPL draws {WATTS} W");
+    assert!(
+        (rate - WATTS).abs() / WATTS < 0.05,
+        "{rate} W from stored samples, fake RAPL draws {WATTS} W"
+    );
     assert!(host > 0.0 && host < WATTS * 120.0, "host {host} J");
     assert!(processes >= 1.0);
     assert!(own.is_some_and(|s| s > 0.0), "scaph's own series");
-    assert!(gap < 1e-6 * host.max(1.0), "Σ processes + idle differs from host by {gap} J");
-    assert_eq!(sensor.first().map(|s| s["metric"]["estimated"].clone()), Some(serde_json::json!("false")));
+    assert!(
+        gap < 1e-6 * host.max(1.0),
+        "Σ processes + idle differs from host by {gap} J"
+    );
+    assert_eq!(
+        sensor.first().map(|s| s["metric"]["estimated"].clone()),
+        Some(serde_json::json!("false"))
+    );
     drop(prometheus);
 }

@@ -51,7 +51,10 @@ fn main() -> Result<()> {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 fn cargo() -> Command {
@@ -83,7 +86,11 @@ fn run(args: &[String]) -> Result<()> {
     setup::ensure()?;
     status(cargo().args(["build", "--release", "--package", "scaph-agent"]))?;
     let binary = workspace_root().join("target/release/scaph");
-    let args: Vec<String> = if args.is_empty() { vec!["stdout".into()] } else { args.to_vec() };
+    let args: Vec<String> = if args.is_empty() {
+        vec!["stdout".into()]
+    } else {
+        args.to_vec()
+    };
     eprintln!("xtask: running {} {}", binary.display(), args.join(" "));
     // exec: scaph receives SIGINT/SIGTERM itself and detaches its program cleanly.
     let err = as_root(&binary).args(&args).exec();
@@ -92,7 +99,15 @@ fn run(args: &[String]) -> Result<()> {
 
 fn bench(quick: bool) -> Result<()> {
     setup::ensure()?;
-    status(cargo().args(["build", "--release", "--package", "scaph-agent", "--package", "scaph-integration-tests", "--bins"]))?;
+    status(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "scaph-agent",
+        "--package",
+        "scaph-integration-tests",
+        "--bins",
+    ]))?;
     let root = workspace_root();
     let mut cmd = as_root(&root.join("target/release/scaph-bench"));
     cmd.arg("--out").arg(root.join("BENCHMARKS.md"));
@@ -110,11 +125,24 @@ fn test(args: &[String]) -> Result<()> {
     setup::ensure_riemann_client(&workspace_root());
     setup::ensure_deploy_test_tools(&workspace_root());
     // Unit tests of every default member: no root needed.
-    status(cargo().args(["test", "--workspace", "--exclude", "scaph-ebpf", "--exclude", "scaph-integration-tests"]))?;
+    status(cargo().args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "scaph-ebpf",
+        "--exclude",
+        "scaph-integration-tests",
+    ]))?;
     // Integration tests: real kernel program, so root, and one thread (shared kernel state).
     status(cargo().args(["build", "--package", "scaph-agent"]))?;
     let out = cargo()
-        .args(["test", "--package", "scaph-integration-tests", "--no-run", "--message-format=json"])
+        .args([
+            "test",
+            "--package",
+            "scaph-integration-tests",
+            "--no-run",
+            "--message-format=json",
+        ])
         .output()
         .context("building the integration tests")?;
     if !out.status.success() {

@@ -28,21 +28,44 @@ pub fn ensure() -> Result<()> {
 }
 
 fn ensure_rust_src() -> Result<()> {
-    let installed = output("rustup", &["component", "list", "--installed", "--toolchain", EBPF_TOOLCHAIN])
-        .unwrap_or_default();
+    let installed = output(
+        "rustup",
+        &[
+            "component",
+            "list",
+            "--installed",
+            "--toolchain",
+            EBPF_TOOLCHAIN,
+        ],
+    )
+    .unwrap_or_default();
     if installed.lines().any(|l| l.starts_with("rust-src")) {
         return Ok(());
     }
     eprintln!("xtask: adding rust-src to the {EBPF_TOOLCHAIN} toolchain");
-    run("rustup", &["component", "add", "rust-src", "--toolchain", EBPF_TOOLCHAIN])
+    run(
+        "rustup",
+        &[
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            EBPF_TOOLCHAIN,
+        ],
+    )
 }
 
 fn check_llvm_of_toolchain() {
     let Some(info) = output("rustc", &[&format!("+{EBPF_TOOLCHAIN}"), "-vV"]) else {
-        eprintln!("xtask: warning: no {EBPF_TOOLCHAIN} toolchain; the kernel program will not build");
+        eprintln!(
+            "xtask: warning: no {EBPF_TOOLCHAIN} toolchain; the kernel program will not build"
+        );
         return;
     };
-    let llvm = info.lines().find_map(|l| l.strip_prefix("LLVM version: ")).unwrap_or("?");
+    let llvm = info
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .unwrap_or("?");
     if !llvm.starts_with(&format!("{LLVM_MAJOR}.")) {
         eprintln!(
             "xtask: warning: rustc +{EBPF_TOOLCHAIN} uses LLVM {llvm}, bpf-linker uses LLVM {LLVM_MAJOR}; \
@@ -73,12 +96,19 @@ fn ensure_bpf_linker() -> Result<()> {
         args.extend_from_slice(APT_PACKAGES);
         run_env("apt-get", &args, &[("DEBIAN_FRONTEND", "noninteractive")])?;
     }
-    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against LLVM {LLVM_MAJOR} (a few minutes)");
+    eprintln!(
+        "xtask: building bpf-linker {BPF_LINKER_VERSION} against LLVM {LLVM_MAJOR} (a few minutes)"
+    );
     run_env(
         "cargo",
         &[
-            "install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--no-default-features",
-            "--features", &format!("llvm-{LLVM_MAJOR}"),
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{LLVM_MAJOR}"),
         ],
         &[("LLVM_PREFIX", &format!("/usr/lib/llvm-{LLVM_MAJOR}"))],
     )?;
@@ -92,9 +122,16 @@ fn ensure_bpf_linker() -> Result<()> {
 /// `prometheus` (Debian package `prometheus`) and `prometheus-pushgateway`.
 /// Installed with apt as root; otherwise the command is printed.
 pub fn ensure_exporter_test_tools() -> Result<()> {
-    const TOOLS: &[(&str, &str)] =
-        &[("promtool", "prometheus"), ("prometheus", "prometheus"), ("prometheus-pushgateway", "prometheus-pushgateway")];
-    let mut missing: Vec<&str> = TOOLS.iter().filter(|(bin, _)| !on_path(bin)).map(|(_, package)| *package).collect();
+    const TOOLS: &[(&str, &str)] = &[
+        ("promtool", "prometheus"),
+        ("prometheus", "prometheus"),
+        ("prometheus-pushgateway", "prometheus-pushgateway"),
+    ];
+    let mut missing: Vec<&str> = TOOLS
+        .iter()
+        .filter(|(bin, _)| !on_path(bin))
+        .map(|(_, package)| *package)
+        .collect();
     missing.dedup();
     if missing.is_empty() {
         return Ok(());
@@ -115,15 +152,20 @@ pub fn ensure_exporter_test_tools() -> Result<()> {
 }
 
 fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 /// The classic-tracepoint mode (kernels without BTF) needs tracefs mounted.
 fn ensure_tracefs() {
     let dir = std::path::Path::new("/sys/kernel/tracing");
-    let empty = std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false);
+    let empty = std::fs::read_dir(dir)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(false);
     if empty && is_root() {
-        let _ = Command::new("mount").args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"]).status();
+        let _ = Command::new("mount")
+            .args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"])
+            .status();
     }
 }
 
@@ -145,10 +187,18 @@ pub fn ensure_riemann_client(workspace: &std::path::Path) {
     }
     let venv = venv.to_string_lossy();
     eprintln!("xtask: installing {RIEMANN_CLIENT} (PyPI) into {venv} for the Riemann test");
-    let installed = run("python3", &["-m", "venv", &venv])
-        .and_then(|()| run(&format!("{venv}/bin/pip"), &["install", "-q", RIEMANN_CLIENT]));
+    let installed = run("python3", &["-m", "venv", &venv]).and_then(|()| {
+        run(
+            &format!("{venv}/bin/pip"),
+            &["install", "-q", RIEMANN_CLIENT],
+        )
+    });
     if let Err(e) = installed {
-        let fallback = if is_root() { run("python3", &["-m", "pip", "install", "-q", RIEMANN_CLIENT]).ok() } else { None };
+        let fallback = if is_root() {
+            run("python3", &["-m", "pip", "install", "-q", RIEMANN_CLIENT]).ok()
+        } else {
+            None
+        };
         if fallback.is_none() {
             eprintln!(
                 "xtask: warning: {e}; the Riemann test needs it: python3 -m venv {venv} && {venv}/bin/pip install {RIEMANN_CLIENT}"
@@ -170,17 +220,31 @@ pub fn ensure_deploy_test_tools(workspace: &std::path::Path) {
     let venv = workspace.join("target/deploy-venv");
     let venv = venv.to_string_lossy();
     if output(&format!("{venv}/bin/kubernetes-validate"), &["--version"]).is_none() {
-        eprintln!("xtask: installing {KUBERNETES_VALIDATE} (PyPI) into {venv} for the deployment tests");
-        let installed = run("python3", &["-m", "venv", &venv])
-            .and_then(|()| run(&format!("{venv}/bin/pip"), &["install", "-q", KUBERNETES_VALIDATE]));
+        eprintln!(
+            "xtask: installing {KUBERNETES_VALIDATE} (PyPI) into {venv} for the deployment tests"
+        );
+        let installed = run("python3", &["-m", "venv", &venv]).and_then(|()| {
+            run(
+                &format!("{venv}/bin/pip"),
+                &["install", "-q", KUBERNETES_VALIDATE],
+            )
+        });
         if let Err(e) = installed {
             eprintln!(
                 "xtask: warning: {e}; the deployment tests need it: python3 -m venv {venv} && {venv}/bin/pip install {KUBERNETES_VALIDATE}"
             );
         }
     }
-    const TOOLS: &[(&str, &str)] = &[("buildah", "buildah"), ("systemd-analyze", "systemd"), ("setpriv", "util-linux")];
-    let missing: Vec<&str> = TOOLS.iter().filter(|(bin, _)| !on_path(bin)).map(|(_, package)| *package).collect();
+    const TOOLS: &[(&str, &str)] = &[
+        ("buildah", "buildah"),
+        ("systemd-analyze", "systemd"),
+        ("setpriv", "util-linux"),
+    ];
+    let missing: Vec<&str> = TOOLS
+        .iter()
+        .filter(|(bin, _)| !on_path(bin))
+        .map(|(_, package)| *package)
+        .collect();
     if missing.is_empty() {
         return;
     }
@@ -192,7 +256,10 @@ pub fn ensure_deploy_test_tools(workspace: &std::path::Path) {
         );
         return;
     }
-    eprintln!("xtask: installing {} (apt) for the deployment tests", missing.join(" "));
+    eprintln!(
+        "xtask: installing {} (apt) for the deployment tests",
+        missing.join(" ")
+    );
     let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
     args.extend_from_slice(&missing);
     if let Err(e) = run("apt-get", &["update", "-q"])
@@ -204,7 +271,9 @@ pub fn ensure_deploy_test_tools(workspace: &std::path::Path) {
 
 fn output(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program).args(args).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn run(program: &str, args: &[&str]) -> Result<()> {

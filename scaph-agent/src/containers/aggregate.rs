@@ -156,14 +156,20 @@ impl Tracker {
         // already name a container (or that were never read: short-lived).
         let mut ids = Vec::new();
         for p in &snap.processes {
-            let named = p.cgroup_path.as_deref().is_some_and(|path| self.labels_of_path(path).is_workload());
+            let named = p
+                .cgroup_path
+                .as_deref()
+                .is_some_and(|path| self.labels_of_path(path).is_workload());
             if !named {
                 ids.extend(p.cgroup_id);
             }
         }
         self.resolver.prepare(ids, now);
 
-        let mut view = ContainerView { healthy: self.resolver.healthy(), ..ContainerView::default() };
+        let mut view = ContainerView {
+            healthy: self.resolver.healthy(),
+            ..ContainerView::default()
+        };
         let pods = self.pods.clone();
         pods.with(|pod_of| {
             for p in &snap.processes {
@@ -181,7 +187,14 @@ impl Tracker {
                         bucket.generation = generation;
                         bucket.workload = workload.clone();
                     } else if self.buckets.len() < MAX_CONTAINERS {
-                        self.buckets.insert(key, Bucket { workload: workload.clone(), amounts: delta, generation });
+                        self.buckets.insert(
+                            key,
+                            Bucket {
+                                workload: workload.clone(),
+                                amounts: delta,
+                                generation,
+                            },
+                        );
                     } else {
                         self.others.add(delta);
                     }
@@ -205,7 +218,11 @@ impl Tracker {
         });
         self.reconcile(snap);
 
-        view.containers = self.buckets.values().map(|b| (b.workload.clone(), b.amounts)).collect();
+        view.containers = self
+            .buckets
+            .values()
+            .map(|b| (b.workload.clone(), b.amounts))
+            .collect();
         view.host = self.host;
         view.others = self.others;
         view
@@ -222,8 +239,9 @@ impl Tracker {
                 everything += last.joules;
             }
         }
-        let named: f64 =
-            self.host.joules + self.others.joules + self.buckets.values().map(|b| b.amounts.joules).sum::<f64>();
+        let named: f64 = self.host.joules
+            + self.others.joules
+            + self.buckets.values().map(|b| b.amounts.joules).sum::<f64>();
         let gap = everything - named;
         if gap > 1e-9 * (1.0 + everything.abs()) {
             self.others.joules += gap;
@@ -232,9 +250,19 @@ impl Tracker {
 
     /// Growth of the process's totals since the previous update.
     fn delta(&mut self, p: &ProcessSnapshot, generation: u64) -> Amounts {
-        let now = Amounts { joules: p.energy.map_or(0.0, |e| e.joules_total), cpu_seconds: p.cpu_seconds_total };
-        let now = if now.joules.is_finite() && now.cpu_seconds.is_finite() { now } else { Amounts::default() };
-        let entry = self.procs.entry(p.key).or_insert((Amounts::default(), generation));
+        let now = Amounts {
+            joules: p.energy.map_or(0.0, |e| e.joules_total),
+            cpu_seconds: p.cpu_seconds_total,
+        };
+        let now = if now.joules.is_finite() && now.cpu_seconds.is_finite() {
+            now
+        } else {
+            Amounts::default()
+        };
+        let entry = self
+            .procs
+            .entry(p.key)
+            .or_insert((Amounts::default(), generation));
         let now = now.max(entry.0);
         let delta = now.minus(entry.0);
         *entry = (now, generation);
@@ -248,13 +276,19 @@ impl Tracker {
     /// had when it first ran on each CPU, and runtimes move their init into
     /// the container's cgroup only after it started.
     fn cgroup_of(&mut self, p: &ProcessSnapshot, now: Instant) -> Arc<CgroupLabels> {
-        let from_path = p.cgroup_path.as_deref().map(|path| self.labels_of_path(path));
+        let from_path = p
+            .cgroup_path
+            .as_deref()
+            .map(|path| self.labels_of_path(path));
         if let Some(labels) = &from_path {
             if labels.is_workload() {
                 return labels.clone();
             }
         }
-        let from_id = p.cgroup_id.and_then(|id| self.resolver.get(id, now)).map(|path| self.labels_of_path(&path));
+        let from_id = p
+            .cgroup_id
+            .and_then(|id| self.resolver.get(id, now))
+            .map(|path| self.labels_of_path(&path));
         match (from_path, from_id) {
             (_, Some(id)) if id.is_workload() => id,
             (Some(path), _) => path,
@@ -310,18 +344,28 @@ mod tests {
             cgroup_path: path.map(Arc::from),
             cpu_seconds_total: cpu,
             cpu_ratio: 0.0,
-            energy: Some(Energy { joules_total: joules, watts: 0.0 }),
+            energy: Some(Energy {
+                joules_total: joules,
+                watts: 0.0,
+            }),
             exited,
             memory: None,
         }
     }
 
     fn snapshot(processes: Vec<ProcessSnapshot>, retired_joules: f64) -> Snapshot {
-        Snapshot::of_processes(processes, retired_joules, crate::cputime::CpuTimeMethod::BpfRuntime)
+        Snapshot::of_processes(
+            processes,
+            retired_joules,
+            crate::cputime::CpuTimeMethod::BpfRuntime,
+        )
     }
 
     fn no_cgroupfs() -> ContainersConfig {
-        ContainersConfig { cgroup_root: "/nonexistent".into(), ..ContainersConfig::default() }
+        ContainersConfig {
+            cgroup_root: "/nonexistent".into(),
+            ..ContainersConfig::default()
+        }
     }
 
     fn docker(id: &str) -> Option<String> {
@@ -340,20 +384,44 @@ mod tests {
                 process(1, docker(ID_A), None, 10.0, 1.0, false),
                 process(2, docker(ID_A), None, 5.0, 0.5, false),
                 process(3, Some(pod.clone()), None, 7.0, 0.7, false),
-                process(4, Some("/system.slice/ssh.service".into()), None, 1.0, 0.1, false),
+                process(
+                    4,
+                    Some("/system.slice/ssh.service".into()),
+                    None,
+                    1.0,
+                    0.1,
+                    false,
+                ),
                 process(5, None, None, 2.0, 0.2, false),
             ],
             0.0,
         ));
         assert_eq!(v.containers.len(), 2);
-        let a = v.containers.iter().find(|(w, _)| w.cgroup.container_id.as_deref() == Some(ID_A)).expect("A");
+        let a = v
+            .containers
+            .iter()
+            .find(|(w, _)| w.cgroup.container_id.as_deref() == Some(ID_A))
+            .expect("A");
         assert!(close(a.1.joules, 15.0) && close(a.1.cpu_seconds, 1.5));
-        let b = v.containers.iter().find(|(w, _)| w.cgroup.pod_uid.as_deref() == Some(UID)).expect("pod");
+        let b = v
+            .containers
+            .iter()
+            .find(|(w, _)| w.cgroup.pod_uid.as_deref() == Some(UID))
+            .expect("pod");
         assert!(close(b.1.joules, 7.0));
-        assert!(close(v.host.joules, 3.0), "ssh and the unknown process are host processes");
+        assert!(
+            close(v.host.joules, 3.0),
+            "ssh and the unknown process are host processes"
+        );
         assert_eq!(v.others, Amounts::default());
         assert_eq!(
-            v.by_process[&ProcessKey { pid: 4, start_ns: 1 }].cgroup.systemd_unit.as_deref(),
+            v.by_process[&ProcessKey {
+                pid: 4,
+                start_ns: 1
+            }]
+                .cgroup
+                .systemd_unit
+                .as_deref(),
             Some("ssh.service")
         );
 
@@ -366,8 +434,16 @@ mod tests {
             ],
             3.0,
         ));
-        let a = v.containers.iter().find(|(w, _)| w.cgroup.container_id.as_deref() == Some(ID_A)).expect("A kept");
-        assert!(close(a.1.joules, 17.0), "exited processes' energy stays: {:?}", a.1);
+        let a = v
+            .containers
+            .iter()
+            .find(|(w, _)| w.cgroup.container_id.as_deref() == Some(ID_A))
+            .expect("A kept");
+        assert!(
+            close(a.1.joules, 17.0),
+            "exited processes' energy stays: {:?}",
+            a.1
+        );
         // ...and moves into `others` when they are retired.
         let v = t.update(&snapshot(vec![], 3.0 + 17.0 + 9.0));
         assert!(v.containers.is_empty());
@@ -383,7 +459,10 @@ mod tests {
         std::fs::create_dir(&scope).expect("scope");
         let scope_id = std::fs::metadata(&scope).expect("stat").ino();
         let root_id = std::fs::metadata(dir.path()).expect("stat").ino();
-        let config = ContainersConfig { cgroup_root: dir.path().into(), ..ContainersConfig::default() };
+        let config = ContainersConfig {
+            cgroup_root: dir.path().into(),
+            ..ContainersConfig::default()
+        };
         let mut t = Tracker::with_pods(&config, PodDirectory::default());
         let v = t.update(&snapshot(
             vec![
@@ -392,11 +471,23 @@ mod tests {
                 // Read from /proc after its runtime moved it: the kernel still has the old id.
                 process(2, docker(ID_A), Some(root_id), 1.0, 0.1, false),
                 // The /proc read happened before the move; the id knows better.
-                process(3, Some("/system.slice/containerd.service".into()), Some(scope_id), 1.0, 0.1, false),
+                process(
+                    3,
+                    Some("/system.slice/containerd.service".into()),
+                    Some(scope_id),
+                    1.0,
+                    0.1,
+                    false,
+                ),
             ],
             0.0,
         ));
-        let id_of = |pid| v.by_process[&ProcessKey { pid, start_ns: 1 }].cgroup.container_id.clone();
+        let id_of = |pid| {
+            v.by_process[&ProcessKey { pid, start_ns: 1 }]
+                .cgroup
+                .container_id
+                .clone()
+        };
         assert_eq!(id_of(1).as_deref(), Some(ID_B));
         assert_eq!(id_of(2).as_deref(), Some(ID_A));
         assert_eq!(id_of(3).as_deref(), Some(ID_B));
@@ -410,15 +501,29 @@ mod tests {
             PodMeta {
                 name: "web-1".into(),
                 namespace: "shop".into(),
-                containers: vec![ContainerMeta { id: ID_A.into(), name: "nginx".into(), runtime: None }],
+                containers: vec![ContainerMeta {
+                    id: ID_A.into(),
+                    name: "nginx".into(),
+                    runtime: None,
+                }],
             },
         );
         let mut t = Tracker::with_pods(&no_cgroupfs(), pods);
         let path = format!("/kubepods/burstable/pod{UID}/{ID_A}");
-        let v = t.update(&snapshot(vec![process(1, Some(path), None, 1.0, 0.1, false)], 0.0));
+        let v = t.update(&snapshot(
+            vec![process(1, Some(path), None, 1.0, 0.1, false)],
+            0.0,
+        ));
         let w = &v.containers[0].0;
-        assert_eq!((w.pod_name(), w.pod_namespace(), w.container_name()), (Some("web-1"), Some("shop"), Some("nginx")));
-        assert_eq!(w.runtime(), None, "cgroupfs path and no runtime in the status");
+        assert_eq!(
+            (w.pod_name(), w.pod_namespace(), w.container_name()),
+            (Some("web-1"), Some("shop"), Some("nginx"))
+        );
+        assert_eq!(
+            w.runtime(),
+            None,
+            "cgroupfs path and no runtime in the status"
+        );
     }
 
     #[test]

@@ -83,7 +83,10 @@ pub fn start(options: &K8sOptions, pods: PodDirectory) -> Option<PodWatch> {
         });
     });
     match spawned {
-        Ok(thread) => Some(PodWatch { stop: Some(stop_tx), thread: Some(thread) }),
+        Ok(thread) => Some(PodWatch {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }),
         Err(e) => {
             log::warn!("--containers: cannot start the Kubernetes watch thread: {e}; pod names unavailable");
             None
@@ -105,7 +108,9 @@ async fn watch(node: String, kubeconfig: Option<PathBuf>, pods: PodDirectory) {
         }
     };
     let api: kube::Api<Pod> = kube::Api::all(client);
-    let config = watcher::Config::default().fields(&format!("spec.nodeName={node}")).any_semantic();
+    let config = watcher::Config::default()
+        .fields(&format!("spec.nodeName={node}"))
+        .any_semantic();
     let mut stream = watcher(api, config).default_backoff().boxed();
     let mut failing = false;
     let mut listing: HashSet<String> = HashSet::new();
@@ -149,7 +154,8 @@ async fn watch(node: String, kubeconfig: Option<PathBuf>, pods: PodDirectory) {
 async fn client(kubeconfig: Option<&PathBuf>) -> Result<kube::Client, String> {
     let config = match kubeconfig {
         Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
             kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
                 .await
                 .map_err(|e| format!("{}: {e}", path.display()))?
@@ -166,7 +172,11 @@ pub fn pod_meta(pod: &Pod) -> Option<(String, PodMeta)> {
     let uid = pod.metadata.uid.clone().filter(|u| !u.is_empty())?;
     let mut containers = Vec::new();
     if let Some(status) = &pod.status {
-        let all = [&status.container_statuses, &status.init_container_statuses, &status.ephemeral_container_statuses];
+        let all = [
+            &status.container_statuses,
+            &status.init_container_statuses,
+            &status.ephemeral_container_statuses,
+        ];
         for statuses in all.into_iter().flatten() {
             containers.extend(statuses.iter().filter_map(container_meta));
         }
@@ -181,7 +191,11 @@ pub fn pod_meta(pod: &Pod) -> Option<(String, PodMeta)> {
 
 fn container_meta(status: &ContainerStatus) -> Option<ContainerMeta> {
     let (runtime, id) = split_container_id(status.container_id.as_deref()?)?;
-    Some(ContainerMeta { id: id.to_owned(), name: status.name.clone(), runtime })
+    Some(ContainerMeta {
+        id: id.to_owned(),
+        name: status.name.clone(),
+        runtime,
+    })
 }
 
 #[cfg(test)]
@@ -192,7 +206,11 @@ mod tests {
     use crate::containers::parse::Runtime;
 
     fn status(name: &str, id: Option<&str>) -> ContainerStatus {
-        ContainerStatus { name: name.into(), container_id: id.map(str::to_owned), ..ContainerStatus::default() }
+        ContainerStatus {
+            name: name.into(),
+            container_id: id.map(str::to_owned),
+            ..ContainerStatus::default()
+        }
     }
 
     #[test]
@@ -217,18 +235,37 @@ mod tests {
         };
         let (uid, meta) = pod_meta(&pod).expect("a pod with a uid");
         assert_eq!(uid, "8b0c9a2e-4d3f-4e6a-9b1c-2d3e4f5a6b7c");
-        assert_eq!((meta.name.as_str(), meta.namespace.as_str()), ("web-7d4b9", "shop"));
-        assert_eq!(meta.containers.len(), 3, "a container without an id yet is skipped");
+        assert_eq!(
+            (meta.name.as_str(), meta.namespace.as_str()),
+            ("web-7d4b9", "shop")
+        );
+        assert_eq!(
+            meta.containers.len(),
+            3,
+            "a container without an id yet is skipped"
+        );
         let nginx = meta.container("aaa").expect("nginx");
-        assert_eq!((nginx.name.as_str(), nginx.runtime), ("nginx", Some(Runtime::Containerd)));
-        assert_eq!(meta.container("bbb").and_then(|c| c.runtime), Some(Runtime::CriO));
+        assert_eq!(
+            (nginx.name.as_str(), nginx.runtime),
+            ("nginx", Some(Runtime::Containerd))
+        );
+        assert_eq!(
+            meta.container("bbb").and_then(|c| c.runtime),
+            Some(Runtime::CriO)
+        );
         assert_eq!(meta.container("ccc").map(|c| c.name.as_str()), Some("init"));
     }
 
     #[test]
     fn pods_without_uid_or_status_are_handled() {
         assert!(pod_meta(&Pod::default()).is_none());
-        let pod = Pod { metadata: ObjectMeta { uid: Some("u".into()), ..ObjectMeta::default() }, ..Pod::default() };
+        let pod = Pod {
+            metadata: ObjectMeta {
+                uid: Some("u".into()),
+                ..ObjectMeta::default()
+            },
+            ..Pod::default()
+        };
         let (_, meta) = pod_meta(&pod).expect("uid");
         assert_eq!(meta, PodMeta::default());
     }
@@ -237,8 +274,14 @@ mod tests {
     fn no_watch_outside_a_cluster_or_without_a_node_name() {
         let pods = PodDirectory::default();
         assert!(start(&K8sOptions::default(), pods.clone()).is_none());
-        let in_cluster = K8sOptions { in_cluster: true, ..K8sOptions::default() };
-        assert!(start(&in_cluster, pods).is_none(), "no node name: no cluster-wide watch instead");
+        let in_cluster = K8sOptions {
+            in_cluster: true,
+            ..K8sOptions::default()
+        };
+        assert!(
+            start(&in_cluster, pods).is_none(),
+            "no node name: no cluster-wide watch instead"
+        );
     }
 
     /// An unreachable API server: the watch thread logs and gives up or
@@ -248,7 +291,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("config");
         std::fs::write(&path, "not: [a kubeconfig").expect("write");
-        let options = K8sOptions { node_name: Some("n1".into()), kubeconfig: Some(path), in_cluster: false };
+        let options = K8sOptions {
+            node_name: Some("n1".into()),
+            kubeconfig: Some(path),
+            in_cluster: false,
+        };
         let watch = start(&options, PodDirectory::default());
         assert!(watch.is_some());
         drop(watch);

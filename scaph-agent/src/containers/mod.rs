@@ -40,7 +40,12 @@ pub struct ContainersConfig {
 
 impl Default for ContainersConfig {
     fn default() -> Self {
-        Self { cgroup_root: PathBuf::from(DEFAULT_CGROUP_ROOT), node_name: None, kubeconfig: None, kubernetes: false }
+        Self {
+            cgroup_root: PathBuf::from(DEFAULT_CGROUP_ROOT),
+            node_name: None,
+            kubeconfig: None,
+            kubernetes: false,
+        }
     }
 }
 
@@ -71,12 +76,18 @@ impl Workload {
 
     #[must_use]
     pub fn pod_name(&self) -> Option<&str> {
-        self.pod.as_ref().map(|p| p.name.as_str()).filter(|n| !n.is_empty())
+        self.pod
+            .as_ref()
+            .map(|p| p.name.as_str())
+            .filter(|n| !n.is_empty())
     }
 
     #[must_use]
     pub fn pod_namespace(&self) -> Option<&str> {
-        self.pod.as_ref().map(|p| p.namespace.as_str()).filter(|n| !n.is_empty())
+        self.pod
+            .as_ref()
+            .map(|p| p.namespace.as_str())
+            .filter(|n| !n.is_empty())
     }
 
     /// In a container or a pod.

@@ -116,7 +116,10 @@ pub fn parse(path: &str) -> CgroupLabels {
     let mut labels = CgroupLabels::default();
     let mut in_kubepods = false;
     let mut parent = "";
-    for segment in path.split('/').filter(|s| !s.is_empty() && *s != "." && *s != "..") {
+    for segment in path
+        .split('/')
+        .filter(|s| !s.is_empty() && *s != "." && *s != "..")
+    {
         if segment.ends_with(".service") || segment.ends_with(".scope") {
             labels.systemd_unit = Some(segment.to_owned());
         }
@@ -156,7 +159,10 @@ pub fn parse(path: &str) -> CgroupLabels {
 
 /// `<64 hex>`.
 fn is_container_id(text: &str) -> bool {
-    text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    text.len() == 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The id after `prefix` and before an optional `suffix`.
@@ -167,7 +173,11 @@ fn id_between<'a>(segment: &'a str, prefix: &str, suffix: &str) -> Option<&'a st
 }
 
 /// A segment naming a container on its own (see the table above).
-fn container_segment(segment: &str, parent: &str, in_pod: bool) -> Option<(Option<Runtime>, String)> {
+fn container_segment(
+    segment: &str,
+    parent: &str,
+    in_pod: bool,
+) -> Option<(Option<Runtime>, String)> {
     const SCOPES: &[(&str, Runtime)] = &[
         ("docker-", Runtime::Docker),
         ("cri-containerd-", Runtime::Containerd),
@@ -233,11 +243,23 @@ fn pod_segment(segment: &str, parent: &str) -> Option<(String, Qos)> {
 
 /// A pod UID (8-4-4-4-12 hex digits) with systemd's `_` turned back into `-`.
 fn normalize_uid(text: &str) -> Option<String> {
-    let uid: String = text.chars().map(|c| if c == '_' { '-' } else { c.to_ascii_lowercase() }).collect();
+    let uid: String = text
+        .chars()
+        .map(|c| {
+            if c == '_' {
+                '-'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect();
     let groups: Vec<&str> = uid.split('-').collect();
     let shape = [8, 4, 4, 4, 12];
     let ok = groups.len() == shape.len()
-        && groups.iter().zip(shape).all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()));
+        && groups
+            .iter()
+            .zip(shape)
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()));
     ok.then_some(uid)
 }
 
@@ -269,9 +291,25 @@ mod tests {
         unit: Option<String>,
     }
 
-    fn case(path: &str, runtime: Option<Runtime>, container: bool, pod: Option<Qos>, unit: Option<&str>) -> Case {
-        let fill = |s: &str| s.replace("{id}", ID).replace("{uid}", UID).replace("{uid_}", UID_);
-        Case { path: fill(path), runtime, container, pod, unit: unit.map(fill) }
+    fn case(
+        path: &str,
+        runtime: Option<Runtime>,
+        container: bool,
+        pod: Option<Qos>,
+        unit: Option<&str>,
+    ) -> Case {
+        let fill = |s: &str| {
+            s.replace("{id}", ID)
+                .replace("{uid}", UID)
+                .replace("{uid_}", UID_)
+        };
+        Case {
+            path: fill(path),
+            runtime,
+            container,
+            pod,
+            unit: unit.map(fill),
+        }
     }
 
     use Qos::{BestEffort, Burstable, Guaranteed};
@@ -402,11 +440,26 @@ mod tests {
         for c in cases() {
             let got = parse(&c.path);
             assert_eq!(got.runtime, c.runtime, "runtime of {}", c.path);
-            assert_eq!(got.container_id.as_deref(), c.container.then_some(ID), "container of {}", c.path);
-            assert_eq!(got.pod_uid.as_deref(), c.pod.map(|_| UID), "pod of {}", c.path);
+            assert_eq!(
+                got.container_id.as_deref(),
+                c.container.then_some(ID),
+                "container of {}",
+                c.path
+            );
+            assert_eq!(
+                got.pod_uid.as_deref(),
+                c.pod.map(|_| UID),
+                "pod of {}",
+                c.path
+            );
             assert_eq!(got.pod_qos, c.pod, "qos of {}", c.path);
             assert_eq!(got.systemd_unit, c.unit, "unit of {}", c.path);
-            assert_eq!(got.is_workload(), c.container || c.pod.is_some(), "{}", c.path);
+            assert_eq!(
+                got.is_workload(),
+                c.container || c.pod.is_some(),
+                "{}",
+                c.path
+            );
         }
     }
 
@@ -421,7 +474,10 @@ mod tests {
             "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podnot-a-uid.slice",
             "/pod{uid}/{id}", // a pod-like segment outside kubepods
         ] {
-            let path = path.replace("{id}", ID).replace("{ID}", &ID.to_uppercase()).replace("{uid}", UID);
+            let path = path
+                .replace("{id}", ID)
+                .replace("{ID}", &ID.to_uppercase())
+                .replace("{uid}", UID);
             let got = parse(&path);
             assert!(!got.is_workload(), "{path}: {got:?}");
         }
@@ -444,7 +500,14 @@ mod tests {
 
     #[test]
     fn garbage_never_panics() {
-        for path in ["::::", "/:/:/", "/\u{0}/\u{fffd}é/", "-pod.slice", "kubepods/pod", "/kubepods-pod.slice:x:y"] {
+        for path in [
+            "::::",
+            "/:/:/",
+            "/\u{0}/\u{fffd}é/",
+            "-pod.slice",
+            "kubepods/pod",
+            "/kubepods-pod.slice:x:y",
+        ] {
             let _ = parse(path);
         }
         let long = "/kubepods".repeat(10_000);

@@ -85,7 +85,13 @@ impl PodDirectory {
                 return;
             }
         }
-        map.insert(uid, Slot { meta: Arc::new(meta), deleted_at: None });
+        map.insert(
+            uid,
+            Slot {
+                meta: Arc::new(meta),
+                deleted_at: None,
+            },
+        );
     }
 
     /// A pod was deleted: kept, marked, for [`KEEP_DELETED`].
@@ -110,7 +116,10 @@ impl PodDirectory {
 
     #[must_use]
     pub fn len(&self) -> usize {
-        self.inner.read().unwrap_or_else(PoisonError::into_inner).len()
+        self.inner
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     #[must_use]
@@ -122,7 +131,10 @@ impl PodDirectory {
 /// Drops pods deleted more than [`KEEP_DELETED`] ago (or, when `urgent`,
 /// every deleted pod).
 fn prune(map: &mut HashMap<String, Slot>, now: Instant, urgent: bool) {
-    map.retain(|_, slot| slot.deleted_at.is_none_or(|at| !urgent && now.saturating_duration_since(at) < KEEP_DELETED));
+    map.retain(|_, slot| {
+        slot.deleted_at
+            .is_none_or(|at| !urgent && now.saturating_duration_since(at) < KEEP_DELETED)
+    });
 }
 
 #[cfg(test)]
@@ -132,14 +144,27 @@ mod tests {
     use super::*;
 
     fn meta(name: &str) -> PodMeta {
-        PodMeta { name: name.into(), namespace: "ns".into(), containers: Vec::new() }
+        PodMeta {
+            name: name.into(),
+            namespace: "ns".into(),
+            containers: Vec::new(),
+        }
     }
 
     #[test]
     fn container_ids_split_by_scheme() {
-        assert_eq!(split_container_id("containerd://abc"), Some((Some(Runtime::Containerd), "abc")));
-        assert_eq!(split_container_id("cri-o://abc"), Some((Some(Runtime::CriO), "abc")));
-        assert_eq!(split_container_id("docker://abc"), Some((Some(Runtime::Docker), "abc")));
+        assert_eq!(
+            split_container_id("containerd://abc"),
+            Some((Some(Runtime::Containerd), "abc"))
+        );
+        assert_eq!(
+            split_container_id("cri-o://abc"),
+            Some((Some(Runtime::CriO), "abc"))
+        );
+        assert_eq!(
+            split_container_id("docker://abc"),
+            Some((Some(Runtime::Docker), "abc"))
+        );
         assert_eq!(split_container_id("other://abc"), Some((None, "abc")));
         assert_eq!(split_container_id("containerd://"), None);
         assert_eq!(split_container_id("abc"), None);
@@ -152,12 +177,22 @@ mod tests {
         pods.apply("a".into(), meta("pa"));
         pods.apply("b".into(), meta("pb"));
         pods.delete("a", t0);
-        assert_eq!(pods.get("a").map(|m| m.name.clone()), Some("pa".into()), "kept after deletion");
+        assert_eq!(
+            pods.get("a").map(|m| m.name.clone()),
+            Some("pa".into()),
+            "kept after deletion"
+        );
         pods.delete("zzz", t0 + KEEP_DELETED + Duration::from_secs(1));
         assert!(pods.get("a").is_none(), "pruned after KEEP_DELETED");
         assert!(pods.get("b").is_some());
         pods.retain_listed(&HashSet::new(), t0);
-        assert!(pods.get("b").is_some(), "a pod missing from a re-list is kept for a while");
-        assert_eq!(pods.with(|get| get("b").map(|m| m.namespace.clone())), Some("ns".into()));
+        assert!(
+            pods.get("b").is_some(),
+            "a pod missing from a re-list is kept for a while"
+        );
+        assert_eq!(
+            pods.with(|get| get("b").map(|m| m.namespace.clone())),
+            Some("ns".into())
+        );
     }
 }

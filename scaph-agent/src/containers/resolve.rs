@@ -97,7 +97,13 @@ pub struct Resolver {
 impl Resolver {
     #[must_use]
     pub fn new(layout: Layout) -> Self {
-        Self { layout, entries: HashMap::new(), misses: HashMap::new(), stats: WalkStats::default(), unreadable: false }
+        Self {
+            layout,
+            entries: HashMap::new(),
+            misses: HashMap::new(),
+            stats: WalkStats::default(),
+            unreadable: false,
+        }
     }
 
     #[must_use]
@@ -122,9 +128,12 @@ impl Resolver {
         if self.layout.unified().is_none() {
             return;
         }
-        self.misses.retain(|_, at| now.saturating_duration_since(*at) < MISS_TTL);
-        let wanted: Vec<u64> =
-            ids.into_iter().filter(|id| !self.entries.contains_key(id) && !self.misses.contains_key(id)).collect();
+        self.misses
+            .retain(|_, at| now.saturating_duration_since(*at) < MISS_TTL);
+        let wanted: Vec<u64> = ids
+            .into_iter()
+            .filter(|id| !self.entries.contains_key(id) && !self.misses.contains_key(id))
+            .collect();
         if wanted.is_empty() {
             return;
         }
@@ -158,7 +167,10 @@ impl Resolver {
             }
             Err(e) => {
                 if !self.unreadable {
-                    log::warn!("--containers: cannot read the cgroup hierarchy {}: {e}", root.display());
+                    log::warn!(
+                        "--containers: cannot read the cgroup hierarchy {}: {e}",
+                        root.display()
+                    );
                 }
                 self.unreadable = true;
                 return;
@@ -195,14 +207,30 @@ impl Resolver {
             match self.entries.get_mut(id) {
                 Some(entry) if *entry.path == **path => entry.present = true,
                 _ => {
-                    self.entries.insert(*id, Entry { path: Arc::from(path.as_str()), present: true, last_used: now });
+                    self.entries.insert(
+                        *id,
+                        Entry {
+                            path: Arc::from(path.as_str()),
+                            present: true,
+                            last_used: now,
+                        },
+                    );
                 }
             }
         }
-        self.entries.retain(|_, e| e.present || now.saturating_duration_since(e.last_used) < KEEP_UNUSED);
+        self.entries
+            .retain(|_, e| e.present || now.saturating_duration_since(e.last_used) < KEEP_UNUSED);
         crate::util::shrink_if_sparse(&mut self.entries);
-        self.stats = WalkStats { walks: self.stats.walks + 1, directories: found.len(), incomplete };
-        log::debug!("cgroup walk: {} directories{}", found.len(), if incomplete { " (incomplete)" } else { "" });
+        self.stats = WalkStats {
+            walks: self.stats.walks + 1,
+            directories: found.len(),
+            incomplete,
+        };
+        log::debug!(
+            "cgroup walk: {} directories{}",
+            found.len(),
+            if incomplete { " (incomplete)" } else { "" }
+        );
     }
 }
 
@@ -221,37 +249,61 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("cgroup.controllers"), "cpu memory\n").unwrap();
         fs::create_dir_all(dir.path().join("system.slice/ssh.service")).unwrap();
-        fs::create_dir_all(dir.path().join("kubepods.slice/kubepods-pod1.slice/cri-containerd-x.scope")).unwrap();
+        fs::create_dir_all(
+            dir.path()
+                .join("kubepods.slice/kubepods-pod1.slice/cri-containerd-x.scope"),
+        )
+        .unwrap();
         dir
     }
 
     #[test]
     fn layouts() {
         let v2 = tree();
-        assert_eq!(Layout::detect(v2.path()), Layout::Unified(v2.path().to_path_buf()));
+        assert_eq!(
+            Layout::detect(v2.path()),
+            Layout::Unified(v2.path().to_path_buf())
+        );
         let hybrid = tempfile::tempdir().unwrap();
         fs::create_dir_all(hybrid.path().join("unified")).unwrap();
         fs::write(hybrid.path().join("unified/cgroup.controllers"), "").unwrap();
         fs::create_dir_all(hybrid.path().join("cpu")).unwrap();
-        assert_eq!(Layout::detect(hybrid.path()), Layout::Hybrid(hybrid.path().join("unified")));
+        assert_eq!(
+            Layout::detect(hybrid.path()),
+            Layout::Hybrid(hybrid.path().join("unified"))
+        );
         let v1 = tempfile::tempdir().unwrap();
         fs::create_dir_all(v1.path().join("cpu")).unwrap();
         assert_eq!(Layout::detect(v1.path()), Layout::V1Only);
-        assert_eq!(Layout::detect(Path::new("/nonexistent/cgroup")), Layout::V1Only);
+        assert_eq!(
+            Layout::detect(Path::new("/nonexistent/cgroup")),
+            Layout::V1Only
+        );
     }
 
     #[test]
     fn ids_resolve_to_paths_and_vanished_ones_are_kept() {
         let dir = tree();
-        let scope = dir.path().join("kubepods.slice/kubepods-pod1.slice/cri-containerd-x.scope");
-        let (scope_id, ssh_id, root_id) =
-            (ino(&scope), ino(&dir.path().join("system.slice/ssh.service")), ino(dir.path()));
+        let scope = dir
+            .path()
+            .join("kubepods.slice/kubepods-pod1.slice/cri-containerd-x.scope");
+        let (scope_id, ssh_id, root_id) = (
+            ino(&scope),
+            ino(&dir.path().join("system.slice/ssh.service")),
+            ino(dir.path()),
+        );
         let mut r = Resolver::new(Layout::detect(dir.path()));
         let now = Instant::now();
         r.prepare([scope_id, ssh_id, root_id], now);
         assert_eq!(r.stats().walks, 1);
-        assert_eq!(r.get(scope_id, now).as_deref(), Some("/kubepods.slice/kubepods-pod1.slice/cri-containerd-x.scope"));
-        assert_eq!(r.get(ssh_id, now).as_deref(), Some("/system.slice/ssh.service"));
+        assert_eq!(
+            r.get(scope_id, now).as_deref(),
+            Some("/kubepods.slice/kubepods-pod1.slice/cri-containerd-x.scope")
+        );
+        assert_eq!(
+            r.get(ssh_id, now).as_deref(),
+            Some("/system.slice/ssh.service")
+        );
         assert_eq!(r.get(root_id, now).as_deref(), Some("/"));
         // Known ids cost no walk.
         r.prepare([scope_id, ssh_id], now);
@@ -265,7 +317,10 @@ mod tests {
         r.prepare([new_id], now);
         assert_eq!(r.stats().walks, 2);
         assert_eq!(r.get(new_id, now).as_deref(), Some("/new.scope"));
-        assert!(r.get(scope_id, now).is_some(), "a vanished cgroup keeps its path");
+        assert!(
+            r.get(scope_id, now).is_some(),
+            "a vanished cgroup keeps its path"
+        );
     }
 
     #[test]
@@ -278,7 +333,11 @@ mod tests {
         assert_eq!(r.stats().walks, 1, "a recent miss does not walk again");
         assert_eq!(r.get(u64::MAX, t0), None);
         r.prepare([u64::MAX], t0 + MISS_TTL + Duration::from_secs(1));
-        assert_eq!(r.stats().walks, 2, "after the TTL the id is looked for again");
+        assert_eq!(
+            r.stats().walks,
+            2,
+            "after the TTL the id is looked for again"
+        );
     }
 
     #[test]

@@ -58,7 +58,11 @@ pub struct BpfSource {
 impl BpfSource {
     /// Loads and attaches the kernel program.
     pub fn new(proc_root: PathBuf, options: LoadOptions) -> Result<Self, LoadError> {
-        let Loaded { mut ebpf, method, layout } = loader::load(options)?;
+        let Loaded {
+            mut ebpf,
+            method,
+            layout,
+        } = loader::load(options)?;
         let map = loader::take_map;
         let map_err = |e| LoadError::Ebpf(aya::EbpfError::MapError(e));
         let slots = Slots::new(&mut ebpf, layout, method == CpuTimeMethod::BpfRuntime)?;
@@ -87,7 +91,13 @@ impl BpfSource {
     }
 
     fn per_cpu_state(&self) -> Result<Vec<CpuState>, CpuTimeError> {
-        let values = self.cpu_state.get(&0, 0).map_err(|source| CpuTimeError::Map { map: maps::CPU_STATE, source })?;
+        let values = self
+            .cpu_state
+            .get(&0, 0)
+            .map_err(|source| CpuTimeError::Map {
+                map: maps::CPU_STATE,
+                source,
+            })?;
         Ok(values.iter().copied().collect())
     }
 
@@ -129,12 +139,14 @@ impl CpuTimeSource for BpfSource {
             .collect();
 
         let states = self.per_cpu_state()?;
-        let losses = states.iter().fold(LossCounters::default(), |acc, s| LossCounters {
-            dropped_ns: acc.dropped_ns + s.dropped_ns,
-            dropped_slices: acc.dropped_slices + s.dropped_slices,
-            dropped_exits: acc.dropped_exits + s.dropped_exits,
-            mismatches: acc.mismatches + s.mismatches,
-        });
+        let losses = states
+            .iter()
+            .fold(LossCounters::default(), |acc, s| LossCounters {
+                dropped_ns: acc.dropped_ns + s.dropped_ns,
+                dropped_slices: acc.dropped_slices + s.dropped_slices,
+                dropped_exits: acc.dropped_exits + s.dropped_exits,
+                mismatches: acc.mismatches + s.mismatches,
+            });
         // Exits the kernel could not record (EXITED full): for a few reads,
         // every entry that did not grow since the previous read is checked,
         // instead of after STALE_READS (the processes that lost their exit
@@ -142,12 +154,20 @@ impl CpuTimeSource for BpfSource {
         if losses.dropped_exits > self.losses_before.dropped_exits {
             self.recheck_reads = RECHECK_READS;
         }
-        let stale_after = if self.recheck_reads > 0 { 1 } else { STALE_READS };
+        let stale_after = if self.recheck_reads > 0 {
+            1
+        } else {
+            STALE_READS
+        };
         self.recheck_reads = self.recheck_reads.saturating_sub(1);
         self.losses_before = losses;
 
         self.take_execs();
-        let SlotRead { keys, slots, values } = self.slots.read();
+        let SlotRead {
+            keys,
+            slots,
+            values,
+        } = self.slots.read();
         let ncpus = self.ncpus;
         let per_cpu = |i: usize| &values[i * ncpus..(i + 1) * ncpus];
         // Processes in key order (CPUs ascending within each): merged with
@@ -172,11 +192,16 @@ impl CpuTimeSource for BpfSource {
             // The cgroup id of the CPU where it ran most this read (else
             // most in all): each CPU refreshes only its own copy.
             let mut cgroup = (false, 0_u64, 0_u64);
-            let mut sample = ProcessSample { key: process, ..ProcessSample::default() };
+            let mut sample = ProcessSample {
+                key: process,
+                ..ProcessSample::default()
+            };
             for (cpu, value) in per_cpu(i).iter().enumerate() {
                 let slot = (process, cpu as u32);
                 while previous.next_if(|(k, _)| *k < slot).is_some() {}
-                let before = previous.next_if(|(k, _)| *k == slot).map_or(Seen::default(), |(_, s)| *s);
+                let before = previous
+                    .next_if(|(k, _)| *k == slot)
+                    .map_or(Seen::default(), |(_, s)| *s);
                 if value.runtime_ns == 0 && before.runtime_ns == 0 {
                     continue; // never ran there
                 }
@@ -193,7 +218,13 @@ impl CpuTimeSource for BpfSource {
                 if value.cgroup_id != 0 && weight > (cgroup.0, cgroup.1) {
                     cgroup = (weight.0, weight.1, value.cgroup_id);
                 }
-                seen.push((slot, Seen { runtime_ns: value.runtime_ns, unchanged: unchanged % STALE_READS }));
+                seen.push((
+                    slot,
+                    Seen {
+                        runtime_ns: value.runtime_ns,
+                        unchanged: unchanged % STALE_READS,
+                    },
+                ));
                 if delta > 0 {
                     grew = true;
                     sample.per_cpu_ns.add(cpu as u32, delta);
@@ -216,7 +247,10 @@ impl CpuTimeSource for BpfSource {
         let mut pruned: Vec<ProcessKey> = Vec::new();
         for (stale_proc, slot) in stale {
             if !self.is_alive(stale_proc.tgid) {
-                debug!("pid {} is gone without a recorded exit; pruning it", stale_proc.tgid);
+                debug!(
+                    "pid {} is gone without a recorded exit; pruning it",
+                    stale_proc.tgid
+                );
                 self.exiting.insert(stale_proc, None);
                 gone.push((stale_proc, slot));
                 pruned.push(process_key(&stale_proc));
@@ -225,13 +259,23 @@ impl CpuTimeSource for BpfSource {
         // They did not grow, so they have no sample yet: their last one says they exited.
         for key in pruned {
             if let Err(i) = processes.binary_search_by_key(&key, |p| p.key) {
-                processes.insert(i, ProcessSample { key, exited: true, ..ProcessSample::default() });
+                processes.insert(
+                    i,
+                    ProcessSample {
+                        key,
+                        exited: true,
+                        ..ProcessSample::default()
+                    },
+                );
                 looked_up.insert(i, true);
             }
         }
         if !gone.is_empty() {
             gone.sort_unstable_by_key(|(key, _)| process_key(key));
-            seen.retain(|((p, _), _)| gone.binary_search_by_key(p, |(key, _)| process_key(key)).is_err());
+            seen.retain(|((p, _), _)| {
+                gone.binary_search_by_key(p, |(key, _)| process_key(key))
+                    .is_err()
+            });
         }
         for (key, slot) in gone {
             self.slots.free(&key, slot);
@@ -254,7 +298,11 @@ impl CpuTimeSource for BpfSource {
         let idle_ns = if baseline {
             Vec::new()
         } else {
-            idle_now.iter().zip(self.idle_before.iter().chain(std::iter::repeat(&0))).map(|(n, b)| n.saturating_sub(*b)).collect()
+            idle_now
+                .iter()
+                .zip(self.idle_before.iter().chain(std::iter::repeat(&0)))
+                .map(|(n, b)| n.saturating_sub(*b))
+                .collect()
         };
         self.idle_before = idle_now;
 
@@ -264,7 +312,11 @@ impl CpuTimeSource for BpfSource {
         for (sample, looked_up) in processes.iter_mut().zip(looked_up) {
             // Metadata, and with it the name, is read once per process (and
             // again after an exec); consumers keep what they were given last.
-            let key = ProcKey { tgid: sample.key.pid, reserved: 0, start_ns: sample.key.start_ns };
+            let key = ProcKey {
+                tgid: sample.key.pid,
+                reserved: 0,
+                start_ns: sample.key.start_ns,
+            };
             if sample.exited {
                 exited.push(sample.key);
             } else if !looked_up {
@@ -293,7 +345,12 @@ impl CpuTimeSource for BpfSource {
             let exited: HashSet<ProcessKey> = exited.into_iter().collect();
             self.meta.retain(|k| !exited.contains(k));
         }
-        Ok(CpuSample { interval, processes, idle_ns, losses })
+        Ok(CpuSample {
+            interval,
+            processes,
+            idle_ns,
+            losses,
+        })
     }
 }
 
@@ -309,7 +366,10 @@ struct Seen {
 type SlotKey = (ProcessKey, u32);
 
 fn process_key(key: &ProcKey) -> ProcessKey {
-    ProcessKey { pid: key.tgid, start_ns: key.start_ns }
+    ProcessKey {
+        pid: key.tgid,
+        start_ns: key.start_ns,
+    }
 }
 
 fn comm_str(comm: &[u8; COMM_LEN]) -> String {

@@ -41,14 +41,25 @@ impl Readable for Blob {
 
 /// Reads the offsets from a BTF file (normally [`VMLINUX_BTF`]).
 pub fn task_offsets(path: &Path) -> Result<TaskOffsets, BtfError> {
-    let blob = std::fs::read(path).map_err(|source| BtfError::Read { path: path.into(), source })?;
-    let parse_err = |message: String| BtfError::Parse { path: path.into(), message };
+    let blob = std::fs::read(path).map_err(|source| BtfError::Read {
+        path: path.into(),
+        source,
+    })?;
+    let parse_err = |message: String| BtfError::Parse {
+        path: path.into(),
+        message,
+    };
     let types = TypeInformation::new(&Blob(blob)).map_err(|e| parse_err(format!("{e:?}")))?;
-    let task = types.id_of("task_struct").ok_or_else(|| parse_err("no struct task_struct".into()))?;
+    let task = types
+        .id_of("task_struct")
+        .ok_or_else(|| parse_err("no struct task_struct".into()))?;
     let field = |field: &'static str| -> Result<u32, BtfError> {
         match types.offset_of(task, field) {
             Ok((_, Offset::ByteOffset(bytes))) => Ok(bytes),
-            _ => Err(BtfError::MissingField { path: path.into(), field }),
+            _ => Err(BtfError::MissingField {
+                path: path.into(),
+                field,
+            }),
         }
     };
     Ok(TaskOffsets {
@@ -104,6 +115,10 @@ mod tests {
             off.start_time,
         ];
         assert!(all.iter().all(|&o| o > 0 && o < 16_384), "{off:?}");
-        assert_eq!(off.tgid, off.pid + 4, "pid and tgid are adjacent i32 fields: {off:?}");
+        assert_eq!(
+            off.tgid,
+            off.pid + 4,
+            "pid and tgid are adjacent i32 fields: {off:?}"
+        );
     }
 }

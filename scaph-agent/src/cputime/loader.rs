@@ -41,7 +41,11 @@ pub enum LoadError {
     #[error("no tracefs with the sched_switch event (looked in {roots:?}); mount it: mount -t tracefs tracefs /sys/kernel/tracing")]
     NoTracefs { roots: &'static [&'static str] },
     #[error("{path}: field {field} is not at offset {expected}; the classic-tracepoint program does not match this kernel")]
-    Format { path: PathBuf, field: &'static str, expected: usize },
+    Format {
+        path: PathBuf,
+        field: &'static str,
+        expected: usize,
+    },
     #[error("memory-mapping BPF map {map}: {source}")]
     Mmap {
         map: &'static str,
@@ -89,7 +93,13 @@ pub struct Layout {
 impl Layout {
     fn for_host(options: &LoadOptions) -> Self {
         let cpu_ids = cpu_ids();
-        Self { slots: options.slots.unwrap_or_else(|| proc_cpu_capacity(cpu_ids)).max(1), cpu_ids }
+        Self {
+            slots: options
+                .slots
+                .unwrap_or_else(|| proc_cpu_capacity(cpu_ids))
+                .max(1),
+            cpu_ids,
+        }
     }
 }
 
@@ -100,7 +110,9 @@ pub(super) fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps:
 
 /// The error for a map the object lacks (or has with another type).
 pub(super) fn missing_map(name: &'static str) -> LoadError {
-    LoadError::Ebpf(aya::EbpfError::MapError(aya::maps::MapError::InvalidName { name: name.into() }))
+    LoadError::Ebpf(aya::EbpfError::MapError(aya::maps::MapError::InvalidName {
+        name: name.into(),
+    }))
 }
 
 /// The compiled kernel object (for tools that load one of its programs alone).
@@ -133,11 +145,21 @@ fn load_variant(options: LoadOptions) -> Result<Loaded, LoadError> {
     if options.force_timestamp {
         info!("timestamp variant of the kernel program requested");
         let ebpf = load_tracepoint(&options, layout)?;
-        return Ok(Loaded { ebpf, method: CpuTimeMethod::BpfTimestamp, layout });
+        return Ok(Loaded {
+            ebpf,
+            method: CpuTimeMethod::BpfTimestamp,
+            layout,
+        });
     }
     let exact_failed = match btf::task_offsets(Path::new(btf::VMLINUX_BTF)) {
         Ok(offsets) => match load_btf(offsets, &options, layout) {
-            Ok(ebpf) => return Ok(Loaded { ebpf, method: CpuTimeMethod::BpfRuntime, layout }),
+            Ok(ebpf) => {
+                return Ok(Loaded {
+                    ebpf,
+                    method: CpuTimeMethod::BpfRuntime,
+                    layout,
+                })
+            }
             Err(e) => {
                 info!("exact (BTF) kernel program unavailable: {e}; trying the timestamp variant");
                 true
@@ -151,18 +173,30 @@ fn load_variant(options: LoadOptions) -> Result<Loaded, LoadError> {
     match load_tracepoint(&options, layout) {
         Ok(ebpf) => {
             if exact_failed {
-                warn!("the exact kernel program did not load (see -v); using the timestamp variant");
+                warn!(
+                    "the exact kernel program did not load (see -v); using the timestamp variant"
+                );
             }
-            Ok(Loaded { ebpf, method: CpuTimeMethod::BpfTimestamp, layout })
+            Ok(Loaded {
+                ebpf,
+                method: CpuTimeMethod::BpfTimestamp,
+                layout,
+            })
         }
-        Err(e) => Err(LoadError::Refused { hint: permission_hint(&e), source: Box::new(e) }),
+        Err(e) => Err(LoadError::Refused {
+            hint: permission_hint(&e),
+            source: Box::new(e),
+        }),
     }
 }
 
 /// What to do when the kernel refused: most often a missing capability.
 fn permission_hint(e: &LoadError) -> &'static str {
     let text = format!("{e} {:?}", e);
-    if text.contains("Operation not permitted") || text.contains("EPERM") || text.contains("PermissionDenied") {
+    if text.contains("Operation not permitted")
+        || text.contains("EPERM")
+        || text.contains("PermissionDenied")
+    {
         " (permission denied: loading needs root, or CAP_BPF and CAP_PERFMON)"
     } else {
         ""
@@ -174,23 +208,33 @@ fn permission_hint(e: &LoadError) -> &'static str {
 /// `PROC_CPU` by CPU id.
 #[must_use]
 pub fn cpu_ids() -> usize {
-    std::fs::read_to_string(POSSIBLE_CPUS).ok().and_then(|text| highest_cpu(&text)).map_or_else(
-        || aya::util::nr_cpus().unwrap_or(1),
-        |highest| highest as usize + 1,
-    )
+    std::fs::read_to_string(POSSIBLE_CPUS)
+        .ok()
+        .and_then(|text| highest_cpu(&text))
+        .map_or_else(
+            || aya::util::nr_cpus().unwrap_or(1),
+            |highest| highest as usize + 1,
+        )
 }
 
 const POSSIBLE_CPUS: &str = "/sys/devices/system/cpu/possible";
 
 /// The highest CPU id in a kernel CPU list such as `0-3,8-11`.
 fn highest_cpu(list: &str) -> Option<u32> {
-    list.trim().split(',').filter_map(|range| range.rsplit('-').next()?.trim().parse().ok()).max()
+    list.trim()
+        .split(',')
+        .filter_map(|range| range.rsplit('-').next()?.trim().parse().ok())
+        .max()
 }
 
 /// Loads the object with its maps sized by `layout` (`PROC_CPU` holds a
 /// region of slots per CPU id) and every slot free; `offsets` for the BTF
 /// programs.
-fn load_object(options: &LoadOptions, layout: Layout, offsets: Option<&scaph_common::TaskOffsets>) -> Result<Ebpf, LoadError> {
+fn load_object(
+    options: &LoadOptions,
+    layout: Layout,
+    offsets: Option<&scaph_common::TaskOffsets>,
+) -> Result<Ebpf, LoadError> {
     let Layout { slots, cpu_ids } = layout;
     debug!("{slots} process slots (CPU ids 0 to {})", cpu_ids - 1);
     let mut loader = EbpfLoader::new();
@@ -207,9 +251,15 @@ fn load_object(options: &LoadOptions, layout: Layout, offsets: Option<&scaph_com
     }
     let mut ebpf = loader.load(OBJECT)?;
     // Popped lowest first, so that the slots in use stay at the start.
-    let fill_err = |source| LoadError::Fill { map: maps::FREE_SLOTS, source };
-    let mut free: aya::maps::Stack<_, u32> =
-        ebpf.map_mut(maps::FREE_SLOTS).ok_or_else(|| missing_map(maps::FREE_SLOTS))?.try_into().map_err(fill_err)?;
+    let fill_err = |source| LoadError::Fill {
+        map: maps::FREE_SLOTS,
+        source,
+    };
+    let mut free: aya::maps::Stack<_, u32> = ebpf
+        .map_mut(maps::FREE_SLOTS)
+        .ok_or_else(|| missing_map(maps::FREE_SLOTS))?
+        .try_into()
+        .map_err(fill_err)?;
     for slot in (0..slots).rev() {
         free.push(slot, 0).map_err(fill_err)?;
     }
@@ -229,7 +279,11 @@ pub fn proc_cpu_capacity(cpus: usize) -> u32 {
     fits.clamp(4096, scaph_common::PROC_CPU_CAPACITY)
 }
 
-fn load_btf(offsets: scaph_common::TaskOffsets, options: &LoadOptions, layout: Layout) -> Result<Ebpf, LoadError> {
+fn load_btf(
+    offsets: scaph_common::TaskOffsets,
+    options: &LoadOptions,
+    layout: Layout,
+) -> Result<Ebpf, LoadError> {
     debug!("task_struct offsets from BTF: {offsets:?}");
     let btf = Btf::from_sys_fs().map_err(aya::EbpfError::from)?;
     let mut ebpf = load_object(options, layout, Some(&offsets))?;
@@ -242,9 +296,20 @@ fn load_btf(offsets: scaph_common::TaskOffsets, options: &LoadOptions, layout: L
             .program_mut(name)
             .ok_or(LoadError::MissingProgram(name))?
             .try_into()
-            .map_err(|source| LoadError::Program { program: name, source })?;
-        program.load(event, &btf).map_err(|source| LoadError::Program { program: name, source })?;
-        program.attach().map_err(|source| LoadError::Program { program: name, source })?;
+            .map_err(|source| LoadError::Program {
+                program: name,
+                source,
+            })?;
+        program
+            .load(event, &btf)
+            .map_err(|source| LoadError::Program {
+                program: name,
+                source,
+            })?;
+        program.attach().map_err(|source| LoadError::Program {
+            program: name,
+            source,
+        })?;
     }
     Ok(ebpf)
 }
@@ -261,9 +326,20 @@ fn load_tracepoint(options: &LoadOptions, layout: Layout) -> Result<Ebpf, LoadEr
             .program_mut(name)
             .ok_or(LoadError::MissingProgram(name))?
             .try_into()
-            .map_err(|source| LoadError::Program { program: name, source })?;
-        program.load().map_err(|source| LoadError::Program { program: name, source })?;
-        program.attach("sched", event).map_err(|source| LoadError::Program { program: name, source })?;
+            .map_err(|source| LoadError::Program {
+                program: name,
+                source,
+            })?;
+        program.load().map_err(|source| LoadError::Program {
+            program: name,
+            source,
+        })?;
+        program
+            .attach("sched", event)
+            .map_err(|source| LoadError::Program {
+                program: name,
+                source,
+            })?;
     }
     Ok(ebpf)
 }
@@ -275,10 +351,16 @@ fn check_switch_format() -> Result<(), LoadError> {
         .iter()
         .map(|root| Path::new(root).join("events/sched/sched_switch/format"))
         .find_map(|path| std::fs::read_to_string(&path).ok().map(|text| (path, text)))
-        .ok_or(LoadError::NoTracefs { roots: TRACEFS_ROOTS })?;
+        .ok_or(LoadError::NoTracefs {
+            roots: TRACEFS_ROOTS,
+        })?;
     for (field, expected) in [("prev_pid", 24), ("next_pid", 56)] {
         if field_offset(&format, field) != Some(expected) {
-            return Err(LoadError::Format { path, field, expected });
+            return Err(LoadError::Format {
+                path,
+                field,
+                expected,
+            });
         }
     }
     Ok(())
@@ -291,16 +373,28 @@ fn field_offset(format: &str, field: &str) -> Option<usize> {
         if decl.split_whitespace().last()? != field {
             return None;
         }
-        line.split("offset:").nth(1)?.split(';').next()?.trim().parse().ok()
+        line.split("offset:")
+            .nth(1)?
+            .split(';')
+            .next()?
+            .trim()
+            .parse()
+            .ok()
     })
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones ignore it.
 fn raise_memlock_limit() {
-    let limit = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let limit = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: setrlimit only reads the struct we pass.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) } != 0 {
-        debug!("could not raise RLIMIT_MEMLOCK: {}", std::io::Error::last_os_error());
+        debug!(
+            "could not raise RLIMIT_MEMLOCK: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
@@ -319,14 +413,25 @@ mod tests {
     fn reads_field_offsets_from_a_format_file() {
         assert_eq!(field_offset(SWITCH_FORMAT, "prev_pid"), Some(24));
         assert_eq!(field_offset(SWITCH_FORMAT, "next_pid"), Some(56));
-        assert_eq!(field_offset(SWITCH_FORMAT, "prev_comm"), None, "arrays are declared as name[16]");
+        assert_eq!(
+            field_offset(SWITCH_FORMAT, "prev_comm"),
+            None,
+            "arrays are declared as name[16]"
+        );
         assert_eq!(field_offset(SWITCH_FORMAT, "missing"), None);
     }
 
     #[test]
     fn proc_cpu_capacity_keeps_per_cpu_values_within_budget() {
         // (possible CPUs, processes PROC_CPU holds)
-        for (cpus, capacity) in [(1, 32_768), (2, 32_768), (64, 32_768), (128, 16_384), (256, 8_192), (4096, 4_096)] {
+        for (cpus, capacity) in [
+            (1, 32_768),
+            (2, 32_768),
+            (64, 32_768),
+            (128, 16_384),
+            (256, 8_192),
+            (4096, 4_096),
+        ] {
             assert_eq!(proc_cpu_capacity(cpus), capacity, "{cpus} CPUs");
         }
     }
@@ -334,14 +439,24 @@ mod tests {
     #[test]
     fn highest_cpu_id_of_a_kernel_cpu_list() {
         // (contents of /sys/devices/system/cpu/possible, highest id)
-        for (list, highest) in [("0\n", Some(0)), ("0-1\n", Some(1)), ("0-3,8-11", Some(11)), ("0,2,5", Some(5)), ("", None), ("x-y", None)] {
+        for (list, highest) in [
+            ("0\n", Some(0)),
+            ("0-1\n", Some(1)),
+            ("0-3,8-11", Some(11)),
+            ("0,2,5", Some(5)),
+            ("", None),
+            ("x-y", None),
+        ] {
             assert_eq!(highest_cpu(list), highest, "{list:?}");
         }
     }
 
     #[test]
     fn simulated_failure_is_reported_as_such() {
-        let options = LoadOptions { simulate_failure: true, ..LoadOptions::default() };
+        let options = LoadOptions {
+            simulate_failure: true,
+            ..LoadOptions::default()
+        };
         assert!(matches!(load(options), Err(LoadError::Simulated)));
     }
 }

@@ -332,7 +332,10 @@ mod tests {
         let mut cache = MetaCache::new(root.path().to_path_buf());
         let meta = cache.get(key(42, 0)).unwrap();
         assert_eq!(meta.comm.as_deref(), Some("fake"));
-        assert_eq!(meta.exe.as_deref(), Some(std::path::Path::new("/usr/bin/python3")));
+        assert_eq!(
+            meta.exe.as_deref(),
+            Some(std::path::Path::new("/usr/bin/python3"))
+        );
         assert_eq!(*meta.cmdline, ["python3", "-m", "http.server"]);
         assert_eq!(
             meta.cgroup_path.as_deref(),
@@ -412,7 +415,10 @@ mod tests {
         }]);
         let mut cache = MetaCache::new(root.path().to_path_buf());
         let meta = cache.get(key(2, 0)).unwrap();
-        let expected = ProcessMeta { comm: Some("fake".into()), ..ProcessMeta::default() };
+        let expected = ProcessMeta {
+            comm: Some("fake".into()),
+            ..ProcessMeta::default()
+        };
         assert_eq!(meta, expected);
         // Cached: deleting the directory does not change the answer.
         fs::remove_dir_all(root.path().join("2")).unwrap();
@@ -505,7 +511,9 @@ mod tests {
         assert_eq!(cache.get(key(60, 10_000_000)), None);
         assert!(cache.is_empty());
         // Without a start time there is nothing to check; only the name is unknown.
-        let meta = cache.get(key(60, 0)).expect("metadata without a start check");
+        let meta = cache
+            .get(key(60, 0))
+            .expect("metadata without a start check");
         assert_eq!((meta.comm, &*meta.cmdline), (None, &["z".to_string()][..]));
     }
 

@@ -8,7 +8,12 @@ pub mod meta;
 pub mod procfs;
 mod slots;
 
-use std::{fmt, path::{Path, PathBuf}, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 /// One process, stable across PID reuse: its tgid and its start time.
 ///
@@ -64,7 +69,10 @@ impl PerCpu {
     /// The ns on `cpu` (0 if it did not run there).
     #[must_use]
     pub fn get(&self, cpu: u32) -> u64 {
-        self.0.iter().find(|(c, _)| *c == cpu).map_or(0, |(_, ns)| *ns)
+        self.0
+            .iter()
+            .find(|(c, _)| *c == cpu)
+            .map_or(0, |(_, ns)| *ns)
     }
 
     /// (CPU, ns) for each CPU it ran on, in the order first seen.

@@ -29,8 +29,8 @@ use std::{
 };
 
 use super::{
-    meta::MetaCache, CpuSample, CpuTimeError, CpuTimeMethod, CpuTimeSource, LossCounters,
-    PerCpu, ProcessKey, ProcessSample,
+    meta::MetaCache, CpuSample, CpuTimeError, CpuTimeMethod, CpuTimeSource, LossCounters, PerCpu,
+    ProcessKey, ProcessSample,
 };
 
 /// How much of a file to read.
@@ -876,7 +876,10 @@ mod tests {
         assert!(!busy.exited);
         assert_eq!(busy.cgroup_id, None);
         let meta = busy.meta.as_ref().unwrap();
-        assert_eq!(meta.exe.as_deref(), Some(std::path::Path::new("/usr/bin/busy")));
+        assert_eq!(
+            meta.exe.as_deref(),
+            Some(std::path::Path::new("/usr/bin/busy"))
+        );
         assert_eq!(*meta.cmdline, ["/usr/bin/busy", "--flag"]);
         assert_eq!(
             meta.cgroup_path.as_deref(),

@@ -41,7 +41,9 @@ impl<T: Pod> Mapped<T> {
     fn new(map: &MapData, len: usize) -> io::Result<Self> {
         // The kernel stores array elements 8-byte aligned.
         if !size_of::<T>().is_multiple_of(8) {
-            return Err(io::Error::other("array element size is not a multiple of 8"));
+            return Err(io::Error::other(
+                "array element size is not a multiple of 8",
+            ));
         }
         if len == 0 {
             return Err(io::Error::other("empty array"));
@@ -64,8 +66,14 @@ impl<T: Pod> Mapped<T> {
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let ptr = NonNull::new(ptr.cast::<T>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
-        Ok(Self { ptr, len, bytes, _t: PhantomData })
+        let ptr =
+            NonNull::new(ptr.cast::<T>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(Self {
+            ptr,
+            len,
+            bytes,
+            _t: PhantomData,
+        })
     }
 
     fn get(&self, i: usize) -> T {
@@ -119,7 +127,10 @@ impl Slots {
     pub fn new(ebpf: &mut Ebpf, layout: Layout, exact: bool) -> Result<Self, LoadError> {
         let (count, cpu_ids) = (layout.slots as usize, layout.cpu_ids);
         let map_err = |e| LoadError::Ebpf(aya::EbpfError::MapError(e));
-        let (Map::Array(owners), Map::Array(values)) = (take_map(ebpf, maps::SLOTS)?, take_map(ebpf, maps::PROC_CPU)?) else {
+        let (Map::Array(owners), Map::Array(values)) = (
+            take_map(ebpf, maps::SLOTS)?,
+            take_map(ebpf, maps::PROC_CPU)?,
+        ) else {
             return Err(missing_map(maps::PROC_CPU));
         };
         let index = BpfHashMap::try_from(take_map(ebpf, maps::PROC_SLOTS)?).map_err(map_err)?;
@@ -146,9 +157,14 @@ impl Slots {
             if owner.tgid == 0 || (self.exact && owner.start_ns == 0) {
                 continue; // free, or being taken (seen complete at the next read)
             }
-            read.keys.push(ProcKey { tgid: owner.tgid, reserved: 0, start_ns: owner.start_ns });
+            read.keys.push(ProcKey {
+                tgid: owner.tgid,
+                reserved: 0,
+                start_ns: owner.start_ns,
+            });
             read.slots.push(slot as u32);
-            read.values.extend((0..self.cpu_ids).map(|cpu| self.values.get(cpu * self.count + slot)));
+            read.values
+                .extend((0..self.cpu_ids).map(|cpu| self.values.get(cpu * self.count + slot)));
         }
         read
     }
@@ -173,7 +189,11 @@ impl Slots {
             self.bump(slot as usize);
             for cpu in 0..self.cpu_ids {
                 // SAFETY: an in-bounds element of a slot no process owns.
-                unsafe { self.values.at(cpu * self.count + slot as usize).write_volatile(ProcCpuValue::default()) };
+                unsafe {
+                    self.values
+                        .at(cpu * self.count + slot as usize)
+                        .write_volatile(ProcCpuValue::default())
+                };
             }
             if let Err(e) = self.free.push(slot, 0) {
                 warn!("cannot give slot {slot} back to {}: {e}", maps::FREE_SLOTS);

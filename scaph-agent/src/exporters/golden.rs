@@ -21,11 +21,18 @@ use crate::{
 };
 
 fn energy(joules_total: f64, watts: f64) -> Energy {
-    Energy { joules_total, watts }
+    Energy {
+        joules_total,
+        watts,
+    }
 }
 
 fn domain(kind: DomainKind, name: &str, joules: f64, watts: f64) -> DomainSnapshot {
-    DomainSnapshot { kind, name: name.into(), energy: energy(joules, watts) }
+    DomainSnapshot {
+        kind,
+        name: name.into(),
+        energy: energy(joules, watts),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -40,7 +47,10 @@ fn process(
     exited: bool,
 ) -> ProcessSnapshot {
     ProcessSnapshot {
-        key: ProcessKey { pid, start_ns: u64::from(pid) * 1000 },
+        key: ProcessKey {
+            pid,
+            start_ns: u64::from(pid) * 1000,
+        },
         comm: comm.into(),
         exe: exe.map(|e| std::sync::Arc::from(std::path::Path::new(e))),
         cmdline: cmdline.iter().map(|s| (*s).to_owned()).collect(),
@@ -50,8 +60,10 @@ fn process(
         cpu_ratio: cpu.1,
         energy: Some(energy(e.0, e.1)),
         exited,
-        memory: (!exited)
-            .then_some(ProcessMemory { resident_bytes: u64::from(pid) * 4096, virtual_bytes: u64::from(pid) * 65536 }),
+        memory: (!exited).then_some(ProcessMemory {
+            resident_bytes: u64::from(pid) * 4096,
+            virtual_bytes: u64::from(pid) * 65536,
+        }),
     }
 }
 
@@ -64,7 +76,10 @@ pub(crate) fn fixture() -> Snapshot {
         timestamp: UNIX_EPOCH + Duration::from_millis(1_700_000_000_250),
         interval: Duration::from_secs(2),
         cpu_method: CpuTimeMethod::BpfRuntime,
-        sensor: Some(SensorInfo { name: "powercap_rapl", origin: EnergyOrigin::Measured }),
+        sensor: Some(SensorInfo {
+            name: "powercap_rapl",
+            origin: EnergyOrigin::Measured,
+        }),
         host: Some(energy(100.0, 50.0)),
         idle: Some(energy(30.0, 12.5)),
         sockets: vec![
@@ -94,7 +109,11 @@ pub(crate) fn fixture() -> Snapshot {
                 4242,
                 "postgres",
                 Some("/usr/lib/postgresql/15/bin/postgres"),
-                &["postgres: writer", "-c", "config_file=\"/etc/pg.conf\"\nnext"],
+                &[
+                    "postgres: writer",
+                    "-c",
+                    "config_file=\"/etc/pg.conf\"\nnext",
+                ],
                 "/system.slice/postgresql.service",
                 (120.5, 1.5),
                 (40.0, 25.0),
@@ -104,7 +123,13 @@ pub(crate) fn fixture() -> Snapshot {
                 5000,
                 "qemu-system-x86",
                 Some("/usr/bin/qemu-system-x86_64"),
-                &["/usr/bin/qemu-system-x86_64", "-name", "guest=web1,debug-threads=on", "-m", "2048"],
+                &[
+                    "/usr/bin/qemu-system-x86_64",
+                    "-name",
+                    "guest=web1,debug-threads=on",
+                    "-m",
+                    "2048",
+                ],
                 "/machine.slice/machine-qemu.scope",
                 (30.0, 0.5),
                 (10.0, 8.0),
@@ -120,16 +145,34 @@ pub(crate) fn fixture() -> Snapshot {
                 (10.0, 4.0),
                 true,
             ),
-            process(17, "ksoftirqd/1", None, &[], "", (2.25, 0.01), (5.0, 0.5), false),
+            process(
+                17,
+                "ksoftirqd/1",
+                None,
+                &[],
+                "",
+                (2.25, 0.01),
+                (5.0, 0.5),
+                false,
+            ),
         ],
         retired_joules: 5.0,
         cpu_idle_ratio: vec![0.5, 0.25, 0.75, 1.0],
-        losses: LossCounters { dropped_ns: 1_500_000, dropped_slices: 3, dropped_exits: 1, mismatches: 0 },
+        losses: LossCounters {
+            dropped_ns: 1_500_000,
+            dropped_slices: 3,
+            dropped_exits: 1,
+            mismatches: 0,
+        },
         implausible_energy_dropped: 2,
         cputime_ok: true,
         energy_ok: true,
         host_stats: Some(HostStats {
-            load: Some(LoadAverage { one: 1.5, five: 1.25, fifteen: 0.75 }),
+            load: Some(LoadAverage {
+                one: 1.5,
+                five: 1.25,
+                fifteen: 0.75,
+            }),
             memory: Some(Memory {
                 total: 16 << 30,
                 available: 8 << 30,
@@ -176,7 +219,9 @@ pub(crate) fn fixture() -> Snapshot {
 
 /// Compares `actual` with the golden file, or rewrites it when asked to.
 fn check(name: &str, actual: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/exporters/golden").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("src/exporters/golden")
+        .join(name);
     if std::env::var_os("SCAPH_UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, actual).expect("writing golden file");
         return;
@@ -184,7 +229,11 @@ fn check(name: &str, actual: &str) {
     let expected = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (SCAPH_UPDATE_GOLDEN=1 creates it)", path.display()));
     if expected != actual {
-        let first = expected.lines().zip(actual.lines()).position(|(a, b)| a != b).unwrap_or(0);
+        let first = expected
+            .lines()
+            .zip(actual.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(0);
         panic!(
             "{name} differs from the golden file at line {}:\n  golden: {:?}\n  actual: {:?}\n(SCAPH_UPDATE_GOLDEN=1 rewrites it)",
             first + 1,
@@ -200,12 +249,23 @@ fn prometheus(config: MetricsConfig) -> String {
 }
 
 fn compat_config() -> MetricsConfig {
-    MetricsConfig { compat: true, max_processes: 2, cmdline_max_len: 40, per_exe: true, per_cgroup: true, qemu: true, containers: None }
+    MetricsConfig {
+        compat: true,
+        max_processes: 2,
+        cmdline_max_len: 40,
+        per_exe: true,
+        per_cgroup: true,
+        qemu: true,
+        containers: None,
+    }
 }
 
 #[test]
 fn golden_prometheus_default() {
-    check("prometheus_default.prom", &prometheus(MetricsConfig::default()));
+    check(
+        "prometheus_default.prom",
+        &prometheus(MetricsConfig::default()),
+    );
 }
 
 #[test]
@@ -216,7 +276,13 @@ fn golden_prometheus_compat_top2_groups() {
 #[test]
 fn golden_json() {
     let mut out = Vec::new();
-    let mut exporter = JsonExporter::new(&mut out, Consumers { max: 10, regex: None });
+    let mut exporter = JsonExporter::new(
+        &mut out,
+        Consumers {
+            max: 10,
+            regex: None,
+        },
+    );
     exporter.export(&fixture()).expect("export");
     let text = String::from_utf8(out).expect("utf-8");
     let value: serde_json::Value = serde_json::from_str(text.trim_end()).expect("valid JSON");
@@ -227,7 +293,10 @@ fn golden_json() {
 
 #[test]
 fn golden_stdout_summary_and_raw_metrics() {
-    check("stdout.txt", &render(&fixture(), &Selection::Top(5), |t| t.to_owned()));
+    check(
+        "stdout.txt",
+        &render(&fixture(), &Selection::Top(5), |t| t.to_owned()),
+    );
     let mut state = MetricsState::new(MetricsConfig::default()).untimed();
     check("stdout_raw.txt", &render_raw(&state.update(&fixture())));
 }
@@ -235,16 +304,34 @@ fn golden_stdout_summary_and_raw_metrics() {
 /// Σ of the process counters (the others series included) + idle = host.
 #[test]
 fn exposition_keeps_the_energy_identity() {
-    for config in
-        [MetricsConfig::default(), compat_config(), MetricsConfig { max_processes: 0, ..MetricsConfig::default() }]
-    {
+    for config in [
+        MetricsConfig::default(),
+        compat_config(),
+        MetricsConfig {
+            max_processes: 0,
+            ..MetricsConfig::default()
+        },
+    ] {
         let text = prometheus(config);
-        let value = |line: &str| line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).expect("value");
-        let sum = |prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).map(value).sum::<f64>();
+        let value = |line: &str| {
+            line.rsplit(' ')
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .expect("value")
+        };
+        let sum = |prefix: &str| {
+            text.lines()
+                .filter(|l| l.starts_with(prefix))
+                .map(value)
+                .sum::<f64>()
+        };
         let processes = sum("scaph_process_energy_joules_total{");
         let idle = sum("scaph_idle_energy_joules_total ");
         let host = sum("scaph_host_energy_joules_total ");
-        assert!((processes + idle - host).abs() < 1e-9, "{processes} + {idle} != {host}");
+        assert!(
+            (processes + idle - host).abs() < 1e-9,
+            "{processes} + {idle} != {host}"
+        );
     }
 }
 
@@ -263,8 +350,20 @@ fn golden_default_passes_promtool_when_available() {
         eprintln!("promtool not installed: skipped");
         return;
     };
-    child.stdin.take().expect("stdin").write_all(prometheus(MetricsConfig::default()).as_bytes()).expect("write");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(prometheus(MetricsConfig::default()).as_bytes())
+        .expect("write");
     let out = child.wait_with_output().expect("promtool");
-    let findings = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && findings.trim().is_empty(), "promtool: {findings}");
+    let findings = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && findings.trim().is_empty(),
+        "promtool: {findings}"
+    );
 }

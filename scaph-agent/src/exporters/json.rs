@@ -77,7 +77,11 @@ pub struct Power {
 
 impl From<Energy> for Power {
     fn from(e: Energy) -> Self {
-        Self { consumption: e.watts * 1e6, power_watts: e.watts, energy_joules: e.joules_total }
+        Self {
+            consumption: e.watts * 1e6,
+            power_watts: e.watts,
+            energy_joules: e.joules_total,
+        }
     }
 }
 
@@ -135,10 +139,16 @@ impl<'a> Report<'a> {
             .map(Consumer::from)
             .collect();
         Self {
-            timestamp: snap.timestamp.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()),
+            timestamp: snap
+                .timestamp
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
             interval_seconds: snap.interval.as_secs_f64(),
             sensor: snap.sensor.as_ref().map(|s| s.name),
-            estimated: snap.sensor.as_ref().is_some_and(crate::snapshot::SensorInfo::estimated),
+            estimated: snap
+                .sensor
+                .as_ref()
+                .is_some_and(crate::snapshot::SensorInfo::estimated),
             source: snap.cpu_method.source(),
             host: snap.host.map(Power::from),
             idle: snap.idle.map(Power::from),
@@ -152,7 +162,10 @@ impl<'a> Report<'a> {
                     domains: s
                         .domains
                         .iter()
-                        .map(|d| Domain { name: d.name.clone(), power: d.energy.into() })
+                        .map(|d| Domain {
+                            name: d.name.clone(),
+                            power: d.energy.into(),
+                        })
                         .collect(),
                 })
                 .collect(),
@@ -176,7 +189,11 @@ impl<'a> From<&'a ProcessSnapshot> for Consumer<'a> {
         Self {
             pid: p.key.pid,
             comm: &p.comm,
-            exe: p.exe.as_ref().map(|e| e.display().to_string()).unwrap_or_default(),
+            exe: p
+                .exe
+                .as_ref()
+                .map(|e| e.display().to_string())
+                .unwrap_or_default(),
             cmdline: p.cmdline.join(" "),
             consumption: p.energy.map(|e| e.watts * 1e6),
             power_watts: p.energy.map(|e| e.watts),

@@ -56,7 +56,10 @@ pub fn publish(mut snapshots: SnapshotRx, mut state: MetricsState) -> (Expositio
                 tx.send_replace(Bytes::from(text));
                 let started = std::time::Instant::now();
                 if trim.after_cycle() {
-                    log::debug!("free heap given back to the system in {:?}", started.elapsed());
+                    log::debug!(
+                        "free heap given back to the system in {:?}",
+                        started.elapsed()
+                    );
                 }
             }
         }

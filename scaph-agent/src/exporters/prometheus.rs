@@ -38,7 +38,11 @@ pub fn metrics_path(suffix: &str) -> String {
 }
 
 /// Accepts connections until the exposition's publisher ends.
-pub async fn serve(listener: TcpListener, suffix: &str, mut exposition: Exposition) -> Result<(), ServeError> {
+pub async fn serve(
+    listener: TcpListener,
+    suffix: &str,
+    mut exposition: Exposition,
+) -> Result<(), ServeError> {
     let path = metrics_path(suffix);
     loop {
         let accepted = tokio::select! {
@@ -81,25 +85,39 @@ pub async fn serve(listener: TcpListener, suffix: &str, mut exposition: Expositi
 /// The response to one request: the metrics, 405 for other methods on the
 /// metrics path, 404 with a hint elsewhere.
 #[must_use]
-pub fn route(method: &Method, path: &str, metrics_path: &str, body: Bytes) -> Response<Full<Bytes>> {
+pub fn route(
+    method: &Method,
+    path: &str,
+    metrics_path: &str,
+    body: Bytes,
+) -> Response<Full<Bytes>> {
     let text = |status: StatusCode, message: String| {
         let mut response = Response::new(Full::new(Bytes::from(message)));
         *response.status_mut() = status;
-        response
-            .headers_mut()
-            .insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"));
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
         response
     };
     if path.trim_end_matches('/') != metrics_path {
-        return text(StatusCode::NOT_FOUND, format!("Not found. scaph serves its metrics at {metrics_path}\n"));
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("Not found. scaph serves its metrics at {metrics_path}\n"),
+        );
     }
     if method != Method::GET && method != Method::HEAD {
         let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "Use GET.\n".into());
-        response.headers_mut().insert(ALLOW, hyper::header::HeaderValue::from_static("GET, HEAD"));
+        response
+            .headers_mut()
+            .insert(ALLOW, hyper::header::HeaderValue::from_static("GET, HEAD"));
         return response;
     }
     let mut response = Response::new(Full::new(body));
-    response.headers_mut().insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static(METRICS_CONTENT_TYPE));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(METRICS_CONTENT_TYPE),
+    );
     response
 }
 
@@ -110,15 +128,28 @@ mod tests {
     use super::*;
 
     async fn body(response: Response<Full<Bytes>>) -> String {
-        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
         String::from_utf8(bytes.to_vec()).expect("utf-8")
     }
 
     #[tokio::test]
     async fn metrics_path_serves_the_text_format_with_its_content_type() {
-        let response = route(&Method::GET, "/metrics", &metrics_path("metrics"), Bytes::from_static(b"x 1\n"));
+        let response = route(
+            &Method::GET,
+            "/metrics",
+            &metrics_path("metrics"),
+            Bytes::from_static(b"x 1\n"),
+        );
         assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(response.headers()[CONTENT_TYPE], "text/plain; version=0.0.4; charset=utf-8");
+        assert_eq!(
+            response.headers()[CONTENT_TYPE],
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
         assert_eq!(body(response).await, "x 1\n");
     }
 
@@ -147,7 +178,10 @@ mod tests {
         let server = tokio::spawn(async move { serve(listener, "metrics", rx).await });
         let _stuck = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        client.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.expect("write");
+        client
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
         let mut reply = String::new();
         tokio::time::timeout(Duration::from_secs(5), client.read_to_string(&mut reply))
             .await

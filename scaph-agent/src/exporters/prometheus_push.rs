@@ -29,7 +29,11 @@ pub enum PushError {
         source: reqwest::Error,
     },
     #[error("{url} answered {status}: {body}")]
-    Refused { url: String, status: reqwest::StatusCode, body: String },
+    Refused {
+        url: String,
+        status: reqwest::StatusCode,
+        body: String,
+    },
 }
 
 /// Where and how to push.
@@ -57,7 +61,11 @@ impl PushTarget {
             self.host.clone()
         };
         let suffix = self.suffix.trim_matches('/');
-        let prefix = if suffix.is_empty() { String::new() } else { format!("/{suffix}") };
+        let prefix = if suffix.is_empty() {
+            String::new()
+        } else {
+            format!("/{suffix}")
+        };
         format!(
             "{}://{host}:{}{prefix}/job{}/instance{}",
             self.scheme,
@@ -71,7 +79,10 @@ impl PushTarget {
 /// `/value`, or `@base64/<urlsafe base64>` for values with `/`, `%`, or
 /// nothing in them (the pushgateway's documented escape).
 fn grouping_segment(value: &str) -> String {
-    let plain = !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+    let plain = !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
     if plain {
         format!("/{value}")
     } else {
@@ -110,14 +121,20 @@ impl FailureLog {
         self.failures += 1;
         let due = self.last_logged.is_none_or(|at| at.elapsed() >= LOG_EVERY);
         if due {
-            warn!("push failed ({} in a row, retrying every step): {error}", self.failures);
+            warn!(
+                "push failed ({} in a row, retrying every step): {error}",
+                self.failures
+            );
             self.last_logged = Some(Instant::now());
         }
     }
 
     fn succeeded(&mut self, url: &str) {
         if self.failures > 0 {
-            warn!("pushing to {url} works again after {} failed attempts", self.failures);
+            warn!(
+                "pushing to {url} works again after {} failed attempts",
+                self.failures
+            );
         }
         self.failures = 0;
         self.last_logged = None;
@@ -154,13 +171,20 @@ async fn push(client: &reqwest::Client, url: &str, body: bytes::Bytes) -> Result
         .body(body)
         .send()
         .await
-        .map_err(|source| PushError::Send { url: url.to_owned(), source })?;
+        .map_err(|source| PushError::Send {
+            url: url.to_owned(),
+            source,
+        })?;
     let status = response.status();
     if status.is_success() {
         return Ok(());
     }
     let body = response.text().await.unwrap_or_default();
-    Err(PushError::Refused { url: url.to_owned(), status, body: body.trim().chars().take(300).collect() })
+    Err(PushError::Refused {
+        url: url.to_owned(),
+        status,
+        body: body.trim().chars().take(300).collect(),
+    })
 }
 
 #[cfg(test)]
@@ -182,9 +206,19 @@ mod tests {
 
     #[test]
     fn url_has_the_grouping_key() {
-        assert_eq!(target().url(), "http://localhost:9091/metrics/job/scaphandre/instance/web-1");
-        let t = PushTarget { host: "::1".into(), job: "a/b".into(), ..target() };
-        assert_eq!(t.url(), "http://[::1]:9091/metrics/job@base64/YS9i/instance/web-1");
+        assert_eq!(
+            target().url(),
+            "http://localhost:9091/metrics/job/scaphandre/instance/web-1"
+        );
+        let t = PushTarget {
+            host: "::1".into(),
+            job: "a/b".into(),
+            ..target()
+        };
+        assert_eq!(
+            t.url(),
+            "http://[::1]:9091/metrics/job@base64/YS9i/instance/web-1"
+        );
     }
 
     #[test]
@@ -203,9 +237,19 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         drop(listener);
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("client");
-        let url = PushTarget { host: "127.0.0.1".into(), port, ..target() }.url();
-        let err = push(&client, &url, bytes::Bytes::from_static(b"x 1\n")).await.expect_err("nothing listens");
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .expect("client");
+        let url = PushTarget {
+            host: "127.0.0.1".into(),
+            port,
+            ..target()
+        }
+        .url();
+        let err = push(&client, &url, bytes::Bytes::from_static(b"x 1\n"))
+            .await
+            .expect_err("nothing listens");
         assert!(matches!(err, PushError::Send { .. }), "{err}");
     }
 }

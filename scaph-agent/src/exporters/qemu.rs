@@ -599,7 +599,8 @@ mod tests {
             "qemu-system-x86_64".into(),
             "-name".into(),
             "guest=../evil".into(),
-        ].into();
+        ]
+        .into();
         exp.export_at(&snap, t0);
         assert!(exp.counters().is_empty());
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);

@@ -29,13 +29,23 @@ impl StdoutExporter<std::io::Stdout> {
     pub fn to_stdout(selection: Selection) -> Self {
         let out = std::io::stdout();
         let styled = out.is_terminal();
-        Self { out, selection, styled, raw: None }
+        Self {
+            out,
+            selection,
+            styled,
+            raw: None,
+        }
     }
 }
 
 impl<W: Write> StdoutExporter<W> {
     pub fn new(out: W, selection: Selection, styled: bool) -> Self {
-        Self { out, selection, styled, raw: None }
+        Self {
+            out,
+            selection,
+            styled,
+            raw: None,
+        }
     }
 
     /// Prints every metric, as the prometheus exporter would serve it, one
@@ -74,7 +84,9 @@ fn watts(energy: Option<Energy>) -> String {
 fn origin_label(origin: EnergyOrigin) -> &'static str {
     match origin {
         EnergyOrigin::Measured => "measured",
-        EnergyOrigin::Estimated => "ESTIMATED (no RAPL: linear model of CPU use, not a measurement)",
+        EnergyOrigin::Estimated => {
+            "ESTIMATED (no RAPL: linear model of CPU use, not a measurement)"
+        }
         EnergyOrigin::Vm => "from the hypervisor (vm)",
     }
 }
@@ -101,7 +113,12 @@ pub fn render(snap: &Snapshot, selection: &Selection, heading: impl Fn(&str) -> 
     let mut s = String::new();
     let host = match (&snap.sensor, snap.host) {
         (Some(sensor), Some(host)) => {
-            format!("{:.2} W, {} ({})", host.watts, origin_label(sensor.origin), sensor.name)
+            format!(
+                "{:.2} W, {} ({})",
+                host.watts,
+                origin_label(sensor.origin),
+                sensor.name
+            )
         }
         (Some(sensor), None) => format!("waiting for a second reading ({})", sensor.name),
         (None, _) => "no energy source".into(),
@@ -119,11 +136,25 @@ pub fn render(snap: &Snapshot, selection: &Selection, heading: impl Fn(&str) -> 
         );
     }
     for socket in &snap.sockets {
-        let domains: Vec<String> = socket.domains.iter().map(|d| format!("{} {:.2} W", d.name, d.energy.watts)).collect();
-        s += &format!("{} {:.2} W  {}\n", heading(&format!("Socket {}:", socket.id)), socket.energy.watts, domains.join("  "));
+        let domains: Vec<String> = socket
+            .domains
+            .iter()
+            .map(|d| format!("{} {:.2} W", d.name, d.energy.watts))
+            .collect();
+        s += &format!(
+            "{} {:.2} W  {}\n",
+            heading(&format!("Socket {}:", socket.id)),
+            socket.energy.watts,
+            domains.join("  ")
+        );
     }
     let rows: Vec<&ProcessSnapshot> = match selection {
-        Selection::Top(n) => snap.processes.iter().filter(|p| !p.exited || p.cpu_ratio > 0.0).take(*n).collect(),
+        Selection::Top(n) => snap
+            .processes
+            .iter()
+            .filter(|p| !p.exited || p.cpu_ratio > 0.0)
+            .take(*n)
+            .collect(),
         Selection::Matching(re) => snap
             .processes
             .iter()

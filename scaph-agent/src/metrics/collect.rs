@@ -49,13 +49,22 @@ pub fn meta(snap: &Snapshot) -> Vec<Family> {
     let mut families = vec![build_info()];
     if let Some(sensor) = &snap.sensor {
         let mut f = Family::new(&names::SENSOR_INFO);
-        f.push(vec![("sensor", sensor.name.to_owned()), ("estimated", sensor.estimated().to_string())], 1.0);
+        f.push(
+            vec![
+                ("sensor", sensor.name.to_owned()),
+                ("estimated", sensor.estimated().to_string()),
+            ],
+            1.0,
+        );
         families.push(f);
     }
     let mut f = Family::new(&names::CPUTIME_SOURCE_INFO);
     f.push(vec![("source", snap.cpu_method.source().to_owned())], 1.0);
     families.push(f);
-    let unix = snap.timestamp.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    let unix = snap
+        .timestamp
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
     families.push(Family::single(&names::MEASUREMENT_TIMESTAMP, unix));
     families
 }
@@ -65,7 +74,10 @@ pub fn meta(snap: &Snapshot) -> Vec<Family> {
 pub fn energy(snap: &Snapshot, config: &MetricsConfig) -> (Vec<Family>, bool) {
     let mut families = Vec::new();
     if snap.sensor.is_some() {
-        families.push(Family::single(&names::IMPLAUSIBLE_ENERGY, snap.implausible_energy_dropped as f64));
+        families.push(Family::single(
+            &names::IMPLAUSIBLE_ENERGY,
+            snap.implausible_energy_dropped as f64,
+        ));
     }
     let (Some(host), Some(idle)) = (snap.host, snap.idle) else {
         return (families, false);
@@ -82,12 +94,20 @@ pub fn energy(snap: &Snapshot, config: &MetricsConfig) -> (Vec<Family>, bool) {
         }
         for domain in &socket.domains {
             domains.push(
-                vec![("socket_id", id.clone()), ("domain_name", domain.name.clone())],
+                vec![
+                    ("socket_id", id.clone()),
+                    ("domain_name", domain.name.clone()),
+                ],
                 domain.energy.joules_total,
             );
         }
     }
-    families.extend([sockets, socket_idle, domains, Family::single(&names::IDLE_ENERGY, idle.joules_total)]);
+    families.extend([
+        sockets,
+        socket_idle,
+        domains,
+        Family::single(&names::IDLE_ENERGY, idle.joules_total),
+    ]);
     if config.compat {
         families.extend(compat::energy(snap));
     }
@@ -109,7 +129,8 @@ pub fn processes(
     let mut info = Family::new(&names::PROCESS_INFO);
     for listed in &view.listed {
         let mut labels = process_labels(listed.process, config);
-        if let Some(workload) = containers.and_then(|c| c.view.by_process.get(&listed.process.key)) {
+        if let Some(workload) = containers.and_then(|c| c.view.by_process.get(&listed.process.key))
+        {
             containers::add_process_labels(&mut labels, workload);
         }
         if has_energy {
@@ -122,7 +143,11 @@ pub fn processes(
         }
         cpu.push(labels, listed.amounts.cpu_seconds);
     }
-    let others: Labels = vec![("pid", OTHERS_PID.into()), ("comm", OTHERS_COMM.into()), ("exe", String::new())];
+    let others: Labels = vec![
+        ("pid", OTHERS_PID.into()),
+        ("comm", OTHERS_COMM.into()),
+        ("exe", String::new()),
+    ];
     if has_energy {
         energy.push(others.clone(), view.others.joules);
     }
@@ -130,9 +155,16 @@ pub fn processes(
     let mut families = vec![energy, cpu, info];
     for (groups, energy_def, cpu_def, label) in [
         (&view.by_exe, &names::EXE_ENERGY, &names::EXE_CPU, "exe"),
-        (&view.by_cgroup, &names::CGROUP_ENERGY, &names::CGROUP_CPU, "cgroup"),
+        (
+            &view.by_cgroup,
+            &names::CGROUP_ENERGY,
+            &names::CGROUP_CPU,
+            "cgroup",
+        ),
     ] {
-        families.extend(group_families(groups, energy_def, cpu_def, label, has_energy));
+        families.extend(group_families(
+            groups, energy_def, cpu_def, label, has_energy,
+        ));
     }
     let losses = snap.losses;
     families.extend([
@@ -187,7 +219,10 @@ pub fn collector_families(outcomes: &[Outcome]) -> [Family; 2] {
     let mut success = Family::new(&names::COLLECTOR_SUCCESS);
     for o in outcomes {
         duration.push(vec![("collector", o.name.to_owned())], o.seconds);
-        success.push(vec![("collector", o.name.to_owned())], if o.success { 1.0 } else { 0.0 });
+        success.push(
+            vec![("collector", o.name.to_owned())],
+            if o.success { 1.0 } else { 0.0 },
+        );
     }
     [duration, success]
 }
@@ -195,7 +230,11 @@ pub fn collector_families(outcomes: &[Outcome]) -> [Family; 2] {
 /// `pid`, `comm`, `exe` (full path or empty), and `vmname` for qemu guests with `--qemu`.
 #[must_use]
 pub fn process_labels(p: &ProcessSnapshot, config: &MetricsConfig) -> Labels {
-    let mut labels = vec![("pid", p.key.pid.to_string()), ("comm", p.comm.to_string()), ("exe", exe(p))];
+    let mut labels = vec![
+        ("pid", p.key.pid.to_string()),
+        ("comm", p.comm.to_string()),
+        ("exe", exe(p)),
+    ];
     if config.qemu {
         if let Some(vm) = vm_name(p) {
             labels.push(("vmname", vm));
@@ -206,7 +245,10 @@ pub fn process_labels(p: &ProcessSnapshot, config: &MetricsConfig) -> Labels {
 
 #[must_use]
 pub fn exe(p: &ProcessSnapshot) -> String {
-    p.exe.as_ref().map(|e| e.display().to_string()).unwrap_or_default()
+    p.exe
+        .as_ref()
+        .map(|e| e.display().to_string())
+        .unwrap_or_default()
 }
 
 /// Arguments joined by spaces, cut to `max` characters (an ellipsis marks the cut).
@@ -246,7 +288,10 @@ mod tests {
 
     fn process(comm: &str, args: &[&str]) -> ProcessSnapshot {
         ProcessSnapshot {
-            key: crate::cputime::ProcessKey { pid: 7, start_ns: 1 },
+            key: crate::cputime::ProcessKey {
+                pid: 7,
+                start_ns: 1,
+            },
             comm: comm.into(),
             exe: None,
             cmdline: args.iter().map(|s| (*s).to_owned()).collect(),
@@ -271,8 +316,17 @@ mod tests {
     #[test]
     fn vm_name_only_for_qemu() {
         let args = ["qemu-system-x86_64", "-name", "guest=web1,debug-threads=on"];
-        assert_eq!(vm_name(&process("qemu-system-x86", &args)), Some("web1".into()));
-        assert_eq!(vm_name(&process("bash", &["bash", "-c", "qemu-system-x86_64 -name guest=web1"])), None);
+        assert_eq!(
+            vm_name(&process("qemu-system-x86", &args)),
+            Some("web1".into())
+        );
+        assert_eq!(
+            vm_name(&process(
+                "bash",
+                &["bash", "-c", "qemu-system-x86_64 -name guest=web1"]
+            )),
+            None
+        );
         assert_eq!(vm_name(&process("qemu-system-x86", &["qemu"])), None);
     }
 }

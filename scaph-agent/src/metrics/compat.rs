@@ -21,7 +21,10 @@ pub fn energy(snap: &Snapshot) -> Vec<Family> {
     let mut families = Vec::new();
     if let Some(host) = snap.host {
         families.push(Family::single(&names::C_HOST_POWER, host.watts * MICRO));
-        families.push(Family::single(&names::C_HOST_ENERGY, host.joules_total * MICRO));
+        families.push(Family::single(
+            &names::C_HOST_ENERGY,
+            host.joules_total * MICRO,
+        ));
     }
     let mut socket_power = Family::new(&names::C_SOCKET_POWER);
     let mut socket_energy = Family::new(&names::C_SOCKET_ENERGY);
@@ -30,11 +33,22 @@ pub fn energy(snap: &Snapshot) -> Vec<Family> {
     for socket in &snap.sockets {
         let id = socket.id.to_string();
         socket_power.push(vec![("socket_id", id.clone())], socket.energy.watts * MICRO);
-        socket_energy.push(vec![("socket_id", id.clone())], socket.energy.joules_total * MICRO);
+        socket_energy.push(
+            vec![("socket_id", id.clone())],
+            socket.energy.joules_total * MICRO,
+        );
         // Scaphandre's domains are the package's sub-zones (intel-rapl:N:M), numbered from 0.
-        for (n, domain) in socket.domains.iter().filter(|d| d.kind != DomainKind::Package).enumerate() {
-            let labels: Labels =
-                vec![("domain_name", domain.name.clone()), ("domain_id", n.to_string()), ("socket_id", id.clone())];
+        for (n, domain) in socket
+            .domains
+            .iter()
+            .filter(|d| d.kind != DomainKind::Package)
+            .enumerate()
+        {
+            let labels: Labels = vec![
+                ("domain_name", domain.name.clone()),
+                ("domain_id", n.to_string()),
+                ("socket_id", id.clone()),
+            ];
             domain_power.push(labels.clone(), domain.energy.watts * MICRO);
             domain_energy.push(labels, domain.energy.joules_total * MICRO);
         }
@@ -45,7 +59,11 @@ pub fn energy(snap: &Snapshot) -> Vec<Family> {
 
 /// Scaphandre's labels for a process: pid, exe, cmdline (and vmname, and
 /// its container labels with `--containers`).
-fn labels(p: &ProcessSnapshot, config: &MetricsConfig, context: Option<&ContainerContext<'_>>) -> Labels {
+fn labels(
+    p: &ProcessSnapshot,
+    config: &MetricsConfig,
+    context: Option<&ContainerContext<'_>>,
+) -> Labels {
     let mut labels = vec![("pid", p.key.pid.to_string()), ("exe", collect::exe(p))];
     if config.cmdline_max_len > 0 {
         labels.push(("cmdline", collect::cmdline(p, config.cmdline_max_len)));
@@ -141,7 +159,10 @@ pub fn host(snap: &Snapshot) -> (Vec<Family>, bool) {
 pub fn self_stats(snap: &Snapshot, own: &SelfStats) -> Vec<Family> {
     vec![
         Family::single(&names::C_SELF_VERSION, version_number()),
-        Family::single(&names::C_SELF_CPU, own.cpu_ratio / collect::cpu_count(snap) * 100.0),
+        Family::single(
+            &names::C_SELF_CPU,
+            own.cpu_ratio / collect::cpu_count(snap) * 100.0,
+        ),
         Family::single(&names::C_SELF_MEMORY, own.resident_bytes as f64),
         Family::single(&names::C_SELF_VIRTUAL, own.virtual_bytes as f64),
     ]

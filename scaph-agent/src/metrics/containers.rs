@@ -43,7 +43,11 @@ pub fn add_compat_labels(labels: &mut Labels, w: &Workload, node_name: Option<&s
         return;
     }
     let runtime = w.runtime().map(|r| r.label());
-    let scheduler = if w.cgroup.pod_uid.is_some() { Some("kubernetes") } else { runtime };
+    let scheduler = if w.cgroup.pod_uid.is_some() {
+        Some("kubernetes")
+    } else {
+        runtime
+    };
     push(labels, "container_scheduler", scheduler);
     push(labels, "container_runtime", runtime);
     push(labels, "container_id", w.cgroup.container_id.as_deref());
@@ -62,12 +66,18 @@ pub fn families(view: &ContainerView, has_energy: bool) -> [Family; 2] {
     let mut cpu = Family::new(&names::CONTAINER_CPU);
     let mut series: Vec<(Labels, Amounts)> = vec![
         (vec![("container_id", String::new())], view.host),
-        (vec![("container_id", OTHERS_CONTAINER_ID.to_owned())], view.others),
+        (
+            vec![("container_id", OTHERS_CONTAINER_ID.to_owned())],
+            view.others,
+        ),
     ];
     for (workload, amounts) in &view.containers {
         let mut labels = Labels::new();
         add_workload_labels(&mut labels, workload);
-        if labels.first().is_none_or(|(name, _)| *name != "container_id") {
+        if labels
+            .first()
+            .is_none_or(|(name, _)| *name != "container_id")
+        {
             labels.insert(0, ("container_id", String::new())); // a pod-level series
         }
         series.push((labels, *amounts));
@@ -92,7 +102,10 @@ mod tests {
     const UID: &str = "8b0c9a2e-4d3f-4e6a-9b1c-2d3e4f5a6b7c";
 
     fn workload(path: &str, pod: Option<PodMeta>) -> Workload {
-        Workload { cgroup: Arc::new(parse(path)), pod: pod.map(Arc::new) }
+        Workload {
+            cgroup: Arc::new(parse(path)),
+            pod: pod.map(Arc::new),
+        }
     }
 
     fn names(labels: &Labels) -> Vec<&'static str> {
@@ -105,7 +118,11 @@ mod tests {
         add_process_labels(&mut labels, &workload("/system.slice/ssh.service", None));
         assert_eq!(labels, vec![("systemd_unit", "ssh.service".to_owned())]);
         let mut compat = Labels::new();
-        add_compat_labels(&mut compat, &workload("/system.slice/ssh.service", None), Some("n1"));
+        add_compat_labels(
+            &mut compat,
+            &workload("/system.slice/ssh.service", None),
+            Some("n1"),
+        );
         assert!(compat.is_empty());
     }
 
@@ -115,7 +132,11 @@ mod tests {
             "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{ID}.scope",
             UID.replace('-', "_")
         );
-        let pod = PodMeta { name: "web-1".into(), namespace: "shop".into(), containers: Vec::new() };
+        let pod = PodMeta {
+            name: "web-1".into(),
+            namespace: "shop".into(),
+            containers: Vec::new(),
+        };
         let w = workload(&path, Some(pod));
         let mut labels = Labels::new();
         add_process_labels(&mut labels, &w);
@@ -146,7 +167,11 @@ mod tests {
             ]
         );
         let mut docker = Labels::new();
-        add_compat_labels(&mut docker, &workload(&format!("/docker/{ID}"), None), Some("node-7"));
+        add_compat_labels(
+            &mut docker,
+            &workload(&format!("/docker/{ID}"), None),
+            Some("node-7"),
+        );
         assert_eq!(docker[0], ("container_scheduler", "docker".into()));
         assert_eq!(docker.len(), 3, "no kubernetes labels outside a pod");
     }
@@ -156,22 +181,55 @@ mod tests {
         let pod_level = format!("/kubepods/burstable/pod{UID}/crio-conmon-{ID}");
         let view = ContainerView {
             containers: vec![
-                (workload(&format!("/docker/{ID}"), None), Amounts { joules: 3.0, cpu_seconds: 0.3 }),
-                (workload(&pod_level, None), Amounts { joules: 1.0, cpu_seconds: 0.1 }),
+                (
+                    workload(&format!("/docker/{ID}"), None),
+                    Amounts {
+                        joules: 3.0,
+                        cpu_seconds: 0.3,
+                    },
+                ),
+                (
+                    workload(&pod_level, None),
+                    Amounts {
+                        joules: 1.0,
+                        cpu_seconds: 0.1,
+                    },
+                ),
             ],
-            host: Amounts { joules: 5.0, cpu_seconds: 0.5 },
-            others: Amounts { joules: 2.0, cpu_seconds: 0.2 },
+            host: Amounts {
+                joules: 5.0,
+                cpu_seconds: 0.5,
+            },
+            others: Amounts {
+                joules: 2.0,
+                cpu_seconds: 0.2,
+            },
             ..ContainerView::default()
         };
         let [energy, cpu] = families(&view, true);
         assert_eq!(energy.samples.len(), 4);
         assert_eq!(energy.samples.iter().map(|s| s.value).sum::<f64>(), 11.0);
-        assert_eq!(energy.samples[0].labels, vec![("container_id", String::new())]);
-        assert_eq!(energy.samples[1].labels, vec![("container_id", "[others]".to_owned())]);
-        assert_eq!(energy.samples[3].labels[0], ("container_id", String::new()), "pod-level: empty container_id");
-        assert!(energy.samples[3].labels.contains(&("pod_uid", UID.to_owned())));
+        assert_eq!(
+            energy.samples[0].labels,
+            vec![("container_id", String::new())]
+        );
+        assert_eq!(
+            energy.samples[1].labels,
+            vec![("container_id", "[others]".to_owned())]
+        );
+        assert_eq!(
+            energy.samples[3].labels[0],
+            ("container_id", String::new()),
+            "pod-level: empty container_id"
+        );
+        assert!(energy.samples[3]
+            .labels
+            .contains(&("pod_uid", UID.to_owned())));
         assert_eq!(cpu.samples.len(), 4);
         let [energy, _] = families(&view, false);
-        assert!(energy.samples.is_empty(), "no energy source, no energy series");
+        assert!(
+            energy.samples.is_empty(),
+            "no energy source, no energy series"
+        );
     }
 }

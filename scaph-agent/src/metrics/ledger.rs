@@ -53,7 +53,10 @@ impl Amounts {
     /// Field-wise maximum.
     #[must_use]
     pub fn max(self, other: Self) -> Self {
-        Self { joules: self.joules.max(other.joules), cpu_seconds: self.cpu_seconds.max(other.cpu_seconds) }
+        Self {
+            joules: self.joules.max(other.joules),
+            cpu_seconds: self.cpu_seconds.max(other.cpu_seconds),
+        }
     }
 }
 
@@ -125,7 +128,10 @@ impl Groups {
                 self.groups.entry(String::new()).or_default().0.add(amounts);
             }
         }
-        self.groups.iter().map(|(k, (a, _))| (k.clone(), *a)).collect()
+        self.groups
+            .iter()
+            .map(|(k, (a, _))| (k.clone(), *a))
+            .collect()
     }
 }
 
@@ -168,11 +174,19 @@ impl Ledger {
         self.generation += 1;
         let generation = self.generation;
         let secs = snap.interval.as_secs_f64();
-        let alpha = if secs > 0.0 { 1.0 - (-secs / RANK_TAU_SECS).exp() } else { 1.0 };
-        let mut by_key: HashMap<ProcessKey, &ProcessSnapshot> = HashMap::with_capacity(snap.processes.len());
+        let alpha = if secs > 0.0 {
+            1.0 - (-secs / RANK_TAU_SECS).exp()
+        } else {
+            1.0
+        };
+        let mut by_key: HashMap<ProcessKey, &ProcessSnapshot> =
+            HashMap::with_capacity(snap.processes.len());
         for p in &snap.processes {
             by_key.insert(p.key, p);
-            let now = Amounts { joules: p.energy.map_or(0.0, |e| e.joules_total), cpu_seconds: p.cpu_seconds_total };
+            let now = Amounts {
+                joules: p.energy.map_or(0.0, |e| e.joules_total),
+                cpu_seconds: p.cpu_seconds_total,
+            };
             let rate = p.energy.map_or(p.cpu_ratio, |e| e.watts);
             let rate = if rate.is_finite() { rate.max(0.0) } else { 0.0 };
             let entry = self.entries.entry(p.key).or_insert(Entry {
@@ -191,10 +205,21 @@ impl Ledger {
             entry.last = now;
             entry.generation = generation;
             if self.per_exe {
-                self.exe.add(p.exe.as_ref().map(|e| e.display().to_string()).unwrap_or_default(), delta, generation);
+                self.exe.add(
+                    p.exe
+                        .as_ref()
+                        .map(|e| e.display().to_string())
+                        .unwrap_or_default(),
+                    delta,
+                    generation,
+                );
             }
             if self.per_cgroup {
-                self.cgroup.add(p.cgroup_path.as_deref().unwrap_or_default().to_owned(), delta, generation);
+                self.cgroup.add(
+                    p.cgroup_path.as_deref().unwrap_or_default().to_owned(),
+                    delta,
+                    generation,
+                );
             }
         }
         // Sums in key or snapshot order, never map order: the same input must
@@ -216,12 +241,24 @@ impl Ledger {
             .entries
             .iter()
             .filter(|(_, e)| e.exposure == Exposure::Listed)
-            .filter_map(|(k, e)| Some(ListedProcess { process: by_key.get(k)?, amounts: e.last.minus(e.offset) }))
+            .filter_map(|(k, e)| {
+                Some(ListedProcess {
+                    process: by_key.get(k)?,
+                    amounts: e.last.minus(e.offset),
+                })
+            })
             .collect();
         listed.sort_by_key(|l| l.process.key);
 
-        let mut everything = Amounts { joules: snap.retired_joules, cpu_seconds: self.retired_cpu_seconds };
-        for e in snap.processes.iter().filter_map(|p| self.entries.get(&p.key)) {
+        let mut everything = Amounts {
+            joules: snap.retired_joules,
+            cpu_seconds: self.retired_cpu_seconds,
+        };
+        for e in snap
+            .processes
+            .iter()
+            .filter_map(|p| self.entries.get(&p.key))
+        {
             everything.add(e.last);
         }
         let mut in_listed = Amounts::default();
@@ -234,8 +271,16 @@ impl Ledger {
         View {
             listed,
             others: self.others,
-            by_exe: if self.per_exe { self.exe.close(generation) } else { Vec::new() },
-            by_cgroup: if self.per_cgroup { self.cgroup.close(generation) } else { Vec::new() },
+            by_exe: if self.per_exe {
+                self.exe.close(generation)
+            } else {
+                Vec::new()
+            },
+            by_cgroup: if self.per_cgroup {
+                self.cgroup.close(generation)
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -243,12 +288,17 @@ impl Ledger {
     /// listed, one per pid (a label set must be unique); listed processes
     /// that lose their place are folded.
     fn select(&mut self) {
-        let mut candidates: Vec<(&ProcessKey, &Entry)> =
-            self.entries.iter().filter(|(_, e)| e.exposure != Exposure::Folded).collect();
+        let mut candidates: Vec<(&ProcessKey, &Entry)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.exposure != Exposure::Folded)
+            .collect();
         candidates.sort_by(|(ka, a), (kb, b)| {
             b.rank
                 .total_cmp(&a.rank)
-                .then_with(|| (b.exposure == Exposure::Listed).cmp(&(a.exposure == Exposure::Listed)))
+                .then_with(|| {
+                    (b.exposure == Exposure::Listed).cmp(&(a.exposure == Exposure::Listed))
+                })
                 .then_with(|| kb.start_ns.cmp(&ka.start_ns))
                 .then_with(|| ka.cmp(kb))
         });
@@ -309,12 +359,19 @@ mod tests {
                     cgroup_path: Some(format!("/g{}", k.pid % 2).into()),
                     cpu_seconds_total: c,
                     cpu_ratio: 0.0,
-                    energy: Some(Energy { joules_total: j, watts: w }),
+                    energy: Some(Energy {
+                        joules_total: j,
+                        watts: w,
+                    }),
                     exited,
                     memory: None,
                 })
                 .collect();
-            Snapshot::of_processes(processes, self.retired, crate::cputime::CpuTimeMethod::Procfs)
+            Snapshot::of_processes(
+                processes,
+                self.retired,
+                crate::cputime::CpuTimeMethod::Procfs,
+            )
         }
 
         fn total(&self) -> (f64, f64) {
@@ -406,7 +463,10 @@ mod tests {
     }
 
     fn one(pid: u32, joules: f64, watts: f64) -> (ProcessKey, (f64, f64, f64, bool)) {
-        (ProcessKey { pid, start_ns: 1 }, (joules, joules / 10.0, watts, false))
+        (
+            ProcessKey { pid, start_ns: 1 },
+            (joules, joules / 10.0, watts, false),
+        )
     }
 
     #[test]
@@ -418,22 +478,57 @@ mod tests {
         let view = ledger.update(&snap);
         assert_eq!(view.listed.len(), 1);
         assert_eq!(view.listed[0].process.key.pid, 1);
-        assert!(close(view.listed[0].amounts.joules, 100.0), "first sight: whole total");
+        assert!(
+            close(view.listed[0].amounts.joules, 100.0),
+            "first sight: whole total"
+        );
         assert!(close(view.others.joules, 10.0));
 
         // pid 2 becomes much hotter for long enough to overtake pid 1's average.
         for i in 1..=60 {
-            world.live.get_mut(&ProcessKey { pid: 2, start_ns: 1 }).unwrap().0 = 10.0 + 1000.0 * f64::from(i);
-            world.live.get_mut(&ProcessKey { pid: 2, start_ns: 1 }).unwrap().2 = 500.0;
-            world.live.get_mut(&ProcessKey { pid: 1, start_ns: 1 }).unwrap().2 = 0.0;
+            world
+                .live
+                .get_mut(&ProcessKey {
+                    pid: 2,
+                    start_ns: 1,
+                })
+                .unwrap()
+                .0 = 10.0 + 1000.0 * f64::from(i);
+            world
+                .live
+                .get_mut(&ProcessKey {
+                    pid: 2,
+                    start_ns: 1,
+                })
+                .unwrap()
+                .2 = 500.0;
+            world
+                .live
+                .get_mut(&ProcessKey {
+                    pid: 1,
+                    start_ns: 1,
+                })
+                .unwrap()
+                .2 = 0.0;
             let snap = world.snapshot();
             let view = ledger.update(&snap);
             if view.listed[0].process.key.pid == 2 {
                 // Its series starts with the cycle it was listed in; its past stays in others.
-                assert!(view.listed[0].amounts.joules <= 1000.0 + 1e-9, "{}", view.listed[0].amounts.joules);
+                assert!(
+                    view.listed[0].amounts.joules <= 1000.0 + 1e-9,
+                    "{}",
+                    view.listed[0].amounts.joules
+                );
                 assert!(view.others.joules >= 100.0, "pid 1 folded into others");
                 // pid 1 heats up again: it stays folded.
-                world.live.get_mut(&ProcessKey { pid: 1, start_ns: 1 }).unwrap().2 = 1e6;
+                world
+                    .live
+                    .get_mut(&ProcessKey {
+                        pid: 1,
+                        start_ns: 1,
+                    })
+                    .unwrap()
+                    .2 = 1e6;
                 let snap = world.snapshot();
                 let view = ledger.update(&snap);
                 assert_eq!(view.listed[0].process.key.pid, 2);
@@ -446,7 +541,9 @@ mod tests {
     #[test]
     fn unlimited_lists_every_process_with_its_full_total() {
         let mut world = World::default();
-        world.live.extend([one(1, 3.0, 1.0), one(2, 4.0, 1.0), one(3, 0.0, 0.0)]);
+        world
+            .live
+            .extend([one(1, 3.0, 1.0), one(2, 4.0, 1.0), one(3, 0.0, 0.0)]);
         let mut ledger = Ledger::new(usize::MAX, true, false);
         let snap = world.snapshot();
         let view = ledger.update(&snap);
@@ -461,13 +558,25 @@ mod tests {
         world.live.extend([one(1, 3.0, 1.0), one(2, 4.0, 1.0)]);
         let mut ledger = Ledger::new(usize::MAX, true, false);
         ledger.update(&world.snapshot());
-        let gone = world.live.remove(&ProcessKey { pid: 2, start_ns: 1 }).unwrap();
+        let gone = world
+            .live
+            .remove(&ProcessKey {
+                pid: 2,
+                start_ns: 1,
+            })
+            .unwrap();
         world.retired += gone.0;
         let snap = world.snapshot();
         let view = ledger.update(&snap);
         assert_eq!(view.listed.len(), 1);
         assert!(close(view.others.joules, 4.0));
         assert!(close(view.others.cpu_seconds, 0.4));
-        assert!(view.by_exe.iter().any(|(k, a)| k.is_empty() && close(a.joules, 4.0)), "{:?}", view.by_exe);
+        assert!(
+            view.by_exe
+                .iter()
+                .any(|(k, a)| k.is_empty() && close(a.joules, 4.0)),
+            "{:?}",
+            view.by_exe
+        );
     }
 }

@@ -85,7 +85,13 @@ impl MetricsState {
     pub fn new(config: MetricsConfig) -> Self {
         let ledger = ledger::Ledger::new(config.max_processes, config.per_exe, config.per_cgroup);
         let containers = config.containers.as_ref().map(Tracker::new);
-        Self { config, ledger, containers, counters: HashMap::new(), timed: true }
+        Self {
+            config,
+            ledger,
+            containers,
+            counters: HashMap::new(),
+            timed: true,
+        }
     }
 
     /// Reports every collector duration as 0, so output is reproducible.
@@ -106,8 +112,15 @@ impl MetricsState {
     #[must_use]
     pub fn before_first_measurement(&self) -> Vec<Family> {
         let mut families = vec![collect::build_info()];
-        let outcomes: Vec<collect::Outcome> =
-            self.collectors().iter().map(|&name| collect::Outcome { name, success: false, seconds: 0.0 }).collect();
+        let outcomes: Vec<collect::Outcome> = self
+            .collectors()
+            .iter()
+            .map(|&name| collect::Outcome {
+                name,
+                success: false,
+                seconds: 0.0,
+            })
+            .collect();
         families.extend(collect::collector_families(&outcomes));
         families
     }
@@ -121,7 +134,11 @@ impl MetricsState {
         let started = Instant::now();
         let (energy, success) = collect::energy(snap, config);
         families.extend(energy);
-        outcomes.push(collect::Outcome { name: "energy", success, seconds: self.elapsed(started) });
+        outcomes.push(collect::Outcome {
+            name: "energy",
+            success,
+            seconds: self.elapsed(started),
+        });
 
         let started = Instant::now();
         let workloads = self.containers.as_mut().map(|tracker| tracker.update(snap));
@@ -130,30 +147,48 @@ impl MetricsState {
         let started = Instant::now();
         let view = self.ledger.update(snap);
         let node_name = self.containers.as_ref().and_then(Tracker::node_name);
-        let context = workloads.as_ref().map(|w| collect::ContainerContext { view: w, node_name });
+        let context = workloads
+            .as_ref()
+            .map(|w| collect::ContainerContext { view: w, node_name });
         let (processes, success) = collect::processes(snap, &view, config, context.as_ref());
         families.extend(processes);
-        outcomes.push(collect::Outcome { name: "processes", success, seconds: self.elapsed(started) });
+        outcomes.push(collect::Outcome {
+            name: "processes",
+            success,
+            seconds: self.elapsed(started),
+        });
 
         if let Some(workloads) = &workloads {
             let started = Instant::now();
             families.extend(containers::families(workloads, snap.host.is_some()));
             let seconds = container_seconds + self.elapsed(started);
             let success = workloads.healthy && snap.cputime_ok;
-            outcomes.push(collect::Outcome { name: "containers", success, seconds });
+            outcomes.push(collect::Outcome {
+                name: "containers",
+                success,
+                seconds,
+            });
         }
 
         if config.compat {
             let started = Instant::now();
             let (host, success) = compat::host(snap);
             families.extend(host);
-            outcomes.push(collect::Outcome { name: "host", success, seconds: self.elapsed(started) });
+            outcomes.push(collect::Outcome {
+                name: "host",
+                success,
+                seconds: self.elapsed(started),
+            });
         }
 
         let started = Instant::now();
         let (own, success) = collect::self_stats(snap, config);
         families.extend(own);
-        outcomes.push(collect::Outcome { name: "self", success, seconds: self.elapsed(started) });
+        outcomes.push(collect::Outcome {
+            name: "self",
+            success,
+            seconds: self.elapsed(started),
+        });
 
         families.extend(collect::collector_families(&outcomes));
         self.guard_counters(&mut families);
@@ -185,7 +220,10 @@ impl MetricsState {
     /// (float rounding, a bug): a lower value repeats the previous one.
     fn guard_counters(&mut self, families: &mut [Family]) {
         let mut seen = HashMap::with_capacity(self.counters.len());
-        for family in families.iter_mut().filter(|f| f.def.kind == names::Kind::Counter) {
+        for family in families
+            .iter_mut()
+            .filter(|f| f.def.kind == names::Kind::Counter)
+        {
             for sample in &mut family.samples {
                 let id = series_id(family.def.name, &sample.labels);
                 if let Some(&before) = self.counters.get(&id) {
@@ -193,7 +231,10 @@ impl MetricsState {
                         if before - sample.value > 1e-6 * before.abs().max(1.0) {
                             let mut key = String::from(family.def.name);
                             text::write_labels(&mut key, &sample.labels);
-                            debug!("{key} went from {before} to {}: kept {before}", sample.value);
+                            debug!(
+                                "{key} went from {before} to {}: kept {before}",
+                                sample.value
+                            );
                         }
                         sample.value = before;
                     }
@@ -224,7 +265,11 @@ mod tests {
     use crate::exporters::golden_fixture;
 
     fn value(families: &[Family], name: &str) -> Option<f64> {
-        families.iter().find(|f| f.def.name == name).and_then(|f| f.samples.first()).map(|s| s.value)
+        families
+            .iter()
+            .find(|f| f.def.name == name)
+            .and_then(|f| f.samples.first())
+            .map(|s| s.value)
     }
 
     fn success(families: &[Family], collector: &str) -> Option<f64> {
@@ -246,12 +291,19 @@ mod tests {
             host.joules_total -= 1.0; // e.g. a bug or float noise upstream
         }
         let families = state.update(&snap);
-        assert_eq!(value(&families, "scaph_host_energy_joules_total"), Some(100.0));
+        assert_eq!(
+            value(&families, "scaph_host_energy_joules_total"),
+            Some(100.0)
+        );
     }
 
     #[test]
     fn a_failing_collector_is_marked_and_the_rest_still_answers() {
-        let mut state = MetricsState::new(MetricsConfig { compat: true, ..MetricsConfig::default() }).untimed();
+        let mut state = MetricsState::new(MetricsConfig {
+            compat: true,
+            ..MetricsConfig::default()
+        })
+        .untimed();
         let mut snap = golden_fixture();
         snap.energy_ok = false;
         snap.host_stats = None;
@@ -284,17 +336,35 @@ mod tests {
         let mut snap = golden_fixture();
         snap.processes[0].cgroup_path = Some(format!("/system.slice/docker-{id}.scope").into());
         let config = MetricsConfig {
-            containers: Some(ContainersConfig { cgroup_root: "/nonexistent".into(), ..ContainersConfig::default() }),
+            containers: Some(ContainersConfig {
+                cgroup_root: "/nonexistent".into(),
+                ..ContainersConfig::default()
+            }),
             compat: true,
             ..MetricsConfig::default()
         };
         let mut state = MetricsState::new(config).untimed();
         let text = encode(&state.update(&snap));
-        let value = |line: &str| line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).expect("value");
-        let sum = |prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).map(value).sum::<f64>();
+        let value = |line: &str| {
+            line.rsplit(' ')
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .expect("value")
+        };
+        let sum = |prefix: &str| {
+            text.lines()
+                .filter(|l| l.starts_with(prefix))
+                .map(value)
+                .sum::<f64>()
+        };
         let containers = sum("scaph_container_energy_joules_total{");
-        assert!((containers + sum("scaph_idle_energy_joules_total ") - 100.0).abs() < 1e-9, "{text}");
-        let labels = format!("container_id=\"{id}\",container_runtime=\"docker\",systemd_unit=\"docker-{id}.scope\"");
+        assert!(
+            (containers + sum("scaph_idle_energy_joules_total ") - 100.0).abs() < 1e-9,
+            "{text}"
+        );
+        let labels = format!(
+            "container_id=\"{id}\",container_runtime=\"docker\",systemd_unit=\"docker-{id}.scope\""
+        );
         assert!(text.contains(&format!("scaph_process_energy_joules_total{{pid=\"4242\",comm=\"postgres\",exe=\"/usr/lib/postgresql/15/bin/postgres\",{labels}}} 40")), "{text}");
         assert!(text.contains(&format!(
             "scaph_container_energy_joules_total{{container_id=\"{id}\",container_runtime=\"docker\"}} 40"
@@ -306,7 +376,10 @@ mod tests {
             )),
             "compat labels"
         );
-        assert!(!text.contains("systemd_unit=\"postgresql.service\""), "the docker scope replaced it");
+        assert!(
+            !text.contains("systemd_unit=\"postgresql.service\""),
+            "the docker scope replaced it"
+        );
         assert!(text.contains("scaph_scrape_collector_success{collector=\"containers\"} 1"));
     }
 
@@ -320,7 +393,11 @@ mod tests {
         for p in &mut snap.processes {
             p.energy = None;
         }
-        let text = encode(&MetricsState::new(MetricsConfig::default()).untimed().update(&snap));
+        let text = encode(
+            &MetricsState::new(MetricsConfig::default())
+                .untimed()
+                .update(&snap),
+        );
         assert!(!text.contains("joules"), "{text}");
         assert!(text.contains("scaph_process_cpu_seconds_total{pid=\"4242\""));
         assert!(text.contains("scaph_scrape_collector_success{collector=\"energy\"} 0"));

@@ -41,19 +41,35 @@ pub struct Def {
 }
 
 const fn base(name: &'static str, kind: Kind, unit: Unit, help: &'static str) -> Def {
-    Def { name, kind, unit, help, compat: false }
+    Def {
+        name,
+        kind,
+        unit,
+        help,
+        compat: false,
+    }
 }
 
 const fn compat(name: &'static str, kind: Kind, unit: Unit, help: &'static str) -> Def {
-    Def { name, kind, unit, help, compat: true }
+    Def {
+        name,
+        kind,
+        unit,
+        help,
+        compat: true,
+    }
 }
 
 use Kind::{Counter, Gauge};
 
 // ---- Metadata and self-health -------------------------------------------------
 
-pub static BUILD_INFO: Def =
-    base("scaph_build_info", Gauge, Unit::None, "Version of the running scaph; the value is always 1.");
+pub static BUILD_INFO: Def = base(
+    "scaph_build_info",
+    Gauge,
+    Unit::None,
+    "Version of the running scaph; the value is always 1.",
+);
 pub static SENSOR_INFO: Def = base(
     "scaph_sensor_info",
     Gauge,
@@ -84,10 +100,18 @@ pub static MEASUREMENT_TIMESTAMP: Def = base(
     Unit::Seconds,
     "Unix time at the end of the measurement cycle these values come from (measurement runs on scaph's own timer, not per scrape).",
 );
-pub static SELF_CPU: Def =
-    base("scaph_self_cpu_seconds_total", Counter, Unit::Seconds, "CPU time used by scaph itself.");
-pub static SELF_RESIDENT: Def =
-    base("scaph_self_resident_memory_bytes", Gauge, Unit::Bytes, "Resident memory of scaph itself.");
+pub static SELF_CPU: Def = base(
+    "scaph_self_cpu_seconds_total",
+    Counter,
+    Unit::Seconds,
+    "CPU time used by scaph itself.",
+);
+pub static SELF_RESIDENT: Def = base(
+    "scaph_self_resident_memory_bytes",
+    Gauge,
+    Unit::Bytes,
+    "Resident memory of scaph itself.",
+);
 
 // ---- What could not be measured ------------------------------------------------
 
@@ -260,38 +284,66 @@ pub static C_PROCESS_CPU: Def = compat(
     Unit::Percent,
     "CPU use of a running process over the last step, percent of all CPUs of the host (Scaphandre name).",
 );
-pub static C_PROCESS_MEMORY: Def =
-    compat("scaph_process_memory_bytes", Gauge, Unit::Bytes, "Resident memory of a running process (Scaphandre name).");
+pub static C_PROCESS_MEMORY: Def = compat(
+    "scaph_process_memory_bytes",
+    Gauge,
+    Unit::Bytes,
+    "Resident memory of a running process (Scaphandre name).",
+);
 pub static C_PROCESS_VIRTUAL: Def = compat(
     "scaph_process_memory_virtual_bytes",
     Gauge,
     Unit::Bytes,
     "Virtual memory size of a running process (Scaphandre name).",
 );
-pub static C_LOAD_ONE: Def =
-    compat("scaph_host_load_avg_one", Gauge, Unit::None, "Load average over 1 minute (Scaphandre name).");
-pub static C_LOAD_FIVE: Def =
-    compat("scaph_host_load_avg_five", Gauge, Unit::None, "Load average over 5 minutes (Scaphandre name).");
+pub static C_LOAD_ONE: Def = compat(
+    "scaph_host_load_avg_one",
+    Gauge,
+    Unit::None,
+    "Load average over 1 minute (Scaphandre name).",
+);
+pub static C_LOAD_FIVE: Def = compat(
+    "scaph_host_load_avg_five",
+    Gauge,
+    Unit::None,
+    "Load average over 5 minutes (Scaphandre name).",
+);
 pub static C_LOAD_FIFTEEN: Def = compat(
     "scaph_host_load_avg_fifteen",
     Gauge,
     Unit::None,
     "Load average over 15 minutes (Scaphandre name; Scaphandre itself reported the 5-minute value here).",
 );
-pub static C_MEMORY_TOTAL: Def =
-    compat("scaph_host_memory_total_bytes", Gauge, Unit::Bytes, "Total memory of the host (Scaphandre name).");
+pub static C_MEMORY_TOTAL: Def = compat(
+    "scaph_host_memory_total_bytes",
+    Gauge,
+    Unit::Bytes,
+    "Total memory of the host (Scaphandre name).",
+);
 pub static C_MEMORY_AVAILABLE: Def = compat(
     "scaph_host_memory_available_bytes",
     Gauge,
     Unit::Bytes,
     "Memory available for new work without swapping (MemAvailable; Scaphandre name).",
 );
-pub static C_MEMORY_FREE: Def =
-    compat("scaph_host_memory_free_bytes", Gauge, Unit::Bytes, "Unused memory (MemFree; Scaphandre name).");
-pub static C_SWAP_TOTAL: Def =
-    compat("scaph_host_swap_total_bytes", Gauge, Unit::Bytes, "Total swap space (Scaphandre name).");
-pub static C_SWAP_FREE: Def =
-    compat("scaph_host_swap_free_bytes", Gauge, Unit::Bytes, "Unused swap space (Scaphandre name).");
+pub static C_MEMORY_FREE: Def = compat(
+    "scaph_host_memory_free_bytes",
+    Gauge,
+    Unit::Bytes,
+    "Unused memory (MemFree; Scaphandre name).",
+);
+pub static C_SWAP_TOTAL: Def = compat(
+    "scaph_host_swap_total_bytes",
+    Gauge,
+    Unit::Bytes,
+    "Total swap space (Scaphandre name).",
+);
+pub static C_SWAP_FREE: Def = compat(
+    "scaph_host_swap_free_bytes",
+    Gauge,
+    Unit::Bytes,
+    "Unused swap space (Scaphandre name).",
+);
 pub static C_DISK_TOTAL: Def = compat(
     "scaph_host_disk_total_bytes",
     Gauge,
@@ -340,8 +392,12 @@ pub static C_SELF_CPU: Def = compat(
     Unit::Percent,
     "CPU use of scaph itself over the last step, percent of all CPUs (Scaphandre name).",
 );
-pub static C_SELF_MEMORY: Def =
-    compat("scaph_self_memory_bytes", Gauge, Unit::Bytes, "Resident memory of scaph itself (Scaphandre name).");
+pub static C_SELF_MEMORY: Def = compat(
+    "scaph_self_memory_bytes",
+    Gauge,
+    Unit::Bytes,
+    "Resident memory of scaph itself (Scaphandre name).",
+);
 pub static C_SELF_VIRTUAL: Def = compat(
     "scaph_self_memory_virtual_bytes",
     Gauge,
@@ -431,11 +487,17 @@ mod tests {
             assert!(seen.insert(def.name), "{} defined twice", def.name);
             assert!(def.name.starts_with("scaph_"), "{}", def.name);
             assert!(
-                def.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                def.name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
                 "{}",
                 def.name
             );
-            assert!(def.help.ends_with('.'), "help of {} should be a sentence", def.name);
+            assert!(
+                def.help.ends_with('.'),
+                "help of {} should be a sentence",
+                def.name
+            );
         }
     }
 
@@ -444,21 +506,33 @@ mod tests {
     fn default_set_follows_prometheus_naming() {
         for def in ALL.iter().filter(|d| !d.compat) {
             let stem = match def.kind {
-                Kind::Counter => {
-                    def.name.strip_suffix("_total").unwrap_or_else(|| panic!("counter {} lacks _total", def.name))
-                }
+                Kind::Counter => def
+                    .name
+                    .strip_suffix("_total")
+                    .unwrap_or_else(|| panic!("counter {} lacks _total", def.name)),
                 Kind::Gauge => {
-                    assert!(!def.name.ends_with("_total"), "gauge {} ends in _total", def.name);
+                    assert!(
+                        !def.name.ends_with("_total"),
+                        "gauge {} ends in _total",
+                        def.name
+                    );
                     def.name
                 }
             };
             assert!(
-                matches!(def.unit, Unit::Joules | Unit::Seconds | Unit::Bytes | Unit::None),
+                matches!(
+                    def.unit,
+                    Unit::Joules | Unit::Seconds | Unit::Bytes | Unit::None
+                ),
                 "{}: not a base unit",
                 def.name
             );
             if let Some(suffix) = unit_suffix(def.unit) {
-                assert!(stem.ends_with(suffix), "{} should end in {suffix}", def.name);
+                assert!(
+                    stem.ends_with(suffix),
+                    "{} should end in {suffix}",
+                    def.name
+                );
             }
         }
     }
@@ -467,7 +541,11 @@ mod tests {
     fn compat_names_carry_their_unit() {
         for def in ALL.iter().filter(|d| d.compat) {
             if let Some(suffix) = unit_suffix(def.unit) {
-                assert!(def.name.ends_with(suffix), "{} should end in {suffix}", def.name);
+                assert!(
+                    def.name.ends_with(suffix),
+                    "{} should end in {suffix}",
+                    def.name
+                );
             }
         }
     }

@@ -29,13 +29,22 @@ pub struct Sample {
 impl Family {
     #[must_use]
     pub fn new(def: &'static Def) -> Self {
-        Self { def, samples: Vec::new() }
+        Self {
+            def,
+            samples: Vec::new(),
+        }
     }
 
     /// A family with a single unlabelled sample.
     #[must_use]
     pub fn single(def: &'static Def, value: f64) -> Self {
-        Self { def, samples: vec![Sample { labels: Vec::new(), value }] }
+        Self {
+            def,
+            samples: vec![Sample {
+                labels: Vec::new(),
+                value,
+            }],
+        }
     }
 
     pub fn push(&mut self, labels: Vec<(&'static str, String)>, value: f64) {
@@ -123,7 +132,10 @@ mod tests {
         let mut family = Family::new(&names::PROCESS_INFO);
         family.push(vec![("cmdline", "a \"b\"\\c\nd".into())], 1.0);
         let text = encode(&[family]);
-        assert!(text.contains(r#"scaph_process_info{cmdline="a \"b\"\\c\nd"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"scaph_process_info{cmdline="a \"b\"\\c\nd"} 1"#),
+            "{text}"
+        );
     }
 
     #[test]

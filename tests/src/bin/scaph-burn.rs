@@ -10,7 +10,10 @@
 use std::{env, thread, time::Duration};
 
 fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -69,7 +72,9 @@ fn main() {
         burn(warmup_ms);
     }
     thread::sleep(Duration::from_millis(pause_ms));
-    let workers: Vec<_> = (1..threads).map(|_| thread::spawn(move || burn(ms))).collect();
+    let workers: Vec<_> = (1..threads)
+        .map(|_| thread::spawn(move || burn(ms)))
+        .collect();
     burn(ms);
     for w in workers {
         let _ = w.join();

@@ -17,14 +17,18 @@ fn main() {
     let (Some(dir), Some(count), Some(program)) = (args.first(), args.get(1), args.get(2)) else {
         fail("usage: scaph-in-cgroup CGROUP_DIR COUNT PROGRAM [ARGS...]")
     };
-    let count: u32 = count.parse().unwrap_or_else(|_| fail("COUNT must be a number"));
+    let count: u32 = count
+        .parse()
+        .unwrap_or_else(|_| fail("COUNT must be a number"));
     let procs = format!("{dir}/cgroup.procs");
     if let Err(e) = fs::write(&procs, std::process::id().to_string()) {
         fail(&format!("joining {procs}: {e}"));
     }
     for _ in 0..count {
-        let mut child =
-            Command::new(program).args(&args[3..]).spawn().unwrap_or_else(|e| fail(&format!("{program}: {e}")));
+        let mut child = Command::new(program)
+            .args(&args[3..])
+            .spawn()
+            .unwrap_or_else(|e| fail(&format!("{program}: {e}")));
         println!("pid={}", child.id());
         match child.wait() {
             Ok(status) if status.success() => {}
@@ -36,5 +40,8 @@ fn main() {
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
     let ns = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000_000 + tv.tv_usec as u64 * 1_000;
-    println!("children_cpu_ns={}", ns(usage.ru_utime) + ns(usage.ru_stime));
+    println!(
+        "children_cpu_ns={}",
+        ns(usage.ru_utime) + ns(usage.ru_stime)
+    );
 }

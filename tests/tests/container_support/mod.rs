@@ -29,7 +29,9 @@ pub fn unified_root() -> PathBuf {
 
 /// 64 hex digits, different on every call (a container id).
 pub fn container_id() -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
     let seed = format!("{nanos:032x}{:08x}", std::process::id());
     let mut id = String::new();
     let mut state = u64::from_str_radix(&seed[seed.len() - 16..], 16).unwrap_or(1) | 1;
@@ -46,7 +48,14 @@ pub fn container_id() -> String {
 /// A pod UID (8-4-4-4-12 hex digits) from a container id's digits.
 pub fn pod_uid() -> String {
     let h = container_id();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// A tree of cgroups below one test directory of the unified hierarchy.
@@ -64,7 +73,11 @@ impl CgroupTree {
     pub fn new(name: &str) -> Self {
         let root = unified_root();
         let top = root.join(name);
-        let mut tree = Self { root, top: top.clone(), created: Vec::new() };
+        let mut tree = Self {
+            root,
+            top: top.clone(),
+            created: Vec::new(),
+        };
         tree.mkdir(&top);
         tree
     }
@@ -92,7 +105,12 @@ impl CgroupTree {
 
     /// The path of `dir` as `/proc/PID/cgroup` shows it.
     pub fn cgroup_path(&self, dir: &Path) -> String {
-        format!("/{}", dir.strip_prefix(&self.root).expect("below the root").display())
+        format!(
+            "/{}",
+            dir.strip_prefix(&self.root)
+                .expect("below the root")
+                .display()
+        )
     }
 
     /// Removes one empty cgroup now (a container that finished and was deleted).
@@ -122,7 +140,10 @@ pub struct Workload {
 impl Workload {
     /// Runs `scaph-burn ARGS` `count` times in a row inside `cgroup`.
     pub fn burn(cgroup: &Path, count: u32, burn_args: &[&str]) -> Self {
-        let dir = scaph_integration_tests::scaph_binary().parent().expect("profile dir").to_path_buf();
+        let dir = scaph_integration_tests::scaph_binary()
+            .parent()
+            .expect("profile dir")
+            .to_path_buf();
         let child = Command::new(dir.join("scaph-in-cgroup"))
             .arg(cgroup)
             .arg(count.to_string())
@@ -139,10 +160,18 @@ impl Workload {
     pub fn finish(mut self) -> (Vec<u32>, u64) {
         let mut child = self.child.take().expect("running");
         let mut out = String::new();
-        child.stdout.take().expect("stdout").read_to_string(&mut out).expect("reading its output");
+        child
+            .stdout
+            .take()
+            .expect("stdout")
+            .read_to_string(&mut out)
+            .expect("reading its output");
         let status = child.wait().expect("waiting");
         assert!(status.success(), "scaph-in-cgroup failed: {status}\n{out}");
-        let pids = out.lines().filter_map(|l| l.strip_prefix("pid=")?.parse().ok()).collect();
+        let pids = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("pid=")?.parse().ok())
+            .collect();
         let cpu = out
             .lines()
             .find_map(|l| l.strip_prefix("children_cpu_ns=")?.parse().ok())
@@ -166,8 +195,16 @@ pub fn socket0_cpus() -> usize {
     let n = fs::read_dir("/sys/devices/system/cpu")
         .expect("/sys/devices/system/cpu")
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().strip_prefix("cpu").is_some_and(|n| n.parse::<u32>().is_ok()))
-        .filter(|e| fs::read_to_string(e.path().join("topology/physical_package_id")).is_ok_and(|id| id.trim() == "0"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .strip_prefix("cpu")
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .filter(|e| {
+            fs::read_to_string(e.path().join("topology/physical_package_id"))
+                .is_ok_and(|id| id.trim() == "0")
+        })
         .count();
     assert!(n > 0, "no CPU of socket 0");
     n
@@ -208,7 +245,10 @@ pub fn series(exposition: &str, name: &str) -> Vec<Series> {
             } else {
                 return None;
             };
-            Some(Series { labels, value: value.split(' ').next()?.parse().ok()? })
+            Some(Series {
+                labels,
+                value: value.split(' ').next()?.parse().ok()?,
+            })
         })
         .collect()
 }

@@ -34,33 +34,51 @@ impl Prometheus {
                 format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()),
             ],
         );
-        let prometheus = Self { _proc: proc, port, _dir: dir };
-        wait_for("Prometheus to scrape its target", Duration::from_secs(30), || {
-            let up = prometheus.query("up{job=\"scaph\"}").ok()?;
-            (up.first().and_then(value) == Some(1.0)).then_some(())
-        });
+        let prometheus = Self {
+            _proc: proc,
+            port,
+            _dir: dir,
+        };
+        wait_for(
+            "Prometheus to scrape its target",
+            Duration::from_secs(30),
+            || {
+                let up = prometheus.query("up{job=\"scaph\"}").ok()?;
+                (up.first().and_then(value) == Some(1.0)).then_some(())
+            },
+        );
         prometheus
     }
 
     /// An instant query: the result vector, or Prometheus's error.
     pub fn query(&self, promql: &str) -> Result<Vec<serde_json::Value>, String> {
-        let response = http_get(self.port, &format!("/api/v1/query?query={}", query_escape(promql)))
-            .map_err(|e| format!("HTTP: {e}"))?;
+        let response = http_get(
+            self.port,
+            &format!("/api/v1/query?query={}", query_escape(promql)),
+        )
+        .map_err(|e| format!("HTTP: {e}"))?;
         let json: serde_json::Value =
             serde_json::from_str(&response.body).map_err(|e| format!("{e}: {}", response.body))?;
         if json["status"] != "success" {
             return Err(format!("{}: {}", json["errorType"], json["error"]));
         }
-        Ok(json["data"]["result"].as_array().cloned().unwrap_or_default())
+        Ok(json["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
     }
 
     /// Waits until Prometheus holds at least `n` samples of `metric` over the last `window`.
     pub fn wait_for_samples(&self, metric: &str, n: usize, window: &str) {
         let promql = format!("max(count_over_time({metric}[{window}]))");
-        wait_for(&format!("{n} samples of {metric}"), Duration::from_secs(60), || {
-            let count = self.query(&promql).ok()?.first().and_then(value)?;
-            (count >= n as f64).then_some(())
-        });
+        wait_for(
+            &format!("{n} samples of {metric}"),
+            Duration::from_secs(60),
+            || {
+                let count = self.query(&promql).ok()?.first().and_then(value)?;
+                (count >= n as f64).then_some(())
+            },
+        );
     }
 }
 

@@ -38,7 +38,10 @@ struct Workloads {
 }
 
 fn sleep_ms(ms: u64) {
-    let ts = libc::timespec { tv_sec: 0, tv_nsec: (ms * 1_000_000) as i64 };
+    let ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: (ms * 1_000_000) as i64,
+    };
     // SAFETY: plain syscall.
     unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
 }
@@ -95,20 +98,37 @@ fn run_workloads(secs: u64, running: Arc<AtomicBool>) -> thread::JoinHandle<Work
         }
         running.store(false, Ordering::Relaxed);
         let spawned = std::mem::take(&mut *spawned_all.lock().unwrap());
-        Workloads { steady: steady_t, duty: duty_t, spawned }
+        Workloads {
+            steady: steady_t,
+            duty: duty_t,
+            spawned,
+        }
     })
 }
 
 fn agent(cpu: Box<dyn CpuTimeSource>, rapl: &FakeRapl) -> Agent {
-    let sensor: Box<dyn EnergySensor> = Box::new(PowercapSensor::new(&rapl.root()).expect("fake RAPL"));
-    Agent::new(cpu, Some(sensor), Topology::from_sys_root("/sys".as_ref()), IdlePolicy::Unattributed)
+    let sensor: Box<dyn EnergySensor> =
+        Box::new(PowercapSensor::new(&rapl.root()).expect("fake RAPL"));
+    Agent::new(
+        cpu,
+        Some(sensor),
+        Topology::from_sys_root("/sys".as_ref()),
+        IdlePolicy::Unattributed,
+    )
 }
 
 /// (CPU ns, joules) the snapshot gives the pids.
 fn measured(snapshot: &Snapshot, truth: &Truth) -> (u64, f64) {
-    snapshot.processes.iter().filter(|p| truth.pids.contains(&p.key.pid)).fold((0, 0.0), |(ns, j), p| {
-        (ns + (p.cpu_seconds_total * 1e9).round() as u64, j + p.energy.map_or(0.0, |e| e.joules_total))
-    })
+    snapshot
+        .processes
+        .iter()
+        .filter(|p| truth.pids.contains(&p.key.pid))
+        .fold((0, 0.0), |(ns, j), p| {
+            (
+                ns + (p.cpu_seconds_total * 1e9).round() as u64,
+                j + p.energy.map_or(0.0, |e| e.joules_total),
+            )
+        })
 }
 
 pub fn accuracy(quick: bool, table: &mut Table) {
@@ -116,8 +136,21 @@ pub fn accuracy(quick: bool, table: &mut Table) {
     let rapl = FakeRapl::load_dependent(20.0, 60.0);
     let bpf = BpfSource::new("/proc".into(), LoadOptions::default()).expect("kernel program");
     let mut agents = [
-        ("bpf", agent(Box::new(bpf), &rapl), 0.0_f64, None::<Snapshot>),
-        ("procfs", agent(Box::new(ProcfsSource::new("/proc".into()).expect("procfs")), &rapl), 0.0, None),
+        (
+            "bpf",
+            agent(Box::new(bpf), &rapl),
+            0.0_f64,
+            None::<Snapshot>,
+        ),
+        (
+            "procfs",
+            agent(
+                Box::new(ProcfsSource::new("/proc".into()).expect("procfs")),
+                &rapl,
+            ),
+            0.0,
+            None,
+        ),
     ];
     for (_, a, _, _) in &mut agents {
         a.baseline();
@@ -141,19 +174,57 @@ pub fn accuracy(quick: bool, table: &mut Table) {
     for (mode, _, interval, last) in &agents {
         let snap = last.as_ref().expect("snapshots");
         let host = snap.host.map_or(0.0, |h| h.joules_total);
-        for (name, truth) in [("steady burner", &w.steady), ("25 % duty burner", &w.duty), ("spawner, ~200 procs/s of ≤ 50 ms", &w.spawned)] {
+        for (name, truth) in [
+            ("steady burner", &w.steady),
+            ("25 % duty burner", &w.duty),
+            ("spawner, ~200 procs/s of ≤ 50 ms", &w.spawned),
+        ] {
             let (ns, joules) = measured(snap, truth);
             let cpu_err = (ns as f64 - truth.cpu_ns as f64) / truth.cpu_ns.max(1) as f64 * 100.0;
-            let share_err = (joules / host - truth.cpu_ns as f64 / 1e9 / (interval * ncpus)) * 100.0;
-            table.figure(&format!("{mode}: {name}, CPU time vs rusage ({} processes)", truth.pids.len()), cpu_err, "% error", "—", true);
-            table.figure(&format!("{mode}: {name}, energy share − true CPU share"), share_err, "points", "—", true);
+            let share_err =
+                (joules / host - truth.cpu_ns as f64 / 1e9 / (interval * ncpus)) * 100.0;
+            table.figure(
+                &format!(
+                    "{mode}: {name}, CPU time vs rusage ({} processes)",
+                    truth.pids.len()
+                ),
+                cpu_err,
+                "% error",
+                "—",
+                true,
+            );
+            table.figure(
+                &format!("{mode}: {name}, energy share − true CPU share"),
+                share_err,
+                "points",
+                "—",
+                true,
+            );
         }
         let (ns, _) = measured(snap, &w.spawned);
         let captured = ns as f64 / w.spawned.cpu_ns.max(1) as f64 * 100.0;
         let target = if *mode == "bpf" { "≥ 99 %" } else { "—" };
-        table.figure(&format!("{mode}: short-lived processes' CPU time captured"), captured, "%", target, *mode != "bpf" || captured >= 99.0);
-        let processes: f64 = snap.processes.iter().filter_map(|p| p.energy).map(|e| e.joules_total).sum();
-        let residual = processes + snap.retired_joules + snap.idle.map_or(0.0, |i| i.joules_total) - host;
-        table.figure(&format!("{mode}: conservation residual Σ processes + idle − host (host {host:.1} J)"), residual, "J", "0", residual.abs() < 1e-6);
+        table.figure(
+            &format!("{mode}: short-lived processes' CPU time captured"),
+            captured,
+            "%",
+            target,
+            *mode != "bpf" || captured >= 99.0,
+        );
+        let processes: f64 = snap
+            .processes
+            .iter()
+            .filter_map(|p| p.energy)
+            .map(|e| e.joules_total)
+            .sum();
+        let residual =
+            processes + snap.retired_joules + snap.idle.map_or(0.0, |i| i.joules_total) - host;
+        table.figure(
+            &format!("{mode}: conservation residual Σ processes + idle − host (host {host:.1} J)"),
+            residual,
+            "J",
+            "0",
+            residual.abs() < 1e-6,
+        );
     }
 }

@@ -11,7 +11,16 @@ const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 /// Runs `perf bench sched pipe` pinned to CPU 1; returns its total time.
 fn pipe_bench(loops: u32) -> Duration {
     let out = Command::new("taskset")
-        .args(["-c", "1", "perf", "bench", "sched", "pipe", "-l", &loops.to_string()])
+        .args([
+            "-c",
+            "1",
+            "perf",
+            "bench",
+            "sched",
+            "pipe",
+            "-l",
+            &loops.to_string(),
+        ])
         .output()
         .expect("running perf bench (package linux-perf)");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -31,13 +40,17 @@ fn attach() -> BpfSource {
 /// The empty `sched_switch_floor` program alone, attached (detached on drop).
 fn attach_floor() -> aya::Ebpf {
     let btf = aya::Btf::from_sys_fs().expect("kernel BTF");
-    let mut ebpf = aya::EbpfLoader::new().load(scaph_agent::cputime::loader::object()).expect("loading the object");
+    let mut ebpf = aya::EbpfLoader::new()
+        .load(scaph_agent::cputime::loader::object())
+        .expect("loading the object");
     let program: &mut aya::programs::BtfTracePoint = ebpf
         .program_mut(scaph_common::programs::SWITCH_FLOOR)
         .expect("floor program in the object")
         .try_into()
         .expect("a tp_btf program");
-    program.load("sched_switch", &btf).expect("loading the floor program");
+    program
+        .load("sched_switch", &btf)
+        .expect("loading the floor program");
     program.attach().expect("attaching the floor program");
     ebpf
 }
@@ -47,17 +60,25 @@ fn program_stats() -> Option<(u64, u64)> {
     // Other scaph instances may run too: the right one is the one this process holds.
     let ids: Vec<u64> = aya::programs::loaded_programs()
         .filter_map(Result::ok)
-        .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("sched_switch")))
+        .filter(|p| {
+            p.name_as_str()
+                .is_some_and(|n| n.starts_with("sched_switch"))
+        })
         .map(|p| u64::from(p.id()))
         .collect();
-    std::fs::read_dir("/proc/self/fdinfo").ok()?.filter_map(Result::ok).find_map(|fd| {
-        let info = std::fs::read_to_string(fd.path()).ok()?;
-        let field = |name: &str| -> Option<u64> {
-            info.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok())
-        };
-        ids.contains(&field("prog_id:")?).then_some(())?;
-        Some((field("run_time_ns:")?, field("run_cnt:")?))
-    })
+    std::fs::read_dir("/proc/self/fdinfo")
+        .ok()?
+        .filter_map(Result::ok)
+        .find_map(|fd| {
+            let info = std::fs::read_to_string(fd.path()).ok()?;
+            let field = |name: &str| -> Option<u64> {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .and_then(|v| v.trim().parse().ok())
+            };
+            ids.contains(&field("prog_id:")?).then_some(())?;
+            Some((field("run_time_ns:")?, field("run_cnt:")?))
+        })
 }
 
 pub fn program_cost(quick: bool, table: &mut Table) {
@@ -69,7 +90,11 @@ pub fn program_cost(quick: bool, table: &mut Table) {
     let (mut per_event, mut floor) = (Vec::new(), Vec::new());
     for _ in 0..if quick { 3 } else { 7 } {
         for (out, empty) in [(&mut per_event, false), (&mut floor, true)] {
-            let attached: Box<dyn std::any::Any> = if empty { Box::new(attach_floor()) } else { Box::new(attach()) };
+            let attached: Box<dyn std::any::Any> = if empty {
+                Box::new(attach_floor())
+            } else {
+                Box::new(attach())
+            };
             pipe_bench(loops);
             let (ns, count) = program_stats().expect("program stats in fdinfo");
             out.push(ns as f64 / count.max(1) as f64);
@@ -78,7 +103,15 @@ pub fn program_cost(quick: bool, table: &mut Table) {
     }
     let _ = std::fs::write(STATS_SYSCTL, before.trim());
     let (min, med, max) = stats(&per_event);
-    table.row("kernel program, ns per sched_switch event (run_time_ns / run_cnt)", min, med, max, "ns", "≤ 150", med <= 150.0);
+    table.row(
+        "kernel program, ns per sched_switch event (run_time_ns / run_cnt)",
+        min,
+        med,
+        max,
+        "ns",
+        "≤ 150",
+        med <= 150.0,
+    );
     let (min, med, max) = stats(&floor);
     table.row(
         "reference: an empty `tp_btf/sched_switch` program, measured the same way (the floor of the row above on this machine)",

@@ -8,14 +8,34 @@ pub struct Table {
 
 impl Table {
     pub fn new(title: &str) -> Self {
-        Self { title: title.into(), rows: Vec::new() }
+        Self {
+            title: title.into(),
+            rows: Vec::new(),
+        }
     }
 
     /// A measured figure with min / median / max and its target.
     #[allow(clippy::too_many_arguments)]
-    pub fn row(&mut self, what: &str, min: f64, median: f64, max: f64, unit: &str, target: &str, met: bool) {
-        let verdict = if target == "—" { "" } else if met { "met" } else { "**MISSED**" };
-        self.rows.push(format!("| {what} | {min:.3} | {median:.3} | {max:.3} | {unit} | {target} | {verdict} |"));
+    pub fn row(
+        &mut self,
+        what: &str,
+        min: f64,
+        median: f64,
+        max: f64,
+        unit: &str,
+        target: &str,
+        met: bool,
+    ) {
+        let verdict = if target == "—" {
+            ""
+        } else if met {
+            "met"
+        } else {
+            "**MISSED**"
+        };
+        self.rows.push(format!(
+            "| {what} | {min:.3} | {median:.3} | {max:.3} | {unit} | {target} | {verdict} |"
+        ));
     }
 
     /// A single figure.

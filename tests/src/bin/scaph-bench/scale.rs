@@ -15,7 +15,10 @@ use crate::{
 
 fn agent(cpu: Box<dyn CpuTimeSource>) -> Agent {
     let topology = Topology::from_sys_root("/sys".as_ref());
-    let sensor: Box<dyn EnergySensor> = Box::new(EstimateSensor::new(topology.clone(), LinearModel::default()));
+    let sensor: Box<dyn EnergySensor> = Box::new(EstimateSensor::new(
+        topology.clone(),
+        LinearModel::default(),
+    ));
     Agent::new(cpu, Some(sensor), topology, IdlePolicy::Unattributed)
 }
 
@@ -41,16 +44,33 @@ pub fn collection_cost(quick: bool, table: &mut Table) {
         let sleepers = Sleepers::spawn(n, 1000);
         std::thread::sleep(Duration::from_secs(2));
         let bpf = BpfSource::new("/proc".into(), LoadOptions::default()).expect("kernel program");
-        let runs: [(&str, Box<dyn CpuTimeSource>); 2] =
-            [("bpf", Box::new(bpf)), ("procfs", Box::new(ProcfsSource::new("/proc".into()).expect("procfs")))];
+        let runs: [(&str, Box<dyn CpuTimeSource>); 2] = [
+            ("bpf", Box::new(bpf)),
+            (
+                "procfs",
+                Box::new(ProcfsSource::new("/proc".into()).expect("procfs")),
+            ),
+        ];
         for (mode, source) in runs {
             let (cpu, wall, seen) = measure(agent(source), cycles);
             let (min, med, max) = stats(&cpu);
-            let target = if mode == "bpf" && n == 10_000 { "≤ 20 ms" } else { "—" };
+            let target = if mode == "bpf" && n == 10_000 {
+                "≤ 20 ms"
+            } else {
+                "—"
+            };
             let met = target == "—" || med <= 20.0;
             table.row(&format!("{mode} mode, {n} extra processes ({seen} in the snapshot): agent CPU per cycle"), min, med, max, "ms", target, met);
             let (min, med, max) = stats(&wall);
-            table.row(&format!("{mode} mode, {n} extra processes: wall time per cycle"), min, med, max, "ms", "—", true);
+            table.row(
+                &format!("{mode} mode, {n} extra processes: wall time per cycle"),
+                min,
+                med,
+                max,
+                "ms",
+                "—",
+                true,
+            );
         }
         drop(sleepers);
     }

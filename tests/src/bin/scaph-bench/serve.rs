@@ -20,20 +20,39 @@ struct Scaph {
 
 impl Scaph {
     fn start(extra: &[&str]) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port");
-        let bin = std::env::current_exe().expect("current_exe").with_file_name("scaph");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let bin = std::env::current_exe()
+            .expect("current_exe")
+            .with_file_name("scaph");
         let child = Command::new(bin)
             .args(["--no-header"])
             .args(extra)
-            .args(["prometheus", "-a", "127.0.0.1", "-p", &port.to_string(), "--step", "2"])
+            .args([
+                "prometheus",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "--step",
+                "2",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("starting scaph prometheus");
         let scaph = Self { child, port };
         let until = Instant::now() + Duration::from_secs(30);
-        while scaph.scrape().is_none_or(|body| !body.contains("scaph_process_energy_joules_total")) {
-            assert!(Instant::now() < until, "scaph prometheus did not serve process metrics within 30 s");
+        while scaph
+            .scrape()
+            .is_none_or(|body| !body.contains("scaph_process_energy_joules_total"))
+        {
+            assert!(
+                Instant::now() < until,
+                "scaph prometheus did not serve process metrics within 30 s"
+            );
             std::thread::sleep(Duration::from_millis(500));
         }
         scaph
@@ -42,11 +61,17 @@ impl Scaph {
     /// GET /metrics; the body on success.
     fn scrape(&self) -> Option<String> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .ok()?;
         let mut response = String::new();
         stream.read_to_string(&mut response).ok()?;
-        response.starts_with("HTTP/1.1 200").then(|| response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()))?
+        response
+            .starts_with("HTTP/1.1 200")
+            .then(|| response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()))?
     }
 
     fn rss(&self) -> u64 {
@@ -67,14 +92,25 @@ fn proc_cpu_entries() -> usize {
         .filter_map(Result::ok)
         .filter(|m| m.name_as_str() == Some(scaph_common::maps::PROC_SLOTS))
         .filter_map(|m| aya::maps::MapData::from_id(m.id()).ok())
-        .filter_map(|data| aya::maps::HashMap::<_, scaph_common::ProcKey, u32>::try_from(aya::maps::Map::HashMap(data)).ok())
+        .filter_map(|data| {
+            aya::maps::HashMap::<_, scaph_common::ProcKey, u32>::try_from(aya::maps::Map::HashMap(
+                data,
+            ))
+            .ok()
+        })
         .map(|map| map.keys().count())
         .sum()
 }
 
 pub fn scrape_and_memory(quick: bool, table: &mut Table) {
     let sleepers = Sleepers::spawn(10_000, 1000);
-    for (label, extra) in [("default `--max-processes 500`", &[][..]), ("`--max-processes 20000`: a series per process", &["--max-processes", "20000"][..])] {
+    for (label, extra) in [
+        ("default `--max-processes 500`", &[][..]),
+        (
+            "`--max-processes 20000`: a series per process",
+            &["--max-processes", "20000"][..],
+        ),
+    ] {
         let scaph = Scaph::start(extra);
         std::thread::sleep(Duration::from_secs(6)); // a few cycles with every sleeper seen
         let mut latency = Vec::new();
@@ -87,7 +123,10 @@ pub fn scrape_and_memory(quick: bool, table: &mut Table) {
         }
         let (p50, p99) = (percentile(&latency, 50.0), percentile(&latency, 99.0));
         table.row(
-            &format!("10,000 processes, {label}: /metrics latency — columns are p50 / p99 / max ({} kB)", bytes / 1024),
+            &format!(
+                "10,000 processes, {label}: /metrics latency — columns are p50 / p99 / max ({} kB)",
+                bytes / 1024
+            ),
             p50,
             p99,
             percentile(&latency, 100.0),
@@ -96,7 +135,13 @@ pub fn scrape_and_memory(quick: bool, table: &mut Table) {
             p99 <= 50.0,
         );
         let rss = scaph.rss() as f64 / 1e6;
-        table.figure(&format!("10,000 processes, {label}: scaph RSS"), rss, "MB", "≤ 40 MB", rss <= 40.0);
+        table.figure(
+            &format!("10,000 processes, {label}: scaph RSS"),
+            rss,
+            "MB",
+            "≤ 40 MB",
+            rss <= 40.0,
+        );
     }
     drop(sleepers);
 
@@ -116,11 +161,23 @@ pub fn scrape_and_memory(quick: bool, table: &mut Table) {
     let (rss_after, entries_after) = (scaph.rss(), proc_cpu_entries());
     let growth = (rss_after as f64 / rss_before as f64 - 1.0) * 100.0;
     table.figure(
-        &format!("RSS after {churn} short-lived processes vs before ({:.1} → {:.1} MB)", rss_before as f64 / 1e6, rss_after as f64 / 1e6),
+        &format!(
+            "RSS after {churn} short-lived processes vs before ({:.1} → {:.1} MB)",
+            rss_before as f64 / 1e6,
+            rss_after as f64 / 1e6
+        ),
         growth,
         "% growth",
         "≤ 10 %",
         growth <= 10.0,
     );
-    table.figure(&format!("kernel map entries before → after the churn ({entries_before} → {entries_after})"), entries_after as f64 - entries_before as f64, "entries", "≈ 0", (entries_after as f64) < entries_before as f64 * 1.1 + 50.0);
+    table.figure(
+        &format!(
+            "kernel map entries before → after the churn ({entries_before} → {entries_after})"
+        ),
+        entries_after as f64 - entries_before as f64,
+        "entries",
+        "≈ 0",
+        (entries_after as f64) < entries_before as f64 * 1.1 + 50.0,
+    );
 }

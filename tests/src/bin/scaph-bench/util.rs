@@ -14,7 +14,10 @@ fn tv(t: libc::timeval) -> Duration {
 }
 
 fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -64,7 +67,10 @@ impl Sleepers {
         let pids = (0..n)
             .map(|_| {
                 fork_child(|| loop {
-                    let ts = libc::timespec { tv_sec: (wake_ms / 1000) as i64, tv_nsec: ((wake_ms % 1000) * 1_000_000) as i64 };
+                    let ts = libc::timespec {
+                        tv_sec: (wake_ms / 1000) as i64,
+                        tv_nsec: ((wake_ms % 1000) * 1_000_000) as i64,
+                    };
                     // SAFETY: plain syscall.
                     unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
                 })
@@ -110,6 +116,12 @@ pub fn percentile(values: &[f64], p: f64) -> f64 {
 /// VmRSS of a process, in bytes.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: u64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
     Some(kb * 1024)
 }
