@@ -256,7 +256,9 @@ pub struct JsonArgs {
     #[arg(long, default_value_t = 10)]
     pub max_top_consumers: usize,
 
-    /// Write to this file (created or truncated) instead of stdout.
+    /// Write to this file (created or truncated) instead of stdout. A symbolic link is followed
+    /// only when it and its existing target belong to scaph's user. Lines that cannot be written
+    /// (full disk) are dropped and logged; measuring goes on.
     #[arg(short, long)]
     pub file: Option<PathBuf>,
 
@@ -316,8 +318,21 @@ pub struct PushArgs {
     pub job: String,
 
     /// Accept any TLS certificate (self-signed pushgateway over https).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "ca_file")]
     pub no_tls_check: bool,
+
+    /// Trust only the CA certificates in this PEM file for an https pushgateway.
+    #[arg(long, value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+
+    /// User name for a pushgateway behind basic auth. The password comes from
+    /// --password-file or the SCAPH_PUSH_PASSWORD environment variable, never the command line.
+    #[arg(long)]
+    pub username: Option<String>,
+
+    /// File holding the basic auth password (its first line).
+    #[arg(long, value_name = "PATH", requires = "username")]
+    pub password_file: Option<PathBuf>,
 
     /// Add a vmname label to qemu/KVM guest processes.
     #[arg(long)]

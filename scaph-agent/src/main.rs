@@ -1,7 +1,6 @@
 //! `scaph`: wires the command line to the measurement loop and an exporter.
 use std::{
-    fs::File,
-    io::{BufWriter, Write},
+    io::Write,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -217,9 +216,9 @@ async fn run_json(args: &JsonArgs, rx: SnapshotRx) -> Result<()> {
         regex,
     };
     let out: Box<dyn Write + Send> = match &args.file {
-        Some(path) => Box::new(BufWriter::new(
-            File::create(path).with_context(|| format!("creating {}", path.display()))?,
-        )),
+        Some(path) => Box::new(
+            exporters::json_file::FileOutput::create(path).context("opening the --file output")?,
+        ),
         None => Box::new(std::io::stdout()),
     };
     let mut exporter = JsonExporter::new(out, consumers);
@@ -256,6 +255,11 @@ async fn run_push(cli: &Cli, args: &PushArgs, rx: SnapshotRx) -> Result<()> {
         job: args.job.clone(),
         instance: exporters::push::hostname(),
         no_tls_check: args.no_tls_check,
+        ca_file: args.ca_file.clone(),
+        auth: prometheus_push::BasicAuth::resolve(
+            args.username.as_deref(),
+            args.password_file.as_deref(),
+        )?,
         timeout: cli
             .exporter
             .step()

@@ -146,3 +146,124 @@ fn stdout_lines_with_a_measured_sensor_and_top_consumers() {
         "host {average} W, fake RAPL draws 30 W"
     );
 }
+
+/// A tmpfs mounted on a temporary folder, unmounted when dropped.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let status = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "scaph-json-test",
+            ])
+            .arg(dir.path())
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mounting a tmpfs");
+        Self(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_drops_whole_lines_and_writing_resumes() {
+    require_root();
+    let fs = Tmpfs::mount("64k");
+    let file = fs.0.path().join("out.jsonl");
+    let filler = fs.0.path().join("filler");
+    // Room for a line or two.
+    std::fs::write(&filler, vec![b'x'; 52 << 10]).expect("filler");
+    let mut scaph = scaph(&[
+        "-v",
+        "--fallback-procfs",
+        "json",
+        "-s",
+        "0",
+        "--step-nano",
+        "200000000",
+        "--max-top-consumers",
+        "20",
+        "-f",
+        file.to_str().expect("utf-8"),
+    ]);
+    wait_for("a full disk", Duration::from_secs(30), || {
+        assert!(scaph.running(), "scaph exited:\n{}", scaph.log());
+        scaph.log().contains("lines dropped in a row").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        scaph.running(),
+        "scaph keeps measuring on a full disk:\n{}",
+        scaph.log()
+    );
+    let full = std::fs::read_to_string(&file).expect("output");
+    let kept = check_lines(&full).len();
+    std::fs::remove_file(&filler).expect("making room");
+    wait_for("writing to resume", Duration::from_secs(20), || {
+        scaph.log().contains("works again").then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    scaph.signal(libc::SIGINT);
+    let status = scaph.wait(Duration::from_secs(10));
+    assert!(status.success(), "{status}\n{}", scaph.log());
+    let text = std::fs::read_to_string(&file).expect("output");
+    let lines = check_lines(&text);
+    eprintln!(
+        "{kept} lines before the disk filled up, {} in all after room was made",
+        lines.len()
+    );
+    assert!(lines.len() > kept, "lines written again");
+    let log = scaph.log();
+    eprintln!(
+        "{}",
+        log.lines()
+            .filter(|l| l.contains("json:"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[test]
+fn a_link_planted_by_another_user_is_not_followed() {
+    require_root();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = dir.path().join("precious");
+    std::fs::write(&target, "precious\n").expect("target");
+    let link = dir.path().join("out.jsonl");
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).expect("lchown");
+    let mut scaph = scaph(&[
+        "--fallback-procfs",
+        "json",
+        "-s",
+        "1",
+        "-f",
+        link.to_str().expect("utf-8"),
+    ]);
+    let status = scaph.wait(Duration::from_secs(20));
+    assert!(!status.success(), "refused:\n{}", scaph.log());
+    assert!(
+        scaph
+            .log()
+            .contains("refused: a symbolic link owned by uid 65534"),
+        "{}",
+        scaph.log()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&target).expect("target"),
+        "precious\n",
+        "not truncated"
+    );
+}

@@ -115,3 +115,151 @@ fn pushes_arrive_and_resume_after_the_gateway_returns() {
     );
     drop(gateway);
 }
+
+/// Runs a shell command line in `dir`, which must succeed; returns stdout.
+fn sh(dir: &std::path::Path, script: &str) -> String {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .expect("sh");
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// `curl` over https with the test CA and the given credentials.
+fn curl(dir: &std::path::Path, port: u16, path: &str, user: &str) -> Option<String> {
+    let out = std::process::Command::new("curl")
+        .args(["-sf", "--cacert", "ca.pem", "-u", user])
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .current_dir(dir)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn pushes_over_tls_with_basic_auth_and_no_password_on_the_command_line() {
+    require_root();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    // A CA, a certificate for 127.0.0.1 signed by it, and a bcrypt hash.
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    sh(d, &format!("openssl req -x509 {ec} -keyout ca.key -out ca.pem -days 1 -subj /CN=scaph-test-ca 2>/dev/null"));
+    sh(
+        d,
+        &format!(
+            "openssl req {ec} -keyout server.key -out server.csr -subj /CN=127.0.0.1 2>/dev/null"
+        ),
+    );
+    std::fs::write(d.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
+    sh(d, "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 -extfile san.ext 2>/dev/null");
+    let password = "Zq8-not-on-the-cmdline";
+    let hash = sh(d, &format!("htpasswd -nbBC 10 scaph {password}"));
+    let hash = hash.trim().strip_prefix("scaph:").expect("htpasswd line");
+    std::fs::write(
+        d.join("web.yml"),
+        format!(
+            "tls_server_config:\n  cert_file: {0}/server.pem\n  key_file: {0}/server.key\nbasic_auth_users:\n  scaph: '{hash}'\n",
+            d.display()
+        ),
+    )
+    .expect("web config");
+    std::fs::write(d.join("password"), format!("{password}\n")).expect("password file");
+    std::fs::write(d.join("wrong"), "wrong-password\n").expect("password file");
+
+    let port = free_port();
+    let _gateway = Proc::start(
+        "pushgateway",
+        &tool("prometheus-pushgateway", "prometheus-pushgateway"),
+        &[
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            format!("--web.config.file={}/web.yml", d.display()),
+        ],
+    );
+    let user = format!("scaph:{password}");
+    wait_for(
+        "the pushgateway to listen over TLS",
+        Duration::from_secs(20),
+        || curl(d, port, "/-/ready", &user),
+    );
+    assert!(
+        curl(d, port, "/-/ready", "scaph:wrong").is_none(),
+        "the gateway checks the password"
+    );
+
+    let port_arg = port.to_string();
+    let push = |job: &str, password_file: &str, ca: bool| {
+        let path = |name: &str| d.join(name).display().to_string();
+        let mut args = vec![
+            "-v",
+            "prometheus-push",
+            "-S",
+            "https",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port_arg,
+            "-s",
+            "1",
+        ];
+        let password_path = path(password_file);
+        args.extend([
+            "--job",
+            job,
+            "--username",
+            "scaph",
+            "--password-file",
+            &password_path,
+        ]);
+        let ca_path = path("ca.pem");
+        if ca {
+            args.extend(["--ca-file", &ca_path]);
+        }
+        scaph(&args)
+    };
+    let mut good = push("scaph_tls", "password", true);
+    let wrong = push("scaph_wrong", "wrong", true);
+    let untrusted = push("scaph_untrusted", "password", false);
+    let body = wait_for(
+        "a push over TLS with basic auth",
+        Duration::from_secs(30),
+        || {
+            assert!(good.running(), "scaph exited:\n{}", good.log());
+            curl(d, port, "/metrics", &user).filter(|b| b.contains("job=\"scaph_tls\""))
+        },
+    );
+    assert!(
+        body.contains("scaph_host_energy_joules_total"),
+        "host energy pushed"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", good.pid())).expect("cmdline");
+    assert!(
+        !String::from_utf8_lossy(&cmdline).contains(password),
+        "the password is not on the command line"
+    );
+    assert!(!good.log().contains(password), "nor in the log");
+    let rejected = wrong.log();
+    assert!(
+        rejected.contains("push failed") && rejected.contains("401"),
+        "wrong password:\n{rejected}"
+    );
+    let log = untrusted.log();
+    assert!(
+        log.contains("push failed"),
+        "without --ca-file the test CA is not trusted:\n{log}"
+    );
+    let all = curl(d, port, "/metrics", &user).unwrap_or_default();
+    assert!(
+        !all.contains("job=\"scaph_wrong\"") && !all.contains("job=\"scaph_untrusted\""),
+        "only the good push arrived"
+    );
+}

@@ -119,13 +119,18 @@ fn ensure_bpf_linker() -> Result<()> {
 }
 
 /// The exporter tests check scaph against the real tools: `promtool` and
-/// `prometheus` (Debian package `prometheus`) and `prometheus-pushgateway`.
-/// Installed with apt as root; otherwise the command is printed.
+/// `prometheus` (Debian package `prometheus`) and `prometheus-pushgateway`;
+/// the pushgateway's TLS and basic auth test also needs `openssl`, `curl` and
+/// `htpasswd` (`apache2-utils`). Installed with apt as root; otherwise the
+/// command is printed.
 pub fn ensure_exporter_test_tools() -> Result<()> {
     const TOOLS: &[(&str, &str)] = &[
         ("promtool", "prometheus"),
         ("prometheus", "prometheus"),
         ("prometheus-pushgateway", "prometheus-pushgateway"),
+        ("openssl", "openssl"),
+        ("curl", "curl"),
+        ("htpasswd", "apache2-utils"),
     ];
     let mut missing: Vec<&str> = TOOLS
         .iter()

@@ -34,9 +34,16 @@ impl<W: Write> JsonExporter<W> {
     pub fn new(out: W, consumers: Consumers) -> Self {
         Self { out, consumers }
     }
+
+    /// Where the lines go.
+    pub fn output(&self) -> &W {
+        &self.out
+    }
 }
 
 impl<W: Write> Exporter for JsonExporter<W> {
+    /// One `write_all` of the whole line, so that an output that writes a
+    /// line whole or not at all ([`super::json_file::FileOutput`]) can.
     fn export(&mut self, snapshot: &Snapshot) -> Result<(), ExportError> {
         let mut line = serde_json::to_string(&Report::new(snapshot, &self.consumers))?;
         line.push('\n');

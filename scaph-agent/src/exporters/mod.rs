@@ -5,11 +5,14 @@ mod golden;
 #[cfg(test)]
 pub(crate) use golden::fixture as golden_fixture;
 pub mod json;
+pub mod json_file;
 pub mod prometheus;
 pub mod prometheus_push;
 pub mod push;
 pub mod qemu;
+pub mod qemu_fs;
 pub mod riemann;
+pub mod secret;
 pub mod stdout;
 pub mod warp10;
 

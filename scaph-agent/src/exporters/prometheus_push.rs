@@ -5,13 +5,27 @@
 //! whole group, so series of processes that are gone disappear from the
 //! gateway too. A gateway that is down or refuses a push is logged
 //! (rate-limited) and tried again at the next step; it never stops scaph.
-use std::time::{Duration, Instant};
+//!
+//! A gateway behind basic auth gets a user name (`--username`) and a password
+//! from a file (`--password-file`) or [`PASSWORD_ENV`], never from the
+//! command line; `--ca-file` makes scaph trust only the CAs in that PEM file.
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 use log::{info, warn};
 use reqwest::header::CONTENT_TYPE;
 
-use super::Exposition;
+use super::{
+    secret::{self, SecretError},
+    Exposition,
+};
 use crate::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
+
+/// Environment variable holding the pushgateway password.
+pub const PASSWORD_ENV: &str = "SCAPH_PUSH_PASSWORD";
 
 /// At most one failure message per this period (besides the first one).
 const LOG_EVERY: Duration = Duration::from_secs(60);
@@ -22,6 +36,12 @@ pub enum PushError {
     Scheme(String),
     #[error("setting up the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
+    #[error("--ca-file {path}: {why}")]
+    Ca { path: PathBuf, why: String },
+    #[error("the pushgateway password: {0}")]
+    Password(#[from] SecretError),
+    #[error("--username needs a password: --password-file or ${PASSWORD_ENV}")]
+    NoPassword,
     #[error("sending to {url}: {source}")]
     Send {
         url: String,
@@ -46,8 +66,51 @@ pub struct PushTarget {
     pub job: String,
     pub instance: String,
     pub no_tls_check: bool,
+    /// PEM file of the CAs to trust instead of the built-in ones.
+    pub ca_file: Option<PathBuf>,
+    pub auth: Option<BasicAuth>,
     /// Per-request limit.
     pub timeout: Duration,
+}
+
+/// User name and password for the gateway (the password never printed).
+#[derive(Clone, PartialEq, Eq)]
+pub struct BasicAuth {
+    pub username: String,
+    pub password: String,
+}
+
+impl fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BasicAuth")
+            .field("username", &self.username)
+            .field("password", &"<hidden>")
+            .finish()
+    }
+}
+
+impl BasicAuth {
+    /// `username` with the password from `password_file`, else from
+    /// [`PASSWORD_ENV`]; `None` without a user name.
+    ///
+    /// # Errors
+    /// When the password cannot be read, or there is none.
+    pub fn resolve(
+        username: Option<&str>,
+        password_file: Option<&Path>,
+    ) -> Result<Option<Self>, PushError> {
+        let Some(username) = username else {
+            return Ok(None);
+        };
+        let password = match password_file {
+            Some(path) => secret::from_file(path)?,
+            None => secret::from_env(PASSWORD_ENV)?.ok_or(PushError::NoPassword)?,
+        };
+        Ok(Some(Self {
+            username: username.to_owned(),
+            password,
+        }))
+    }
 }
 
 impl PushTarget {
@@ -146,17 +209,18 @@ pub async fn run(mut exposition: Exposition, target: PushTarget) -> Result<(), P
     if target.scheme != "http" && target.scheme != "https" {
         return Err(PushError::Scheme(target.scheme));
     }
-    let client = reqwest::Client::builder()
-        .timeout(target.timeout)
-        .danger_accept_invalid_certs(target.no_tls_check)
-        .build()
-        .map_err(PushError::Client)?;
+    let client = client(&target)?;
     let url = target.url();
     info!("pushing to {url}");
+    if target.auth.is_some() && target.scheme == "http" {
+        warn!(
+            "basic auth over http: the password crosses the network in clear (use --scheme https)"
+        );
+    }
     let mut log = FailureLog::default();
     while exposition.changed().await.is_ok() {
         let body = exposition.borrow_and_update().clone();
-        match push(&client, &url, body).await {
+        match push(&client, &url, target.auth.as_ref(), body).await {
             Ok(()) => log.succeeded(&url),
             Err(e) => log.failed(&e),
         }
@@ -164,17 +228,49 @@ pub async fn run(mut exposition: Exposition, target: PushTarget) -> Result<(), P
     Ok(())
 }
 
-async fn push(client: &reqwest::Client, url: &str, body: bytes::Bytes) -> Result<(), PushError> {
-    let response = client
+/// The HTTP client: the CA file's certificates as the only roots when given.
+///
+/// # Errors
+/// When the CA file cannot be read or holds no certificate.
+pub fn client(target: &PushTarget) -> Result<reqwest::Client, PushError> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(target.timeout)
+        .danger_accept_invalid_certs(target.no_tls_check);
+    if let Some(path) = &target.ca_file {
+        let ca = |why: String| PushError::Ca {
+            path: path.clone(),
+            why,
+        };
+        let pem = std::fs::read(path).map_err(|e| ca(e.to_string()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(ca("no PEM certificate in it".into()));
+        }
+        builder = builder.tls_built_in_root_certs(false);
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder.build().map_err(PushError::Client)
+}
+
+async fn push(
+    client: &reqwest::Client,
+    url: &str,
+    auth: Option<&BasicAuth>,
+    body: bytes::Bytes,
+) -> Result<(), PushError> {
+    let mut request = client
         .put(url)
         .header(CONTENT_TYPE, METRICS_CONTENT_TYPE)
-        .body(body)
-        .send()
-        .await
-        .map_err(|source| PushError::Send {
-            url: url.to_owned(),
-            source,
-        })?;
+        .body(body);
+    if let Some(auth) = auth {
+        request = request.basic_auth(&auth.username, Some(&auth.password));
+    }
+    let response = request.send().await.map_err(|source| PushError::Send {
+        url: url.to_owned(),
+        source,
+    })?;
     let status = response.status();
     if status.is_success() {
         return Ok(());
@@ -200,6 +296,8 @@ mod tests {
             job: "scaphandre".into(),
             instance: "web-1".into(),
             no_tls_check: false,
+            ca_file: None,
+            auth: None,
             timeout: Duration::from_secs(5),
         }
     }
@@ -247,9 +345,83 @@ mod tests {
             ..target()
         }
         .url();
-        let err = push(&client, &url, bytes::Bytes::from_static(b"x 1\n"))
+        let err = push(&client, &url, None, bytes::Bytes::from_static(b"x 1\n"))
             .await
             .expect_err("nothing listens");
         assert!(matches!(err, PushError::Send { .. }), "{err}");
+    }
+
+    /// Answers one request with 200 and returns its head.
+    fn one_request() -> (u16, std::thread::JoinHandle<String>) {
+        use std::io::{BufRead as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let thread = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().expect("accept");
+            let mut reader = std::io::BufReader::new(stream);
+            let mut head = String::new();
+            while reader.read_line(&mut head).unwrap_or(0) > 2 && !head.ends_with("\r\n\r\n") {}
+            let mut stream = reader.into_inner();
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .expect("reply");
+            head
+        });
+        (port, thread)
+    }
+
+    #[tokio::test]
+    async fn basic_auth_is_sent_and_never_printed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("password");
+        std::fs::write(&file, "pa:ss word\n").expect("write");
+        let auth = BasicAuth::resolve(Some("scaph"), Some(&file))
+            .expect("readable")
+            .expect("a user");
+        assert!(!format!("{auth:?}").contains("pa:ss"), "{auth:?}");
+        let (port, server) = one_request();
+        let gateway = PushTarget {
+            host: "127.0.0.1".into(),
+            port,
+            auth: Some(auth),
+            ..target()
+        };
+        let client = client(&gateway).expect("client");
+        push(
+            &client,
+            &gateway.url(),
+            gateway.auth.as_ref(),
+            bytes::Bytes::from_static(b"x 1\n"),
+        )
+        .await
+        .expect("pushed");
+        let head = server.join().expect("server");
+        let header = head
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("authorization:"));
+        // base64("scaph:pa:ss word")
+        assert_eq!(
+            header,
+            Some("authorization: Basic c2NhcGg6cGE6c3Mgd29yZA=="),
+            "{head}"
+        );
+        assert!(BasicAuth::resolve(None, None).expect("no user").is_none());
+    }
+
+    #[test]
+    fn a_ca_file_without_a_certificate_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("ca.pem");
+        std::fs::write(&file, "not a certificate\n").expect("write");
+        let garbage = PushTarget {
+            ca_file: Some(file),
+            ..target()
+        };
+        assert!(matches!(client(&garbage), Err(PushError::Ca { .. })));
+        let missing = PushTarget {
+            ca_file: Some(dir.path().join("missing.pem")),
+            ..target()
+        };
+        assert!(matches!(client(&missing), Err(PushError::Ca { .. })));
     }
 }

@@ -20,12 +20,17 @@
 //! - A restarted `scaph qemu` continues from the value in the file: the counter
 //!   never goes backwards (other than its wrap). Energy used while no
 //!   `scaph qemu` ran is not counted.
-//! - A VM whose process is gone for longer than the grace period (120 s by
-//!   default, as in Scaphandre) has its files removed.
+//! - A VM whose processes are gone (exited, or no longer in the snapshots)
+//!   for longer than the grace period (120 s by default, as in Scaphandre)
+//!   has its files removed. Its last value is remembered (for as many VMs as
+//!   `--max-vms`): a VM seen again continues from it, never backwards.
+//! - `<vm>` is shared with the guest, so nothing in it is trusted: see
+//!   [`super::qemu_fs`] for how writes as root avoid links planted there.
+//! - At most `--max-vms` trees; names that cannot be folder names, and VMs
+//!   past the limit, are logged once each (a bounded number of names, cut
+//!   and escaped), then only counted.
 use std::{
     collections::{HashMap, HashSet},
-    fs,
-    io::{self, Write as _},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -33,23 +38,27 @@ use std::{
 use anyhow::Context as _;
 use log::{debug, info, warn};
 
-use super::{ExportError, Exporter};
+use super::{
+    qemu_fs::{TreeError, TreeRoot},
+    ExportError, Exporter,
+};
 use crate::{agent::SnapshotRx, cputime::ProcessKey, snapshot::Snapshot, vm_label};
 
 pub const DEFAULT_ROOT: &str = "/var/lib/libvirt/scaphandre";
 /// The range we advertise (Intel's usual `max_energy_range_uj`): the counter
 /// wraps to 0 when it reaches it, as a guest's powercap reader expects.
 pub const MAX_ENERGY_RANGE_UJ: u64 = 262_143_328_850;
-/// Zone folder of the package, and the name written into it.
-const ZONE: &str = "intel-rapl:0";
-const ZONE_NAME: &str = "package-0";
-/// The domain folder a guest needs to see a socket (left empty).
-const DOMAIN: &str = "intel-rapl:0:0";
+pub const DEFAULT_MAX_VMS: usize = 256;
+/// Names remembered to log each once; past this many, they are only counted.
+const MAX_NAMES_LOGGED: usize = 256;
+/// Characters of a name shown in a log line.
+const NAME_SHOWN: usize = 64;
 
 /// `scaph qemu` options.
 #[derive(Clone, Debug, clap::Args)]
 pub struct QemuArgs {
     /// Folder holding one tree per VM, `<root>/<vm name>/intel-rapl:0/energy_uj`.
+    /// It must not be a symbolic link and must belong to scaph's user.
     #[arg(long, default_value = DEFAULT_ROOT)]
     pub root: PathBuf,
 
@@ -57,21 +66,30 @@ pub struct QemuArgs {
     #[arg(short, long, default_value_t = 5)]
     pub step: u64,
 
-    /// Seconds a VM's files stay after its process is gone.
+    /// Seconds a VM's files stay after its processes are gone.
     #[arg(long, default_value_t = 120, value_name = "SECS")]
     pub cleanup_after: u64,
+
+    /// Most VM trees kept at once; more VMs are refused (logged, counted).
+    #[arg(long, default_value_t = DEFAULT_MAX_VMS, value_name = "N")]
+    pub max_vms: usize,
 }
 
 /// Writes the tree of every VM on every new snapshot until measurement stops.
 ///
 /// # Errors
-/// When the root cannot be created.
+/// When the root cannot be created, or is refused.
 pub async fn run(args: &QemuArgs, mut rx: SnapshotRx) -> anyhow::Result<()> {
-    let mut exporter = QemuExporter::new(&args.root, Duration::from_secs(args.cleanup_after))
-        .with_context(|| format!("creating {}", args.root.display()))?;
+    let mut exporter = QemuExporter::new(
+        &args.root,
+        Duration::from_secs(args.cleanup_after),
+        args.max_vms,
+    )
+    .with_context(|| format!("opening the VM trees' root {}", args.root.display()))?;
     info!(
-        "qemu: writing the energy of each VM under {}",
-        args.root.display()
+        "qemu: writing the energy of each VM under {} (at most {} VMs)",
+        args.root.display(),
+        args.max_vms
     );
     while rx.changed().await.is_ok() {
         let snapshot = rx.borrow_and_update().clone();
@@ -126,108 +144,207 @@ impl VmCounter {
 }
 
 struct Vm {
-    dir: PathBuf,
-    /// PIDs of its processes when last seen (checked before cleaning up).
-    pids: HashSet<u32>,
     counter: VmCounter,
     /// Value in the file (None until the first write succeeds).
     written: Option<u64>,
+    /// When a process of it was last seen running.
     last_seen: Instant,
     failures: u64,
+}
+
+/// What [`NameLog::note`] says about a name.
+#[derive(Debug, PartialEq, Eq)]
+enum Notice {
+    /// First time: log it.
+    New,
+    /// Already logged.
+    Known,
+    /// Past the names remembered: the count of those, to log when a power of two.
+    Overflow(u64),
+}
+
+/// Names to log once each: at most [`MAX_NAMES_LOGGED`] are remembered (cut
+/// to [`NAME_SHOWN`] characters), the rest only counted.
+#[derive(Debug, Default)]
+struct NameLog {
+    seen: HashSet<String>,
+    overflow: u64,
+}
+
+impl NameLog {
+    fn note(&mut self, name: &str) -> Notice {
+        let key: String = name.chars().take(NAME_SHOWN).collect();
+        if self.seen.contains(&key) {
+            Notice::Known
+        } else if self.seen.len() < MAX_NAMES_LOGGED {
+            self.seen.insert(key);
+            Notice::New
+        } else {
+            self.overflow += 1;
+            Notice::Overflow(self.overflow)
+        }
+    }
+}
+
+/// `name` for a log line: at most [`NAME_SHOWN`] characters, quoted, control
+/// characters escaped.
+fn shown(name: &str) -> String {
+    let mut cut: String = name.chars().take(NAME_SHOWN).collect();
+    let more = cut.len() < name.len();
+    cut = format!("{cut:?}");
+    if more {
+        cut.push('…');
+    }
+    cut
 }
 
 /// The qemu exporter's state: one counter per VM, the last energy total of
 /// each VM process.
 pub struct QemuExporter {
-    root: PathBuf,
-    proc_root: PathBuf,
+    root: TreeRoot,
     grace: Duration,
+    max_vms: usize,
     vms: HashMap<String, Vm>,
     /// Per VM process: its VM, and the joules already added from it.
     processes: HashMap<ProcessKey, (String, f64)>,
-    /// Names that cannot be folder names, reported once.
-    bad_names: HashSet<String>,
+    /// Names that cannot be folder names.
+    bad_names: NameLog,
+    /// VMs not tracked because --max-vms were.
+    over_limit: NameLog,
+    /// Last counter of VMs whose tree was removed (at most `max_vms`, the
+    /// oldest forgotten first): one that comes back continues from it, so
+    /// that its guest never sees the counter go backwards.
+    removed: HashMap<String, (u64, Instant)>,
     warned_no_energy: bool,
 }
 
 impl QemuExporter {
-    /// Opens (creates) `root` and adopts the trees already in it, so that
-    /// their VMs continue their counters, or are cleaned up after `grace` if
-    /// they do not come back.
+    /// Opens (creates) `root` and adopts the trees already in it (at most
+    /// `max_vms`), so that their VMs continue their counters, or are cleaned
+    /// up after `grace` if they do not come back.
     ///
     /// # Errors
-    /// When `root` cannot be created.
-    pub fn new(root: &Path, grace: Duration) -> io::Result<Self> {
-        Self::new_at(root, grace, Instant::now())
+    /// When `root` cannot be created or opened, or is refused.
+    pub fn new(root: &Path, grace: Duration, max_vms: usize) -> Result<Self, TreeError> {
+        Self::new_at(root, grace, max_vms, Instant::now())
     }
 
     /// [`Self::new`] at a given instant (for tests).
     ///
     /// # Errors
-    /// When `root` cannot be created.
-    pub fn new_at(root: &Path, grace: Duration, now: Instant) -> io::Result<Self> {
-        fs::create_dir_all(root)?;
+    /// As [`Self::new`].
+    pub fn new_at(
+        root: &Path,
+        grace: Duration,
+        max_vms: usize,
+        now: Instant,
+    ) -> Result<Self, TreeError> {
+        let root = TreeRoot::open(root)?;
         let mut exporter = Self {
-            root: root.to_path_buf(),
-            proc_root: PathBuf::from("/proc"),
+            root,
             grace,
+            max_vms,
             vms: HashMap::new(),
             processes: HashMap::new(),
-            bad_names: HashSet::new(),
+            bad_names: NameLog::default(),
+            over_limit: NameLog::default(),
+            removed: HashMap::new(),
             warned_no_energy: false,
         };
-        for entry in fs::read_dir(root)?.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if entry.path().join(ZONE).join("energy_uj").is_file() {
-                debug!("qemu: found the tree of {name}");
-                let vm = exporter.open_vm(&name, now);
-                exporter.vms.insert(name, vm);
-            }
+        for name in exporter.root.trees(max_vms) {
+            debug!("qemu: found the tree of {}", shown(&name));
+            let vm = exporter.open_vm(&name, now);
+            exporter.vms.insert(name, vm);
         }
         Ok(exporter)
     }
 
-    fn open_vm(&self, name: &str, now: Instant) -> Vm {
-        let dir = self.root.join(name);
-        let file = dir.join(ZONE).join("energy_uj");
-        let existing = match fs::read_to_string(&file) {
-            Ok(text) => match text.trim().parse::<u64>() {
-                Ok(uj) => {
-                    if uj >= MAX_ENERGY_RANGE_UJ {
-                        warn!(
-                            "qemu: {}: {uj} µJ is past the range {MAX_ENERGY_RANGE_UJ}, continuing from {}",
-                            file.display(),
-                            uj % MAX_ENERGY_RANGE_UJ
-                        );
-                    }
-                    Some(uj)
-                }
-                Err(_) => {
+    fn open_vm(&mut self, name: &str, now: Instant) -> Vm {
+        let removed = self.removed.remove(name).map(|(uj, _)| uj);
+        let existing = match self.root.read_counter(name) {
+            Ok(Some(uj)) => {
+                if uj >= MAX_ENERGY_RANGE_UJ {
                     warn!(
-                        "qemu: {}: cannot parse {:?}, starting from 0",
-                        file.display(),
-                        text.trim()
+                        "qemu: VM {}: {uj} µJ is past the range {MAX_ENERGY_RANGE_UJ}, continuing from {}",
+                        shown(name),
+                        uj % MAX_ENERGY_RANGE_UJ
                     );
-                    None
                 }
-            },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                info!(
+                    "qemu: VM {}: continuing its counter from {uj} µJ",
+                    shown(name)
+                );
+                Some(uj)
+            }
+            Ok(None) => None,
+            // A refused folder is logged when writing to it fails.
+            Err(e @ TreeError::Refused { .. }) => {
+                debug!("qemu: VM {}: {e}", shown(name));
+                None
+            }
             Err(e) => {
-                warn!("qemu: reading {}: {e}; starting from 0", file.display());
+                warn!("qemu: VM {}: {e}; starting from 0", shown(name));
                 None
             }
         };
-        if let Some(uj) = existing {
-            info!("qemu: VM {name}: continuing its counter from {uj} µJ");
+        if existing.is_none() {
+            if let Some(uj) = removed {
+                info!(
+                    "qemu: VM {} is back: continuing its counter from {uj} µJ",
+                    shown(name)
+                );
+            }
         }
         Vm {
-            dir,
-            pids: HashSet::new(),
-            counter: VmCounter::resume(existing),
+            counter: VmCounter::resume(existing.or(removed)),
             written: None,
             last_seen: now,
             failures: 0,
         }
+    }
+
+    fn remember_removed(&mut self, name: &str, uj: u64, now: Instant) {
+        if self.removed.len() >= self.max_vms {
+            let oldest = self
+                .removed
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(n, _)| n.clone());
+            if let Some(oldest) = oldest {
+                self.removed.remove(&oldest);
+            }
+        }
+        if self.max_vms > 0 {
+            self.removed.insert(name.to_owned(), (uj, now));
+        }
+    }
+
+    /// Whether VM `name` is tracked, starting to track it if there is room.
+    fn track(&mut self, name: &str, pid: u32, now: Instant) -> bool {
+        if self.vms.contains_key(name) {
+            return true;
+        }
+        if self.vms.len() >= self.max_vms {
+            match self.over_limit.note(name) {
+                Notice::New => warn!(
+                    "qemu: VM {} (pid {pid}) not written: --max-vms {} reached",
+                    shown(name),
+                    self.max_vms
+                ),
+                Notice::Overflow(n) if n.is_power_of_two() => {
+                    warn!(
+                        "qemu: {n} more VMs not written: --max-vms {} reached",
+                        self.max_vms
+                    );
+                }
+                _ => {}
+            }
+            return false;
+        }
+        info!("qemu: VM {} (pid {pid})", shown(name));
+        let vm = self.open_vm(name, now);
+        self.vms.insert(name.to_owned(), vm);
+        true
     }
 
     /// Adds each VM's energy since the previous snapshot to its counter and
@@ -248,12 +365,20 @@ impl QemuExporter {
                 continue;
             };
             if vm_label::as_dir_name(&name).is_none() {
-                if self.bad_names.insert(name.clone()) {
-                    warn!(
-                        "qemu: VM name {name:?} (pid {}) cannot be a folder name; skipped",
+                match self.bad_names.note(&name) {
+                    Notice::New => warn!(
+                        "qemu: VM name {} (pid {}) cannot be a folder name; skipped",
+                        shown(&name),
                         p.key.pid
-                    );
+                    ),
+                    Notice::Overflow(n) if n.is_power_of_two() => {
+                        warn!("qemu: {n} more VM names that cannot be folder names; skipped");
+                    }
+                    _ => {}
                 }
+                continue;
+            }
+            if !self.track(&name, p.key.pid, now) {
                 continue;
             }
             present.insert(p.key);
@@ -261,22 +386,19 @@ impl QemuExporter {
                 .processes
                 .entry(p.key)
                 .or_insert_with(|| (name.clone(), 0.0));
-            *vm_of_process = name.clone();
+            if *vm_of_process != name {
+                vm_of_process.clone_from(&name);
+            }
             let delta = energy.joules_total - *counted;
             *counted = energy.joules_total.max(*counted);
-            if !self.vms.contains_key(&name) {
-                info!("qemu: VM {name} (pid {})", p.key.pid);
-                let vm = self.open_vm(&name, now);
-                self.vms.insert(name.clone(), vm);
-            }
-            let vm = self.vms.get_mut(&name).expect("inserted above");
+            let vm = self.vms.get_mut(&name).expect("tracked above");
             vm.counter.add_joules(delta);
             if !p.exited {
                 vm.last_seen = now;
-                vm.pids.insert(p.key.pid);
             }
             debug!(
-                "qemu: VM {name}: pid {} +{delta:.6} J ({:.3} W), counter {} µJ",
+                "qemu: VM {}: pid {} +{delta:.6} J ({:.3} W), counter {} µJ",
+                shown(&name),
                 p.key.pid,
                 energy.watts,
                 vm.counter.uj()
@@ -286,31 +408,27 @@ impl QemuExporter {
         self.processes.retain(|key, _| present.contains(key));
         for name in &updated {
             let vm = self.vms.get_mut(name).expect("updated VMs exist");
-            write_vm(name, vm);
+            write_vm(&self.root, name, vm);
         }
-        let mut gone = Vec::new();
-        for (name, vm) in &mut self.vms {
-            if now.saturating_duration_since(vm.last_seen) <= self.grace {
-                continue;
-            }
-            // Not in the snapshots (a process that never ran since scaph
-            // started is not in them): still running means not gone.
-            vm.pids
-                .retain(|&pid| still_runs(&self.proc_root, pid, name));
-            if vm.pids.is_empty() {
-                gone.push(name.clone());
-            } else {
-                vm.last_seen = now;
-            }
-        }
+        // Running processes stay in the snapshots (exited ones stay a while,
+        // marked exited): a VM none of whose processes ran is gone.
+        let grace = self.grace;
+        let gone: Vec<String> = self
+            .vms
+            .iter()
+            .filter(|(_, vm)| now.saturating_duration_since(vm.last_seen) > grace)
+            .map(|(name, _)| name.clone())
+            .collect();
         for name in gone {
             if let Some(vm) = self.vms.remove(&name) {
-                info!(
-                    "qemu: VM {name} gone for more than {:?}: removing {}",
-                    self.grace,
-                    vm.dir.display()
-                );
-                remove_tree(&vm.dir);
+                self.remember_removed(&name, vm.counter.uj(), now);
+            }
+            info!(
+                "qemu: VM {} gone for more than {grace:?}: removing its tree",
+                shown(&name)
+            );
+            for left in self.root.remove(&name) {
+                debug!("qemu: left in place: {left}");
             }
         }
     }
@@ -332,53 +450,28 @@ impl Exporter for QemuExporter {
     }
 }
 
-/// Whether process `pid` is still the VM `name`.
-fn still_runs(proc_root: &Path, pid: u32, name: &str) -> bool {
-    let Ok(raw) = fs::read(proc_root.join(pid.to_string()).join("cmdline")) else {
-        return false;
-    };
-    let args: Vec<String> = raw
-        .split(|&b| b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    vm_label::vm_name(&args).as_deref() == Some(name)
-}
-
-/// Writes one VM's tree (the static files only the first time).
-fn write_vm(name: &str, vm: &mut Vm) {
+/// Writes one VM's tree (the folders and static files only the first time).
+fn write_vm(root: &TreeRoot, name: &str, vm: &mut Vm) {
     let value = vm.counter.uj();
     if vm.written == Some(value) {
         return;
     }
-    let result = (|| -> io::Result<()> {
-        let zone = vm.dir.join(ZONE);
-        if vm.written.is_none() {
-            fs::create_dir_all(&zone)?;
-            fs::create_dir_all(vm.dir.join(DOMAIN))?;
-            write_atomic(&zone, "name", &format!("{ZONE_NAME}\n"))?;
-            write_atomic(
-                &zone,
-                "max_energy_range_uj",
-                &format!("{MAX_ENERGY_RANGE_UJ}\n"),
-            )?;
-        }
-        write_atomic(&zone, "energy_uj", &format!("{value}\n"))
-    })();
-    match result {
+    match root.write(name, vm.written.is_none(), value) {
         Ok(()) => {
             if vm.failures > 0 {
-                info!("qemu: VM {name}: writing works again");
+                info!("qemu: VM {}: writing works again", shown(name));
             }
             vm.failures = 0;
             vm.written = Some(value);
         }
         Err(e) => {
+            // Next time the whole tree again (its folders may be gone).
+            vm.written = None;
             vm.failures += 1;
             if vm.failures.is_power_of_two() {
                 warn!(
-                    "qemu: VM {name}: writing {} failed ({} times in a row): {e}",
-                    vm.dir.display(),
+                    "qemu: VM {}: not written ({} times in a row): {e}",
+                    shown(name),
                     vm.failures
                 );
             }
@@ -386,49 +479,14 @@ fn write_vm(name: &str, vm: &mut Vm) {
     }
 }
 
-/// Replaces `dir/file` with `contents` in one step: a reader sees the old
-/// file or the new one, never a partial write.
-///
-/// No fsync: a killed or restarted `scaph qemu` finds the renamed file in the
-/// page cache whatever the file system, which is what "never backwards"
-/// needs. Only a host crash could lose the last writes, and then the VMs (and
-/// their guests' baselines) restart too. The trees usually live on tmpfs.
-pub fn write_atomic(dir: &Path, file: &str, contents: &str) -> io::Result<()> {
-    let tmp = dir.join(format!(".{file}.tmp"));
-    let mut f = fs::File::create(&tmp)?;
-    f.write_all(contents.as_bytes())?;
-    drop(f);
-    fs::rename(&tmp, dir.join(file))
-}
-
-/// Removes what this exporter writes in a VM's folder, then the folder if
-/// that leaves it empty (it may be a mount point, or hold other files).
-fn remove_tree(dir: &Path) {
-    let zone = dir.join(ZONE);
-    for file in [
-        "energy_uj",
-        "name",
-        "max_energy_range_uj",
-        ".energy_uj.tmp",
-        ".name.tmp",
-        ".max_energy_range_uj.tmp",
-    ] {
-        let _ = fs::remove_file(zone.join(file));
-    }
-    for d in [zone, dir.join(DOMAIN), dir.to_path_buf()] {
-        if let Err(e) = fs::remove_dir(&d) {
-            if e.kind() != io::ErrorKind::NotFound {
-                debug!("qemu: {} left in place: {e}", d.display());
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
     use crate::{
-        exporters::push::tests::sample_snapshot, sensors::EnergyOrigin, sensors::VmSensor,
+        exporters::push::tests::sample_snapshot,
+        sensors::{EnergyOrigin, VmSensor},
         snapshot::Energy,
     };
 
@@ -477,7 +535,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let t0 = Instant::now();
-        let mut exp = QemuExporter::new_at(root, 120 * SEC, t0).unwrap();
+        let mut exp = QemuExporter::new_at(root, 120 * SEC, 256, t0).unwrap();
         exp.export_at(&with_vm_energy(2.0), t0);
         let zone = root.join("vm1/intel-rapl:0");
         assert_eq!(
@@ -503,7 +561,7 @@ mod tests {
         drop(exp);
 
         // A new exporter (restart): its agent's totals start again from 0.
-        let mut exp = QemuExporter::new_at(root, 120 * SEC, t0 + 2 * SEC).unwrap();
+        let mut exp = QemuExporter::new_at(root, 120 * SEC, 256, t0 + 2 * SEC).unwrap();
         assert_eq!(exp.counters()["vm1"], 5_500_000);
         exp.export_at(&with_vm_energy(1.0), t0 + 3 * SEC);
         assert_eq!(
@@ -517,7 +575,7 @@ mod tests {
     fn the_guest_sensor_reads_what_is_written() {
         let dir = tempfile::tempdir().unwrap();
         let t0 = Instant::now();
-        let mut exp = QemuExporter::new_at(dir.path(), 120 * SEC, t0).unwrap();
+        let mut exp = QemuExporter::new_at(dir.path(), 120 * SEC, 256, t0).unwrap();
         exp.export_at(&with_vm_energy(1.0), t0);
         let mut guest = VmSensor::new(&dir.path().join("vm1")).unwrap();
         guest.poll_at(t0).unwrap();
@@ -532,8 +590,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let t0 = Instant::now();
-        let mut exp = QemuExporter::new_at(root, 10 * SEC, t0).unwrap();
-        exp.proc_root = root.join("no-proc"); // its process is not running
+        let mut exp = QemuExporter::new_at(root, 10 * SEC, 256, t0).unwrap();
         exp.export_at(&with_vm_energy(1.0), t0);
         let mut without = sample_snapshot(EnergyOrigin::Measured);
         without.processes.remove(0);
@@ -548,29 +605,27 @@ mod tests {
     }
 
     #[test]
-    fn a_vm_still_running_is_kept_even_when_not_in_the_snapshots() {
+    fn a_vm_is_kept_while_its_process_runs_and_removed_after_it_exits() {
         let dir = tempfile::tempdir().unwrap();
-        let proc_root = dir.path().join("proc");
-        fs::create_dir_all(proc_root.join("4242")).unwrap();
-        fs::write(
-            proc_root.join("4242/cmdline"),
-            "/usr/bin/qemu-system-x86_64\0-name\0guest=vm1,debug-threads=on\0",
-        )
-        .unwrap();
-        let root = dir.path().join("trees");
+        let root = dir.path();
         let t0 = Instant::now();
-        let mut exp = QemuExporter::new_at(&root, 10 * SEC, t0).unwrap();
-        exp.proc_root = proc_root.clone();
+        let mut exp = QemuExporter::new_at(root, 10 * SEC, 256, t0).unwrap();
         exp.export_at(&with_vm_energy(1.0), t0);
-        let mut without = sample_snapshot(EnergyOrigin::Measured);
-        without.processes.remove(0);
-        exp.export_at(&without, t0 + 11 * SEC);
+        // Idle for longer than the grace period, but still running.
+        exp.export_at(&with_vm_energy(1.0), t0 + 30 * SEC);
         assert!(
             root.join("vm1/intel-rapl:0/energy_uj").exists(),
-            "its process still runs"
+            "still runs"
         );
-        fs::remove_dir_all(proc_root.join("4242")).unwrap();
-        exp.export_at(&without, t0 + 22 * SEC);
+        let mut exited = with_vm_energy(1.5);
+        exited.processes[0].exited = true;
+        exp.export_at(&exited, t0 + 35 * SEC);
+        assert_eq!(
+            read_uj(root, "vm1"),
+            1_500_000,
+            "its last energy is counted"
+        );
+        exp.export_at(&exited, t0 + 41 * SEC);
         assert!(!root.join("vm1").exists(), "gone for good");
     }
 
@@ -582,7 +637,7 @@ mod tests {
         fs::write(root.join("old/intel-rapl:0/energy_uj"), "42\n").unwrap();
         fs::create_dir_all(root.join("not-a-vm")).unwrap();
         let t0 = Instant::now();
-        let mut exp = QemuExporter::new_at(root, 10 * SEC, t0).unwrap();
+        let mut exp = QemuExporter::new_at(root, 10 * SEC, 256, t0).unwrap();
         assert_eq!(exp.counters(), HashMap::from([("old".to_owned(), 42)]));
         exp.export_at(&sample_snapshot(EnergyOrigin::Measured), t0 + 11 * SEC);
         assert!(!root.join("old").exists());
@@ -593,7 +648,7 @@ mod tests {
     fn unusable_names_and_other_processes_are_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let t0 = Instant::now();
-        let mut exp = QemuExporter::new_at(dir.path(), 10 * SEC, t0).unwrap();
+        let mut exp = QemuExporter::new_at(dir.path(), 10 * SEC, 256, t0).unwrap();
         let mut snap = with_vm_energy(1.0);
         snap.processes[0].cmdline = vec![
             "qemu-system-x86_64".into(),
@@ -610,7 +665,7 @@ mod tests {
     fn two_processes_of_one_vm_add_up() {
         let dir = tempfile::tempdir().unwrap();
         let t0 = Instant::now();
-        let mut exp = QemuExporter::new_at(dir.path(), 10 * SEC, t0).unwrap();
+        let mut exp = QemuExporter::new_at(dir.path(), 10 * SEC, 256, t0).unwrap();
         let mut snap = with_vm_energy(1.0);
         let mut twin = snap.processes[0].clone();
         twin.key.pid = 4343;
@@ -621,5 +676,129 @@ mod tests {
         snap.processes.push(twin);
         exp.export_at(&snap, t0);
         assert_eq!(read_uj(dir.path(), "vm1"), 3_000_000);
+    }
+
+    /// The sample snapshot with `n` VM processes, `vm0`..: pid 1000 + i.
+    fn with_vms(n: u32) -> Snapshot {
+        let mut snap = with_vm_energy(1.0);
+        let vm = snap.processes[0].clone();
+        snap.processes = (0..n)
+            .map(|i| {
+                let mut p = vm.clone();
+                p.key.pid = 1000 + i;
+                p.cmdline = vec![
+                    "qemu-system-x86_64".into(),
+                    "-name".into(),
+                    format!("guest=vm{i}"),
+                ]
+                .into();
+                p
+            })
+            .collect();
+        snap
+    }
+
+    #[test]
+    fn no_more_than_max_vms_trees() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = Instant::now();
+        let mut exp = QemuExporter::new_at(dir.path(), 10 * SEC, 3, t0).unwrap();
+        exp.export_at(&with_vms(5), t0);
+        assert_eq!(exp.counters().len(), 3);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 3);
+        assert_eq!(exp.over_limit.seen.len(), 2, "the others, noted once");
+        exp.export_at(&with_vms(5), t0 + SEC);
+        assert_eq!(exp.over_limit.seen.len(), 2);
+        // Adopting trees after a restart respects the limit too.
+        let exp = QemuExporter::new_at(dir.path(), 10 * SEC, 2, t0).unwrap();
+        assert_eq!(exp.counters().len(), 2);
+    }
+
+    #[test]
+    fn refused_names_are_remembered_up_to_a_bound() {
+        let mut log = NameLog::default();
+        assert_eq!(log.note("a"), Notice::New);
+        assert_eq!(log.note("a"), Notice::Known);
+        let long = "x".repeat(10_000);
+        assert_eq!(log.note(&long), Notice::New);
+        assert_eq!(
+            log.seen.iter().map(String::len).max(),
+            Some(NAME_SHOWN),
+            "kept cut"
+        );
+        for i in 2..MAX_NAMES_LOGGED {
+            assert_eq!(log.note(&i.to_string()), Notice::New);
+        }
+        assert_eq!(log.note("one too many"), Notice::Overflow(1));
+        assert_eq!(log.note("and another"), Notice::Overflow(2));
+        assert_eq!(log.seen.len(), MAX_NAMES_LOGGED);
+    }
+
+    #[test]
+    fn names_in_logs_are_cut_and_escaped() {
+        assert_eq!(shown("vm1"), "\"vm1\"");
+        assert_eq!(shown("a\nb\x1b[31m"), "\"a\\nb\\u{1b}[31m\"");
+        let long = "é".repeat(100);
+        assert_eq!(shown(&long), format!("\"{}\"…", "é".repeat(NAME_SHOWN)));
+    }
+
+    #[test]
+    fn a_planted_link_does_not_stop_the_other_vms() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("vm0")).unwrap();
+        let t0 = Instant::now();
+        let mut exp = QemuExporter::new_at(dir.path(), 10 * SEC, 256, t0).unwrap();
+        exp.export_at(&with_vms(2), t0);
+        assert_eq!(read_uj(dir.path(), "vm1"), 1_000_000);
+        assert_eq!(
+            fs::read_dir(outside.path()).unwrap().count(),
+            0,
+            "nothing written through the link"
+        );
+        assert_eq!(exp.vms["vm0"].failures, 1, "vm0 refused");
+        exp.export_at(&with_vms(0), t0 + 11 * SEC);
+        assert!(
+            dir.path().join("vm0").is_symlink(),
+            "left alone when cleaning up"
+        );
+        assert!(outside.path().exists());
+    }
+
+    #[test]
+    fn a_vm_back_after_its_tree_was_removed_continues_its_counter() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let t0 = Instant::now();
+        let mut exp = QemuExporter::new_at(root, 10 * SEC, 1, t0).unwrap();
+        exp.export_at(&with_vm_energy(2.0), t0);
+        let mut without = sample_snapshot(EnergyOrigin::Measured);
+        without.processes.remove(0);
+        exp.export_at(&without, t0 + 11 * SEC);
+        assert!(!root.join("vm1").exists(), "removed");
+        // Seen again (a process that had not run for a while): its new
+        // agent-side total starts from 0 for a new process key.
+        let mut back = with_vm_energy(0.5);
+        back.processes[0].key.pid = 5000;
+        exp.export_at(&back, t0 + 20 * SEC);
+        assert_eq!(read_uj(root, "vm1"), 2_500_000, "never backwards");
+        // Bounded: with --max-vms 1, remembering vm0 forgets vm1.
+        exp.export_at(&without, t0 + 31 * SEC);
+        exp.export_at(&with_vms(1), t0 + 32 * SEC);
+        exp.export_at(&without, t0 + 43 * SEC);
+        assert_eq!(exp.removed.keys().collect::<Vec<_>>(), ["vm0"]);
+    }
+
+    #[test]
+    fn a_tree_removed_under_scaph_is_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = Instant::now();
+        let mut exp = QemuExporter::new_at(dir.path(), 10 * SEC, 256, t0).unwrap();
+        exp.export_at(&with_vm_energy(1.0), t0);
+        fs::remove_dir_all(dir.path().join("vm1/intel-rapl:0")).unwrap();
+        exp.export_at(&with_vm_energy(2.0), t0 + SEC);
+        exp.export_at(&with_vm_energy(3.0), t0 + 2 * SEC);
+        assert_eq!(read_uj(dir.path(), "vm1"), 3_000_000);
+        assert!(dir.path().join("vm1/intel-rapl:0/name").is_file());
     }
 }

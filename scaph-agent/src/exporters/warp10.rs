@@ -27,12 +27,16 @@
 use std::{
     collections::VecDeque,
     fmt::Write as _,
+    path::PathBuf,
     time::{Duration, Instant, UNIX_EPOCH},
 };
 
 use log::{debug, info, warn};
 
-use super::push::{self, Backoff, Measurement};
+use super::{
+    push::{self, Backoff, Measurement},
+    secret,
+};
 use crate::{agent::SnapshotRx, metrics::MetricsState};
 
 /// Undelivered data kept for the next attempt, at most.
@@ -62,9 +66,15 @@ pub struct Warp10Args {
     #[arg(short = 'S', long, value_enum, default_value_t = Scheme::Http)]
     pub scheme: Scheme,
 
-    /// Write token of the Warp 10 application.
+    /// Write token of the Warp 10 application. Given here, it shows in `ps` to every
+    /// user: prefer --write-token-file or the environment variable.
     #[arg(short = 't', long, env = TOKEN_ENV, hide_env_values = true)]
-    pub write_token: String,
+    pub write_token: Option<String>,
+
+    /// File holding the write token (its first line); used before --write-token and the
+    /// environment.
+    #[arg(long, value_name = "PATH")]
+    pub write_token_file: Option<PathBuf>,
 
     /// Seconds between measurements, each sent as one request.
     #[arg(short, long, default_value_t = 2)]
@@ -76,6 +86,21 @@ pub struct Warp10Args {
 }
 
 impl Warp10Args {
+    /// The write token: from --write-token-file, else --write-token or
+    /// [`TOKEN_ENV`].
+    ///
+    /// # Errors
+    /// When there is none, or it cannot be read or sent in a header.
+    pub fn token(&self) -> Result<String, secret::SecretError> {
+        match (&self.write_token_file, &self.write_token) {
+            (Some(path), _) => secret::from_file(path),
+            (None, Some(token)) => secret::check(token.clone(), "the write token"),
+            (None, None) => Err(secret::SecretError::Empty {
+                what: format!("the write token (give --write-token-file PATH or ${TOKEN_ENV})"),
+            }),
+        }
+    }
+
     /// The update endpoint.
     #[must_use]
     pub fn url(&self) -> String {
@@ -126,7 +151,7 @@ pub enum Outcome {
 pub struct Warp10Exporter {
     client: reqwest::Client,
     url: String,
-    token: String,
+    token: reqwest::header::HeaderValue,
     host: String,
     backlog: VecDeque<String>,
     backlog_bytes: usize,
@@ -138,9 +163,10 @@ impl Warp10Exporter {
     /// When the token cannot be an HTTP header value, or the HTTP client
     /// cannot be built.
     pub fn new(args: &Warp10Args) -> anyhow::Result<Self> {
-        reqwest::header::HeaderValue::from_str(&args.write_token).map_err(|_| {
+        let mut token = reqwest::header::HeaderValue::from_str(&args.token()?).map_err(|_| {
             anyhow::anyhow!("the write token has characters an HTTP header cannot carry")
         })?;
+        token.set_sensitive(true);
         let client = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("scaph/", env!("CARGO_PKG_VERSION")))
@@ -148,7 +174,7 @@ impl Warp10Exporter {
         Ok(Self {
             client,
             url: args.url(),
-            token: args.write_token.clone(),
+            token,
             host: push::hostname(),
             backlog: VecDeque::new(),
             backlog_bytes: 0,
@@ -419,7 +445,8 @@ mod tests {
             host: "localhost".into(),
             port: 8080,
             scheme: Scheme::Http,
-            write_token: "t".into(),
+            write_token: Some("t".into()),
+            write_token_file: None,
             step: 2,
             qemu: false,
         };
@@ -471,7 +498,8 @@ mod tests {
             host: "127.0.0.1".into(),
             port,
             scheme: Scheme::Http,
-            write_token: "s3cret".into(),
+            write_token: Some("s3cret".into()),
+            write_token_file: None,
             step: 1,
             qemu: false,
         })
@@ -561,13 +589,52 @@ mod tests {
             host: "localhost".into(),
             port: 8080,
             scheme: Scheme::Http,
-            write_token: "bad\ntoken".into(),
+            write_token: Some("bad\ntoken".into()),
+            write_token_file: None,
             step: 2,
             qemu: false,
         };
         assert!(Warp10Exporter::new(&args).is_err());
-        args.write_token = "good-token".into();
+        args.write_token = Some("good-token".into());
         assert!(Warp10Exporter::new(&args).is_ok());
+        args.write_token = None;
+        assert!(Warp10Exporter::new(&args).is_err(), "no token at all");
+    }
+
+    #[test]
+    fn token_from_a_file_before_the_option() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "from-file\n").unwrap();
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["scaph", "warp10"];
+            argv.extend_from_slice(extra);
+            let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(argv).unwrap();
+            let crate::cli::Exporter::Warp10(args) = cli.exporter else {
+                panic!("warp10")
+            };
+            args.token()
+        };
+        let file = path.to_str().unwrap();
+        assert_eq!(parse(&["--write-token-file", file]).unwrap(), "from-file");
+        assert_eq!(
+            parse(&["--write-token-file", file, "-t", "opt"]).unwrap(),
+            "from-file"
+        );
+        assert_eq!(parse(&["-t", "opt"]).unwrap(), "opt");
+        assert!(parse(&["--write-token-file", "/nonexistent/token"]).is_err());
+    }
+
+    #[test]
+    fn token_from_the_environment() {
+        // SAFETY: no other test of this binary reads or writes this variable.
+        unsafe { std::env::set_var(TOKEN_ENV, "from-env") };
+        let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(["scaph", "warp10"]);
+        unsafe { std::env::remove_var(TOKEN_ENV) };
+        let crate::cli::Exporter::Warp10(args) = cli.unwrap().exporter else {
+            panic!("warp10")
+        };
+        assert_eq!(args.token().unwrap(), "from-env");
     }
 
     #[test]
