@@ -3,7 +3,15 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::metrics::{MetricsConfig, DEFAULT_CMDLINE_MAX_LEN, DEFAULT_MAX_PROCESSES};
+use crate::{
+    cputime::meta::{MetaOptions, CMDLINE_READ_MAX},
+    metrics::{MetricsConfig, DEFAULT_CMDLINE_MAX_LEN, DEFAULT_MAX_PROCESSES},
+    vm_label::VmTrust,
+};
+
+/// Characters of each command line kept for `--regex-filter` and
+/// `--process-regex` to match (they never show them).
+pub const CMDLINE_MATCH_CHARS: usize = 1024;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -90,9 +98,23 @@ pub struct Cli {
     #[arg(long, default_value_t = DEFAULT_MAX_PROCESSES, global = true)]
     pub max_processes: usize,
 
-    /// Longest cmdline label, in characters (longer ones are cut); 0 leaves the label out.
-    #[arg(long, default_value_t = DEFAULT_CMDLINE_MAX_LEN, global = true)]
-    pub cmdline_max_len: usize,
+    /// Show command lines (a `cmdline` label, the JSON `cmdline` field), cut to this many
+    /// characters. Off by default: arguments can hold secrets. --scaphandre-compat turns it
+    /// on at 128 unless this is given; 0 keeps it off.
+    #[arg(long, global = true, value_name = "N")]
+    pub cmdline_max_len: Option<usize>,
+
+    /// Users whose qemu/KVM processes are VMs (names or numeric uids, comma-separated), by
+    /// real uid. A qemu process of anyone else is an ordinary process, unless it runs in
+    /// libvirt's or systemd-machined's cgroup (machine.slice/machine-qemu…scope).
+    #[arg(long, global = true, value_delimiter = ',', default_value = crate::vm_label::DEFAULT_TRUSTED_USERS)]
+    pub vm_trusted_users: Vec<String>,
+
+    /// With --containers: also count containers in users' own cgroup subtrees
+    /// (user@UID.service: rootless podman or docker), labelled container_owner_uid. Off by
+    /// default, because any user can name a cgroup there after a real container.
+    #[arg(long, global = true)]
+    pub containers_rootless: bool,
 
     /// Also expose energy and CPU time per executable (scaph_exe_*).
     #[arg(long, global = true)]
@@ -125,13 +147,48 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// Characters of command lines shown: `--cmdline-max-len`, else 128 with
+    /// `--scaphandre-compat` (its dashboards need the label), else none.
+    #[must_use]
+    pub fn cmdline_max_len(&self) -> usize {
+        self.cmdline_max_len
+            .unwrap_or(if self.scaphandre_compat {
+                DEFAULT_CMDLINE_MAX_LEN
+            } else {
+                0
+            })
+            .min(CMDLINE_READ_MAX)
+    }
+
+    /// What the CPU time source keeps of each process: the command line
+    /// only as far as some exporter shows it or matches it, who runs VMs,
+    /// and scaph's own command line without its options.
+    #[must_use]
+    pub fn meta_options(&self) -> MetaOptions {
+        let matches = match &self.exporter {
+            Exporter::Stdout(a) => a.regex_filter.is_some(),
+            Exporter::Json(a) => a.process_regex.is_some(),
+            _ => false,
+        };
+        let shown = self.cmdline_max_len();
+        MetaOptions {
+            cmdline_chars: if matches {
+                shown.max(CMDLINE_MATCH_CHARS)
+            } else {
+                shown
+            },
+            vm_trust: VmTrust::resolve(&self.vm_trusted_users),
+            own_cmdline: format!("scaph {}", self.exporter.name()).into(),
+        }
+    }
+
     /// The metric options, with the exporter's `--qemu`.
     #[must_use]
     pub fn metrics_config(&self, qemu: bool) -> MetricsConfig {
         MetricsConfig {
             compat: self.scaphandre_compat,
             max_processes: self.max_processes,
-            cmdline_max_len: self.cmdline_max_len,
+            cmdline_max_len: self.cmdline_max_len(),
             per_exe: self.per_exe,
             per_cgroup: self.per_cgroup,
             qemu,
@@ -142,6 +199,7 @@ impl Cli {
                     node_name: self.node_name.clone(),
                     kubeconfig: self.kubeconfig.clone(),
                     kubernetes: true,
+                    rootless: self.containers_rootless,
                 }),
         }
     }
@@ -459,5 +517,68 @@ mod tests {
         assert!(containers.kubernetes);
         let cli = Cli::try_parse_from(["scaph", "prometheus"]).expect("prometheus");
         assert_eq!(cli.metrics_config(false).containers, None);
+        let cli = Cli::try_parse_from([
+            "scaph",
+            "prometheus",
+            "--containers",
+            "--containers-rootless",
+        ])
+        .expect("rootless");
+        assert!(
+            cli.metrics_config(false)
+                .containers
+                .expect("--containers")
+                .rootless
+        );
+    }
+
+    /// Command lines: off by default, on with compat (bounded), or as asked;
+    /// kept only as far as shown or matched; scaph's own never with its options.
+    #[test]
+    fn cmdline_options() {
+        let table: &[(&[&str], usize, usize)] = &[
+            (&["scaph", "prometheus"], 0, 0),
+            (&["scaph", "--scaphandre-compat", "prometheus"], 128, 128),
+            (
+                &[
+                    "scaph",
+                    "--scaphandre-compat",
+                    "--cmdline-max-len",
+                    "0",
+                    "prometheus",
+                ],
+                0,
+                0,
+            ),
+            (&["scaph", "--cmdline-max-len", "40", "json"], 40, 40),
+            (
+                &["scaph", "--cmdline-max-len", "99999999", "json"],
+                CMDLINE_READ_MAX,
+                CMDLINE_READ_MAX,
+            ),
+            (
+                &["scaph", "json", "--process-regex", "x"],
+                0,
+                CMDLINE_MATCH_CHARS,
+            ),
+            (&["scaph", "stdout", "-r", "x"], 0, CMDLINE_MATCH_CHARS),
+        ];
+        for &(args, shown, kept) in table {
+            let cli = Cli::try_parse_from(args).expect("parses");
+            assert_eq!(cli.metrics_config(false).cmdline_max_len, shown, "{args:?}");
+            assert_eq!(cli.meta_options().cmdline_chars, kept, "{args:?}");
+        }
+        let cli = Cli::try_parse_from(["scaph", "prometheus-push", "--job", "j", "-H", "gw"])
+            .expect("push");
+        assert_eq!(&*cli.meta_options().own_cmdline, "scaph prometheus-push");
+    }
+
+    #[test]
+    fn vm_trusted_users() {
+        let cli = Cli::try_parse_from(["scaph", "prometheus"]).expect("default");
+        assert_eq!(cli.vm_trusted_users, ["root", "libvirt-qemu", "qemu"]);
+        let cli = Cli::try_parse_from(["scaph", "--vm-trusted-users", "root,107", "qemu"])
+            .expect("numeric");
+        assert_eq!(cli.meta_options().vm_trust, VmTrust::uids([0, 107]));
     }
 }

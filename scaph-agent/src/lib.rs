@@ -9,6 +9,7 @@ pub mod containers;
 pub mod cputime;
 pub mod exporters;
 pub mod host;
+pub mod label;
 pub mod metrics;
 pub mod open;
 pub mod processes;

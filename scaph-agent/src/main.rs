@@ -108,7 +108,7 @@ async fn run(cli: Cli) -> Result<()> {
     let exporter = async {
         match &cli.exporter {
             ExporterChoice::Stdout(args) => run_stdout(&cli, args, rx).await,
-            ExporterChoice::Json(args) => run_json(args, rx).await,
+            ExporterChoice::Json(args) => run_json(args, cli.cmdline_max_len(), rx).await,
             ExporterChoice::Prometheus(args) => match listener {
                 Some(listener) => run_prometheus(&cli, args, listener, rx).await,
                 None => Ok(()),
@@ -204,7 +204,7 @@ async fn run_stdout(cli: &Cli, args: &StdoutArgs, rx: SnapshotRx) -> Result<()> 
     feed(&mut exporter, rx, seconds(args.timeout)).await
 }
 
-async fn run_json(args: &JsonArgs, rx: SnapshotRx) -> Result<()> {
+async fn run_json(args: &JsonArgs, cmdline_max_len: usize, rx: SnapshotRx) -> Result<()> {
     let regex = match &args.process_regex {
         Some(re) => {
             Some(regex::Regex::new(re).with_context(|| format!("invalid --process-regex {re:?}"))?)
@@ -214,6 +214,7 @@ async fn run_json(args: &JsonArgs, rx: SnapshotRx) -> Result<()> {
     let consumers = Consumers {
         max: args.max_top_consumers,
         regex,
+        cmdline_max_len,
     };
     let out: Box<dyn Write + Send> = match &args.file {
         Some(path) => Box::new(

@@ -14,6 +14,12 @@ use crate::{
 /// The kernel program unless told otherwise or unable to load, in which
 /// case it says why, once, and uses procfs.
 pub fn cputime(cli: &Cli) -> anyhow::Result<Box<dyn CpuTimeSource>> {
+    let mut source = open_cputime(cli)?;
+    source.set_meta_options(cli.meta_options());
+    Ok(source)
+}
+
+fn open_cputime(cli: &Cli) -> anyhow::Result<Box<dyn CpuTimeSource>> {
     if !cli.fallback_procfs {
         let options = LoadOptions {
             simulate_failure: cli.simulate_bpf_failure,

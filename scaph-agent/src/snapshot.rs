@@ -93,7 +93,12 @@ pub struct ProcessSnapshot {
     pub key: ProcessKey,
     pub comm: Arc<str>,
     pub exe: Option<Arc<Path>>,
-    pub cmdline: Arc<[String]>,
+    /// Arguments joined by spaces, bounded; empty unless an exporter shows
+    /// or matches command lines (see `cputime::meta::MetaOptions`).
+    pub cmdline: Arc<str>,
+    /// The VM's name, for qemu/KVM processes trusted to be VMs (see
+    /// `vm_label::VmTrust`). The qemu exporter and `--qemu` use only this.
+    pub vm_name: Option<Arc<str>>,
     pub cgroup_id: Option<u64>,
     pub cgroup_path: Option<Arc<str>>,
     /// On-CPU seconds since the agent first saw the process (never decreases).
@@ -226,6 +231,7 @@ pub fn build(parts: Parts<'_>) -> Snapshot {
                 .as_ref()
                 .map(|m| m.cmdline.clone())
                 .unwrap_or_default(),
+            vm_name: info.meta.as_ref().and_then(|m| m.vm_name.clone()),
             cgroup_id: info.cgroup_id,
             cgroup_path: info.meta.as_ref().and_then(|m| m.cgroup_path.clone()),
             cpu_seconds_total: info.cpu_ns_total as f64 / 1e9,

@@ -11,11 +11,129 @@
 //!
 //! Scaphandre looked for `qemu-system` anywhere in the command line (so a
 //! `grep qemu-system` was a VM) and took the name from `guest=` only.
+//!
+//! Anyone can start a process whose `argv[0]` is `qemu-system-x86_64` and
+//! whose `-name` is another VM's: the command line only says what a VM is
+//! called, never whether it is one. [`VmTrust`] decides that from what an
+//! unprivileged user cannot forge (who runs the process, and which cgroup it
+//! is in); the decision is made once per process when its metadata is read
+//! (`cputime::meta`), and exporters only see the trusted name.
+use std::collections::BTreeSet;
+
+/// Who may run VMs: processes that look like qemu count as VMs only when
+/// their real uid is one of these, or when they live in a hypervisor's
+/// cgroup (see [`in_hypervisor_cgroup`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmTrust {
+    uids: BTreeSet<u32>,
+}
+
+/// Default of `--vm-trusted-users`: root, and the users libvirt runs qemu as
+/// (Debian/Ubuntu, then Fedora/RHEL).
+pub const DEFAULT_TRUSTED_USERS: &str = "root,libvirt-qemu,qemu";
+
+impl Default for VmTrust {
+    /// Root only.
+    fn default() -> Self {
+        Self {
+            uids: BTreeSet::from([0]),
+        }
+    }
+}
+
+impl VmTrust {
+    /// Trusts exactly these uids.
+    #[must_use]
+    pub fn uids(uids: impl IntoIterator<Item = u32>) -> Self {
+        Self {
+            uids: uids.into_iter().collect(),
+        }
+    }
+
+    /// Resolves user names (or numeric uids) with the host's user database,
+    /// once, at start. Unknown names are left out, with a log line.
+    #[must_use]
+    pub fn resolve<S: AsRef<str>>(users: &[S]) -> Self {
+        let mut uids = BTreeSet::new();
+        for user in users
+            .iter()
+            .map(|u| u.as_ref().trim())
+            .filter(|u| !u.is_empty())
+        {
+            match user.parse::<u32>().ok().or_else(|| uid_of(user)) {
+                Some(uid) => {
+                    uids.insert(uid);
+                }
+                None => log::info!("--vm-trusted-users: no user {user:?} on this host; ignored"),
+            }
+        }
+        Self { uids }
+    }
+
+    /// Whether a qemu-looking process is a VM: its real uid is trusted, or
+    /// its cgroup is a hypervisor's. `uid` is read only when the cgroup does
+    /// not already decide (it costs a read of `/proc/PID/status`).
+    pub fn trusts(&self, cgroup_path: Option<&str>, uid: impl FnOnce() -> Option<u32>) -> bool {
+        cgroup_path.is_some_and(in_hypervisor_cgroup)
+            || uid().is_some_and(|uid| self.uids.contains(&uid))
+    }
+}
+
+/// The uid of user `name` in the host's user database.
+fn uid_of(name: &str) -> Option<u32> {
+    if name == "root" {
+        return Some(0);
+    }
+    let name = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: an all-zero passwd is a valid value to be overwritten.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer refers to memory we own, `buf.len()` is its size,
+    // and the strings `pwd` points into live in `buf`, which outlives the call.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            name.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    (rc == 0 && !result.is_null()).then_some(pwd.pw_uid)
+}
+
+/// Whether a cgroup path is one libvirt or systemd-machined gives a VM:
+/// `/machine.slice/machine-qemu<…>.scope[/…]` (systemd) or
+/// `/machine/qemu-<…>.libvirt-qemu[/…]` (libvirt on cgroupfs). Only root
+/// creates these; leading `..` (a cgroup namespace's view) are skipped, and
+/// nothing inside a user's delegated subtree (`user@UID.service`) counts.
+#[must_use]
+pub fn in_hypervisor_cgroup(path: &str) -> bool {
+    let mut segments = path
+        .split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .skip_while(|s| *s == "..");
+    let (Some(first), Some(second)) = (segments.next(), segments.next()) else {
+        return false;
+    };
+    let hypervisor = match first {
+        "machine.slice" => second.starts_with("machine-qemu") && second.ends_with(".scope"),
+        "machine" => second.starts_with("qemu-") && second.ends_with(".libvirt-qemu"),
+        _ => false,
+    };
+    hypervisor
+        && !path
+            .split('/')
+            .any(crate::containers::parse::is_user_manager)
+}
 
 /// The VM's name when `cmdline` is a qemu/KVM virtual machine with a
 /// `-name` (or, failing that, a `-uuid`); `None` for any other process.
+/// This reads the command line only: see [`VmTrust`] for whether the
+/// process may be a VM at all.
 #[must_use]
-pub fn vm_name(cmdline: &[String]) -> Option<String> {
+pub fn vm_name<S: AsRef<str>>(cmdline: &[S]) -> Option<String> {
     if !is_qemu(cmdline) {
         return None;
     }
@@ -27,8 +145,8 @@ pub fn vm_name(cmdline: &[String]) -> Option<String> {
 
 /// Whether `argv[0]` names qemu's system emulator.
 #[must_use]
-pub fn is_qemu(cmdline: &[String]) -> bool {
-    let Some(argv0) = cmdline.first() else {
+pub fn is_qemu<S: AsRef<str>>(cmdline: &[S]) -> bool {
+    let Some(argv0) = cmdline.first().map(AsRef::as_ref) else {
         return false;
     };
     let base = argv0.rsplit('/').next().unwrap_or(argv0);
@@ -49,16 +167,16 @@ pub fn as_dir_name(name: &str) -> Option<&str> {
 
 /// The value of `-opt VALUE`, `--opt VALUE`, `-opt=VALUE` or `--opt=VALUE`
 /// (the last one wins, as in qemu).
-fn option_value(cmdline: &[String], opt: &str) -> Option<String> {
+fn option_value<S: AsRef<str>>(cmdline: &[S], opt: &str) -> Option<String> {
     let mut found = None;
-    let mut args = cmdline.iter().skip(1);
+    let mut args = cmdline.iter().map(AsRef::as_ref).skip(1);
     while let Some(arg) = args.next() {
         let Some(rest) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')) else {
             continue;
         };
         if rest == opt {
             if let Some(value) = args.next() {
-                found = Some(value.clone());
+                found = Some(value.to_owned());
             }
         } else if let Some(value) = rest.strip_prefix(opt).and_then(|r| r.strip_prefix('=')) {
             found = Some(value.to_owned());
@@ -160,7 +278,48 @@ mod tests {
         for (line, want) in table {
             assert_eq!(vm_name(&args(line)).as_deref(), *want, "{line:?}");
         }
-        assert_eq!(vm_name(&[]), None);
+        assert_eq!(vm_name::<&str>(&[]), None);
+    }
+
+    /// Who runs a qemu-looking process, and where: a VM or not.
+    #[test]
+    fn trust_table() {
+        let libvirt = VmTrust::uids([0, 64055]);
+        let table: &[(Option<u32>, Option<&str>, bool)] = &[
+            // root, and the hypervisor's user, anywhere
+            (Some(0), Some("/system.slice/pve-guests.service"), true),
+            (Some(64055), None, true),
+            // libvirt's and systemd-machined's cgroups, whoever runs it
+            (Some(1000), Some("/machine.slice/machine-qemu\\x2d1\\x2dvm1.scope/libvirt/emulator"), true),
+            (None, Some("/machine.slice/machine-qemu\\x2d2\\x2dweb.scope"), true),
+            (Some(1000), Some("/machine/qemu-3-db.libvirt-qemu/emulator"), true),
+            (Some(1000), Some("/../../machine.slice/machine-qemu\\x2d1\\x2dvm1.scope"), true),
+            // an ordinary user, however it names things
+            (Some(1000), None, false),
+            (Some(65534), Some("/user.slice/user-1000.slice/session-2.scope"), false),
+            (Some(1000), Some("/user.slice/user-1000.slice/user@1000.service/machine.slice/machine-qemu-x.scope"), false),
+            (Some(1000), Some("/system.slice/machine.slice/machine-qemu-x.scope"), false),
+            (Some(1000), Some("/machine.slice/libpod-abc.scope"), false),
+            (Some(1000), Some("/machine.slice"), false),
+            (None, None, false),
+        ];
+        for &(uid, cgroup, want) in table {
+            assert_eq!(
+                libvirt.trusts(cgroup, || uid),
+                want,
+                "uid {uid:?} in {cgroup:?}"
+            );
+        }
+        assert!(
+            !VmTrust::default().trusts(None, || Some(64055)),
+            "the default without names trusts root only"
+        );
+    }
+
+    #[test]
+    fn trusted_users_resolve() {
+        let trust = VmTrust::resolve(&["root", "107", "no-such-user-here", ""]);
+        assert_eq!(trust, VmTrust::uids([0, 107]));
     }
 
     #[test]

@@ -241,6 +241,9 @@ fn warp10_posts_gts_lines_with_escaped_labels_and_retries() {
             .args([
                 "-s",
                 "powercap_rapl",
+                // Command lines are shown only when asked for.
+                "--cmdline-max-len",
+                "200",
                 "warpten",
                 "-H",
                 "127.0.0.1",

@@ -41,6 +41,8 @@ const MAX_PARSED: usize = 50_000;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct BucketKey {
+    /// A rootless container is never merged with a root one of the same id.
+    owner_uid: Option<u32>,
     pod_uid: Option<String>,
     container_id: Option<String>,
 }
@@ -75,6 +77,8 @@ pub struct Tracker {
     unknown: Arc<CgroupLabels>,
     pods: PodDirectory,
     node_name: Option<String>,
+    /// `--containers-rootless`.
+    rootless: bool,
     #[cfg(feature = "kubernetes")]
     _watch: Option<super::k8s::PodWatch>,
     /// Last totals of each process in the snapshot.
@@ -109,6 +113,7 @@ impl Tracker {
             unknown: Arc::new(CgroupLabels::default()),
             pods,
             node_name: config.node_name.clone().filter(|n| !n.is_empty()),
+            rootless: config.rootless,
             #[cfg(feature = "kubernetes")]
             _watch: None,
             procs: HashMap::new(),
@@ -179,6 +184,7 @@ impl Tracker {
                 let delta = self.delta(p, generation);
                 if workload.is_workload() {
                     let key = BucketKey {
+                        owner_uid: workload.cgroup.owner_uid,
                         pod_uid: workload.cgroup.pod_uid.clone(),
                         container_id: workload.cgroup.container_id.clone(),
                     };
@@ -301,7 +307,7 @@ impl Tracker {
         if let Some(labels) = self.parsed.get(path) {
             return labels.clone();
         }
-        let labels = Arc::new(parse(path));
+        let labels = Arc::new(parse(path, self.rootless));
         self.parsed.insert(Arc::from(path), labels.clone());
         labels
     }
@@ -340,6 +346,7 @@ mod tests {
             comm: format!("p{pid}").into(),
             exe: None,
             cmdline: Arc::default(),
+            vm_name: None,
             cgroup_id: id,
             cgroup_path: path.map(Arc::from),
             cpu_seconds_total: cpu,
@@ -370,6 +377,49 @@ mod tests {
 
     fn docker(id: &str) -> Option<String> {
         Some(format!("/system.slice/docker-{id}.scope"))
+    }
+
+    /// A user's cgroup named after a real container: host energy, not the
+    /// container's; with `--containers-rootless`, a container of its own,
+    /// owned by the user, never merged with the real one.
+    #[test]
+    fn a_users_lookalike_never_joins_a_real_container() {
+        let fake = Some(format!(
+            "/user.slice/user-1000.slice/user@1000.service/app.slice/docker-{ID_A}.scope"
+        ));
+        let processes = || {
+            vec![
+                process(1, docker(ID_A), None, 10.0, 1.0, false),
+                process(2, fake.clone(), None, 4.0, 0.4, false),
+            ]
+        };
+        let mut t = Tracker::with_pods(&no_cgroupfs(), PodDirectory::default());
+        let v = t.update(&snapshot(processes(), 0.0));
+        assert_eq!(v.containers.len(), 1);
+        assert!(close(v.containers[0].1.joules, 10.0));
+        assert!(close(v.host.joules, 4.0));
+        assert!(!v.by_process[&ProcessKey {
+            pid: 2,
+            start_ns: 1
+        }]
+            .is_workload());
+
+        let rootless = ContainersConfig {
+            rootless: true,
+            ..no_cgroupfs()
+        };
+        let mut t = Tracker::with_pods(&rootless, PodDirectory::default());
+        let v = t.update(&snapshot(processes(), 0.0));
+        assert_eq!(v.containers.len(), 2);
+        let owners: Vec<(Option<u32>, f64)> = v
+            .containers
+            .iter()
+            .map(|(w, a)| (w.cgroup.owner_uid, a.joules))
+            .collect();
+        assert!(
+            owners.contains(&(None, 10.0)) && owners.contains(&(Some(1000), 4.0)),
+            "{owners:?}"
+        );
     }
 
     #[test]
@@ -455,8 +505,8 @@ mod tests {
     fn the_path_wins_unless_only_the_id_names_a_container() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("cgroup.controllers"), "").expect("controllers");
-        let scope = dir.path().join(format!("docker-{ID_B}.scope"));
-        std::fs::create_dir(&scope).expect("scope");
+        let scope = dir.path().join(format!("system.slice/docker-{ID_B}.scope"));
+        std::fs::create_dir_all(&scope).expect("scope");
         let scope_id = std::fs::metadata(&scope).expect("stat").ino();
         let root_id = std::fs::metadata(dir.path()).expect("stat").ino();
         let config = ContainersConfig {

@@ -36,6 +36,9 @@ pub struct ContainersConfig {
     pub kubeconfig: Option<PathBuf>,
     /// Talk to the API server (in a cluster, or with a kubeconfig). Off in tests.
     pub kubernetes: bool,
+    /// `--containers-rootless`: also containers in users' delegated
+    /// subtrees (`user@UID.service`), labelled with their owner.
+    pub rootless: bool,
 }
 
 impl Default for ContainersConfig {
@@ -45,6 +48,7 @@ impl Default for ContainersConfig {
             node_name: None,
             kubeconfig: None,
             kubernetes: false,
+            rootless: false,
         }
     }
 }

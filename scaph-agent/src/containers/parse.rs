@@ -17,6 +17,20 @@
 //! | CRI-O | `crio-<id>.scope`, `…slice:crio:<id>` | `crio-<id>` |
 //! | podman | `libpod-<id>.scope` (also `…/container` below it) | `/libpod_parent/libpod-<id>` |
 //!
+//! Only runtimes' trees count, because anyone may name a cgroup of their own
+//! after a real container: a user owns `user.slice/user-UID.slice/
+//! user@UID.service/…` on a systemd host and can create
+//! `…/app.slice/docker-<a real container's id>.scope` there and run in it.
+//! So container and pod shapes are read only in the trees runtimes use (a
+//! path with a `system.slice`, `machine.slice`, `docker`, `libpod_parent`
+//! or `kubepods…` segment, wherever the host itself is nested; or any path
+//! that starts with `..`, i.e. relative to the cgroup namespace scaph itself
+//! runs in), and never inside a user's delegated subtree
+//! (`user@UID.service`), unless rootless
+//! containers are asked for (`--containers-rootless`): then what is found
+//! there is labelled with its owner's uid ([`CgroupLabels::owner_uid`]) and
+//! kept apart from any root container of the same id.
+//!
 //! Pods: `kubepods[-<qos>]-pod<uid>.slice` (systemd escapes the UID's dashes
 //! as underscores) or `/kubepods[/<qos>]/pod<uid>`; no QoS level means
 //! Guaranteed. The runtimes' monitor processes (`crio-conmon-<id>.scope`,
@@ -99,6 +113,9 @@ pub struct CgroupLabels {
     pub pod_qos: Option<Qos>,
     /// The innermost `*.service` or `*.scope` segment.
     pub systemd_unit: Option<String>,
+    /// The user whose delegated subtree (`user@UID.service`) holds the
+    /// container or pod: a rootless one (only with `rootless`).
+    pub owner_uid: Option<u32>,
 }
 
 impl CgroupLabels {
@@ -109,11 +126,61 @@ impl CgroupLabels {
     }
 }
 
-/// Reads a cgroup path (see the module documentation for the shapes).
-/// Never fails: what is not recognised is left out.
+/// Segments of the trees runtimes create their cgroups in.
+const RUNTIME_ROOTS: &[&str] = &["system.slice", "machine.slice", "docker", "libpod_parent"];
+
+/// `user@<uid>.service`: the root of a user's delegated subtree.
 #[must_use]
-pub fn parse(path: &str) -> CgroupLabels {
+pub fn is_user_manager(segment: &str) -> bool {
+    user_manager_uid(segment).is_some()
+}
+
+fn user_manager_uid(segment: &str) -> Option<u32> {
+    let uid = segment.strip_prefix("user@")?.strip_suffix(".service")?;
+    uid.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| uid.parse().ok())
+        .flatten()
+}
+
+/// Where a path may name containers: `Some(None)` in a runtime's tree,
+/// `Some(Some(uid))` in user `uid`'s delegated subtree when `rootless`,
+/// `None` where nothing counts.
+fn container_scope(path: &str, rootless: bool) -> Option<Option<u32>> {
+    // A whole `/proc/PID/cgroup` line starts with `<hierarchy>:<controllers>:`.
+    let path = path
+        .split_once(":/")
+        .filter(|(head, _)| head.ends_with(':'))
+        .map_or(path, |(_, rest)| rest);
+    let mut segments = path
+        .split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .peekable();
+    let namespaced = segments.peek() == Some(&"..");
+    let mut runtime_tree = false;
+    for segment in segments {
+        if let Some(uid) = user_manager_uid(segment) {
+            return rootless.then_some(Some(uid));
+        }
+        runtime_tree |= RUNTIME_ROOTS.contains(&segment) || segment.contains("kubepods");
+    }
+    (namespaced || runtime_tree).then_some(None)
+}
+
+/// Reads a cgroup path (see the module documentation for the shapes and
+/// which trees count; `rootless`: `--containers-rootless`). Never fails:
+/// what is not recognised is left out.
+#[must_use]
+pub fn parse(path: &str, rootless: bool) -> CgroupLabels {
     let mut labels = CgroupLabels::default();
+    let Some(owner) = container_scope(path, rootless) else {
+        labels.systemd_unit = path
+            .split('/')
+            .rev()
+            .find(|s| s.ends_with(".service") || s.ends_with(".scope"))
+            .map(str::to_owned);
+        return labels;
+    };
     let mut in_kubepods = false;
     let mut parent = "";
     for segment in path
@@ -153,6 +220,9 @@ pub fn parse(path: &str) -> CgroupLabels {
     if labels.runtime.is_none() && labels.pod_uid.is_some() && labels.container_id.is_none() {
         // A runtime's monitor in the pod (conmon) says which runtime it is.
         labels.runtime = monitor_runtime(path);
+    }
+    if labels.is_workload() {
+        labels.owner_uid = owner;
     }
     labels
 }
@@ -324,12 +394,27 @@ mod tests {
             case("/docker/{id}", Some(Docker), true, None, None),
             case("/system.slice/docker-{id}.scope/init.scope", Some(Docker), true, None, Some("init.scope")),
             case("/../../docker-{id}.scope", Some(Docker), true, None, Some("docker-{id}.scope")),
+            // A user's own subtree: not a runtime's (see `rootless_containers`).
             case(
                 "/user.slice/user-1000.slice/user@1000.service/docker.service/docker/{id}",
-                Some(Docker),
-                true,
+                None,
+                false,
                 None,
                 Some("docker.service"),
+            ),
+            case(
+                "/user.slice/user-1000.slice/user@1000.service/app.slice/docker-{id}.scope",
+                None,
+                false,
+                None,
+                Some("docker-{id}.scope"),
+            ),
+            case(
+                "/user.slice/user-1000.slice/user@1000.service/kubepods.slice/kubepods-pod{uid_}.slice/cri-containerd-{id}.scope",
+                None,
+                false,
+                None,
+                Some("cri-containerd-{id}.scope"),
             ),
             // Kubernetes, systemd driver.
             case(
@@ -408,8 +493,8 @@ mod tests {
             case("/machine.slice/libpod-{id}.scope/container", Some(Podman), true, None, Some("libpod-{id}.scope")),
             case(
                 "/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{id}.scope",
-                Some(Podman),
-                true,
+                None,
+                false,
                 None,
                 Some("libpod-{id}.scope"),
             ),
@@ -432,13 +517,18 @@ mod tests {
                 Some("app-firefox.scope"),
             ),
             case("/init.scope", None, false, None, Some("init.scope")),
+            // Container shapes outside every runtime's tree.
+            case("/user.slice/docker-{id}.scope", None, false, None, Some("docker-{id}.scope")),
+            case("/users/alice/docker-{id}.scope", None, false, None, Some("docker-{id}.scope")),
+            // The host itself nested (a test's cgroup, an LXC payload): still a runtime's tree.
+            case("/scaph-test-1/system.slice/docker-{id}.scope", Some(Docker), true, None, Some("docker-{id}.scope")),
         ]
     }
 
     #[test]
     fn real_path_shapes() {
         for c in cases() {
-            let got = parse(&c.path);
+            let got = parse(&c.path, false);
             assert_eq!(got.runtime, c.runtime, "runtime of {}", c.path);
             assert_eq!(
                 got.container_id.as_deref(),
@@ -460,6 +550,59 @@ mod tests {
                 "{}",
                 c.path
             );
+            assert_eq!(got.owner_uid, None, "{}", c.path);
+            if !c.path.contains("user@") {
+                assert_eq!(
+                    parse(&c.path, true),
+                    got,
+                    "rootless changes nothing outside user@UID.service"
+                );
+            }
+        }
+    }
+
+    /// `--containers-rootless`: containers in a user's subtree count, owned by that user.
+    #[test]
+    fn rootless_containers() {
+        let table: &[(&str, Option<Runtime>, bool, Option<Qos>)] = &[
+            ("/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{id}.scope", Some(Podman), true, None),
+            ("/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{id}.scope/container", Some(Podman), true, None),
+            ("/user.slice/user-1000.slice/user@1000.service/docker.service/docker/{id}", Some(Docker), true, None),
+            ("/user.slice/user-1000.slice/user@1000.service/app.slice/docker-{id}.scope", Some(Docker), true, None),
+            (
+                "/user.slice/user-1000.slice/user@1000.service/kubepods.slice/kubepods-pod{uid_}.slice/cri-containerd-{id}.scope",
+                Some(Containerd),
+                true,
+                Some(Guaranteed),
+            ),
+            ("/user.slice/user-1000.slice/user@1000.service/app.slice/app-firefox.scope", None, false, None),
+        ];
+        for &(path, runtime, container, pod) in table {
+            let path = path.replace("{id}", ID).replace("{uid_}", UID_);
+            let got = parse(&path, true);
+            assert_eq!(got.runtime, runtime, "{path}");
+            assert_eq!(
+                got.container_id.as_deref(),
+                container.then_some(ID),
+                "{path}"
+            );
+            assert_eq!(got.pod_qos, pod, "{path}");
+            let owner = (container || pod.is_some()).then_some(1000);
+            assert_eq!(got.owner_uid, owner, "{path}");
+            assert!(
+                !parse(&path, false).is_workload(),
+                "{path} without the option"
+            );
+        }
+        assert!(is_user_manager("user@0.service"));
+        for not in [
+            "user@.service",
+            "user@1000.slice",
+            "user-1000.slice",
+            "user@10x0.service",
+            "user@99999999999.service",
+        ] {
+            assert!(!is_user_manager(not), "{not}");
         }
     }
 
@@ -478,7 +621,7 @@ mod tests {
                 .replace("{id}", ID)
                 .replace("{ID}", &ID.to_uppercase())
                 .replace("{uid}", UID);
-            let got = parse(&path);
+            let got = parse(&path, false);
             assert!(!got.is_workload(), "{path}: {got:?}");
         }
     }
@@ -494,7 +637,10 @@ mod tests {
     #[test]
     fn outermost_container_wins() {
         let inner = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-        let got = parse(&format!("/system.slice/docker-{ID}.scope/docker/{inner}"));
+        let got = parse(
+            &format!("/system.slice/docker-{ID}.scope/docker/{inner}"),
+            false,
+        );
         assert_eq!(got.container_id.as_deref(), Some(ID));
     }
 
@@ -508,10 +654,10 @@ mod tests {
             "kubepods/pod",
             "/kubepods-pod.slice:x:y",
         ] {
-            let _ = parse(path);
+            let _ = parse(path, true);
         }
         let long = "/kubepods".repeat(10_000);
-        let _ = parse(&long);
+        let _ = parse(&long, false);
     }
 
     #[test]

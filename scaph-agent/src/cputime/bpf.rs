@@ -125,6 +125,10 @@ impl CpuTimeSource for BpfSource {
         self.method
     }
 
+    fn set_meta_options(&mut self, options: super::meta::MetaOptions) {
+        self.meta.set_options(options);
+    }
+
     fn sample(&mut self) -> Result<CpuSample, CpuTimeError> {
         self.flusher.flush();
         let now = Instant::now();

@@ -1,21 +1,69 @@
-//! Process metadata (name from `stat`, `exe`, `cmdline`, cgroup), read from
-//! `/proc/PID` once per process and cached, for both CPU-time sources.
+//! Process metadata (name from `stat`, `exe`, `cmdline`, cgroup, and whether
+//! it is a VM), read from `/proc/PID` once per process and cached, for both
+//! CPU-time sources.
 //!
 //! Metadata never changes the CPU figures, so every failure here degrades to
 //! "unknown" (`None`, an empty `cmdline`) instead of an error: a process may
 //! vanish between two reads, `exe` is unreadable for other users' processes
 //! without `CAP_SYS_PTRACE`, and kernel threads have no `exe` at all.
+//!
+//! Any user chooses their processes' argv and paths, so what is kept is
+//! bounded whatever they are: at most [`CMDLINE_READ_MAX`] bytes of
+//! `/proc/PID/cmdline` are read, into a reused buffer, and kept as one
+//! string of at most [`MetaOptions::cmdline_chars`] characters (none by
+//! default); paths are cut at [`PATH_MAX_CHARS`].
 
-use std::{path::PathBuf, sync::Arc};
+use std::{
+    borrow::Cow,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use rustc_hash::FxHashMap as HashMap;
 
 use ::procfs::{process::Process, ProcError, ProcessCGroup};
 
 use super::{
-    procfs::{is_gone, parse_stat, read_to_end_into, ticks_to_ns, CMDLINE, PID_STAT},
+    procfs::{is_gone, parse_stat, read_to_end_into, ticks_to_ns, CMDLINE, PID_STAT, PID_STATUS},
     ProcessKey, ProcessMeta,
 };
+use crate::{
+    label,
+    vm_label::{self, VmTrust},
+};
+
+/// Most bytes of `/proc/PID/cmdline` read (libvirt, Proxmox and the qemu
+/// command lines people type put `-name` well within them).
+pub const CMDLINE_READ_MAX: usize = 4096;
+/// Longest `exe` and cgroup path kept, in characters (then cut with
+/// [`label::CUT`]): longer than any real one, and what labels show at most.
+pub const PATH_MAX_CHARS: usize = label::PATH_MAX_CHARS;
+/// Longest VM name taken (a directory name under the qemu exporter's root
+/// can be no longer); a longer one leaves the process unnamed.
+pub const VM_NAME_MAX_BYTES: usize = 255;
+
+/// What to keep of each process, decided once from the options.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetaOptions {
+    /// Characters of the command line to keep (cut with [`label::CUT`]);
+    /// 0 keeps none. Only what some exporter shows or matches.
+    pub cmdline_chars: usize,
+    /// Who may run VMs.
+    pub vm_trust: VmTrust,
+    /// scaph's own command line as shown (never the values of its options,
+    /// which may be tokens or passwords).
+    pub own_cmdline: Arc<str>,
+}
+
+impl Default for MetaOptions {
+    fn default() -> Self {
+        Self {
+            cmdline_chars: 0,
+            vm_trust: VmTrust::default(),
+            own_cmdline: Arc::from("scaph"),
+        }
+    }
+}
 
 /// Tolerance on top of one clock tick when comparing a BPF start time (ns) with
 /// the `/proc/PID/stat` one (ticks, truncated): covers rounding in the
@@ -27,6 +75,11 @@ const START_SLACK_NS: u64 = 1_000_000;
 #[derive(Debug)]
 pub struct MetaCache {
     proc_root: PathBuf,
+    options: MetaOptions,
+    /// scaph's own PID (its command line is replaced by `own_cmdline`).
+    own_pid: u32,
+    /// Reused for every `cmdline` read.
+    buf: Vec<u8>,
     ticks_per_second: u64,
     /// `None`: the key's PID now belongs to another process (start time
     /// mismatch), remembered so that it is not read again.
@@ -49,9 +102,17 @@ impl MetaCache {
     pub fn new(proc_root: PathBuf) -> Self {
         Self {
             proc_root,
+            options: MetaOptions::default(),
+            own_pid: std::process::id(),
+            buf: Vec::with_capacity(CMDLINE_READ_MAX),
             ticks_per_second: super::procfs::ticks_per_second(),
             entries: HashMap::default(),
         }
+    }
+
+    /// Sets what to keep of each process read from now on.
+    pub fn set_options(&mut self, options: MetaOptions) {
+        self.options = options;
     }
 
     /// The metadata of the process `key`, read on the first call for that key.
@@ -106,7 +167,7 @@ impl MetaCache {
 
     /// Reads the metadata of `key` from `/proc`, through one directory handle so
     /// that every file comes from the same process.
-    fn lookup(&self, key: ProcessKey) -> Lookup {
+    fn lookup(&mut self, key: ProcessKey) -> Lookup {
         let dir = self.proc_root.join(key.pid.to_string());
         let process = match Process::new_with_root(dir) {
             Ok(process) => process,
@@ -132,15 +193,32 @@ impl MetaCache {
         }
         // `cmdline` exists for every live process (empty for kernel threads):
         // not finding it means the process went away while we were reading.
-        let Some(cmdline) = read_cmdline(&process) else {
-            return Lookup::Unknown;
-        };
-        Lookup::Found(ProcessMeta {
-            comm: stat.map(|(_, comm)| comm.into()),
-            exe: read_exe(&process).map(Arc::from),
-            cmdline: cmdline.into(),
-            cgroup_path: read_cgroup_path(&process).map(Arc::from),
-        })
+        let mut buf = std::mem::take(&mut self.buf);
+        let found = read_cmdline(&process, &mut buf).map(|cut| {
+            let cgroup_path =
+                read_cgroup_path(&process).map(|p| Arc::from(label::bound(&p, PATH_MAX_CHARS)));
+            let args = Args::new(&buf, cut);
+            let vm_name = vm_name(
+                &args,
+                cgroup_path.as_deref(),
+                &self.options.vm_trust,
+                || read_real_uid(&process),
+            );
+            let cmdline = if u32::try_from(process.pid).is_ok_and(|pid| pid == self.own_pid) {
+                self.options.own_cmdline.clone()
+            } else {
+                args.joined(self.options.cmdline_chars)
+            };
+            ProcessMeta {
+                comm: stat.map(|(_, comm)| comm.into()),
+                exe: read_exe(&process).map(bounded_path),
+                cmdline,
+                cgroup_path,
+                vm_name,
+            }
+        });
+        self.buf = buf;
+        found.map_or(Lookup::Unknown, Lookup::Found)
     }
 
     /// The process's start time (ns since boot, tick resolution) and name,
@@ -188,37 +266,134 @@ fn read_exe(process: &Process) -> Option<PathBuf> {
     }
 }
 
-/// `/proc/PID/cmdline` split at NULs. Arguments that are not UTF-8 are
-/// converted lossily (the crate's `cmdline()` would drop the whole line).
-/// Empty for kernel threads, zombies and on permission denied; `None` when
-/// the process is gone.
-fn read_cmdline(process: &Process) -> Option<Vec<String>> {
+/// `/proc/PID/cmdline`, at most [`CMDLINE_READ_MAX`] bytes, into `buf`.
+/// `Some(true)` when it was longer (cut); `buf` is left empty for kernel
+/// threads, zombies and on permission denied; `None` when the process is gone.
+fn read_cmdline(process: &Process, buf: &mut Vec<u8>) -> Option<bool> {
+    buf.clear();
     let mut file = match process.open_relative("cmdline") {
         Ok(file) => file,
         Err(ProcError::NotFound(_)) => return None,
         Err(error) => {
             log_unless_expected(&error);
-            return Some(Vec::new());
+            return Some(false);
         }
     };
-    let mut buf = Vec::new();
-    if let Err(error) = read_to_end_into(&mut file, &mut buf, CMDLINE) {
+    if let Err(error) = read_to_end_into(&mut file, buf, CMDLINE) {
         if is_gone(&error) {
             return None;
         }
         log::debug!("reading cmdline of pid {}: {error}", process.pid);
-        return Some(Vec::new());
+        buf.clear();
+        return Some(false);
     }
-    Some(split_cmdline(&buf))
+    // Exactly full: there may have been more (one extra byte is not worth a read).
+    Some(buf.len() >= CMDLINE_READ_MAX)
 }
 
-/// Splits NUL-separated arguments, dropping empty pieces (the trailing NUL,
-/// and the NUL padding left by processes that rewrite their title).
-fn split_cmdline(buf: &[u8]) -> Vec<String> {
-    buf.split(|&b| b == 0)
-        .filter(|arg| !arg.is_empty())
-        .map(|arg| String::from_utf8_lossy(arg).into_owned())
-        .collect()
+/// The arguments of a (possibly cut) `cmdline`, converted lossily when not
+/// UTF-8 (the crate's `cmdline()` would drop the whole line). Empty pieces
+/// are dropped: the trailing NUL, and the padding left by processes that
+/// rewrite their title.
+struct Args<'a> {
+    text: Cow<'a, str>,
+    cut: bool,
+}
+
+impl<'a> Args<'a> {
+    fn new(raw: &'a [u8], cut: bool) -> Self {
+        Self {
+            text: String::from_utf8_lossy(raw),
+            cut,
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        self.text.split('\0').filter(|arg| !arg.is_empty())
+    }
+
+    /// The arguments that were read whole (a cut one is left out).
+    fn whole(&self) -> Vec<&str> {
+        let mut args: Vec<&str> = self.iter().collect();
+        if self.cut && !self.text.ends_with('\0') {
+            args.pop();
+        }
+        args
+    }
+
+    /// Joined by spaces and bounded to `max` characters (empty for 0); ends
+    /// with the cut mark when anything was left out, read or not.
+    fn joined(&self, max: usize) -> Arc<str> {
+        if max == 0 {
+            return Arc::from("");
+        }
+        let joined = self.iter().collect::<Vec<_>>().join(" ");
+        let mut bounded = label::bound(&joined, max).into_owned();
+        if self.cut && !bounded.ends_with(label::CUT) {
+            bounded.push(label::CUT);
+        }
+        Arc::from(bounded)
+    }
+}
+
+/// The name of a VM that is trusted to be one (see [`VmTrust`]).
+fn vm_name(
+    args: &Args<'_>,
+    cgroup_path: Option<&str>,
+    trust: &VmTrust,
+    uid: impl FnOnce() -> Option<u32>,
+) -> Option<Arc<str>> {
+    let whole = args.whole();
+    if !vm_label::is_qemu(&whole) {
+        return None;
+    }
+    let name = vm_label::vm_name(&whole)?;
+    if !trust.trusts(cgroup_path, uid) {
+        log::debug!(
+            "a process that looks like VM {:?} is not run by a trusted user: not a VM",
+            label::value(&name)
+        );
+        return None;
+    }
+    if name.len() > VM_NAME_MAX_BYTES || name.chars().any(char::is_control) {
+        log::info!(
+            "VM name {:?} is too long or has control characters: the VM is left unnamed",
+            label::value(&name)
+        );
+        return None;
+    }
+    Some(Arc::from(name))
+}
+
+/// The real uid from `/proc/PID/status`: an unprivileged user cannot make
+/// it root's (a setuid program changes the effective uid only, and the
+/// owner of `/proc/PID` becomes root for any process that makes itself
+/// non-dumpable).
+fn read_real_uid(process: &Process) -> Option<u32> {
+    let mut file = process.open_relative("status").ok()?;
+    let mut buf = Vec::with_capacity(2048);
+    read_to_end_into(&mut file, &mut buf, PID_STATUS).ok()?;
+    parse_real_uid(&buf)
+}
+
+/// The first number of the `Uid:` line (real, effective, saved, filesystem).
+fn parse_real_uid(status: &[u8]) -> Option<u32> {
+    let line = status
+        .split(|&b| b == b'\n')
+        .find_map(|line| line.strip_prefix(b"Uid:"))?;
+    let real = line
+        .split(u8::is_ascii_whitespace)
+        .find(|field| !field.is_empty())?;
+    std::str::from_utf8(real).ok()?.parse().ok()
+}
+
+/// `exe` cut at [`PATH_MAX_CHARS`] (and lossily converted, when it has to be cut and is not UTF-8).
+fn bounded_path(path: PathBuf) -> Arc<Path> {
+    let lossy = path.to_string_lossy();
+    match label::bound(&lossy, PATH_MAX_CHARS) {
+        Cow::Borrowed(_) if path.to_str().is_some() => Arc::from(path.as_path()),
+        bounded => Arc::from(Path::new(&*bounded)),
+    }
 }
 
 /// The cgroup v2 path from `/proc/PID/cgroup`, see [`pick_cgroup_path`].
@@ -336,7 +511,12 @@ mod tests {
             meta.exe.as_deref(),
             Some(std::path::Path::new("/usr/bin/python3"))
         );
-        assert_eq!(*meta.cmdline, ["python3", "-m", "http.server"]);
+        assert_eq!(&*meta.cmdline, "", "not kept unless an exporter shows it");
+        let mut cache = showing(root.path(), 100);
+        assert_eq!(
+            &*cache.get(key(42, 0)).unwrap().cmdline,
+            "python3 -m http.server"
+        );
         assert_eq!(
             meta.cgroup_path.as_deref(),
             Some("/system.slice/web.service")
@@ -437,9 +617,9 @@ mod tests {
             cmdline: Some(b"x\0caf\xe9\0\0\0"),
             cgroup: None,
         }]);
-        let mut cache = MetaCache::new(root.path().to_path_buf());
+        let mut cache = showing(root.path(), 100);
         let meta = cache.get(key(3, 0)).unwrap();
-        assert_eq!(*meta.cmdline, ["x", "caf\u{fffd}"]);
+        assert_eq!(&*meta.cmdline, "x caf\u{fffd}");
         assert_eq!(meta.cgroup_path, None);
     }
 
@@ -460,7 +640,7 @@ mod tests {
                 cgroup: None,
             },
         );
-        assert_eq!(*cache.get(key(77, 0)).unwrap().cmdline, ["y"]);
+        assert!(cache.get(key(77, 0)).is_some());
     }
 
     #[test]
@@ -514,15 +694,173 @@ mod tests {
         let meta = cache
             .get(key(60, 0))
             .expect("metadata without a start check");
-        assert_eq!((meta.comm, &*meta.cmdline), (None, &["z".to_string()][..]));
+        assert_eq!((meta.comm, meta.exe), (None, None));
     }
 
+    /// scaph's own process: never its options (they may hold a token).
     #[test]
     fn real_proc_self() {
-        let mut cache = MetaCache::new(PathBuf::from("/proc"));
+        let mut cache = showing(Path::new("/proc"), 4096);
+        cache.options.own_cmdline = "scaph test".into();
         let pid = std::process::id();
         let meta = cache.get(key(pid, 0)).unwrap();
         assert_eq!(meta.exe.as_deref(), std::env::current_exe().ok().as_deref());
-        assert!(!meta.cmdline.is_empty());
+        assert_eq!(&*meta.cmdline, "scaph test");
+    }
+
+    fn showing(root: &Path, cmdline_chars: usize) -> MetaCache {
+        let mut cache = MetaCache::new(root.to_path_buf());
+        cache.set_options(MetaOptions {
+            cmdline_chars,
+            ..MetaOptions::default()
+        });
+        cache
+    }
+
+    /// A command line of 1 MiB costs at most the bound: one string, cut, marked.
+    #[test]
+    fn long_command_lines_are_read_and_kept_bounded() {
+        let mut huge = b"bash\0-c\0sleep 120; :\0".to_vec();
+        while huge.len() < 1 << 20 {
+            huge.extend_from_slice(b"x\0");
+        }
+        let root = tree(&[FakeProc {
+            pid: 5,
+            start_ticks: 1,
+            exe: Some("/bin/bash"),
+            cmdline: Some(&huge),
+            cgroup: None,
+        }]);
+        // 4096: all that was read (4096 bytes, the NULs now spaces), then the mark.
+        for (chars, want_len) in [(0, 0), (20, 21), (100, 101), (4096, CMDLINE_READ_MAX + 1)] {
+            let meta = showing(root.path(), chars).get(key(5, 0)).unwrap();
+            assert_eq!(meta.cmdline.chars().count(), want_len, "kept at {chars}");
+            if chars > 0 {
+                assert!(meta.cmdline.starts_with("bash -c sleep 120; :"));
+                assert!(
+                    meta.cmdline.ends_with(label::CUT),
+                    "{chars}: one visible mark"
+                );
+                assert_eq!(meta.cmdline.matches(label::CUT).count(), 1);
+            }
+        }
+        // Short enough: whole, no mark; control characters replaced.
+        let root = tree(&[FakeProc {
+            pid: 6,
+            start_ticks: 1,
+            exe: None,
+            cmdline: Some(b"a\0b\x1b[2J\0"),
+            cgroup: None,
+        }]);
+        assert_eq!(
+            &*showing(root.path(), 4096).get(key(6, 0)).unwrap().cmdline,
+            "a b\u{fffd}[2J"
+        );
+    }
+
+    #[test]
+    fn long_paths_are_cut() {
+        let exe = format!("/{}", "d".repeat(3000));
+        let cgroup = format!("0::/user.slice/{}\n", "c".repeat(3000));
+        let root = tree(&[FakeProc {
+            pid: 8,
+            start_ticks: 1,
+            exe: Some(&exe),
+            cmdline: Some(b"x\0"),
+            cgroup: Some(&cgroup),
+        }]);
+        let meta = MetaCache::new(root.path().to_path_buf())
+            .get(key(8, 0))
+            .unwrap();
+        let exe = meta.exe.unwrap().to_string_lossy().into_owned();
+        assert_eq!(exe.chars().count(), PATH_MAX_CHARS + 1);
+        assert!(exe.ends_with(label::CUT));
+        assert_eq!(
+            meta.cgroup_path.unwrap().chars().count(),
+            PATH_MAX_CHARS + 1
+        );
+    }
+
+    /// Uid × cgroup × argv: a VM only when it looks like one and an
+    /// unprivileged user cannot have made it.
+    #[test]
+    fn vm_names_only_for_trusted_processes() {
+        const LIBVIRT: &[u8] =
+            b"/usr/bin/qemu-system-x86_64\0-name\0guest=prod-db,debug-threads=on\0-S\0";
+        let machine =
+            "0::/machine.slice/machine-qemu\\x2d1\\x2dprod\\x2ddb.scope/libvirt/emulator\n";
+        let session = "0::/user.slice/user-1000.slice/session-1.scope\n";
+        let long_name = format!("qemu-system-x86_64\0-name\0{}\0", "n".repeat(300));
+        let table: &[(u32, &str, &[u8], Option<&str>)] = &[
+            (0, session, LIBVIRT, Some("prod-db")),
+            (64055, "0::/system.slice/libvirtd.service\n", LIBVIRT, Some("prod-db")),
+            (64055, machine, LIBVIRT, Some("prod-db")),
+            (1000, machine, LIBVIRT, Some("prod-db")),
+            // exec -a qemu-system-x86_64 by an ordinary user
+            (1000, session, LIBVIRT, None),
+            (65534, "0::/user.slice/user-1000.slice/user@1000.service/machine.slice/machine-qemu-1-x.scope\n", LIBVIRT, None),
+            // root, but not qemu
+            (0, session, b"bash\0-c\0qemu-system-x86_64 -name guest=prod-db\0", None),
+            (0, session, long_name.as_bytes(), None),
+        ];
+        for (n, &(uid, cgroup, cmdline, want)) in table.iter().enumerate() {
+            let pid = 100 + u32::try_from(n).unwrap();
+            let root = tree(&[FakeProc {
+                pid,
+                start_ticks: 1,
+                exe: None,
+                cmdline: Some(cmdline),
+                cgroup: Some(cgroup),
+            }]);
+            let status =
+                format!("Name:\tqemu\nUmask:\t0022\nUid:\t{uid}\t0\t0\t0\nGid:\t0\t0\t0\t0\n");
+            fs::write(root.path().join(format!("{pid}/status")), status).unwrap();
+            let mut cache = MetaCache::new(root.path().to_path_buf());
+            cache.set_options(MetaOptions {
+                vm_trust: VmTrust::uids([0, 64055]),
+                ..MetaOptions::default()
+            });
+            let meta = cache.get(key(pid, 0)).unwrap();
+            assert_eq!(
+                meta.vm_name.as_deref(),
+                want,
+                "uid {uid}, {cgroup:?}, {:?}",
+                String::from_utf8_lossy(cmdline)
+            );
+        }
+    }
+
+    /// The name comes from whole arguments only: a `-name` cut by the read bound is not taken.
+    #[test]
+    fn a_cut_vm_name_is_not_taken() {
+        let mut cmdline = b"qemu-system-x86_64\0-m\0".to_vec();
+        cmdline.resize(CMDLINE_READ_MAX - 10, b'a');
+        cmdline.extend_from_slice(b"\0-name\0guest=averylongname\0");
+        let root = tree(&[FakeProc {
+            pid: 9,
+            start_ticks: 1,
+            exe: None,
+            cmdline: Some(&cmdline),
+            cgroup: None,
+        }]);
+        fs::write(root.path().join("9/status"), "Uid:\t0\t0\t0\t0\n").unwrap();
+        assert_eq!(
+            MetaCache::new(root.path().to_path_buf())
+                .get(key(9, 0))
+                .unwrap()
+                .vm_name,
+            None
+        );
+    }
+
+    #[test]
+    fn real_uid_is_the_first_field() {
+        assert_eq!(
+            parse_real_uid(b"Name:\tx\nUid:\t1000\t0\t0\t0\n"),
+            Some(1000)
+        );
+        assert_eq!(parse_real_uid(b"Uid:  7 8 9 10\n"), Some(7));
+        assert_eq!(parse_real_uid(b"Uid:\n"), None);
+        assert_eq!(parse_real_uid(b"garbage"), None);
     }
 }

@@ -111,10 +111,17 @@ impl From<Vec<u64>> for PerCpu {
 pub struct ProcessMeta {
     /// The name in `/proc/PID/stat`, when it could be read.
     pub comm: Option<Arc<str>>,
+    /// At most [`meta::PATH_MAX_CHARS`] characters (then cut, see `label`).
     pub exe: Option<Arc<Path>>,
-    pub cmdline: Arc<[String]>,
-    /// Path relative to the cgroup v2 root (e.g. `/system.slice/ssh.service`).
+    /// The arguments joined by spaces, bounded (see [`meta::MetaOptions`]);
+    /// empty unless some exporter shows or matches command lines.
+    pub cmdline: Arc<str>,
+    /// Path relative to the cgroup v2 root (e.g. `/system.slice/ssh.service`),
+    /// at most [`meta::PATH_MAX_CHARS`] characters.
     pub cgroup_path: Option<Arc<str>>,
+    /// The VM's name when the process is a qemu/KVM VM that an unprivileged
+    /// user cannot have forged (see [`crate::vm_label::VmTrust`]).
+    pub vm_name: Option<Arc<str>>,
 }
 
 /// How the CPU times of a sample were measured.
@@ -179,6 +186,8 @@ pub struct CpuSample {
 pub trait CpuTimeSource: Send {
     fn method(&self) -> CpuTimeMethod;
     fn sample(&mut self) -> Result<CpuSample, CpuTimeError>;
+    /// What to keep of each process's metadata (see [`meta::MetaOptions`]).
+    fn set_meta_options(&mut self, _options: meta::MetaOptions) {}
 }
 
 #[derive(Debug, thiserror::Error)]

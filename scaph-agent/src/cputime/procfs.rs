@@ -55,9 +55,14 @@ const PROC_STAT: Extent = Extent {
     limit: 1024 * 1024,
     single_line: false,
 };
-/// `/proc/PID/cmdline`: longer ones are cut.
+/// `/proc/PID/cmdline`: longer ones are cut (anyone can make theirs long).
 pub(super) const CMDLINE: Extent = Extent {
-    limit: 1024 * 1024,
+    limit: super::meta::CMDLINE_READ_MAX,
+    single_line: false,
+};
+/// `/proc/PID/status`: about 1.5 KiB.
+pub(super) const PID_STATUS: Extent = Extent {
+    limit: 16 * 1024,
     single_line: false,
 };
 
@@ -294,6 +299,10 @@ impl CpuTimeSource for ProcfsSource {
 
     fn sample(&mut self) -> Result<CpuSample, CpuTimeError> {
         self.sample_at(Instant::now(), boottime_ns())
+    }
+
+    fn set_meta_options(&mut self, options: super::meta::MetaOptions) {
+        self.meta.set_options(options);
     }
 }
 
@@ -626,6 +635,7 @@ mod tests {
     use tempfile::TempDir;
 
     use super::*;
+    use crate::cputime::meta::MetaOptions;
 
     const SEC: u64 = 1_000_000_000;
 
@@ -847,6 +857,10 @@ mod tests {
             row(301, "idle one", 3, 3, 600),
         ]);
         let mut src = ProcfsSource::new(fake.root()).unwrap();
+        src.set_meta_options(MetaOptions {
+            cmdline_chars: 100,
+            ..MetaOptions::default()
+        });
         let t0 = Instant::now();
         src.sample_at(t0, boot_at(1000)).unwrap();
 
@@ -880,7 +894,7 @@ mod tests {
             meta.exe.as_deref(),
             Some(std::path::Path::new("/usr/bin/busy"))
         );
-        assert_eq!(*meta.cmdline, ["/usr/bin/busy", "--flag"]);
+        assert_eq!(&*meta.cmdline, "/usr/bin/busy --flag");
         assert_eq!(
             meta.cgroup_path.as_deref(),
             Some("/system.slice/test.service")

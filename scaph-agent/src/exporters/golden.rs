@@ -53,7 +53,9 @@ fn process(
         },
         comm: comm.into(),
         exe: exe.map(|e| std::sync::Arc::from(std::path::Path::new(e))),
-        cmdline: cmdline.iter().map(|s| (*s).to_owned()).collect(),
+        cmdline: cmdline.join(" ").into(),
+        // As if run by a trusted user (the trust itself is tested in `vm_label`).
+        vm_name: crate::vm_label::vm_name(cmdline).map(Into::into),
         cgroup_id: Some(u64::from(pid)),
         cgroup_path: (!cgroup.is_empty()).then(|| std::sync::Arc::from(cgroup)),
         cpu_seconds_total: cpu.0,
@@ -281,6 +283,7 @@ fn golden_json() {
         Consumers {
             max: 10,
             regex: None,
+            cmdline_max_len: 0,
         },
     );
     exporter.export(&fixture()).expect("export");
@@ -366,4 +369,114 @@ fn golden_default_passes_promtool_when_available() {
         out.status.success() && findings.trim().is_empty(),
         "promtool: {findings}"
     );
+}
+
+/// A process named by someone hostile: a terminal escape in its name, an
+/// exe path, a command line and a VM name far longer than any real one.
+fn hostile() -> Snapshot {
+    let mut snap = fixture();
+    let mut p = snap.processes[0].clone();
+    p.key.pid = 666;
+    p.comm = "\x1b]0;pwned\x07\r".into();
+    p.exe = Some(std::sync::Arc::from(std::path::Path::new(&format!(
+        "/tmp/{}",
+        "d".repeat(3000)
+    ))));
+    p.cmdline = format!("run \x1b[2J{}", "x".repeat(5000)).into();
+    p.vm_name = Some("v".repeat(300).into());
+    p.cgroup_path = Some(format!("/user.slice/{}", "c".repeat(3000)).into());
+    snap.processes.insert(0, p);
+    snap
+}
+
+/// The longest run of one character (the hostile values are runs).
+fn longest_run(text: &str) -> usize {
+    let (mut best, mut run, mut last) = (0, 0, None);
+    for c in text.chars() {
+        run = if Some(c) == last { run + 1 } else { 1 };
+        last = Some(c);
+        best = best.max(run);
+    }
+    best
+}
+
+/// Every exporter shows outside values bounded, with the cut mark, and
+/// without control characters (a terminal never sees an escape).
+#[test]
+fn hostile_values_are_bounded_in_every_exporter() {
+    use crate::{
+        exporters::{push::Measurement, riemann, warp10},
+        label,
+    };
+    let snap = hostile();
+    let all = MetricsConfig {
+        cmdline_max_len: 100,
+        ..compat_config()
+    };
+    let families = MetricsState::new(all.clone()).untimed().update(&snap);
+    let measurement = Measurement {
+        snapshot: std::sync::Arc::new(snap.clone()),
+        families: families.clone(),
+    };
+    let mut json = Vec::new();
+    JsonExporter::new(
+        &mut json,
+        Consumers {
+            max: 10,
+            regex: None,
+            cmdline_max_len: 100,
+        },
+    )
+    .export(&snap)
+    .expect("json");
+    let riemann_text: String = riemann::events(&measurement, "h", 60.0)
+        .iter()
+        .flat_map(|e| e.attributes.iter().filter_map(|a| a.value.clone()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let outputs = [
+        ("prometheus", encode(&families)),
+        (
+            "prometheus default",
+            encode(
+                &MetricsState::new(MetricsConfig::default())
+                    .untimed()
+                    .update(&snap),
+            ),
+        ),
+        (
+            "stdout",
+            render(&snap, &Selection::Top(5), |t| t.to_owned()),
+        ),
+        ("stdout raw", render_raw(&families)),
+        ("json", String::from_utf8(json).expect("utf-8")),
+        ("riemann", riemann_text),
+        ("warp10", warp10::gts_lines(&measurement, "h")),
+    ];
+    for (name, text) in &outputs {
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{name}: a control character"
+        );
+        assert!(
+            longest_run(text) <= label::PATH_MAX_CHARS,
+            "{name}: a value of {} characters",
+            longest_run(text)
+        );
+        assert!(
+            !text.contains(&"x".repeat(101)),
+            "{name}: cmdline beyond 100"
+        );
+        assert!(
+            !text.contains(&"v".repeat(label::MAX_CHARS + 1)),
+            "{name}: vmname"
+        );
+    }
+    let prometheus = &outputs[0].1;
+    assert!(prometheus.contains(&format!("vmname=\"{}…\"", "v".repeat(label::MAX_CHARS))));
+    assert!(prometheus.contains(&format!("cmdline=\"run \u{fffd}[2J{}…\"", "x".repeat(92))));
+    assert!(prometheus.contains("comm=\"\u{fffd}]0;pwned\u{fffd}\u{fffd}\""));
+    assert!(outputs[2]
+        .1
+        .contains(&format!("/tmp/{}…", "d".repeat(label::PATH_MAX_CHARS - 5))));
 }

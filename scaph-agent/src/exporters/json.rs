@@ -8,13 +8,16 @@
 //! Field names follow Scaphandre's report where they exist (`consumption` in
 //! microwatts, `exe`, `cmdline`, `pid`, `sockets[].domains[]`), next to
 //! base-unit fields (`power_watts`, `energy_joules`).
-use std::{io::Write, time::UNIX_EPOCH};
+use std::{borrow::Cow, io::Write, time::UNIX_EPOCH};
 
 use regex::Regex;
 use serde::Serialize;
 
 use super::{ExportError, Exporter};
-use crate::snapshot::{Energy, ProcessSnapshot, Snapshot};
+use crate::{
+    label,
+    snapshot::{Energy, ProcessSnapshot, Snapshot},
+};
 
 /// Which processes a line lists.
 #[derive(Debug)]
@@ -23,6 +26,8 @@ pub struct Consumers {
     pub max: usize,
     /// Only those whose exe, comm or cmdline matches.
     pub regex: Option<Regex>,
+    /// Longest `cmdline`, in characters; 0 leaves it empty (`--cmdline-max-len`).
+    pub cmdline_max_len: usize,
 }
 
 pub struct JsonExporter<W: Write> {
@@ -111,10 +116,12 @@ pub struct Domain {
 #[derive(Debug, Serialize)]
 pub struct Consumer<'a> {
     pub pid: u32,
-    pub comm: &'a str,
+    /// Bounded, like every value from outside (see [`crate::label`]).
+    pub comm: Cow<'a, str>,
     /// Full path, or empty when unknown (kernel threads).
     pub exe: String,
-    /// Arguments joined by spaces.
+    /// Arguments joined by spaces, bounded; empty unless `--cmdline-max-len`
+    /// (or `--scaphandre-compat`) asks for it.
     pub cmdline: String,
     /// Microwatts; null without an energy source.
     pub consumption: Option<f64>,
@@ -143,7 +150,7 @@ impl<'a> Report<'a> {
             .filter(|p| !p.exited || p.cpu_ratio > 0.0)
             .filter(|p| consumers.regex.as_ref().is_none_or(|re| matches(re, p)))
             .take(consumers.max)
-            .map(Consumer::from)
+            .map(|p| Consumer::new(p, consumers.cmdline_max_len))
             .collect();
         Self {
             timestamp: snap
@@ -188,20 +195,20 @@ impl<'a> Report<'a> {
 }
 
 fn matches(re: &Regex, p: &ProcessSnapshot) -> bool {
-    re.is_match(&p.exe_or_comm()) || re.is_match(&p.comm) || re.is_match(&p.cmdline.join(" "))
+    re.is_match(&p.exe_or_comm()) || re.is_match(&p.comm) || re.is_match(&p.cmdline)
 }
 
-impl<'a> From<&'a ProcessSnapshot> for Consumer<'a> {
-    fn from(p: &'a ProcessSnapshot) -> Self {
+impl<'a> Consumer<'a> {
+    fn new(p: &'a ProcessSnapshot, cmdline_max_len: usize) -> Self {
         Self {
             pid: p.key.pid,
-            comm: &p.comm,
-            exe: p
-                .exe
-                .as_ref()
-                .map(|e| e.display().to_string())
-                .unwrap_or_default(),
-            cmdline: p.cmdline.join(" "),
+            comm: label::bound(&p.comm, label::MAX_CHARS),
+            exe: crate::metrics::collect::exe(p),
+            cmdline: if cmdline_max_len > 0 {
+                label::bound(&p.cmdline, cmdline_max_len).into_owned()
+            } else {
+                String::new()
+            },
             consumption: p.energy.map(|e| e.watts * 1e6),
             power_watts: p.energy.map(|e| e.watts),
             energy_joules: p.energy.map(|e| e.joules_total),

@@ -354,7 +354,7 @@ impl QemuExporter {
         let mut present = HashSet::new();
         let mut updated = HashSet::new();
         for p in &snap.processes {
-            let Some(name) = vm_label::vm_name(&p.cmdline) else {
+            let Some(name) = p.vm_name.as_deref().map(str::to_owned) else {
                 continue;
             };
             let Some(energy) = p.energy else {
@@ -650,12 +650,7 @@ mod tests {
         let t0 = Instant::now();
         let mut exp = QemuExporter::new_at(dir.path(), 10 * SEC, 256, t0).unwrap();
         let mut snap = with_vm_energy(1.0);
-        snap.processes[0].cmdline = vec![
-            "qemu-system-x86_64".into(),
-            "-name".into(),
-            "guest=../evil".into(),
-        ]
-        .into();
+        snap.processes[0].vm_name = Some("../evil".into());
         exp.export_at(&snap, t0);
         assert!(exp.counters().is_empty());
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);

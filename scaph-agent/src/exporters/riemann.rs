@@ -556,6 +556,7 @@ mod tests {
     fn scaphandre_service_names_with_compat() {
         let config = MetricsConfig {
             compat: true,
+            cmdline_max_len: 128,
             ..MetricsConfig::default()
         };
         let m = sample_measurement(EnergyOrigin::Measured, config);

@@ -5,6 +5,7 @@ use regex::Regex;
 
 use super::{ExportError, Exporter};
 use crate::{
+    label,
     metrics::{self, MetricsState},
     sensors::EnergyOrigin,
     snapshot::{Energy, ProcessSnapshot, Snapshot},
@@ -158,7 +159,7 @@ pub fn render(snap: &Snapshot, selection: &Selection, heading: impl Fn(&str) -> 
         Selection::Matching(re) => snap
             .processes
             .iter()
-            .filter(|p| re.is_match(&p.exe_or_comm()) || re.is_match(&p.cmdline.join(" ")))
+            .filter(|p| re.is_match(&p.exe_or_comm()) || re.is_match(&p.cmdline))
             .collect(),
     };
     let title = match selection {
@@ -173,7 +174,8 @@ pub fn render(snap: &Snapshot, selection: &Selection, heading: impl Fn(&str) -> 
             watts(p.energy),
             p.cpu_ratio * 100.0,
             p.key.pid,
-            p.exe_or_comm(),
+            // Anyone names their processes: no terminal escapes, bounded.
+            label::path(&p.exe_or_comm()),
             if p.exited { " (exited)" } else { "" }
         );
     }

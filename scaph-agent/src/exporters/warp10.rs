@@ -382,6 +382,7 @@ mod tests {
     fn lines_of_a_measurement() {
         let config = MetricsConfig {
             qemu: true,
+            cmdline_max_len: 128,
             ..MetricsConfig::default()
         };
         let m = sample_measurement(EnergyOrigin::Estimated, config);

@@ -11,6 +11,7 @@ use super::{
 };
 use crate::{
     containers::ContainerView,
+    label,
     snapshot::{ProcessSnapshot, Snapshot},
 };
 
@@ -227,12 +228,13 @@ pub fn collector_families(outcomes: &[Outcome]) -> [Family; 2] {
     [duration, success]
 }
 
-/// `pid`, `comm`, `exe` (full path or empty), and `vmname` for qemu guests with `--qemu`.
+/// `pid`, `comm`, `exe` (full path or empty), and `vmname` for qemu guests
+/// with `--qemu`; each value bounded (see [`crate::label`]).
 #[must_use]
 pub fn process_labels(p: &ProcessSnapshot, config: &MetricsConfig) -> Labels {
     let mut labels = vec![
         ("pid", p.key.pid.to_string()),
-        ("comm", p.comm.to_string()),
+        ("comm", label::value(&p.comm)),
         ("exe", exe(p)),
     ];
     if config.qemu {
@@ -243,28 +245,25 @@ pub fn process_labels(p: &ProcessSnapshot, config: &MetricsConfig) -> Labels {
     labels
 }
 
+/// The executable's path (empty when unknown), bounded.
 #[must_use]
 pub fn exe(p: &ProcessSnapshot) -> String {
     p.exe
         .as_ref()
-        .map(|e| e.display().to_string())
+        .map(|e| label::path(&e.to_string_lossy()))
         .unwrap_or_default()
 }
 
-/// Arguments joined by spaces, cut to `max` characters (an ellipsis marks the cut).
+/// The command line, cut to `max` characters (the cut mark ends a cut one).
 #[must_use]
 pub fn cmdline(p: &ProcessSnapshot, max: usize) -> String {
-    let joined = p.cmdline.join(" ");
-    match joined.char_indices().nth(max) {
-        Some((cut, _)) => format!("{}…", &joined[..cut]),
-        None => joined,
-    }
+    label::bound(&p.cmdline, max).into_owned()
 }
 
-/// The VM name of a qemu/KVM process (see [`crate::vm_label`]).
+/// The VM name of a process trusted to be a qemu/KVM VM (see [`crate::vm_label`]), bounded.
 #[must_use]
 pub fn vm_name(p: &ProcessSnapshot) -> Option<String> {
-    crate::vm_label::vm_name(&p.cmdline)
+    p.vm_name.as_deref().map(label::value)
 }
 
 /// Number of CPUs, for percentages of the whole host.
@@ -286,7 +285,7 @@ pub fn cpu_count(snap: &Snapshot) -> f64 {
 mod tests {
     use super::*;
 
-    fn process(comm: &str, args: &[&str]) -> ProcessSnapshot {
+    fn process(comm: &str, cmdline: &str, vm_name: Option<&str>) -> ProcessSnapshot {
         ProcessSnapshot {
             key: crate::cputime::ProcessKey {
                 pid: 7,
@@ -294,7 +293,8 @@ mod tests {
             },
             comm: comm.into(),
             exe: None,
-            cmdline: args.iter().map(|s| (*s).to_owned()).collect(),
+            cmdline: cmdline.into(),
+            vm_name: vm_name.map(Into::into),
             cgroup_id: None,
             cgroup_path: None,
             cpu_seconds_total: 0.0,
@@ -306,27 +306,61 @@ mod tests {
     }
 
     #[test]
-    fn cmdline_is_joined_with_spaces_and_bounded_in_characters() {
-        let p = process("x", &["/usr/bin/é", "--flag", "value"]);
+    fn cmdline_is_bounded_in_characters() {
+        let p = process("x", "/usr/bin/é --flag value", None);
         assert_eq!(cmdline(&p, 100), "/usr/bin/é --flag value");
         assert_eq!(cmdline(&p, 10), "/usr/bin/é…");
         assert_eq!(cmdline(&p, 0), "…");
     }
 
+    /// Labels show the trusted VM name only, never one read from the command line.
     #[test]
-    fn vm_name_only_for_qemu() {
-        let args = ["qemu-system-x86_64", "-name", "guest=web1,debug-threads=on"];
-        assert_eq!(
-            vm_name(&process("qemu-system-x86", &args)),
-            Some("web1".into())
+    fn vmname_only_for_trusted_vms() {
+        let config = MetricsConfig {
+            qemu: true,
+            ..MetricsConfig::default()
+        };
+        let vm = process("qemu-system-x86", "", Some("web1"));
+        assert!(process_labels(&vm, &config).contains(&("vmname", "web1".into())));
+        let forged = process(
+            "qemu-system-x86",
+            "qemu-system-x86_64 -name guest=web1",
+            None,
         );
-        assert_eq!(
-            vm_name(&process(
-                "bash",
-                &["bash", "-c", "qemu-system-x86_64 -name guest=web1"]
-            )),
-            None
-        );
-        assert_eq!(vm_name(&process("qemu-system-x86", &["qemu"])), None);
+        assert!(process_labels(&forged, &config)
+            .iter()
+            .all(|(name, _)| *name != "vmname"));
+        let off = MetricsConfig {
+            qemu: false,
+            ..MetricsConfig::default()
+        };
+        assert!(process_labels(&vm, &off)
+            .iter()
+            .all(|(name, _)| *name != "vmname"));
+    }
+
+    #[test]
+    fn outside_values_are_bounded() {
+        let mut p = process("evil\x1b[31m", "", Some(&"v".repeat(300)));
+        p.exe = Some(std::sync::Arc::from(std::path::Path::new(&format!(
+            "/{}",
+            "d".repeat(2000)
+        ))));
+        let config = MetricsConfig {
+            qemu: true,
+            ..MetricsConfig::default()
+        };
+        let labels = process_labels(&p, &config);
+        let get = |name: &str| {
+            labels
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        assert_eq!(get("comm"), "evil\u{fffd}[31m");
+        assert_eq!(get("exe").chars().count(), label::PATH_MAX_CHARS + 1);
+        assert!(get("exe").ends_with(label::CUT));
+        assert_eq!(get("vmname").chars().count(), label::MAX_CHARS + 1);
     }
 }

@@ -10,6 +10,7 @@ use super::{
 };
 use crate::{
     host::SelfStats,
+    label,
     sensors::DomainKind,
     snapshot::{ProcessSnapshot, Snapshot},
 };
@@ -134,11 +135,11 @@ pub fn host(snap: &Snapshot) -> (Vec<Family>, bool) {
     let mut available = Family::new(&names::C_DISK_AVAILABLE);
     for disk in &stats.disks {
         let labels: Labels = vec![
-            ("disk_file_system", disk.file_system.clone()),
-            ("disk_mount_point", disk.mount_point.clone()),
+            ("disk_file_system", label::value(&disk.file_system)),
+            ("disk_mount_point", label::path(&disk.mount_point)),
             ("disk_type", disk.kind.to_owned()),
             ("disk_is_removable", disk.removable.to_string()),
-            ("disk_name", disk.name.clone()),
+            ("disk_name", label::value(&disk.name)),
         ];
         total.push(labels.clone(), disk.total_bytes as f64);
         available.push(labels, disk.available_bytes as f64);

@@ -12,9 +12,11 @@ use crate::containers::{ContainerView, Workload};
 /// `container_id` of the series that holds containers without their own series.
 pub const OTHERS_CONTAINER_ID: &str = "[others]";
 
+/// Adds a label when there is a value, bounded (pod names and namespaces
+/// come from the API server, units from cgroup names anyone may choose).
 fn push(labels: &mut Labels, name: &'static str, value: Option<&str>) {
     if let Some(value) = value.filter(|v| !v.is_empty()) {
-        labels.push((name, value.to_owned()));
+        labels.push((name, crate::label::value(value)));
     }
 }
 
@@ -33,6 +35,11 @@ fn add_workload_labels(labels: &mut Labels, w: &Workload) {
     push(labels, "pod_qos", w.cgroup.pod_qos.map(|q| q.label()));
     push(labels, "kubernetes_pod_name", w.pod_name());
     push(labels, "kubernetes_pod_namespace", w.pod_namespace());
+    push(
+        labels,
+        "container_owner_uid",
+        w.cgroup.owner_uid.map(|uid| uid.to_string()).as_deref(),
+    );
 }
 
 /// Scaphandre's container labels (`container_scheduler`, `container_runtime`,
@@ -103,7 +110,7 @@ mod tests {
 
     fn workload(path: &str, pod: Option<PodMeta>) -> Workload {
         Workload {
-            cgroup: Arc::new(parse(path)),
+            cgroup: Arc::new(parse(path, true)),
             pod: pod.map(Arc::new),
         }
     }
@@ -124,6 +131,23 @@ mod tests {
             Some("n1"),
         );
         assert!(compat.is_empty());
+    }
+
+    #[test]
+    fn rootless_containers_name_their_owner() {
+        let path =
+            format!("/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope");
+        let mut labels = Labels::new();
+        add_process_labels(&mut labels, &workload(&path, None));
+        assert_eq!(
+            labels,
+            vec![
+                ("container_id", ID.to_owned()),
+                ("container_runtime", "podman".to_owned()),
+                ("container_owner_uid", "1000".to_owned()),
+                ("systemd_unit", format!("libpod-{ID}.scope")),
+            ]
+        );
     }
 
     #[test]

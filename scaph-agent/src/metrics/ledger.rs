@@ -205,18 +205,13 @@ impl Ledger {
             entry.last = now;
             entry.generation = generation;
             if self.per_exe {
-                self.exe.add(
-                    p.exe
-                        .as_ref()
-                        .map(|e| e.display().to_string())
-                        .unwrap_or_default(),
-                    delta,
-                    generation,
-                );
+                self.exe.add(super::collect::exe(p), delta, generation);
             }
             if self.per_cgroup {
+                // Grouped by the bounded value, so two long names that are cut
+                // alike make one series, never two with the same labels.
                 self.cgroup.add(
-                    p.cgroup_path.as_deref().unwrap_or_default().to_owned(),
+                    crate::label::path(p.cgroup_path.as_deref().unwrap_or_default()),
                     delta,
                     generation,
                 );
@@ -355,6 +350,7 @@ mod tests {
                     comm: format!("p{}", k.pid).into(),
                     exe: Some(std::path::PathBuf::from(format!("/bin/p{}", k.pid % 3)).into()),
                     cmdline: Default::default(),
+                    vm_name: None,
                     cgroup_id: None,
                     cgroup_path: Some(format!("/g{}", k.pid % 2).into()),
                     cpu_seconds_total: c,

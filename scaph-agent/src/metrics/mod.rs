@@ -31,7 +31,8 @@ use crate::{
 
 /// Default of `--max-processes`.
 pub const DEFAULT_MAX_PROCESSES: usize = 500;
-/// Default of `--cmdline-max-len`.
+/// `--cmdline-max-len` with `--scaphandre-compat` when not given (without
+/// compat there is no `cmdline` label unless asked for).
 pub const DEFAULT_CMDLINE_MAX_LEN: usize = 128;
 
 /// What to expose.
@@ -58,7 +59,7 @@ impl Default for MetricsConfig {
         Self {
             compat: false,
             max_processes: DEFAULT_MAX_PROCESSES,
-            cmdline_max_len: DEFAULT_CMDLINE_MAX_LEN,
+            cmdline_max_len: 0,
             per_exe: false,
             per_cgroup: false,
             qemu: false,
