@@ -238,6 +238,7 @@ mod tests {
         let consumers = Consumers {
             max: 3,
             regex: None,
+            cmdline_max_len: 0,
         };
         let mut exporter = JsonExporter::new(out, consumers);
         let snap = sample_snapshot(crate::sensors::EnergyOrigin::Measured);

@@ -681,12 +681,7 @@ mod tests {
             .map(|i| {
                 let mut p = vm.clone();
                 p.key.pid = 1000 + i;
-                p.cmdline = vec![
-                    "qemu-system-x86_64".into(),
-                    "-name".into(),
-                    format!("guest=vm{i}"),
-                ]
-                .into();
+                p.vm_name = Some(format!("vm{i}").into());
                 p
             })
             .collect();
