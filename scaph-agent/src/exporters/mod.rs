@@ -12,6 +12,7 @@ pub mod qemu;
 pub mod riemann;
 pub mod stdout;
 pub mod warp10;
+pub mod web;
 
 use bytes::Bytes;
 use tokio::{sync::watch, task::JoinHandle};
