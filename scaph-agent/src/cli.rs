@@ -347,6 +347,20 @@ pub struct PrometheusArgs {
     /// Add a vmname label to qemu/KVM guest processes.
     #[arg(long)]
     pub qemu: bool,
+
+    /// TLS, basic authentication and response headers, in the Prometheus
+    /// exporter-toolkit's format (node_exporter's --web.config.file). Re-read
+    /// when it or a certificate it names changes.
+    #[arg(long = "web.config.file", value_name = "PATH")]
+    pub web_config_file: Option<PathBuf>,
+
+    /// Connections open at once; more are closed as soon as accepted.
+    #[arg(long = "web.max-connections", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub web_max_connections: u32,
+
+    /// Connections open at once from one client address (an IPv6 client is its /64).
+    #[arg(long = "web.max-connections-per-client", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub web_max_connections_per_client: u32,
 }
 
 #[derive(Debug, Args)]
@@ -497,6 +511,46 @@ mod tests {
         .expect("after");
         assert!(cli.scaphandre_compat);
         assert_eq!(cli.metrics_config(false).max_processes, 0);
+    }
+
+    #[test]
+    fn web_flags_parse_with_their_dotted_names() {
+        let cli = Cli::try_parse_from([
+            "scaph",
+            "prometheus",
+            "--web.config.file",
+            "/etc/scaph/web.yml",
+            "--web.max-connections=50",
+            "--web.max-connections-per-client",
+            "5",
+        ])
+        .expect("web flags");
+        let Exporter::Prometheus(a) = &cli.exporter else {
+            panic!("prometheus")
+        };
+        assert_eq!(
+            a.web_config_file.as_deref(),
+            Some(std::path::Path::new("/etc/scaph/web.yml"))
+        );
+        assert_eq!(
+            (a.web_max_connections, a.web_max_connections_per_client),
+            (50, 5)
+        );
+        let cli = Cli::try_parse_from(["scaph", "prometheus"]).expect("defaults");
+        let Exporter::Prometheus(a) = &cli.exporter else {
+            panic!("prometheus")
+        };
+        assert_eq!(
+            (
+                a.web_config_file.as_ref(),
+                a.web_max_connections,
+                a.web_max_connections_per_client
+            ),
+            (None, 200, 32)
+        );
+        assert!(
+            Cli::try_parse_from(["scaph", "prometheus", "--web.max-connections", "0"]).is_err()
+        );
     }
 
     #[test]

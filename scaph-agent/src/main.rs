@@ -22,6 +22,10 @@ use scaph_agent::{
         json::{Consumers, JsonExporter},
         prometheus, prometheus_push,
         stdout::{Selection, StdoutExporter},
+        web::{
+            self,
+            reload::{Active, Reloader},
+        },
         Exporter,
     },
     host::HostReader,
@@ -78,13 +82,10 @@ async fn run(cli: Cli) -> Result<()> {
             cli.exporter.name()
         );
     }
-    // Bind before loading anything: a busy port is reported at once.
+    // Bind and read the web configuration before loading anything: a busy
+    // port or a broken file is reported at once.
     let listener = match &cli.exporter {
-        ExporterChoice::Prometheus(args) => Some(
-            TcpListener::bind((args.address.as_str(), args.port))
-                .await
-                .with_context(|| format!("listening on {}:{}", args.address, args.port))?,
-        ),
+        ExporterChoice::Prometheus(args) => Some(web_server(args).await?),
         _ => None,
     };
     let cpu = open::cputime(&cli)?;
@@ -110,7 +111,7 @@ async fn run(cli: Cli) -> Result<()> {
             ExporterChoice::Stdout(args) => run_stdout(&cli, args, rx).await,
             ExporterChoice::Json(args) => run_json(args, cli.cmdline_max_len(), rx).await,
             ExporterChoice::Prometheus(args) => match listener {
-                Some(listener) => run_prometheus(&cli, args, listener, rx).await,
+                Some((listener, config)) => run_prometheus(&cli, args, listener, config, rx).await,
                 None => Ok(()),
             },
             ExporterChoice::PrometheusPush(args) => run_push(&cli, args, rx).await,
@@ -226,21 +227,53 @@ async fn run_json(args: &JsonArgs, cmdline_max_len: usize, rx: SnapshotRx) -> Re
     feed(&mut exporter, rx, args.timeout.and_then(seconds)).await
 }
 
+/// The listening socket and the web configuration of `scaph prometheus`.
+async fn web_server(args: &PrometheusArgs) -> Result<(TcpListener, Arc<Reloader>)> {
+    let wanted = u64::from(args.web_max_connections) + 64;
+    match web::raise_fd_limit() {
+        Ok(limit) if limit < wanted => log::warn!(
+            "open files are limited to {limit}: fewer than --web.max-connections={} needs",
+            args.web_max_connections
+        ),
+        Ok(_) => {}
+        Err(e) => log::warn!("raising the limit on open files: {e}"),
+    }
+    let config = match &args.web_config_file {
+        Some(path) => Reloader::watching(path.clone()).context("--web.config.file")?,
+        None => Reloader::fixed(Active::default()),
+    };
+    let listener = TcpListener::bind((args.address.as_str(), args.port))
+        .await
+        .with_context(|| format!("listening on {}:{}", args.address, args.port))?;
+    Ok((listener, Arc::new(config)))
+}
+
 async fn run_prometheus(
     cli: &Cli,
     args: &PrometheusArgs,
     listener: TcpListener,
+    config: Arc<Reloader>,
     rx: SnapshotRx,
 ) -> Result<()> {
     let (exposition, _publisher) =
         scaph_agent::exporters::publish(rx, MetricsState::new(cli.metrics_config(args.qemu)));
     if let Ok(addr) = listener.local_addr() {
+        let scheme = if config.current().tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         log::info!(
-            "serving metrics at http://{addr}{}",
+            "serving metrics at {scheme}://{addr}{}",
             prometheus::metrics_path(&args.suffix)
         );
     }
-    prometheus::serve(listener, &args.suffix, exposition)
+    let limits = web::Limits {
+        max_connections: args.web_max_connections as usize,
+        max_connections_per_client: args.web_max_connections_per_client as usize,
+        ..web::Limits::default()
+    };
+    prometheus::serve(listener, &args.suffix, exposition, limits, config)
         .await
         .context("serving metrics")
 }

@@ -156,9 +156,17 @@ fn unknown_paths_get_404_and_scrapers_see_the_same_numbers() {
     require_root();
     let (mut scaph, port) = start(&[]);
     scrape_when_ready(&mut scaph, port);
-    let response = http_get(port, "/").expect("GET /");
+    let response = http_get(port, "/nowhere").expect("GET /nowhere");
     assert_eq!(response.status, 404);
     assert!(response.body.contains("/metrics"), "{}", response.body);
+    // The landing page links to the metrics, as Prometheus exporters' do.
+    let response = http_get(port, "/").expect("GET /");
+    assert_eq!(response.status, 200);
+    assert!(
+        response.body.contains("href=\"/metrics\""),
+        "{}",
+        response.body
+    );
     // Two scrapes within one measurement step get identical bytes: a scrape only reads.
     let same = (0..10).any(|_| {
         let a = http_get(port, "/metrics").expect("scrape a").body;

@@ -15,6 +15,7 @@ pub mod riemann;
 pub mod secret;
 pub mod stdout;
 pub mod warp10;
+pub mod web;
 
 use bytes::Bytes;
 use tokio::{sync::watch, task::JoinHandle};

@@ -1,29 +1,25 @@
-//! `scaph prometheus`: serves the latest measurement over HTTP.
+//! `scaph prometheus`: serves the latest measurement over HTTP(S).
 //!
 //! The agent measures on its own timer and [`super::publish`] encodes each
 //! result once; a scrape only clones those bytes. Several scrapers therefore
 //! see the same numbers, and a slow or stuck one holds nothing but its own
-//! connection.
-use std::{convert::Infallible, time::Duration};
+//! connection. The server itself (limits, TLS, authentication) is
+//! [`super::web`]; this file only says what each path answers.
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{
-    body::Incoming,
-    header::{ALLOW, CONTENT_TYPE},
-    server::conn::http1,
-    service::service_fn,
-    Method, Request, Response, StatusCode,
+    header::{HeaderValue, ALLOW, CONTENT_TYPE},
+    Method, Response, StatusCode,
 };
-use hyper_util::rt::{TokioIo, TokioTimer};
-use log::{debug, warn};
 use tokio::net::TcpListener;
 
-use super::Exposition;
+use super::{
+    web::{self, reload::Reloader, Limits, Reply},
+    Exposition,
+};
 use crate::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
-
-/// A client that sends no complete request head within this time is dropped.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -37,88 +33,88 @@ pub fn metrics_path(suffix: &str) -> String {
     format!("/{}", suffix.trim_matches('/'))
 }
 
-/// Accepts connections until the exposition's publisher ends.
+/// Serves until the exposition's publisher ends.
 pub async fn serve(
     listener: TcpListener,
     suffix: &str,
-    mut exposition: Exposition,
+    exposition: Exposition,
+    limits: Limits,
+    config: Arc<Reloader>,
 ) -> Result<(), ServeError> {
     let path = metrics_path(suffix);
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            closed = exposition.changed() => {
-                if closed.is_err() {
-                    return Err(ServeError::MeasurementStopped);
-                }
-                continue;
-            }
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Out of file descriptors and the like: wait, never give up serving.
-                warn!("accepting a connection: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let exposition = exposition.clone();
-        let path = path.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req: Request<Incoming>| {
-                let body = exposition.borrow().clone();
-                let response = route(req.method(), req.uri().path(), &path, body);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                debug!("HTTP connection: {e}");
-            }
-        });
+    let latest = exposition.clone();
+    let answer = move |method: &Method, uri_path: &str| {
+        route(method, uri_path, &path, latest.borrow().clone())
+    };
+    let mut exposition = exposition;
+    tokio::select! {
+        () = web::serve(listener, limits, config, answer) => Ok(()),
+        () = async { while exposition.changed().await.is_ok() {} } => Err(ServeError::MeasurementStopped),
     }
 }
 
-/// The response to one request: the metrics, 405 for other methods on the
-/// metrics path, 404 with a hint elsewhere.
+fn text(status: StatusCode, content_type: &'static str, message: String) -> Reply {
+    let mut response = Response::new(Full::new(Bytes::from(message)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// The response to one request: the metrics, a landing page at `/`,
+/// `/-/healthy`, 405 for methods other than GET and HEAD, 404 elsewhere.
 #[must_use]
-pub fn route(
-    method: &Method,
-    path: &str,
-    metrics_path: &str,
-    body: Bytes,
-) -> Response<Full<Bytes>> {
-    let text = |status: StatusCode, message: String| {
-        let mut response = Response::new(Full::new(Bytes::from(message)));
-        *response.status_mut() = status;
-        response.headers_mut().insert(
-            CONTENT_TYPE,
-            hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        response
-    };
-    if path.trim_end_matches('/') != metrics_path {
+pub fn route(method: &Method, path: &str, metrics_path: &str, body: Bytes) -> Reply {
+    const PLAIN: &str = "text/plain; charset=utf-8";
+    let known = path == "/" || path == "/-/healthy" || path.trim_end_matches('/') == metrics_path;
+    if !known {
         return text(
             StatusCode::NOT_FOUND,
+            PLAIN,
             format!("Not found. scaph serves its metrics at {metrics_path}\n"),
         );
     }
     if method != Method::GET && method != Method::HEAD {
-        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "Use GET.\n".into());
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "Use GET.\n".into());
         response
             .headers_mut()
-            .insert(ALLOW, hyper::header::HeaderValue::from_static("GET, HEAD"));
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return response;
     }
-    let mut response = Response::new(Full::new(body));
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static(METRICS_CONTENT_TYPE),
-    );
-    response
+    match path {
+        "/" => text(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            landing_page(metrics_path),
+        ),
+        "/-/healthy" => text(StatusCode::OK, PLAIN, "Healthy\n".into()),
+        _ => {
+            let mut response = Response::new(Full::new(body));
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(METRICS_CONTENT_TYPE));
+            response
+        }
+    }
+}
+
+fn landing_page(metrics_path: &str) -> String {
+    let href: String = metrics_path
+        .chars()
+        .map(|c| match c {
+            '&' => "&amp;".into(),
+            '<' => "&lt;".into(),
+            '>' => "&gt;".into(),
+            '"' => "&quot;".into(),
+            c => c.to_string(),
+        })
+        .collect();
+    format!(
+        "<!DOCTYPE html>\n<html>\n<head><meta charset=\"utf-8\"><title>scaph</title></head>\n<body>\n<h1>scaph</h1>\n\
+         <p>Energy per process, from exact kernel CPU time and RAPL.</p>\n\
+         <ul>\n<li><a href=\"{href}\">Metrics</a></li>\n<li><a href=\"/-/healthy\">Health</a></li>\n</ul>\n</body>\n</html>\n"
+    )
 }
 
 #[cfg(test)]
@@ -155,16 +151,36 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_paths_get_404_with_a_hint() {
-        let response = route(&Method::GET, "/", &metrics_path("/custom/"), Bytes::new());
-        assert_eq!(response.status(), StatusCode::NOT_FOUND);
-        assert!(body(response).await.contains("/custom"));
+        for path in ["/metrics", "/index.html", "/-/ready", "/custom/x"] {
+            let response = route(&Method::GET, path, &metrics_path("/custom/"), Bytes::new());
+            assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+            assert!(body(response).await.contains("/custom"), "{path}");
+        }
     }
 
     #[tokio::test]
     async fn other_methods_get_405() {
-        let response = route(&Method::POST, "/metrics", "/metrics", Bytes::new());
-        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
-        assert_eq!(response.headers()[ALLOW], "GET, HEAD");
+        for path in ["/metrics", "/", "/-/healthy"] {
+            let response = route(&Method::POST, path, "/metrics", Bytes::new());
+            assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
+            assert_eq!(response.headers()[ALLOW], "GET, HEAD");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_landing_page_links_to_the_metrics_path() {
+        let response = route(&Method::GET, "/", &metrics_path("a\"b"), Bytes::new());
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
+        let page = body(response).await;
+        assert!(page.contains("<a href=\"/a&quot;b\">"), "{page}");
+    }
+
+    #[tokio::test]
+    async fn healthy_answers_200() {
+        let response = route(&Method::GET, "/-/healthy", "/metrics", Bytes::new());
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(body(response).await, "Healthy\n");
     }
 
     /// A real server on a loopback port: a connection that never sends a
@@ -175,7 +191,11 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (_tx, rx) = tokio::sync::watch::channel(Bytes::from_static(b"scaph_build_info 1\n"));
-        let server = tokio::spawn(async move { serve(listener, "metrics", rx).await });
+        let config = Arc::new(Reloader::fixed(web::reload::Active::default()));
+        let server =
+            tokio::spawn(
+                async move { serve(listener, "metrics", rx, Limits::default(), config).await },
+            );
         let _stuck = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
         client
@@ -183,10 +203,13 @@ mod tests {
             .await
             .expect("write");
         let mut reply = String::new();
-        tokio::time::timeout(Duration::from_secs(5), client.read_to_string(&mut reply))
-            .await
-            .expect("in time")
-            .expect("read");
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            client.read_to_string(&mut reply),
+        )
+        .await
+        .expect("in time")
+        .expect("read");
         assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
         assert!(reply.contains("scaph_build_info 1"));
         server.abort();
