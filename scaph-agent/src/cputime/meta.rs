@@ -214,7 +214,7 @@ fn read_cmdline(process: &Process) -> Option<Vec<String>> {
 
 /// Splits NUL-separated arguments, dropping empty pieces (the trailing NUL,
 /// and the NUL padding left by processes that rewrite their title).
-fn split_cmdline(buf: &[u8]) -> Vec<String> {
+pub(crate) fn split_cmdline(buf: &[u8]) -> Vec<String> {
     buf.split(|&b| b == 0)
         .filter(|arg| !arg.is_empty())
         .map(|arg| String::from_utf8_lossy(arg).into_owned())
@@ -235,7 +235,7 @@ fn read_cgroup_path(process: &Process) -> Option<String> {
 /// The path to report from the lines of `/proc/PID/cgroup`: the unified (v2)
 /// line `0::<path>` when present (v2 and hybrid hosts); else, on v1-only
 /// hosts, the `name=systemd` hierarchy (which names the unit) or the first line.
-fn pick_cgroup_path(groups: &[ProcessCGroup]) -> Option<String> {
+pub(crate) fn pick_cgroup_path(groups: &[ProcessCGroup]) -> Option<String> {
     let unified = groups
         .iter()
         .find(|g| g.hierarchy == 0 && g.controllers.is_empty());
