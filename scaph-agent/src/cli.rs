@@ -4,6 +4,7 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
+    cli_ranges as ranges,
     cputime::meta::{MetaOptions, CMDLINE_READ_MAX},
     metrics::{MetricsConfig, DEFAULT_CMDLINE_MAX_LEN, DEFAULT_MAX_PROCESSES},
     vm_label::VmTrust,
@@ -71,11 +72,21 @@ pub struct Cli {
     pub bpf_timestamp: bool,
 
     /// Estimate sensor: power of one socket with all its CPUs idle, watts.
-    #[arg(long, default_value_t = crate::sensors::estimate::DEFAULT_IDLE_WATTS, global = true)]
+    #[arg(
+        long,
+        default_value_t = crate::sensors::estimate::DEFAULT_IDLE_WATTS,
+        global = true,
+        value_parser = ranges::watts
+    )]
     pub estimate_idle_watts: f64,
 
     /// Estimate sensor: power of one socket with all its CPUs busy, watts.
-    #[arg(long, default_value_t = crate::sensors::estimate::DEFAULT_MAX_WATTS, global = true)]
+    #[arg(
+        long,
+        default_value_t = crate::sensors::estimate::DEFAULT_MAX_WATTS,
+        global = true,
+        value_parser = ranges::watts
+    )]
     pub estimate_max_watts: f64,
 
     /// What to do with energy that busy CPU time does not claim: leave it as
@@ -85,7 +96,7 @@ pub struct Cli {
 
     /// How long an exited process keeps its series (final values), e.g. 600, 90s, 10m, 1h.
     /// After that its energy moves into the summed series. Keep it well above the scrape interval.
-    #[arg(long, value_parser = parse_duration, default_value = "10m", global = true)]
+    #[arg(long, value_parser = ranges::retention, default_value = "10m", global = true)]
     pub retention: Duration,
 
     /// Also expose Scaphandre's metric names and labels (microwatts, microjoules,
@@ -95,13 +106,13 @@ pub struct Cli {
 
     /// Processes with their own series, the top ones by recent power; the others are
     /// summed into one series (pid=""), so totals stay right. 0: only that sum.
-    #[arg(long, default_value_t = DEFAULT_MAX_PROCESSES, global = true)]
+    #[arg(long, default_value_t = DEFAULT_MAX_PROCESSES, global = true, value_parser = ranges::count)]
     pub max_processes: usize,
 
     /// Show command lines (a `cmdline` label, the JSON `cmdline` field), cut to this many
     /// characters. Off by default: arguments can hold secrets. --scaphandre-compat turns it
     /// on at 128 unless this is given; 0 keeps it off.
-    #[arg(long, global = true, value_name = "N")]
+    #[arg(long, global = true, value_name = "N", value_parser = ranges::cmdline_len)]
     pub cmdline_max_len: Option<usize>,
 
     /// Users whose qemu/KVM processes are VMs (names or numeric uids, comma-separated), by
@@ -180,6 +191,19 @@ impl Cli {
             vm_trust: VmTrust::resolve(&self.vm_trusted_users),
             own_cmdline: format!("scaph {}", self.exporter.name()).into(),
         }
+    }
+
+    /// Parses the command line, then checks the options that depend on each
+    /// other ([`ranges::check`]); on an error, prints it and exits with status 2.
+    #[must_use]
+    pub fn parse_checked() -> Self {
+        let cli = Self::parse();
+        if let Err(e) = ranges::check(&cli) {
+            <Self as clap::CommandFactory>::command()
+                .error(clap::error::ErrorKind::ArgumentConflict, e)
+                .exit();
+        }
+        cli
     }
 
     /// The metric options, with the exporter's `--qemu`.
@@ -276,16 +300,18 @@ impl Exporter {
         }
     }
 
-    /// Time between two measurements.
+    /// Time between two measurements (kept within the accepted range even
+    /// for arguments built without the command line).
     #[must_use]
     pub fn step(&self) -> Duration {
-        let secs = |s: u64| Duration::from_secs(s.max(1));
+        let max = Duration::from_secs(ranges::MAX_STEP_SECS);
+        let secs = |s: u64| Duration::from_secs(s.clamp(1, ranges::MAX_STEP_SECS));
         match self {
             Self::Stdout(a) => secs(a.step),
             Self::Json(a) => {
-                let step =
-                    Duration::from_secs(a.step) + Duration::from_nanos(u64::from(a.step_nano));
-                step.max(Duration::from_millis(100))
+                let step = Duration::from_secs(a.step)
+                    .saturating_add(Duration::from_nanos(u64::from(a.step_nano)));
+                step.clamp(ranges::MIN_JSON_STEP, max)
             }
             Self::Prometheus(a) => secs(a.step),
             Self::PrometheusPush(a) => secs(a.step),
@@ -299,19 +325,19 @@ impl Exporter {
 #[derive(Debug, Args)]
 pub struct JsonArgs {
     /// Stop after this many seconds (default: run until interrupted).
-    #[arg(short, long, allow_negative_numbers = true)]
+    #[arg(short, long, allow_negative_numbers = true, value_parser = ranges::timeout)]
     pub timeout: Option<i64>,
 
     /// Seconds between measurements.
-    #[arg(short, long, default_value_t = 2)]
+    #[arg(short, long, default_value_t = 2, value_parser = ranges::json_step)]
     pub step: u64,
 
     /// Nanoseconds added to --step.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = ranges::step_nano)]
     pub step_nano: u32,
 
     /// How many of the top consumers each line lists.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = ranges::count)]
     pub max_top_consumers: usize,
 
     /// Write to this file (created or truncated) instead of stdout. A symbolic link is followed
@@ -341,7 +367,7 @@ pub struct PrometheusArgs {
 
     /// Seconds between measurements. Measurement runs on this timer; a scrape
     /// only reads the latest result, so scrapers never change the numbers.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = ranges::step)]
     pub step: u64,
 
     /// Add a vmname label to qemu/KVM guest processes.
@@ -370,7 +396,7 @@ pub struct PushArgs {
     pub host: String,
 
     /// Pushgateway port.
-    #[arg(short, long, default_value_t = 9091)]
+    #[arg(short, long, default_value_t = 9091, value_parser = ranges::port)]
     pub port: u16,
 
     /// http or https.
@@ -378,7 +404,7 @@ pub struct PushArgs {
     pub scheme: String,
 
     /// Seconds between measurements (one push each).
-    #[arg(short, long, default_value_t = 30)]
+    #[arg(short, long, default_value_t = 30, value_parser = ranges::step)]
     pub step: u64,
 
     /// URL path prefix of the pushgateway API.
@@ -414,15 +440,15 @@ pub struct PushArgs {
 #[derive(Debug, Args)]
 pub struct StdoutArgs {
     /// Stop after this many seconds (negative: run until interrupted).
-    #[arg(short, long, default_value_t = 10, allow_negative_numbers = true)]
+    #[arg(short, long, default_value_t = 10, allow_negative_numbers = true, value_parser = ranges::timeout)]
     pub timeout: i64,
 
     /// Seconds between measurements.
-    #[arg(short, long, default_value_t = 2)]
+    #[arg(short, long, default_value_t = 2, value_parser = ranges::step)]
     pub step: u64,
 
     /// How many of the top consumers to show.
-    #[arg(short, long, default_value_t = 5)]
+    #[arg(short, long, default_value_t = 5, value_parser = ranges::count)]
     pub processes: usize,
 
     /// Show only processes whose exe or cmdline matches this regex (instead of the top N).
@@ -606,7 +632,7 @@ mod tests {
             ),
             (&["scaph", "--cmdline-max-len", "40", "json"], 40, 40),
             (
-                &["scaph", "--cmdline-max-len", "99999999", "json"],
+                &["scaph", "--cmdline-max-len", "4096", "json"],
                 CMDLINE_READ_MAX,
                 CMDLINE_READ_MAX,
             ),
@@ -622,6 +648,8 @@ mod tests {
             assert_eq!(cli.metrics_config(false).cmdline_max_len, shown, "{args:?}");
             assert_eq!(cli.meta_options().cmdline_chars, kept, "{args:?}");
         }
+        // More than is ever read is refused, not silently lowered.
+        assert!(Cli::try_parse_from(["scaph", "--cmdline-max-len", "4097", "json"]).is_err());
         let cli = Cli::try_parse_from(["scaph", "prometheus-push", "--job", "j", "-H", "gw"])
             .expect("push");
         assert_eq!(&*cli.meta_options().own_cmdline, "scaph prometheus-push");

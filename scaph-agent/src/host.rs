@@ -191,92 +191,35 @@ impl HostReader {
     }
 
     fn statm(&self, path: &Path) -> Result<ProcessMemory, HostError> {
-        let text = read(path)?;
-        let mut fields = text.split_whitespace().map(str::parse::<u64>);
-        match (fields.next(), fields.next()) {
-            (Some(Ok(size)), Some(Ok(resident))) => Ok(ProcessMemory {
-                resident_bytes: resident.saturating_mul(self.page_size),
-                virtual_bytes: size.saturating_mul(self.page_size),
-            }),
-            _ => Err(HostError::Parse {
-                path: path.to_owned(),
-                what: "size and resident pages",
-            }),
-        }
+        parse_statm(&read(path)?, self.page_size).ok_or_else(|| HostError::Parse {
+            path: path.to_owned(),
+            what: "size and resident pages",
+        })
     }
 
     fn load(&self) -> Result<LoadAverage, HostError> {
         let path = self.proc_root.join("loadavg");
-        let text = read(&path)?;
-        let mut it = text.split_whitespace().map(str::parse::<f64>);
-        match (it.next(), it.next(), it.next()) {
-            // The third field is the 15-minute average (Scaphandre repeated the 5-minute one).
-            (Some(Ok(one)), Some(Ok(five)), Some(Ok(fifteen))) => {
-                Ok(LoadAverage { one, five, fifteen })
-            }
-            _ => Err(HostError::Parse {
-                path,
-                what: "three load averages",
-            }),
-        }
+        parse_loadavg(&read(&path)?).ok_or(HostError::Parse {
+            path,
+            what: "three load averages",
+        })
     }
 
     fn memory(&self) -> Result<Memory, HostError> {
         let path = self.proc_root.join("meminfo");
-        let text = read(&path)?;
-        let field = |name: &'static str| -> Result<u64, HostError> {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-                .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
-                .map(|kib| kib.saturating_mul(1024))
-                .ok_or_else(|| HostError::Parse {
-                    path: path.clone(),
-                    what: name,
-                })
-        };
-        Ok(Memory {
-            total: field("MemTotal")?,
-            available: field("MemAvailable")?,
-            free: field("MemFree")?,
-            swap_total: field("SwapTotal")?,
-            swap_free: field("SwapFree")?,
-        })
+        parse_meminfo(&read(&path)?).map_err(|what| HostError::Parse { path, what })
     }
 
     fn activity(&self) -> Result<Activity, HostError> {
         let path = self.proc_root.join("stat");
-        let text = read(&path)?;
-        let field = |name: &'static str| -> Result<u64, HostError> {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-                .and_then(|rest| rest.trim().parse::<u64>().ok())
-                .ok_or_else(|| HostError::Parse {
-                    path: path.clone(),
-                    what: name,
-                })
-        };
-        Ok(Activity {
-            forks_total: field("processes")?,
-            context_switches_total: field("ctxt")?,
-            running: field("procs_running")?,
-            blocked: field("procs_blocked")?,
-        })
+        parse_activity(&read(&path)?).map_err(|what| HostError::Parse { path, what })
     }
 
     fn disks(&self) -> Result<Vec<Disk>, HostError> {
         let path = self.proc_root.join("self/mounts");
         let text = read(&path)?;
         let mut disks: Vec<Disk> = Vec::new();
-        for line in text.lines() {
-            let mut f = line.split_whitespace();
-            let (Some(device), Some(mount_point), Some(fs_type)) = (f.next(), f.next(), f.next())
-            else {
-                continue;
-            };
-            if !device.starts_with("/dev/") {
-                continue;
-            }
-            let mount_point = unescape_mount(mount_point);
+        for (device, mount_point, fs_type) in block_mounts(&text) {
             if disks.iter().any(|d| d.mount_point == mount_point) {
                 continue; // over-mounted: the first entry is enough
             }
@@ -339,30 +282,103 @@ fn read(path: &Path) -> Result<String, HostError> {
     })
 }
 
+/// `/proc/PID/statm`: (size, resident) pages, as bytes.
+pub(crate) fn parse_statm(text: &str, page_size: u64) -> Option<ProcessMemory> {
+    let mut fields = text.split_whitespace().map(str::parse::<u64>);
+    match (fields.next(), fields.next()) {
+        (Some(Ok(size)), Some(Ok(resident))) => Some(ProcessMemory {
+            resident_bytes: resident.saturating_mul(page_size),
+            virtual_bytes: size.saturating_mul(page_size),
+        }),
+        _ => None,
+    }
+}
+
+/// `/proc/loadavg`.
+pub(crate) fn parse_loadavg(text: &str) -> Option<LoadAverage> {
+    let mut it = text.split_whitespace().map(str::parse::<f64>);
+    match (it.next(), it.next(), it.next()) {
+        // The third field is the 15-minute average (Scaphandre repeated the 5-minute one).
+        (Some(Ok(one)), Some(Ok(five)), Some(Ok(fifteen))) => {
+            Some(LoadAverage { one, five, fifteen })
+        }
+        _ => None,
+    }
+}
+
+/// `/proc/meminfo`; the error names the first field missing or unreadable.
+pub(crate) fn parse_meminfo(text: &str) -> Result<Memory, &'static str> {
+    let field = |name: &'static str| -> Result<u64, &'static str> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+            .map(|kib| kib.saturating_mul(1024))
+            .ok_or(name)
+    };
+    Ok(Memory {
+        total: field("MemTotal")?,
+        available: field("MemAvailable")?,
+        free: field("MemFree")?,
+        swap_total: field("SwapTotal")?,
+        swap_free: field("SwapFree")?,
+    })
+}
+
+/// The scheduler counters of `/proc/stat`; the error names the first one missing.
+pub(crate) fn parse_activity(text: &str) -> Result<Activity, &'static str> {
+    let field = |name: &'static str| -> Result<u64, &'static str> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|rest| rest.trim().parse::<u64>().ok())
+            .ok_or(name)
+    };
+    Ok(Activity {
+        forks_total: field("processes")?,
+        context_switches_total: field("ctxt")?,
+        running: field("procs_running")?,
+        blocked: field("procs_blocked")?,
+    })
+}
+
+/// (device, unescaped mount point, filesystem type) of the `/dev/` lines of `/proc/PID/mounts`.
+pub(crate) fn block_mounts(text: &str) -> impl Iterator<Item = (&str, String, &str)> {
+    text.lines().filter_map(|line| {
+        let mut f = line.split_whitespace();
+        let (device, mount_point, fs_type) = (f.next()?, f.next()?, f.next()?);
+        device
+            .starts_with("/dev/")
+            .then(|| (device, unescape_mount(mount_point), fs_type))
+    })
+}
+
 /// utime + stime (clock ticks) from a `/proc/PID/stat` line.
-fn stat_cpu_ticks(text: &str) -> Option<u64> {
+pub(crate) fn stat_cpu_ticks(text: &str) -> Option<u64> {
     // The comm may contain spaces and parentheses: fields start after the last ')'.
     let rest = &text[text.rfind(')')? + 1..];
     let mut fields = rest.split_whitespace().skip(11); // state is field 3; utime is field 14
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
+    Some(utime.saturating_add(stime))
 }
 
-/// `/proc/mounts` escapes space, tab, newline and backslash as octal.
-fn unescape_mount(s: &str) -> String {
+/// `/proc/mounts` escapes space, tab, newline and backslash as octal
+/// (`\ooo`, at most `\377`); anything else is kept as written.
+pub(crate) fn unescape_mount(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let bytes = s.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let code =
-                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+        let code = bytes
+            .get(i + 1..i + 4)
+            .filter(|_| bytes[i] == b'\\')
+            .and_then(|digits| {
+                digits.iter().try_fold(0u32, |acc, &b| {
+                    (b'0'..=b'7')
+                        .contains(&b)
+                        .then(|| acc * 8 + u32::from(b - b'0'))
+                })
+            });
+        if let Some(code) = code.and_then(|c| u8::try_from(c).ok()) {
             out.push(char::from(code));
             i += 4;
         } else {
@@ -501,5 +517,25 @@ mod tests {
         assert_eq!(unescape_mount(r"/mnt/my\040disk"), "/mnt/my disk");
         assert_eq!(unescape_mount("/é"), "/é");
         assert_eq!(unescape_mount(r"/a\"), r"/a\");
+        // Found by fuzzing (mounts target): a code above \377 overflowed a
+        // byte (a panic with debug assertions). The kernel writes only the
+        // four escapes, so anything else is kept as written.
+        assert_eq!(unescape_mount(r"/a\777"), r"/a\777");
+        assert_eq!(unescape_mount(r"/a\400b\377"), "/a\\400b\u{ff}");
+        // An escape at the very end is decoded too.
+        assert_eq!(unescape_mount(r"/mnt/x\040"), "/mnt/x ");
+    }
+
+    /// Found by fuzzing (proc_pid_stat target): utime + stime near u64::MAX
+    /// overflowed (a panic with debug assertions).
+    #[test]
+    fn cpu_ticks_of_a_garbage_stat_line_do_not_overflow() {
+        let line =
+            "7 (x) S 1 1 1 0 -1 0 0 0 0 0 18446744073709551615 18446744073709551615 0 0 20 0 1 0 5";
+        assert_eq!(stat_cpu_ticks(line), Some(u64::MAX));
+        assert_eq!(
+            stat_cpu_ticks("1 (a) S 1 1 1 0 -1 0 0 0 0 0 3 4 0"),
+            Some(7)
+        );
     }
 }

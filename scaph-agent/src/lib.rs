@@ -5,9 +5,12 @@
 pub mod agent;
 pub mod attribution;
 pub mod cli;
+pub mod cli_ranges;
 pub mod containers;
 pub mod cputime;
 pub mod exporters;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod host;
 pub mod label;
 pub mod metrics;

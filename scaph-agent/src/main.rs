@@ -9,7 +9,6 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use clap::Parser as _;
 use scaph_agent::{
     agent::{self, Agent, SnapshotRx},
     attribution::IdlePolicy,
@@ -52,7 +51,7 @@ fn main() -> Result<()> {
     // also stops glibc from raising it after the first such free.)
     // SAFETY: as above.
     unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10) };
-    let cli = Cli::parse();
+    let cli = Cli::parse_checked();
     init_logging(cli.verbose);
     // Two workers: an exporter's encoding or I/O never waits behind another
     // connection. Measurement has its own thread (agent::spawn).

@@ -81,6 +81,13 @@ pub const EXECED_CAPACITY: u32 = 4_096;
 pub const THREADS_CAPACITY: u32 = 131_072;
 const _: () = assert!(THREADS_CAPACITY.is_power_of_two());
 
+/// Longest on-CPU slice the BTF switch program records, ns (one minute): a
+/// longer one can only come from a torn `THREADS` entry, so it is counted in
+/// `dropped_slices` and its time is lost. Userspace closes every slice at
+/// each read (it forces a switch on every CPU), so the agent's `--step` must
+/// stay well below this.
+pub const MAX_SLICE_NS: u64 = 60_000_000_000;
+
 /// Length of a task's `comm` in the kernel (`TASK_COMM_LEN`).
 pub const COMM_LEN: usize = 16;
 

@@ -43,7 +43,7 @@ use aya_ebpf::{
 };
 use scaph_common::{
     CpuState, ProcCpuValue, ProcExit, ProcKey, ProcSlot, TaskOffsets, ThreadRuntime, COMM_LEN,
-    EXECED_CAPACITY, EXITED_CAPACITY, PROC_CPU_CAPACITY, THREADS_CAPACITY,
+    EXECED_CAPACITY, EXITED_CAPACITY, MAX_SLICE_NS, PROC_CPU_CAPACITY, THREADS_CAPACITY,
 };
 
 // The loader sets the real sizes: `SLOT_COUNT` slots, and `PROC_CPU` a
@@ -122,8 +122,7 @@ fn is_fair(policy: u32) -> bool {
 /// One switch in this many (per CPU) refreshes the outgoing process's cgroup id.
 const CGROUP_REFRESH_EVERY: u64 = 16;
 
-/// A slice longer than this (one minute) can only come from a torn slot.
-const MAX_SLICE_NS: u64 = 60_000_000_000;
+// A slice of MAX_SLICE_NS or more (one minute) can only come from a torn slot.
 
 #[btf_tracepoint(function = "sched_switch")]
 pub fn sched_switch_btf(ctx: BtfTracePointContext) -> i32 {

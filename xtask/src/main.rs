@@ -1,4 +1,5 @@
 //! `cargo xtask`: the developer commands (setup, run, test).
+mod fuzz;
 mod setup;
 
 use std::{
@@ -33,7 +34,17 @@ enum Task {
         #[arg(long)]
         quick: bool,
     },
-    /// Set up, then run every unit test and the root-only integration tests.
+    /// Run every fuzz target (fuzz/, nightly) for some seconds each; fails on a crash.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Write the executions per target to FUZZING.md.
+        #[arg(long)]
+        report: bool,
+    },
+    /// Set up, then run every unit test and the root-only integration tests,
+    /// then each fuzz target for a few seconds.
     Test {
         /// Extra arguments for the integration test binary (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -47,6 +58,7 @@ fn main() -> Result<()> {
         Task::Run { args } => run(&args),
         Task::Test { args } => test(&args),
         Task::Bench { quick } => bench(quick),
+        Task::Fuzz { seconds, report } => fuzz::run(seconds, report),
     }
 }
 
@@ -153,8 +165,12 @@ fn test(args: &[String]) -> Result<()> {
         eprintln!("xtask: running {} as root, one thread", binary.display());
         status(as_root(&binary).args(["--test-threads=1"]).args(args))?;
     }
-    Ok(())
+    // A smoke run of the fuzz targets (the long run is `cargo xtask fuzz`).
+    fuzz::run(FUZZ_SMOKE_SECONDS, false)
 }
+
+/// Seconds per fuzz target in `cargo xtask test`.
+const FUZZ_SMOKE_SECONDS: u64 = 5;
 
 /// The test executables cargo reported in its JSON messages (test
 /// harnesses only, not the helper binaries built alongside them).

@@ -12,6 +12,7 @@ use anyhow::{bail, Context as _, Result};
 const EBPF_TOOLCHAIN: &str = "nightly";
 const LLVM_MAJOR: &str = "22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const APT_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev"];
 
 pub fn is_root() -> bool {
@@ -272,6 +273,42 @@ pub fn ensure_deploy_test_tools(workspace: &std::path::Path) {
     {
         eprintln!("xtask: warning: {e}");
     }
+}
+
+/// `cargo fuzz` (crates.io `cargo-fuzz`) and the nightly toolchain it
+/// builds with (libFuzzer and the sanitizers need it). Installs what is
+/// missing, without a prompt; does nothing when both are there.
+pub fn ensure_cargo_fuzz() -> Result<()> {
+    if output("rustc", &["+nightly", "--version"]).is_none() {
+        eprintln!("xtask: installing the nightly toolchain for the fuzz targets");
+        run(
+            "rustup",
+            &["toolchain", "install", "nightly", "--profile", "minimal"],
+        )?;
+    }
+    if output("cargo", &["fuzz", "--version"]).is_none() {
+        eprintln!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION} (crates.io)");
+        run(
+            "cargo",
+            &[
+                "install",
+                "cargo-fuzz",
+                "--locked",
+                "--version",
+                CARGO_FUZZ_VERSION,
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// The target triple nightly builds for by default (where `cargo fuzz` puts its binaries).
+pub fn nightly_host() -> Result<String> {
+    let info = output("rustc", &["+nightly", "-vV"]).context("running rustc +nightly -vV")?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .map(str::to_owned)
+        .context("no host in rustc -vV")
 }
 
 fn output(program: &str, args: &[&str]) -> Option<String> {

@@ -336,6 +336,16 @@ impl<'a> Args<'a> {
     }
 }
 
+/// What scaph makes of a raw `cmdline` (at most [`CMDLINE_READ_MAX`] bytes of
+/// it are read): the line as kept with `max` characters, and the arguments
+/// read whole, which VM detection looks at. For the fuzz targets.
+pub(crate) fn parse_cmdline(raw: &[u8], max: usize) -> (Arc<str>, Vec<String>) {
+    let raw = &raw[..raw.len().min(CMDLINE_READ_MAX)];
+    let args = Args::new(raw, raw.len() >= CMDLINE_READ_MAX);
+    let whole = args.whole().into_iter().map(str::to_owned).collect();
+    (args.joined(max), whole)
+}
+
 /// The name of a VM that is trusted to be one (see [`VmTrust`]).
 fn vm_name(
     args: &Args<'_>,
@@ -410,7 +420,7 @@ fn read_cgroup_path(process: &Process) -> Option<String> {
 /// The path to report from the lines of `/proc/PID/cgroup`: the unified (v2)
 /// line `0::<path>` when present (v2 and hybrid hosts); else, on v1-only
 /// hosts, the `name=systemd` hierarchy (which names the unit) or the first line.
-fn pick_cgroup_path(groups: &[ProcessCGroup]) -> Option<String> {
+pub(crate) fn pick_cgroup_path(groups: &[ProcessCGroup]) -> Option<String> {
     let unified = groups
         .iter()
         .find(|g| g.hierarchy == 0 && g.controllers.is_empty());

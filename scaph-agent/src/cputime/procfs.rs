@@ -112,7 +112,7 @@ struct Tracked {
 
 /// The fields of `/proc/PID/stat` that this module uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct StatFields<'a> {
+pub(crate) struct StatFields<'a> {
     pub pid: u32,
     /// Raw `comm`, without the parentheses.
     pub comm: &'a [u8],
@@ -494,7 +494,7 @@ fn boottime_ns() -> u64 {
 ///
 /// `comm` may contain spaces and parentheses, so it ends at the *last* `)`.
 /// `None` on anything malformed.
-pub(super) fn parse_stat(buf: &[u8]) -> Option<StatFields<'_>> {
+pub(crate) fn parse_stat(buf: &[u8]) -> Option<StatFields<'_>> {
     let open = buf.iter().position(|&b| b == b'(')?;
     let close = buf.iter().rposition(|&b| b == b')')?;
     if close < open {
@@ -534,10 +534,10 @@ fn read_idle_ticks(path: &Path, buf: &mut Vec<u8>) -> Result<Vec<Option<u64>>, C
 }
 
 /// Most CPU numbers accepted from `/proc/stat` (garbage guard for the vector size).
-const MAX_CPUS: usize = 1 << 16;
+pub(crate) const MAX_CPUS: usize = 1 << 16;
 
 /// See [`read_idle_ticks`]. Malformed lines are skipped.
-fn parse_idle_ticks(buf: &[u8]) -> Vec<Option<u64>> {
+pub(crate) fn parse_idle_ticks(buf: &[u8]) -> Vec<Option<u64>> {
     let mut idle = Vec::new();
     for line in buf.split(|&b| b == b'\n') {
         let mut fields = line

@@ -63,11 +63,11 @@ pub struct QemuArgs {
     pub root: PathBuf,
 
     /// Seconds between measurements (and writes).
-    #[arg(short, long, default_value_t = 5)]
+    #[arg(short, long, default_value_t = 5, value_parser = crate::cli_ranges::step)]
     pub step: u64,
 
     /// Seconds a VM's files stay after its processes are gone.
-    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    #[arg(long, default_value_t = 120, value_name = "SECS", value_parser = crate::cli_ranges::cleanup_secs)]
     pub cleanup_after: u64,
 
     /// Most VM trees kept at once; more VMs are refused (logged, counted).

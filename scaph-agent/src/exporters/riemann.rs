@@ -61,7 +61,7 @@ pub struct RiemannArgs {
     pub address: String,
 
     /// Riemann TCP port.
-    #[arg(short, long, default_value_t = 5555)]
+    #[arg(short, long, default_value_t = 5555, value_parser = crate::cli_ranges::port)]
     pub port: u16,
 
     /// Seconds between measurements, each sent as one batch of events.
@@ -69,7 +69,8 @@ pub struct RiemannArgs {
         short,
         long = "dispatch-interval",
         visible_alias = "dispatch",
-        default_value_t = 5
+        default_value_t = 5,
+        value_parser = crate::cli_ranges::step
     )]
     pub dispatch_interval: u64,
 

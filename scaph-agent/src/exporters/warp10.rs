@@ -59,7 +59,7 @@ pub struct Warp10Args {
     pub host: String,
 
     /// Warp 10 TCP port.
-    #[arg(short, long, default_value_t = 8080)]
+    #[arg(short, long, default_value_t = 8080, value_parser = crate::cli_ranges::port)]
     pub port: u16,
 
     /// http or https.
@@ -77,7 +77,7 @@ pub struct Warp10Args {
     pub write_token_file: Option<PathBuf>,
 
     /// Seconds between measurements, each sent as one request.
-    #[arg(short, long, default_value_t = 2)]
+    #[arg(short, long, default_value_t = 2, value_parser = crate::cli_ranges::step)]
     pub step: u64,
 
     /// Add a `vmname` label to qemu/KVM VM processes (run on a hypervisor).

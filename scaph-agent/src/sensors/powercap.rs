@@ -424,9 +424,9 @@ fn read_name(dir: &Path) -> Option<String> {
 fn read_max_range(dir: &Path) -> u64 {
     let path = dir.join("max_energy_range_uj");
     match fs::read_to_string(&path) {
-        Ok(text) => match text.trim().parse::<u64>() {
-            Ok(max) if max > 0 => max,
-            _ => {
+        Ok(text) => match parse_max_range(&text) {
+            Some(max) => max,
+            None => {
                 warn!(
                     "{}: cannot use {text:?}; counter wrap will not be undone",
                     path.display()
@@ -444,8 +444,13 @@ fn read_max_range(dir: &Path) -> u64 {
     }
 }
 
+/// A usable `max_energy_range_uj` (a positive number of µJ).
+pub(crate) fn parse_max_range(text: &str) -> Option<u64> {
+    text.trim().parse::<u64>().ok().filter(|&max| max > 0)
+}
+
 /// Parses a counter file's bytes. `complete`: the read did not fill the buffer.
-fn parse_uj(path: &Path, bytes: &[u8], complete: bool) -> Result<u64, SensorError> {
+pub(crate) fn parse_uj(path: &Path, bytes: &[u8], complete: bool) -> Result<u64, SensorError> {
     let text = String::from_utf8_lossy(bytes);
     let value = text.trim();
     match value.parse::<u64>() {

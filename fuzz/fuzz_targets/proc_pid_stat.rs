@@ -1,0 +1,2 @@
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| scaph_agent::fuzzing::proc_pid_stat(data));
