@@ -19,7 +19,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{
     body::Incoming,
-    header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE},
+    header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE},
     server::conn::http1,
     service::service_fn,
     Method, Request, Response, StatusCode,
@@ -29,6 +29,7 @@ use log::{debug, warn};
 use tokio::net::{TcpListener, TcpStream};
 
 use self::{
+    auth::Verdict,
     reload::{Active, Reloader},
     slots::{Slot, Slots},
     watchdog::Watchdog,
@@ -205,18 +206,35 @@ async fn respond<R>(request: &Request<Incoming>, active: &Active, route: &R) -> 
 where
     R: Fn(&Method, &str) -> Reply,
 {
-    let allowed = match &active.auth {
-        Some(auth) => auth.allows(request.headers().get(AUTHORIZATION)).await,
-        None => true,
+    let verdict = match &active.auth {
+        Some(auth) => auth.check(request.headers().get(AUTHORIZATION)).await,
+        None => Verdict::Allowed,
     };
-    let mut reply = if allowed {
-        route(request.method(), request.uri().path())
-    } else {
-        unauthorized()
+    let mut reply = match verdict {
+        Verdict::Allowed => route(request.method(), request.uri().path()),
+        Verdict::Denied => unauthorized(),
+        Verdict::Busy => busy(),
     };
     for (name, value) in &active.headers {
         reply.headers_mut().insert(name.clone(), value.clone());
     }
+    reply
+}
+
+/// Credentials not checked: too many password checks already queued. Not
+/// 401, which would tell a scraper its password is wrong.
+fn busy() -> Reply {
+    let mut reply = Response::new(Full::new(Bytes::from_static(
+        b"Too many password checks at once; retry\n",
+    )));
+    *reply.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    reply
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    reply.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     reply
 }
 

@@ -1,10 +1,13 @@
 //! The web configuration in force, re-read when its file or a file it names
 //! changes (checked at most once per [`CHECK_EVERY`], on use). A broken
 //! file at start is an error; a broken file later keeps the last good
-//! configuration and is reported once per change.
+//! configuration and is reported once per change. A reload never removes
+//! TLS or basic authentication from a running server: a file cut short or
+//! emptied must not turn the port into plain, open HTTP. Dropping either
+//! takes a restart.
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -49,6 +52,17 @@ impl Active {
             headers: config.headers.clone(),
             files: config.files(),
         })
+    }
+
+    /// Why `self` may not replace `running` without a restart, if it may not.
+    fn downgrades(&self, running: &Self) -> Option<&'static str> {
+        if running.tls.is_some() && self.tls.is_none() {
+            return Some("it removes TLS");
+        }
+        if running.auth.is_some() && self.auth.is_none() {
+            return Some("it removes basic authentication");
+        }
+        None
     }
 }
 
@@ -126,9 +140,9 @@ impl Reloader {
 
     /// The configuration in force, re-read first if a file changed.
     pub fn current(&self) -> Arc<Active> {
-        let Ok(mut state) = self.state.lock() else {
-            return Arc::new(Active::default());
-        };
+        // A panic elsewhere while the lock was held leaves a whole state
+        // behind: serve it rather than a default without TLS or passwords.
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(path) = &self.path else {
             return state.active.clone();
         };
@@ -142,14 +156,51 @@ impl Reloader {
         }
         state.seen = marks;
         match Active::load(path) {
-            Ok(active) => {
-                info!("{}: web configuration reloaded", path.display());
-                // Watch the files the new configuration names.
-                state.seen = Self::marks(path, &active.files);
-                state.active = Arc::new(active);
-            }
             Err(e) => warn!("{e}; keeping the previous web configuration"),
+            Ok(active) => match active.downgrades(&state.active) {
+                Some(why) => warn!(
+                    "{}: web configuration not reloaded: {why} (that takes a restart); \
+                     keeping the previous one",
+                    path.display()
+                ),
+                None => {
+                    info!("{}: web configuration reloaded", path.display());
+                    // Watch the files the new configuration names.
+                    state.seen = Self::marks(path, &active.files);
+                    state.active = Arc::new(active);
+                }
+            },
         }
         state.active.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::BTreeMap, sync::Arc};
+
+    use super::{Active, Reloader};
+    use crate::exporters::web::config::WebConfig;
+
+    /// A panic while the state was locked must not leave the server
+    /// without its passwords.
+    #[test]
+    fn a_poisoned_state_still_serves_the_configuration() {
+        let hash = bcrypt::hash("s3cret", 4).expect("hash");
+        let config = WebConfig {
+            users: BTreeMap::from([("alice".to_owned(), hash)]),
+            ..WebConfig::default()
+        };
+        let reloader = Arc::new(Reloader::fixed(
+            Active::from_config(&config).expect("config"),
+        ));
+        let poisoner = reloader.clone();
+        let panicked = std::thread::spawn(move || {
+            let _held = poisoner.state.lock();
+            panic!("poisoning the state on purpose");
+        })
+        .join();
+        assert!(panicked.is_err() && reloader.state.is_poisoned());
+        assert!(reloader.current().auth.is_some(), "basic auth kept");
     }
 }

@@ -1,5 +1,6 @@
 //! The web server's specification: the configuration file (a table of good
 //! and bad files), and the server on real loopback sockets.
+mod auth;
 mod config;
 mod server;
 mod tls;

@@ -208,8 +208,9 @@ async fn the_file_is_reread_when_it_changes_and_a_broken_one_is_ignored() {
                 .auth
                 .as_ref()
                 .expect("auth on")
-                .allows(Some(&header))
+                .check(Some(&header))
                 .await
+                == crate::exporters::web::auth::Verdict::Allowed
         }
     };
     assert!(allows("one").await);
@@ -236,5 +237,61 @@ async fn the_file_is_reread_when_it_changes_and_a_broken_one_is_ignored() {
     assert!(
         Reloader::watching(path).is_err(),
         "a broken file at start is an error"
+    );
+}
+
+/// A file emptied, cut short or rewritten without TLS or users must not turn
+/// a TLS port with passwords into plain, open HTTP: such a reload is refused,
+/// while one that keeps both still takes effect.
+#[tokio::test]
+async fn a_reload_never_removes_tls_or_basic_auth() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    pki.write(dir.path());
+    let hash = |password: &str| bcrypt::hash(password, 4).expect("hash");
+    let users = |password: &str| format!("basic_auth_users:\n  alice: {}\n", hash(password));
+    let path = web_config(dir.path(), &users("one"));
+    let reloader = Arc::new(Reloader::watching(path.clone()).expect("config"));
+    let wait = || {
+        tokio::time::sleep(crate::exporters::web::reload::CHECK_EVERY + Duration::from_millis(50))
+    };
+    let tls_only = "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n";
+    for (case, text) in [
+        ("empty", String::new()),
+        ("whitespace", " \n\n".into()),
+        (
+            "cut after basic_auth_users:",
+            format!("{tls_only}basic_auth_users:\n"),
+        ),
+        (
+            "cut after tls_server_config:",
+            "tls_server_config:\n".into(),
+        ),
+        ("users without TLS", users("one")),
+        ("TLS without users", tls_only.into()),
+    ] {
+        std::fs::write(&path, text).expect("write");
+        wait().await;
+        let active = reloader.current();
+        assert!(active.tls.is_some(), "{case}: TLS kept");
+        assert!(active.auth.is_some(), "{case}: basic auth kept");
+    }
+    std::fs::write(&path, format!("{tls_only}{}", users("two"))).expect("write");
+    wait().await;
+    let active = reloader.current();
+    let header = {
+        use base64::Engine as _;
+        let encoded = base64::engine::general_purpose::STANDARD.encode("alice:two");
+        hyper::header::HeaderValue::from_str(&format!("Basic {encoded}")).expect("header")
+    };
+    assert_eq!(
+        active
+            .auth
+            .as_ref()
+            .expect("auth")
+            .check(Some(&header))
+            .await,
+        crate::exporters::web::auth::Verdict::Allowed,
+        "a reload that keeps TLS and users takes effect"
     );
 }
