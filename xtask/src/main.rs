@@ -136,6 +136,8 @@ fn test(args: &[String]) -> Result<()> {
     setup::ensure_exporter_test_tools()?;
     setup::ensure_riemann_client(&workspace_root());
     setup::ensure_deploy_test_tools(&workspace_root());
+    // Formatting is a gate: the tree is formatted with stable rustfmt.
+    status(cargo().args(["fmt", "--all", "--check"]))?;
     // Unit tests of every default member: no root needed.
     status(cargo().args([
         "test",
