@@ -2,14 +2,18 @@
 //! tricked into writing elsewhere, and written so that a full disk costs
 //! lines, never the agent or a torn line.
 //!
-//! - A `PATH` that is not a symbolic link is opened without following one
-//!   (`O_NOFOLLOW`), created (0644) or truncated.
-//! - A `PATH` that is a symbolic link is followed only when the link and the
-//!   existing file it leads to are both owned by scaph's user (the file is
-//!   checked once open, then truncated): a link another user planted (in
-//!   /tmp, say) cannot make root truncate or write a file, and a dangling
-//!   link creates nothing.
-//! - A FIFO is never waited for (opened non-blocking).
+//! - No symbolic link is followed anywhere in `PATH`
+//!   (`openat2(RESOLVE_NO_SYMLINKS)`; before Linux 5.6 a walk that opens one
+//!   component at a time with `O_NOFOLLOW`): another user's link to a
+//!   folder (`/tmp/d` -> `/etc`) cannot make root truncate a file there.
+//! - One exception: a final component that is a link owned by scaph's user
+//!   is followed to an existing file, reached from the link's folder without
+//!   any further link; a dangling link creates nothing.
+//! - What was opened (created 0644 if missing) is then checked before
+//!   anything is truncated: a regular file owned by scaph's user with one
+//!   hard link, or a character device (only root makes those: /dev/null).
+//!   A FIFO, with or without a reader, another user's file, and a file with
+//!   other hard links are refused.
 //! - A line that cannot be written (a full disk, an I/O error) is dropped,
 //!   whatever part of it was written is cut off again, and the failure is
 //!   logged (the 1st, 2nd, 4th, 8th... in a row); writing resumes at the
