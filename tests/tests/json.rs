@@ -1,7 +1,7 @@
 //! `scaph json`: one JSON object per line. Every line parses on its own with
 //! an independent parser (serde_json's generic `Value`, not the types that
 //! wrote it), also when scaph is stopped by SIGINT mid-run.
-use std::time::Duration;
+use std::{os::unix::fs::OpenOptionsExt as _, time::Duration};
 
 mod exporter_support;
 
@@ -266,4 +266,71 @@ fn a_link_planted_by_another_user_is_not_followed() {
         "precious\n",
         "not truncated"
     );
+}
+
+/// Runs `scaph json -f path` and returns its log once it exited (refused).
+fn refused(path: &std::path::Path) -> String {
+    let mut scaph = scaph(&[
+        "--fallback-procfs",
+        "json",
+        "-s",
+        "1",
+        "-f",
+        path.to_str().expect("utf-8"),
+    ]);
+    let status = scaph.wait(Duration::from_secs(20));
+    assert!(!status.success(), "refused:\n{}", scaph.log());
+    scaph.log()
+}
+
+#[test]
+fn a_folder_link_of_another_user_in_the_path_is_not_followed() {
+    require_root();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let etc = dir.path().join("etc");
+    std::fs::create_dir(&etc).expect("mkdir");
+    std::fs::write(etc.join("passwd"), "precious\n").expect("target");
+    let link = dir.path().join("d");
+    std::os::unix::fs::symlink(&etc, &link).expect("symlink");
+    std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).expect("lchown");
+    let log = refused(&link.join("passwd"));
+    assert!(
+        log.contains("refused: a symbolic link in the path"),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(etc.join("passwd")).expect("target"),
+        "precious\n",
+        "not truncated"
+    );
+}
+
+#[test]
+fn a_file_or_fifo_of_another_user_is_refused() {
+    require_root();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("theirs.jsonl");
+    std::fs::write(&file, "precious\n").expect("file");
+    std::os::unix::fs::chown(&file, Some(65534), Some(65534)).expect("chown");
+    let log = refused(&file);
+    assert!(log.contains("refused: owned by uid 65534"), "{log}");
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("file"),
+        "precious\n",
+        "not truncated"
+    );
+
+    // A reader that never reads: refused at once, not written to forever.
+    let fifo = dir.path().join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().expect("utf-8")).expect("path");
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0, "mkfifo");
+    std::os::unix::fs::chown(&fifo, Some(65534), Some(65534)).expect("chown");
+    let _reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .expect("reader");
+    let log = refused(&fifo);
+    assert!(log.contains("refused: owned by uid 65534"), "{log}");
 }

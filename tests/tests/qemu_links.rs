@@ -226,3 +226,36 @@ fn links_and_foreign_folders_under_the_root_are_refused() {
             .join("\n")
     );
 }
+
+#[test]
+fn a_root_its_group_may_rename_in_is_a_start_error() {
+    use std::os::unix::fs::PermissionsExt as _;
+    require_root();
+    let rapl = FakeRapl::start(40.0, 0);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("scaphandre");
+    std::fs::create_dir(&root).expect("mkdir");
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o775)).expect("chmod");
+    let args: Vec<String> = [
+        "--no-header",
+        "--fallback-procfs",
+        "-s",
+        "powercap_rapl",
+        "--powercap-root",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .chain([rapl.root().display().to_string()])
+    .chain(["qemu".to_owned(), "--root".to_owned()])
+    .chain([root.display().to_string()])
+    .collect();
+    let mut scaph = Proc::start("scaph", &scaph_binary(), &args);
+    let status = scaph.wait(Duration::from_secs(30));
+    assert!(!status.success(), "refused:\n{}", scaph.log());
+    assert!(
+        scaph.log().contains("mode 0775") && scaph.log().contains("chmod go-w"),
+        "{}",
+        scaph.log()
+    );
+    assert_eq!(std::fs::read_dir(&root).expect("root").count(), 0);
+}

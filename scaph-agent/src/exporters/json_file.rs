@@ -2,14 +2,18 @@
 //! tricked into writing elsewhere, and written so that a full disk costs
 //! lines, never the agent or a torn line.
 //!
-//! - A `PATH` that is not a symbolic link is opened without following one
-//!   (`O_NOFOLLOW`), created (0644) or truncated.
-//! - A `PATH` that is a symbolic link is followed only when the link and the
-//!   existing file it leads to are both owned by scaph's user (the file is
-//!   checked once open, then truncated): a link another user planted (in
-//!   /tmp, say) cannot make root truncate or write a file, and a dangling
-//!   link creates nothing.
-//! - A FIFO is never waited for (opened non-blocking).
+//! - No symbolic link is followed anywhere in `PATH`
+//!   (`openat2(RESOLVE_NO_SYMLINKS)`; before Linux 5.6 a walk that opens one
+//!   component at a time with `O_NOFOLLOW`): another user's link to a
+//!   folder (`/tmp/d` -> `/etc`) cannot make root truncate a file there.
+//! - One exception: a final component that is a link owned by scaph's user
+//!   is followed to an existing file, reached from the link's folder without
+//!   any further link; a dangling link creates nothing.
+//! - What was opened (created 0644 if missing) is then checked before
+//!   anything is truncated: a regular file owned by scaph's user with one
+//!   hard link, or a character device (only root makes those: /dev/null).
+//!   A FIFO, with or without a reader, another user's file, and a file with
+//!   other hard links are refused.
 //! - A line that cannot be written (a full disk, an I/O error) is dropped,
 //!   whatever part of it was written is cut off again, and the failure is
 //!   logged (the 1st, 2nd, 4th, 8th... in a row); writing resumes at the
@@ -17,13 +21,16 @@
 use std::{
     fs::File,
     io::{self, Seek as _, SeekFrom, Write},
-    os::fd::OwnedFd,
-    path::{Path, PathBuf},
+    os::{
+        fd::{AsFd, BorrowedFd, OwnedFd},
+        unix::ffi::OsStrExt as _,
+    },
+    path::{Component, Path, PathBuf},
 };
 
 use log::{info, warn};
 use rustix::{
-    fs::{self as rfs, FileType, Mode, OFlags, CWD},
+    fs::{self as rfs, FileType, Mode, OFlags, ResolveFlags, CWD},
     io::Errno,
 };
 
@@ -133,48 +140,145 @@ fn open(path: &Path) -> Result<OwnedFd, OutputError> {
         path: path.to_path_buf(),
         why,
     };
+    let euid = rustix::process::geteuid().as_raw();
     let base = OFlags::WRONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    let fd = match rfs::openat(
-        CWD,
-        path,
-        base | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW,
-        Mode::from_raw_mode(0o644),
-    ) {
+    let fd = match open_no_links(CWD, path, base | OFlags::CREATE, Mode::from_raw_mode(0o644)) {
         Ok(fd) => fd,
-        Err(Errno::LOOP) => {
-            // A link: followed to an existing file only, truncated once its
-            // owner is checked.
-            let euid = rustix::process::geteuid().as_raw();
-            let link = rfs::lstat(path).map_err(err)?;
-            if link.st_uid != euid {
-                return Err(refused(format!(
-                    "a symbolic link owned by uid {}, not by scaph's uid {euid}",
-                    link.st_uid
-                )));
-            }
-            let fd = rfs::openat(CWD, path, base, Mode::empty()).map_err(|e| match e {
-                Errno::NOENT => refused("a symbolic link to nothing".into()),
-                e => err(e),
-            })?;
-            let stat = rfs::fstat(&fd).map_err(err)?;
-            if stat.st_uid != euid {
-                return Err(refused(format!(
-                    "a symbolic link to a file owned by uid {}, not by scaph's uid {euid}",
-                    stat.st_uid
-                )));
-            }
-            if FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile {
-                rfs::ftruncate(&fd, 0).map_err(err)?;
-            }
-            fd
-        }
-        Err(Errno::NXIO) => return Err(refused("a FIFO nobody reads".into())),
+        Err(Errno::LOOP) => follow_own_link(path, base, euid)?,
+        Err(Errno::NXIO) => return Err(refused("a FIFO".into())),
         Err(e) => return Err(err(e)),
     };
-    // Writes block again (a pipe's reader may be slow, not absent).
+    // Nothing is truncated before this check.
+    let stat = rfs::fstat(&fd).map_err(err)?;
+    if stat.st_uid != euid {
+        return Err(refused(format!(
+            "owned by uid {}, not by scaph's uid {euid}",
+            stat.st_uid
+        )));
+    }
+    match FileType::from_raw_mode(stat.st_mode) {
+        FileType::RegularFile if stat.st_nlink > 1 => {
+            return Err(refused(format!(
+                "a file with {} hard links (only one is written to)",
+                stat.st_nlink
+            )));
+        }
+        FileType::RegularFile => rfs::ftruncate(&fd, 0).map_err(err)?,
+        // Only root makes device nodes (/dev/null, /dev/full).
+        FileType::CharacterDevice => {}
+        other => return Err(refused(format!("not a regular file ({other:?})"))),
+    }
+    // Writes may block again (a device may be slow).
     let flags = rfs::fcntl_getfl(&fd).map_err(err)?;
     rfs::fcntl_setfl(&fd, flags - OFlags::NONBLOCK).map_err(err)?;
     Ok(fd)
+}
+
+/// Opens the existing file a final-component link at `path` leads to, when
+/// that link belongs to `euid`; neither the link's folder nor its target
+/// may pass through another link.
+fn follow_own_link(path: &Path, flags: OFlags, euid: u32) -> Result<OwnedFd, OutputError> {
+    let err = |e: Errno| OutputError::Open {
+        path: path.to_path_buf(),
+        source: e.into(),
+    };
+    let refused = |why: &str| OutputError::Refused {
+        path: path.to_path_buf(),
+        why: why.into(),
+    };
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(refused("a symbolic link in the path"));
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    // `O_DIRECTORY | O_NOFOLLOW` on a link is ENOTDIR; the path did not
+    // fail with ENOTDIR, so that too means a link.
+    let dir = open_no_links(CWD, parent, dir_flags, Mode::empty()).map_err(|e| match e {
+        Errno::LOOP | Errno::NOTDIR => refused("a symbolic link in the path"),
+        e => err(e),
+    })?;
+    let link = rfs::openat(
+        &dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(err)?;
+    let stat = rfs::fstat(&link).map_err(err)?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::Symlink {
+        return Err(refused("changed while opened"));
+    }
+    if stat.st_uid != euid {
+        return Err(OutputError::Refused {
+            path: path.to_path_buf(),
+            why: format!(
+                "a symbolic link owned by uid {}, not by scaph's uid {euid}",
+                stat.st_uid
+            ),
+        });
+    }
+    let target = rfs::readlinkat(&link, "", Vec::new()).map_err(err)?;
+    let target = Path::new(std::ffi::OsStr::from_bytes(target.as_bytes()));
+    open_no_links(&dir, target, flags, Mode::empty()).map_err(|e| match e {
+        Errno::NOENT => refused("a symbolic link to nothing"),
+        Errno::LOOP => refused("a symbolic link whose target passes through another link"),
+        Errno::NXIO => refused("a symbolic link to a FIFO"),
+        e => err(e),
+    })
+}
+
+/// `openat` that follows no symbolic link anywhere in `path` (`ELOOP` if
+/// there is one): `openat2(RESOLVE_NO_SYMLINKS)`, or on kernels without it
+/// (before 5.6) a walk that opens one component at a time with `O_NOFOLLOW`.
+fn open_no_links(
+    dir: impl AsFd,
+    path: impl AsRef<Path>,
+    flags: OFlags,
+    mode: Mode,
+) -> Result<OwnedFd, Errno> {
+    let path = path.as_ref();
+    match rfs::openat2(
+        &dir,
+        path,
+        flags | OFlags::NOFOLLOW,
+        mode,
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    ) {
+        Err(Errno::NOSYS) => walk_no_links(dir.as_fd(), path, flags, mode),
+        other => other,
+    }
+}
+
+/// The fallback of [`open_no_links`].
+fn walk_no_links(
+    dir: BorrowedFd<'_>,
+    path: &Path,
+    flags: OFlags,
+    mode: Mode,
+) -> Result<OwnedFd, Errno> {
+    let mut parts: Vec<Component<'_>> = path.components().collect();
+    let last = parts.pop().ok_or(Errno::NOENT)?;
+    let mut held: Option<OwnedFd> = None;
+    for part in parts {
+        let at = held.as_ref().map_or(dir, AsFd::as_fd);
+        let next = rfs::openat(
+            at,
+            part.as_os_str(),
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        match FileType::from_raw_mode(rfs::fstat(&next)?.st_mode) {
+            FileType::Directory => held = Some(next),
+            FileType::Symlink => return Err(Errno::LOOP),
+            _ => return Err(Errno::NOTDIR),
+        }
+    }
+    let at = held.as_ref().map_or(dir, AsFd::as_fd);
+    rfs::openat(at, last.as_os_str(), flags | OFlags::NOFOLLOW, mode)
 }
 
 #[cfg(test)]
@@ -230,6 +334,71 @@ mod tests {
             FileOutput::create(&fifo),
             Err(OutputError::Refused { .. })
         ));
+    }
+
+    /// `<dir>/real/out.jsonl` holding "precious", and `<dir>/via` a link to
+    /// `real`.
+    fn linked_folder() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("real")).unwrap();
+        let target = dir.path().join("real").join("out.jsonl");
+        fs::write(&target, "precious\n").unwrap();
+        symlink(dir.path().join("real"), dir.path().join("via")).unwrap();
+        (dir, target)
+    }
+
+    #[test]
+    fn a_link_to_a_folder_in_the_path_is_refused_and_nothing_truncated() {
+        let (dir, target) = linked_folder();
+        let err = FileOutput::create(&dir.path().join("via").join("out.jsonl")).unwrap_err();
+        assert!(matches!(err, OutputError::Refused { .. }), "{err}");
+        assert_eq!(fs::read_to_string(&target).unwrap(), "precious\n");
+
+        // Nor through a link of scaph's own whose target passes through one.
+        symlink(
+            dir.path().join("via").join("out.jsonl"),
+            dir.path().join("own"),
+        )
+        .unwrap();
+        let err = FileOutput::create(&dir.path().join("own")).unwrap_err();
+        assert!(matches!(err, OutputError::Refused { .. }), "{err}");
+        assert_eq!(fs::read_to_string(&target).unwrap(), "precious\n");
+    }
+
+    #[test]
+    fn the_walk_without_openat2_follows_no_link_either() {
+        let (dir, target) = linked_folder();
+        let flags = OFlags::WRONLY | OFlags::CLOEXEC;
+        let walk = |p: &Path| walk_no_links(CWD, p, flags, Mode::empty());
+        assert_eq!(
+            walk(&dir.path().join("via").join("out.jsonl")).unwrap_err(),
+            Errno::LOOP
+        );
+        symlink(&target, dir.path().join("last")).unwrap();
+        assert_eq!(walk(&dir.path().join("last")).unwrap_err(), Errno::LOOP);
+        assert!(walk(&target).is_ok());
+        assert_eq!(fs::read_to_string(&target).unwrap(), "precious\n");
+    }
+
+    #[test]
+    fn a_fifo_with_a_reader_is_refused_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        rfs::mknodat(CWD, &fifo, FileType::Fifo, Mode::from_raw_mode(0o600), 0).unwrap();
+        let _reader = rfs::open(&fifo, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty()).unwrap();
+        let err = FileOutput::create(&fifo).unwrap_err();
+        assert!(matches!(err, OutputError::Refused { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_hard_linked_file_is_refused_and_not_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        fs::write(&file, "precious\n").unwrap();
+        fs::hard_link(&file, dir.path().join("out.jsonl")).unwrap();
+        let err = FileOutput::create(&dir.path().join("out.jsonl")).unwrap_err();
+        assert!(matches!(err, OutputError::Refused { .. }), "{err}");
+        assert_eq!(fs::read_to_string(&file).unwrap(), "precious\n");
     }
 
     #[test]

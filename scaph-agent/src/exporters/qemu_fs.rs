@@ -78,7 +78,10 @@ pub struct TreeRoot {
 
 impl TreeRoot {
     /// Creates `path` (mode 0755) if missing and opens it. Refuses a link, a
-    /// non-folder, or a folder not owned by scaph's effective user.
+    /// non-folder, a folder not owned by scaph's effective user, or one that
+    /// others may write to without the sticky bit (they could rename one
+    /// VM's folder over another's, so that one guest reads another's
+    /// counter).
     ///
     /// # Errors
     /// When the root cannot be created or opened, or is refused.
@@ -92,6 +95,19 @@ impl TreeRoot {
         }
         let euid = rustix::process::geteuid().as_raw();
         let fd = open_dir(CWD, path, path, true, euid)?;
+        let mode = rfs::fstat(&fd)
+            .map_err(|e| TreeError::io(path.to_path_buf(), e))?
+            .st_mode;
+        if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            return Err(TreeError::Refused {
+                path: path.to_path_buf(),
+                why: format!(
+                    "mode {:04o}: group or others may rename the VM folders in it; \
+                     remove their write permission (chmod go-w) or set the sticky bit (chmod +t)",
+                    mode & 0o7777
+                ),
+            });
+        }
         Ok(Self {
             fd,
             path: path.to_path_buf(),
@@ -507,6 +523,32 @@ mod tests {
         symlink(dir.path().join("real"), dir.path().join("root")).unwrap();
         let err = TreeRoot::open(&dir.path().join("root")).unwrap_err();
         assert!(matches!(err, TreeError::Refused { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_root_others_may_rename_in_is_refused_unless_sticky() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let cases = [
+            (0o755, true),
+            (0o700, true),
+            (0o1777, true),
+            (0o1775, true),
+            (0o775, false),
+            (0o757, false),
+            (0o777, false),
+        ];
+        for (mode, accepted) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("root");
+            fs::create_dir(&path).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            let opened = TreeRoot::open(&path);
+            assert_eq!(opened.is_ok(), accepted, "{mode:04o}: {opened:?}");
+            if let Err(err) = opened {
+                assert!(matches!(err, TreeError::Refused { .. }), "{err}");
+                assert!(err.to_string().contains("chmod go-w"), "{err}");
+            }
+        }
     }
 
     #[test]
