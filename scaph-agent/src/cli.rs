@@ -127,6 +127,13 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub containers_rootless: bool,
 
+    /// With --containers: a cgroup the host's container runtimes are nested under (as
+    /// /proc/PID/cgroup shows it, e.g. /lxc.payload.ct1), repeatable. Without it, only
+    /// runtime trees at the top of the hierarchy (system.slice, machine.slice, kubepods…)
+    /// name containers: root in a nested container cannot pass for one of the host's.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub containers_cgroup_prefix: Vec<String>,
+
     /// Also expose energy and CPU time per executable (scaph_exe_*).
     #[arg(long, global = true)]
     pub per_exe: bool,
@@ -224,6 +231,7 @@ impl Cli {
                     kubeconfig: self.kubeconfig.clone(),
                     kubernetes: true,
                     rootless: self.containers_rootless,
+                    cgroup_prefixes: self.containers_cgroup_prefix.clone(),
                 }),
         }
     }
@@ -609,6 +617,23 @@ mod tests {
                 .containers
                 .expect("--containers")
                 .rootless
+        );
+        let cli = Cli::try_parse_from([
+            "scaph",
+            "prometheus",
+            "--containers",
+            "--containers-cgroup-prefix",
+            "/lxc.payload.ct1",
+            "--containers-cgroup-prefix",
+            "/scaph-test-1",
+        ])
+        .expect("prefixes");
+        assert_eq!(
+            cli.metrics_config(false)
+                .containers
+                .expect("--containers")
+                .cgroup_prefixes,
+            ["/lxc.payload.ct1", "/scaph-test-1"]
         );
     }
 

@@ -50,57 +50,77 @@ impl VmTrust {
         }
     }
 
-    /// Resolves user names (or numeric uids) with the host's user database,
-    /// once, at start. Unknown names are left out, with a log line.
+    /// Resolves user names (or numeric uids, taken as given) once, at
+    /// start, from the local `/etc/passwd` only: a directory service (LDAP,
+    /// SSSD) may hold an account named `qemu` that is anyone's. Unknown
+    /// names are left out, with a log line.
     #[must_use]
     pub fn resolve<S: AsRef<str>>(users: &[S]) -> Self {
+        let passwd = read_passwd(std::path::Path::new("/etc/passwd"));
+        Self::resolve_in(users, &passwd)
+    }
+
+    /// [`VmTrust::resolve`] with the text of a passwd file.
+    fn resolve_in<S: AsRef<str>>(users: &[S], passwd: &str) -> Self {
         let mut uids = BTreeSet::new();
         for user in users
             .iter()
             .map(|u| u.as_ref().trim())
             .filter(|u| !u.is_empty())
         {
-            match user.parse::<u32>().ok().or_else(|| uid_of(user)) {
+            match user.parse::<u32>().ok().or_else(|| uid_in(passwd, user)) {
                 Some(uid) => {
                     uids.insert(uid);
                 }
-                None => log::info!("--vm-trusted-users: no user {user:?} on this host; ignored"),
+                None => log::info!(
+                    "--vm-trusted-users: no user {user:?} in /etc/passwd on this host; ignored"
+                ),
             }
         }
         Self { uids }
     }
 
-    /// Whether a qemu-looking process is a VM: its real uid is trusted, or
-    /// its cgroup is a hypervisor's. `uid` is read only when the cgroup does
-    /// not already decide (it costs a read of `/proc/PID/status`).
+    /// Whether a qemu-looking process is a VM: it lives in a hypervisor's
+    /// cgroup, or its real uid is trusted and its cgroup is no container's
+    /// or pod's (root in a container without a user namespace is root, but
+    /// not the host's hypervisor). `uid` is read only when the cgroup does
+    /// not already decide (it costs a read of `/proc/PID/status`); it
+    /// answers `None` when the uid cannot be trusted.
     pub fn trusts(&self, cgroup_path: Option<&str>, uid: impl FnOnce() -> Option<u32>) -> bool {
-        cgroup_path.is_some_and(in_hypervisor_cgroup)
-            || uid().is_some_and(|uid| self.uids.contains(&uid))
+        if cgroup_path.is_some_and(in_hypervisor_cgroup) {
+            return true;
+        }
+        !cgroup_path.is_some_and(crate::containers::parse::looks_like_workload)
+            && uid().is_some_and(|uid| self.uids.contains(&uid))
     }
 }
 
-/// The uid of user `name` in the host's user database.
-fn uid_of(name: &str) -> Option<u32> {
+/// Most bytes of `/etc/passwd` read.
+const PASSWD_MAX: u64 = 16 * 1024 * 1024;
+
+/// The local passwd file, or nothing (with a log line).
+fn read_passwd(path: &std::path::Path) -> String {
+    use std::io::Read as _;
+    let mut text = String::new();
+    let read = std::fs::File::open(path).and_then(|f| f.take(PASSWD_MAX).read_to_string(&mut text));
+    if let Err(error) = read {
+        log::info!("--vm-trusted-users: reading {}: {error}", path.display());
+        text.clear();
+    }
+    text
+}
+
+/// The uid of user `name` in a passwd file's text (`name:x:uid:…`).
+fn uid_in(passwd: &str, name: &str) -> Option<u32> {
     if name == "root" {
         return Some(0);
     }
-    let name = std::ffi::CString::new(name).ok()?;
-    let mut buf = vec![0u8; 16 * 1024];
-    // SAFETY: an all-zero passwd is a valid value to be overwritten.
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer refers to memory we own, `buf.len()` is its size,
-    // and the strings `pwd` points into live in `buf`, which outlives the call.
-    let rc = unsafe {
-        libc::getpwnam_r(
-            name.as_ptr(),
-            &mut pwd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    (rc == 0 && !result.is_null()).then_some(pwd.pw_uid)
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        (fields.next()? == name)
+            .then(|| fields.nth(1)?.parse().ok())
+            .flatten()
+    })
 }
 
 /// Whether a cgroup path is one libvirt or systemd-machined gives a VM:
@@ -301,6 +321,11 @@ mod tests {
             (Some(1000), Some("/system.slice/machine.slice/machine-qemu-x.scope"), false),
             (Some(1000), Some("/machine.slice/libpod-abc.scope"), false),
             (Some(1000), Some("/machine.slice"), false),
+            // root in a container or pod (no user namespace): not the host's hypervisor
+            (Some(0), Some("/system.slice/docker-4f1d5e2a3b6c7d8e9f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6.scope"), false),
+            (Some(0), Some("/kubepods/burstable/pod8b0c9a2e-4d3f-4e6a-9b1c-2d3e4f5a6b7c/4f1d5e2a3b6c7d8e9f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6"), false),
+            (Some(64055), Some("/machine.slice/libpod-4f1d5e2a3b6c7d8e9f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6.scope"), false),
+            (Some(0), Some("/lxc.payload.ct1/system.slice/docker-4f1d5e2a3b6c7d8e9f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6.scope"), false),
             (None, None, false),
         ];
         for &(uid, cgroup, want) in table {
@@ -320,6 +345,22 @@ mod tests {
     fn trusted_users_resolve() {
         let trust = VmTrust::resolve(&["root", "107", "no-such-user-here", ""]);
         assert_eq!(trust, VmTrust::uids([0, 107]));
+    }
+
+    /// Names come from the local passwd file only; numbers are taken as given.
+    #[test]
+    fn trusted_names_come_from_the_local_passwd() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n\
+                      libvirt-qemu:x:64055:108:Libvirt Qemu,,,:/var/lib/libvirt:/usr/sbin/nologin\n\
+                      bad:x:notanumber:0::/:/bin/false\n\
+                      qemuuser:x:1234:1234::/home/q:/bin/sh\n";
+        let trust = VmTrust::resolve_in(&["root", "libvirt-qemu", "qemu", "bad", "5000"], passwd);
+        assert_eq!(trust, VmTrust::uids([0, 64055, 5000]));
+        assert_eq!(
+            VmTrust::resolve_in(&["libvirt-qemu"], ""),
+            VmTrust::uids([]),
+            "no passwd file: only root and numbers"
+        );
     }
 
     #[test]

@@ -16,10 +16,12 @@ use scaph_integration_tests::{powercap::FakeRapl, require_root};
 
 const WATTS: f64 = 30.0;
 
-/// scaph --containers prometheus on a free port, on the fake RAPL tree.
-fn start(rapl: &FakeRapl, extra: &[&str]) -> (Proc, u16) {
+/// scaph --containers prometheus on a free port, on the fake RAPL tree,
+/// with the test's cgroup directory as where runtimes' trees are nested.
+fn start(rapl: &FakeRapl, tree: &CgroupTree, extra: &[&str]) -> (Proc, u16) {
     let port = free_port();
     let (root, port_arg) = (rapl.root(), port.to_string());
+    let prefix = tree.prefix_args();
     let mut args = vec![
         "--containers",
         "--powercap-root",
@@ -27,6 +29,7 @@ fn start(rapl: &FakeRapl, extra: &[&str]) -> (Proc, u16) {
         "--sensor",
         "powercap_rapl",
     ];
+    args.extend(prefix.iter().map(String::as_str));
     args.extend_from_slice(extra);
     args.extend([
         "prometheus",
@@ -171,7 +174,7 @@ fn bpf_energy_and_cpu_per_container_match_rusage() {
     );
 
     let rapl = FakeRapl::start(WATTS, 1_000_000);
-    let (mut scaph, port) = start(&rapl, &[]);
+    let (mut scaph, port) = start(&rapl, &tree, &[]);
     let cpu_arg = if single_socket() { None } else { Some("0") };
     let pinned = |args: &[&'static str]| -> Vec<&'static str> {
         let mut v = args.to_vec();
@@ -271,7 +274,7 @@ fn a_container_gone_past_the_retention_moves_into_others() {
     let id = container_id();
     let dir = tree.create(&format!("machine.slice/libpod-{id}.scope"));
     let rapl = FakeRapl::start(WATTS, 1_000_000);
-    let (_scaph, port) = start(&rapl, &["--retention", "3s"]);
+    let (_scaph, port) = start(&rapl, &tree, &["--retention", "3s"]);
     let (_, truth_ns) = Workload::burn(&dir, 3, &["--ms", "150"]).finish();
     std::thread::sleep(Duration::from_millis(2500));
     let before = scrape(port);
@@ -345,7 +348,7 @@ fn procfs_mode_labels_containers_from_proc() {
         pod.replace('-', "_")
     ));
     let rapl = FakeRapl::start(WATTS, 1_000_000);
-    let (scaph, port) = start(&rapl, &["--fallback-procfs"]);
+    let (scaph, port) = start(&rapl, &tree, &["--fallback-procfs"]);
     let (_, truth_ns) = Workload::burn(&dir, 1, &["--ms", "2500"]).finish();
     std::thread::sleep(Duration::from_millis(1500));
     let body = scrape(port);
@@ -402,6 +405,7 @@ fn without_api_access_one_line_and_pod_uid_labels_still_work() {
     let rapl = FakeRapl::start(WATTS, 1_000_000);
     let (scaph, port) = start(
         &rapl,
+        &tree,
         &[
             "--kubeconfig",
             kubeconfig.to_str().expect("utf-8"),

@@ -136,8 +136,11 @@ fn every_dashboard_query_returns_data_from_a_real_scaph() {
     let rapl = FakeRapl::start(25.0, 1_000_000);
     let port = free_port();
     let (root, port_arg) = (rapl.root(), port.to_string());
+    let [flag, prefix] = tree.prefix_args();
     let mut scaph = scaph(&[
         "--containers",
+        &flag,
+        &prefix,
         "--powercap-root",
         root.to_str().expect("utf-8"),
         "--sensor",

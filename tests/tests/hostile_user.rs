@@ -308,7 +308,8 @@ fn a_users_look_alike_container_cgroup_gets_no_container_labels() {
         .stdout(Stdio::null());
     let container = spawn(born_in(&real, container));
 
-    let (scaph, port) = prometheus(&["--containers"], &[]);
+    let [flag, prefix] = tree.prefix_args();
+    let (scaph, port) = prometheus(&["--containers", &flag, &prefix], &[]);
     let body = scrape_listing(port, &[attacker.pid(), container.pid()]);
     let processes = series(&body, "scaph_process_cpu_seconds_total");
     let of = |pid: u32| {
@@ -332,7 +333,25 @@ fn a_users_look_alike_container_cgroup_gets_no_container_labels() {
         assert!(!line.contains("container_"), "{line}");
     }
 
-    let (rootless, rootless_port) = prometheus(&["--containers", "--containers-rootless"], &[]);
+    // Without the prefix, the test directory is a nested tree (root in an
+    // LXC payload or a delegated service could make it): nothing there counts.
+    let (unnested, unnested_port) = prometheus(&["--containers"], &[]);
+    let body = scrape_listing(unnested_port, &[container.pid()]);
+    let real_series = series(&body, "scaph_process_cpu_seconds_total")
+        .into_iter()
+        .find(|s| s.label("pid") == container.pid().to_string())
+        .expect("series");
+    assert_eq!(
+        real_series.label("container_id"),
+        "",
+        "system.slice below another cgroup is not the host's"
+    );
+    drop(unnested);
+
+    let (rootless, rootless_port) = prometheus(
+        &["--containers", "--containers-rootless", &flag, &prefix],
+        &[],
+    );
     let body = scrape_listing(rootless_port, &[attacker.pid()]);
     let processes = series(&body, "scaph_process_cpu_seconds_total");
     let attacker_series = processes

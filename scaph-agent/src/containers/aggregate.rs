@@ -22,7 +22,7 @@ use std::{
 };
 
 use super::{
-    parse::{parse, CgroupLabels},
+    parse::{parse, CgroupLabels, Trees},
     pods::PodDirectory,
     resolve::{Layout, Resolver},
     ContainersConfig, Workload,
@@ -77,8 +77,8 @@ pub struct Tracker {
     unknown: Arc<CgroupLabels>,
     pods: PodDirectory,
     node_name: Option<String>,
-    /// `--containers-rootless`.
-    rootless: bool,
+    /// `--containers-rootless`, `--containers-cgroup-prefix`.
+    trees: Trees,
     #[cfg(feature = "kubernetes")]
     _watch: Option<super::k8s::PodWatch>,
     /// Last totals of each process in the snapshot.
@@ -113,7 +113,10 @@ impl Tracker {
             unknown: Arc::new(CgroupLabels::default()),
             pods,
             node_name: config.node_name.clone().filter(|n| !n.is_empty()),
-            rootless: config.rootless,
+            trees: Trees {
+                rootless: config.rootless,
+                prefixes: config.cgroup_prefixes.clone(),
+            },
             #[cfg(feature = "kubernetes")]
             _watch: None,
             procs: HashMap::new(),
@@ -307,7 +310,7 @@ impl Tracker {
         if let Some(labels) = self.parsed.get(path) {
             return labels.clone();
         }
-        let labels = Arc::new(parse(path, self.rootless));
+        let labels = Arc::new(parse(path, &self.trees));
         self.parsed.insert(Arc::from(path), labels.clone());
         labels
     }

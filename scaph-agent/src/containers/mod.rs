@@ -19,7 +19,7 @@ pub mod resolve;
 use std::{path::PathBuf, sync::Arc};
 
 pub use aggregate::{ContainerView, Tracker};
-pub use parse::{CgroupLabels, Qos, Runtime};
+pub use parse::{CgroupLabels, Qos, Runtime, Trees};
 pub use pods::{PodDirectory, PodMeta};
 
 /// Default of `--cgroup-root`.
@@ -39,6 +39,8 @@ pub struct ContainersConfig {
     /// `--containers-rootless`: also containers in users' delegated
     /// subtrees (`user@UID.service`), labelled with their owner.
     pub rootless: bool,
+    /// `--containers-cgroup-prefix`: cgroups the host's runtimes are nested under.
+    pub cgroup_prefixes: Vec<String>,
 }
 
 impl Default for ContainersConfig {
@@ -49,6 +51,7 @@ impl Default for ContainersConfig {
             kubeconfig: None,
             kubernetes: false,
             rootless: false,
+            cgroup_prefixes: Vec::new(),
         }
     }
 }

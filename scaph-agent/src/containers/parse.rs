@@ -21,12 +21,16 @@
 //! after a real container: a user owns `user.slice/user-UID.slice/
 //! user@UID.service/…` on a systemd host and can create
 //! `…/app.slice/docker-<a real container's id>.scope` there and run in it.
-//! So container and pod shapes are read only in the trees runtimes use (a
-//! path with a `system.slice`, `machine.slice`, `docker`, `libpod_parent`
-//! or `kubepods…` segment, wherever the host itself is nested; or any path
-//! that starts with `..`, i.e. relative to the cgroup namespace scaph itself
-//! runs in), and never inside a user's delegated subtree
-//! (`user@UID.service`), unless rootless
+//! So container and pod shapes are read only in the trees runtimes use: a
+//! path whose first segment is `system.slice`, `machine.slice`, `docker`,
+//! `libpod_parent` or `kubepods…` (or a slice holding a `…kubepods…` slice,
+//! kubelet's `--cgroup-root`). The first segment is the one after the
+//! hierarchy's root, after the leading `..` of a cgroup namespace's view
+//! (where the container or pod itself may come first), or after a prefix
+//! given with `--containers-cgroup-prefix` (a host nested in an LXC payload):
+//! root inside a nested container or a delegated subtree cannot make a
+//! `…/system.slice/docker-<id>.scope` of its own count. Nothing inside a
+//! user's delegated subtree (`user@UID.service`) counts, unless rootless
 //! containers are asked for (`--containers-rootless`): then what is found
 //! there is labelled with its owner's uid ([`CgroupLabels::owner_uid`]) and
 //! kept apart from any root container of the same id.
@@ -143,44 +147,144 @@ fn user_manager_uid(segment: &str) -> Option<u32> {
         .flatten()
 }
 
+/// Which cgroup trees count as runtimes' (from `--containers-rootless` and
+/// `--containers-cgroup-prefix`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Trees {
+    /// Also containers in users' delegated subtrees (`user@UID.service`),
+    /// labelled with their owner.
+    pub rootless: bool,
+    /// Cgroups the host's runtimes are nested under (an LXC payload, a test
+    /// directory), as `/proc/PID/cgroup` shows them: `/lxc.payload.ct1`.
+    /// Without any, runtimes' trees start at the root of the hierarchy.
+    pub prefixes: Vec<String>,
+}
+
+impl Trees {
+    /// Only the host's own runtimes' trees, at the root.
+    #[must_use]
+    pub fn rootful() -> Self {
+        Self::default()
+    }
+}
+
+/// The segments of `path` after `prefix` when `path` lies below (or is) it.
+fn strip_segments<'a>(path: &'a str, prefix: &str) -> Option<Vec<&'a str>> {
+    let mut segments = path.split('/').filter(|s| !s.is_empty() && *s != ".");
+    for want in prefix.split('/').filter(|s| !s.is_empty() && *s != ".") {
+        if segments.next() != Some(want) {
+            return None;
+        }
+    }
+    Some(segments.collect())
+}
+
+/// Whether the first segments of a path (below the hierarchy's root, a
+/// nesting prefix, or a cgroup namespace's `..`) are a runtime's tree:
+/// `system.slice`, `machine.slice`, `docker`, `libpod_parent`, a
+/// `kubepods…` segment, or a slice holding a `…kubepods…` slice (kubelet
+/// `--cgroup-root`). In a cgroup namespace's view the container or pod
+/// segment may come first: scaph's namespace is itself inside that tree.
+fn is_runtime_tree(segments: &[&str], namespaced: bool) -> bool {
+    let Some(&first) = segments.first() else {
+        return false;
+    };
+    if unit_before_workload(segments) {
+        return false;
+    }
+    RUNTIME_ROOTS.contains(&first)
+        || first.contains("kubepods")
+        || (first.ends_with(".slice")
+            && segments
+                .get(1)
+                .is_some_and(|s| s.ends_with(".slice") && s.contains("kubepods")))
+        || (namespaced
+            && (container_segment(first, "", false).is_some()
+                || first
+                    .split_once(':')
+                    .is_some_and(|(_, rest)| colon_container_segment(rest).is_some())))
+}
+
+/// Whether a systemd unit other than a runtime's own comes before the first
+/// container or pod segment: a service with `Delegate=yes` (and maybe
+/// `User=`) may create any cgroup below itself, e.g.
+/// `/system.slice/x.service/docker/<id>`. containerd's service holds the
+/// pods it creates itself (`…slice:cri-containerd:<id>`, k3s and kind).
+fn unit_before_workload(segments: &[&str]) -> bool {
+    for &segment in segments {
+        let workload = segment.contains("kubepods")
+            || container_segment(segment, "", true).is_some()
+            || pod_segment(segment, "").is_some()
+            || segment
+                .split_once(':')
+                .is_some_and(|(_, rest)| colon_container_segment(rest).is_some());
+        if workload {
+            return false;
+        }
+        if (segment.ends_with(".service") || segment.ends_with(".scope"))
+            && segment != "containerd.service"
+        {
+            return true;
+        }
+    }
+    false
+}
+
 /// Where a path may name containers: `Some(None)` in a runtime's tree,
 /// `Some(Some(uid))` in user `uid`'s delegated subtree when `rootless`,
-/// `None` where nothing counts.
-fn container_scope(path: &str, rootless: bool) -> Option<Option<u32>> {
-    // A whole `/proc/PID/cgroup` line starts with `<hierarchy>:<controllers>:`.
-    let path = path
-        .split_once(":/")
-        .filter(|(head, _)| head.ends_with(':'))
-        .map_or(path, |(_, rest)| rest);
-    let mut segments = path
+/// `None` where nothing counts. The path is the one `/proc/PID/cgroup`
+/// shows, never a whole line of it: cgroup v2 allows `:` in names.
+fn container_scope(path: &str, trees: &Trees) -> Option<Option<u32>> {
+    let segments: Vec<&str> = path
         .split('/')
         .filter(|s| !s.is_empty() && *s != ".")
-        .peekable();
-    let namespaced = segments.peek() == Some(&"..");
-    let mut runtime_tree = false;
-    for segment in segments {
-        if let Some(uid) = user_manager_uid(segment) {
-            return rootless.then_some(Some(uid));
-        }
-        runtime_tree |= RUNTIME_ROOTS.contains(&segment) || segment.contains("kubepods");
+        .collect();
+    if let Some(uid) = segments.iter().find_map(|s| user_manager_uid(s)) {
+        return trees.rootless.then_some(Some(uid));
     }
-    (namespaced || runtime_tree).then_some(None)
+    let lead = segments.iter().take_while(|s| **s == "..").count();
+    if is_runtime_tree(&segments[lead..], lead > 0) {
+        return Some(None);
+    }
+    trees
+        .prefixes
+        .iter()
+        .filter_map(|prefix| strip_segments(path, prefix))
+        .any(|below| is_runtime_tree(&below, false))
+        .then_some(None)
 }
 
 /// Reads a cgroup path (see the module documentation for the shapes and
-/// which trees count; `rootless`: `--containers-rootless`). Never fails:
-/// what is not recognised is left out.
+/// which trees count). Never fails: what is not recognised is left out.
 #[must_use]
-pub fn parse(path: &str, rootless: bool) -> CgroupLabels {
-    let mut labels = CgroupLabels::default();
-    let Some(owner) = container_scope(path, rootless) else {
-        labels.systemd_unit = path
-            .split('/')
-            .rev()
-            .find(|s| s.ends_with(".service") || s.ends_with(".scope"))
-            .map(str::to_owned);
-        return labels;
+pub fn parse(path: &str, trees: &Trees) -> CgroupLabels {
+    let Some(owner) = container_scope(path, trees) else {
+        return CgroupLabels {
+            systemd_unit: path
+                .split('/')
+                .rev()
+                .find(|s| s.ends_with(".service") || s.ends_with(".scope"))
+                .map(str::to_owned),
+            ..CgroupLabels::default()
+        };
     };
+    let mut labels = shapes(path);
+    if labels.is_workload() {
+        labels.owner_uid = owner;
+    }
+    labels
+}
+
+/// Whether a path has the shape of a container or pod anywhere in it,
+/// whoever may have created it (for refusing trust, never for labels).
+#[must_use]
+pub fn looks_like_workload(path: &str) -> bool {
+    shapes(path).is_workload()
+}
+
+/// The container, pod and unit a path's segments name, wherever they are.
+fn shapes(path: &str) -> CgroupLabels {
+    let mut labels = CgroupLabels::default();
     let mut in_kubepods = false;
     let mut parent = "";
     for segment in path
@@ -220,9 +324,6 @@ pub fn parse(path: &str, rootless: bool) -> CgroupLabels {
     if labels.runtime.is_none() && labels.pod_uid.is_some() && labels.container_id.is_none() {
         // A runtime's monitor in the pod (conmon) says which runtime it is.
         labels.runtime = monitor_runtime(path);
-    }
-    if labels.is_workload() {
-        labels.owner_uid = owner;
     }
     labels
 }
@@ -390,7 +491,6 @@ mod tests {
         vec![
             // Docker.
             case("/system.slice/docker-{id}.scope", Some(Docker), true, None, Some("docker-{id}.scope")),
-            case("0::/system.slice/docker-{id}.scope", Some(Docker), true, None, Some("docker-{id}.scope")),
             case("/docker/{id}", Some(Docker), true, None, None),
             case("/system.slice/docker-{id}.scope/init.scope", Some(Docker), true, None, Some("init.scope")),
             case("/../../docker-{id}.scope", Some(Docker), true, None, Some("docker-{id}.scope")),
@@ -520,15 +620,29 @@ mod tests {
             // Container shapes outside every runtime's tree.
             case("/user.slice/docker-{id}.scope", None, false, None, Some("docker-{id}.scope")),
             case("/users/alice/docker-{id}.scope", None, false, None, Some("docker-{id}.scope")),
-            // The host itself nested (a test's cgroup, an LXC payload): still a runtime's tree.
-            case("/scaph-test-1/system.slice/docker-{id}.scope", Some(Docker), true, None, Some("docker-{id}.scope")),
+            // Runtimes' trees below something else: not the host's (see `nested_hosts`).
+            case("/scaph-test-1/system.slice/docker-{id}.scope", None, false, None, Some("docker-{id}.scope")),
+            case("/lxc.payload.ct1/system.slice/docker-{id}.scope", None, false, None, Some("docker-{id}.scope")),
+            case(
+                "/machine.slice/systemd-nspawn@ct1.service/payload/system.slice/docker-{id}.scope",
+                None,
+                false,
+                None,
+                Some("docker-{id}.scope"),
+            ),
+            // A delegated service's own subtree (Delegate=yes, maybe User=).
+            case("/system.slice/x.service/docker/{id}", None, false, None, Some("x.service")),
+            case("/system.slice/x.service/system.slice/docker-{id}.scope", None, false, None, Some("docker-{id}.scope")),
+            case("/system.slice/x.service/kubepods/pod{uid}/{id}", None, false, None, Some("x.service")),
+            case("/../../lxc.payload.ct1/system.slice/docker-{id}.scope", None, false, None, Some("docker-{id}.scope")),
+            case("/machine.slice/machine-ct1.scope/kubepods/pod{uid}/{id}", None, false, None, Some("machine-ct1.scope")),
         ]
     }
 
     #[test]
     fn real_path_shapes() {
         for c in cases() {
-            let got = parse(&c.path, false);
+            let got = parse(&c.path, &Trees::rootful());
             assert_eq!(got.runtime, c.runtime, "runtime of {}", c.path);
             assert_eq!(
                 got.container_id.as_deref(),
@@ -553,7 +667,13 @@ mod tests {
             assert_eq!(got.owner_uid, None, "{}", c.path);
             if !c.path.contains("user@") {
                 assert_eq!(
-                    parse(&c.path, true),
+                    parse(
+                        &c.path,
+                        &Trees {
+                            rootless: true,
+                            ..Trees::default()
+                        }
+                    ),
                     got,
                     "rootless changes nothing outside user@UID.service"
                 );
@@ -579,7 +699,7 @@ mod tests {
         ];
         for &(path, runtime, container, pod) in table {
             let path = path.replace("{id}", ID).replace("{uid_}", UID_);
-            let got = parse(&path, true);
+            let got = parse(&path, &ROOTLESS);
             assert_eq!(got.runtime, runtime, "{path}");
             assert_eq!(
                 got.container_id.as_deref(),
@@ -590,7 +710,7 @@ mod tests {
             let owner = (container || pod.is_some()).then_some(1000);
             assert_eq!(got.owner_uid, owner, "{path}");
             assert!(
-                !parse(&path, false).is_workload(),
+                !parse(&path, &Trees::rootful()).is_workload(),
                 "{path} without the option"
             );
         }
@@ -616,14 +736,81 @@ mod tests {
             "/system.slice/docker-{ID}.scope",  // upper case
             "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podnot-a-uid.slice",
             "/pod{uid}/{id}", // a pod-like segment outside kubepods
+            // A whole /proc/PID/cgroup line is never what is parsed.
+            "0::/system.slice/docker-{id}.scope",
+            // `:` is allowed in cgroup v2 names: a user's `a::` is not a line's head.
+            "/user.slice/user-1000.slice/user@1000.service/a::/system.slice/docker-{id}.scope",
+            "/user.slice/user-1000.slice/user@1000.service/a::/kubepods/pod{uid}/{id}",
+            "/user.slice/user-1000.slice/user@1000.service/a::/kubepods.slice/kubepods-pod{uid_}.slice/cri-containerd-{id}.scope",
         ] {
             let path = path
                 .replace("{id}", ID)
                 .replace("{ID}", &ID.to_uppercase())
-                .replace("{uid}", UID);
-            let got = parse(&path, false);
+                .replace("{uid}", UID)
+                .replace("{uid_}", UID_);
+            let got = parse(&path, &Trees::rootful());
             assert!(!got.is_workload(), "{path}: {got:?}");
+            let got = parse(&path, &ROOTLESS);
+            assert!(
+                got.owner_uid.is_some() || !got.is_workload(),
+                "rootless: {path}: {got:?}"
+            );
         }
+    }
+
+    const ROOTLESS: Trees = Trees {
+        rootless: true,
+        prefixes: Vec::new(),
+    };
+
+    /// `--containers-cgroup-prefix`: a host nested below another cgroup.
+    #[test]
+    fn nested_hosts() {
+        let trees = Trees {
+            rootless: false,
+            prefixes: vec!["/lxc.payload.ct1".into(), "scaph-test-7/".into()],
+        };
+        let table: &[(&str, bool)] = &[
+            ("/lxc.payload.ct1/system.slice/docker-{id}.scope", true),
+            ("/lxc.payload.ct1/kubepods/burstable/pod{uid}/{id}", true),
+            ("/scaph-test-7/system.slice/docker-{id}.scope", true),
+            ("/scaph-test-7/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-pod{uid_}.slice/cri-containerd-{id}.scope", true),
+            ("/system.slice/docker-{id}.scope", true),
+            // Only at the prefix itself, not deeper, and not a mere name prefix.
+            ("/lxc.payload.ct1/x/system.slice/docker-{id}.scope", false),
+            ("/lxc.payload.ct10/system.slice/docker-{id}.scope", false),
+            ("/other/system.slice/docker-{id}.scope", false),
+            ("/scaph-test-7/user.slice/user-1000.slice/user@1000.service/system.slice/docker-{id}.scope", false),
+        ];
+        for &(path, want) in table {
+            let path = path
+                .replace("{id}", ID)
+                .replace("{uid}", UID)
+                .replace("{uid_}", UID_);
+            let got = parse(&path, &trees);
+            assert_eq!(got.container_id.is_some(), want, "{path}: {got:?}");
+            assert_eq!(got.owner_uid, None, "{path}");
+            if path.starts_with("/lxc") || path.starts_with("/scaph") {
+                assert!(
+                    !parse(&path, &Trees::rootful()).is_workload(),
+                    "{path} without the prefix"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn shapes_anywhere() {
+        assert!(looks_like_workload(&format!(
+            "/lxc.payload.ct1/system.slice/docker-{ID}.scope"
+        )));
+        assert!(looks_like_workload(&format!(
+            "/user.slice/user-1000.slice/user@1000.service/app.slice/libpod-{ID}.scope"
+        )));
+        assert!(!looks_like_workload("/system.slice/libvirtd.service"));
+        assert!(!looks_like_workload(
+            "/machine.slice/machine-qemu\\x2d1\\x2dvm1.scope/libvirt/emulator"
+        ));
     }
 
     #[test]
@@ -639,7 +826,7 @@ mod tests {
         let inner = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
         let got = parse(
             &format!("/system.slice/docker-{ID}.scope/docker/{inner}"),
-            false,
+            &Trees::rootful(),
         );
         assert_eq!(got.container_id.as_deref(), Some(ID));
     }
@@ -654,10 +841,10 @@ mod tests {
             "kubepods/pod",
             "/kubepods-pod.slice:x:y",
         ] {
-            let _ = parse(path, true);
+            let _ = parse(path, &ROOTLESS);
         }
         let long = "/kubepods".repeat(10_000);
-        let _ = parse(&long, false);
+        let _ = parse(&long, &Trees::rootful());
     }
 
     #[test]

@@ -193,6 +193,10 @@ impl MetaCache {
         }
         // `cmdline` exists for every live process (empty for kernel threads):
         // not finding it means the process went away while we were reading.
+        // The uid is read before and after the command line: a process may
+        // set a qemu argv and then exec a setuid helper that makes its real
+        // uid root; only a uid that held across the read vouches for it.
+        let uid_before = read_real_uid(&process);
         let mut buf = std::mem::take(&mut self.buf);
         let found = read_cmdline(&process, &mut buf).map(|cut| {
             let cgroup_path =
@@ -202,7 +206,10 @@ impl MetaCache {
                 &args,
                 cgroup_path.as_deref(),
                 &self.options.vm_trust,
-                || read_real_uid(&process),
+                || {
+                    let uid = uid_before.filter(|&u| read_real_uid(&process) == Some(u))?;
+                    in_host_pid_namespace(&self.proc_root, &process).then_some(uid)
+                },
             );
             let cmdline = if u32::try_from(process.pid).is_ok_and(|pid| pid == self.own_pid) {
                 self.options.own_cmdline.clone()
@@ -384,6 +391,27 @@ fn read_real_uid(process: &Process) -> Option<u32> {
     let mut buf = Vec::with_capacity(2048);
     read_to_end_into(&mut file, &mut buf, PID_STATUS).ok()?;
     parse_real_uid(&buf)
+}
+
+/// Whether `process` shares the PID namespace of `proc_root`'s PID 1:
+/// containers (docker, podman, LXC, nspawn) have one of their own; the
+/// hypervisor's qemu does not. True when PID 1's cannot be read (scaph
+/// without `CAP_SYS_PTRACE` cannot tell; the cgroup rules still hold).
+fn in_host_pid_namespace(proc_root: &Path, process: &Process) -> bool {
+    let pid_ns = |p: &Process| {
+        p.namespaces()
+            .ok()?
+            .0
+            .get(std::ffi::OsStr::new("pid"))
+            .map(|ns| (ns.device_id, ns.identifier))
+    };
+    let Some(host) = Process::new_with_root(proc_root.join("1"))
+        .ok()
+        .and_then(|init| pid_ns(&init))
+    else {
+        return true;
+    };
+    pid_ns(process) == Some(host)
 }
 
 /// The first number of the `Uid:` line (real, effective, saved, filesystem).
@@ -838,6 +866,54 @@ mod tests {
                 String::from_utf8_lossy(cmdline)
             );
         }
+    }
+
+    /// A VM of `uid` at pid 50 in `cgroup`, read with PID 1 in the tree
+    /// (`same_ns`: whether both have one PID namespace file).
+    fn vm_in_namespace(uid: u32, same_ns: bool) -> Option<Arc<str>> {
+        const LIBVIRT: &[u8] = b"qemu-system-x86_64\0-name\0guest=prod-db\0";
+        let root = tree(&[
+            FakeProc {
+                pid: 1,
+                start_ticks: 1,
+                exe: None,
+                cmdline: Some(b"init\0"),
+                cgroup: Some("0::/init.scope\n"),
+            },
+            FakeProc {
+                pid: 50,
+                start_ticks: 1,
+                exe: None,
+                cmdline: Some(LIBVIRT),
+                cgroup: Some("0::/system.slice/pve-guests.service\n"),
+            },
+        ]);
+        fs::write(
+            root.path().join("50/status"),
+            format!("Uid:\t{uid}\t0\t0\t0\n"),
+        )
+        .unwrap();
+        for pid in ["1", "50"] {
+            fs::create_dir(root.path().join(pid).join("ns")).unwrap();
+        }
+        fs::write(root.path().join("1/ns/pid"), "").unwrap();
+        if same_ns {
+            fs::hard_link(root.path().join("1/ns/pid"), root.path().join("50/ns/pid")).unwrap();
+        } else {
+            fs::write(root.path().join("50/ns/pid"), "").unwrap();
+        }
+        MetaCache::new(root.path().to_path_buf())
+            .get(key(50, 0))
+            .unwrap()
+            .vm_name
+    }
+
+    /// Root in another PID namespace (a container) is not the host's hypervisor.
+    #[test]
+    fn trust_by_uid_only_in_the_host_pid_namespace() {
+        assert_eq!(vm_in_namespace(0, true).as_deref(), Some("prod-db"));
+        assert_eq!(vm_in_namespace(0, false), None);
+        assert_eq!(vm_in_namespace(1000, true), None);
     }
 
     /// The name comes from whole arguments only: a `-name` cut by the read bound is not taken.

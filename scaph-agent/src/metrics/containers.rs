@@ -103,14 +103,23 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::containers::{parse::parse, pods::PodMeta};
+    use crate::containers::{
+        parse::{parse, Trees},
+        pods::PodMeta,
+    };
 
     const ID: &str = "4f1d5e2a3b6c7d8e9f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6";
     const UID: &str = "8b0c9a2e-4d3f-4e6a-9b1c-2d3e4f5a6b7c";
 
     fn workload(path: &str, pod: Option<PodMeta>) -> Workload {
         Workload {
-            cgroup: Arc::new(parse(path, true)),
+            cgroup: Arc::new(parse(
+                path,
+                &Trees {
+                    rootless: true,
+                    ..Trees::default()
+                },
+            )),
             pod: pod.map(Arc::new),
         }
     }

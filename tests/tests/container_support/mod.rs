@@ -86,6 +86,15 @@ impl CgroupTree {
         &self.top
     }
 
+    /// `--containers-cgroup-prefix` and the test directory: the runtimes'
+    /// trees the test creates are nested below it, and count only with it.
+    pub fn prefix_args(&self) -> [String; 2] {
+        [
+            "--containers-cgroup-prefix".to_owned(),
+            self.cgroup_path(&self.top),
+        ]
+    }
+
     /// Creates `relative` (and its parents) below the test directory.
     pub fn create(&mut self, relative: &str) -> PathBuf {
         let mut dir = self.top.clone();
