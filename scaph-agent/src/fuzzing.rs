@@ -77,19 +77,36 @@ pub fn cmdline(data: &[u8]) {
 pub fn cgroup_file(data: &[u8]) {
     if let Ok(groups) = ProcessCGroups::from_buf_read(data) {
         if let Some(path) = pick_cgroup_path(&groups.0) {
-            for rootless in [false, true] {
-                check_labels(&cgroup::parse(&path, rootless));
+            for trees in trees() {
+                check_labels(&cgroup::parse(&path, &trees));
             }
         }
     }
     let raw = String::from_utf8_lossy(data);
-    check_labels(&cgroup::parse(&raw, false));
-    // Outside a user's subtree (or with --containers-rootless) no owner is set.
-    let labels = cgroup::parse(&raw, true);
-    check_labels(&labels);
-    if !raw.contains("user@") {
-        assert_eq!(labels.owner_uid, None, "{raw:?}");
+    for trees in trees() {
+        let labels = cgroup::parse(&raw, &trees);
+        check_labels(&labels);
+        // Only a user's own subtree has an owner, and only with --containers-rootless.
+        if !trees.rootless || !raw.contains("user@") {
+            assert_eq!(labels.owner_uid, None, "{raw:?}");
+        }
     }
+}
+
+/// The runtime trees a cgroup is read against: the default, with
+/// `--containers-rootless`, and with a nesting prefix.
+fn trees() -> [cgroup::Trees; 3] {
+    [
+        cgroup::Trees::rootful(),
+        cgroup::Trees {
+            rootless: true,
+            prefixes: Vec::new(),
+        },
+        cgroup::Trees {
+            rootless: false,
+            prefixes: vec!["/lxc.payload.ct1".into()],
+        },
+    ]
 }
 
 fn check_labels(labels: &cgroup::CgroupLabels) {
