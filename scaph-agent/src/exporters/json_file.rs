@@ -150,13 +150,13 @@ fn open(path: &Path) -> Result<OwnedFd, OutputError> {
     };
     // Nothing is truncated before this check.
     let stat = rfs::fstat(&fd).map_err(err)?;
-    if stat.st_uid != euid {
-        return Err(refused(format!(
-            "owned by uid {}, not by scaph's uid {euid}",
-            stat.st_uid
-        )));
-    }
     match FileType::from_raw_mode(stat.st_mode) {
+        FileType::RegularFile if stat.st_uid != euid => {
+            return Err(refused(format!(
+                "owned by uid {}, not by scaph's uid {euid}",
+                stat.st_uid
+            )));
+        }
         FileType::RegularFile if stat.st_nlink > 1 => {
             return Err(refused(format!(
                 "a file with {} hard links (only one is written to)",
@@ -164,7 +164,8 @@ fn open(path: &Path) -> Result<OwnedFd, OutputError> {
             )));
         }
         FileType::RegularFile => rfs::ftruncate(&fd, 0).map_err(err)?,
-        // Only root makes device nodes (/dev/null, /dev/full).
+        // Only root makes device nodes (/dev/null, /dev/full), whoever owns
+        // them, and opening one for writing already passed the kernel's check.
         FileType::CharacterDevice => {}
         other => return Err(refused(format!("not a regular file ({other:?})"))),
     }
