@@ -11,7 +11,9 @@ use std::time::Duration;
 use container_support::{
     container_id, pod_uid, series, single_socket, socket0_cpus, total, CgroupTree, Workload,
 };
-use exporter_support::{free_port, http_get, scaph, tool, wait_for, Proc};
+use exporter_support::{
+    free_port, http_get, loopback_prometheus, promtool_check, scaph, wait_for, Proc,
+};
 use scaph_integration_tests::{powercap::FakeRapl, require_root};
 
 const WATTS: f64 = 30.0;
@@ -31,15 +33,7 @@ fn start(rapl: &FakeRapl, tree: &CgroupTree, extra: &[&str]) -> (Proc, u16) {
     ];
     args.extend(prefix.iter().map(String::as_str));
     args.extend_from_slice(extra);
-    args.extend([
-        "prometheus",
-        "-a",
-        "127.0.0.1",
-        "-p",
-        &port_arg,
-        "--step",
-        "1",
-    ]);
+    args.extend(loopback_prometheus(&port_arg));
     let mut proc = scaph(&args);
     wait_for("a scrape with host energy", Duration::from_secs(20), || {
         assert!(proc.running(), "scaph exited:\n{}", proc.log());
@@ -79,33 +73,6 @@ fn assert_totals(body: &str) {
         cpu_gap.abs() < 1e-9 * total(body, "scaph_process_cpu_seconds_total").max(1.0),
         "{cpu_gap} s"
     );
-}
-
-/// promtool's findings on a scrape (none expected: the container labels and
-/// series follow Prometheus's naming rules).
-fn promtool_findings(text: &str) -> String {
-    use std::io::Write as _;
-    let mut child = std::process::Command::new(tool("promtool", "prometheus"))
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("feeding promtool");
-    let out = child.wait_with_output().expect("promtool");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-    .trim()
-    .to_owned()
 }
 
 /// One container's series checked against its workload's rusage.
@@ -256,7 +223,7 @@ fn bpf_energy_and_cpu_per_container_match_rusage() {
         host.is_some_and(|v| v > 0.0),
         "processes outside containers: {host:?}"
     );
-    let findings = promtool_findings(&body);
+    let findings = promtool_check(&body).1;
     eprintln!(
         "promtool check metrics (--containers scrape, {} lines): {findings:?}",
         body.lines().count()

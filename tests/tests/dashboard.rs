@@ -10,7 +10,7 @@ mod prometheus_support;
 use std::{collections::HashSet, path::PathBuf, time::Duration};
 
 use container_support::{container_id, pod_uid, CgroupTree, Workload};
-use exporter_support::{free_port, http_get, scaph, wait_for};
+use exporter_support::{free_port, http_get, loopback_prometheus, scaph, wait_for};
 use prometheus_support::Prometheus;
 use scaph_integration_tests::{powercap::FakeRapl, require_root};
 use serde_json::Value;
@@ -137,7 +137,7 @@ fn every_dashboard_query_returns_data_from_a_real_scaph() {
     let port = free_port();
     let (root, port_arg) = (rapl.root(), port.to_string());
     let [flag, prefix] = tree.prefix_args();
-    let mut scaph = scaph(&[
+    let mut args = vec![
         "--containers",
         &flag,
         &prefix,
@@ -145,14 +145,9 @@ fn every_dashboard_query_returns_data_from_a_real_scaph() {
         root.to_str().expect("utf-8"),
         "--sensor",
         "powercap_rapl",
-        "prometheus",
-        "-a",
-        "127.0.0.1",
-        "-p",
-        &port_arg,
-        "--step",
-        "1",
-    ]);
+    ];
+    args.extend(loopback_prometheus(&port_arg));
+    let mut scaph = scaph(&args);
     // A pod's container burning half a CPU for the whole test.
     let _workload = Workload::burn(&dir, 1, &["--ms", "40000"]);
     wait_for(

@@ -24,7 +24,9 @@ use std::{
 };
 
 use container_support::{container_id, series, CgroupTree};
-use exporter_support::{free_port, http_get, scaph, tool, wait_for, Proc};
+use exporter_support::{
+    free_port, http_get, loopback_prometheus, promtool_check, rss_kib, scaph, wait_for, Proc,
+};
 use scaph_integration_tests::require_root;
 
 /// How much scaph's resident memory may grow for the 20 long command lines.
@@ -83,15 +85,7 @@ fn prometheus(extra: &[&str], exporter_extra: &[&str]) -> (Proc, u16) {
     // Every process gets its own series, however busy the machine is.
     let mut args = vec!["-s", "estimate", "--max-processes", "100000"];
     args.extend_from_slice(extra);
-    args.extend([
-        "prometheus",
-        "-a",
-        "127.0.0.1",
-        "-p",
-        &port_arg,
-        "--step",
-        "1",
-    ]);
+    args.extend(loopback_prometheus(&port_arg));
     args.extend_from_slice(exporter_extra);
     let mut proc = scaph(&args);
     wait_for("a scrape with host energy", Duration::from_secs(30), || {
@@ -127,41 +121,6 @@ fn lines_of(body: &str, pid: u32) -> Vec<&str> {
     body.lines().filter(|l| l.contains(&needle)).collect()
 }
 
-fn vm_rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
-/// promtool's findings on a scrape (none expected).
-fn promtool_findings(text: &str) -> String {
-    use std::io::Write as _;
-    let mut child = Command::new(tool("promtool", "prometheus"))
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("writing to promtool");
-    let out = child.wait_with_output().expect("promtool");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-    .trim()
-    .to_owned()
-}
-
 /// Issue 12: 20 × 100,000 one-character arguments raised scaph from 11.5 MB
 /// to 118 MB. Now each command line costs at most the bound it is shown at
 /// (here the largest, 4096 characters): scaph grows by a few MB at most.
@@ -170,14 +129,14 @@ fn long_command_lines_cost_a_bounded_amount() {
     require_root();
     let (scaph, port) = prometheus(&["--cmdline-max-len", "4096"], &[]);
     std::thread::sleep(Duration::from_secs(3)); // past start-up allocations
-    let before = vm_rss_kib(scaph.pid());
+    let before = rss_kib(scaph.pid()).expect("VmRSS");
     let mut args = vec!["bash", "-c", "sleep 120; :"];
     args.extend(std::iter::repeat_n("x", 100_000));
     let crowd: Vec<Kill> = (0..20).map(|_| spawn(as_nobody(&args))).collect();
     let pids: Vec<u32> = crowd.iter().map(Kill::pid).collect();
     let body = scrape_listing(port, &pids);
     std::thread::sleep(Duration::from_secs(5)); // as long as the issue watched
-    let after = vm_rss_kib(scaph.pid());
+    let after = rss_kib(scaph.pid()).expect("VmRSS");
     let growth = after.saturating_sub(before);
     eprintln!("scaph VmRSS: {before} kB before, {after} kB with the 20 processes (+{growth} kB)");
     assert!(
@@ -204,7 +163,7 @@ fn long_command_lines_cost_a_bounded_amount() {
         body.lines().count()
     );
     assert!(longest < 4096 + 2048, "a line of {longest} bytes");
-    let findings = promtool_findings(&body);
+    let findings = promtool_check(&body).1;
     assert!(findings.is_empty(), "promtool: {findings}");
 }
 

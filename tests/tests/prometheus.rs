@@ -3,14 +3,11 @@
 //! Everything listens on 127.0.0.1 only, on ports picked at run time.
 mod exporter_support;
 
-use std::{
-    io::Write as _,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use exporter_support::{
-    free_port, http_get, query_escape, sample_value, scaph, tool, wait_for, Proc,
+    free_port, http_get, loopback_prometheus, promtool_check, query_escape, sample_value, scaph,
+    tool, wait_for, Proc,
 };
 use scaph_agent::metrics::names;
 use scaph_integration_tests::{burn, powercap::FakeRapl, reap, require_root};
@@ -20,15 +17,7 @@ fn start(extra: &[&str]) -> (Proc, u16) {
     let port = free_port();
     let port_arg = port.to_string();
     let mut args: Vec<&str> = extra.to_vec();
-    args.extend([
-        "prometheus",
-        "-a",
-        "127.0.0.1",
-        "-p",
-        &port_arg,
-        "--step",
-        "1",
-    ]);
+    args.extend(loopback_prometheus(&port_arg));
     (scaph(&args), port)
 }
 
@@ -50,30 +39,6 @@ fn scrape_when_ready(proc: &mut Proc, port: u16) -> String {
             ready.then_some(response.body)
         },
     )
-}
-
-/// promtool's findings on `text` (it prints them on stdout or stderr).
-fn promtool_check(text: &str) -> (bool, String) {
-    let mut child = Command::new(tool("promtool", "prometheus"))
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting promtool");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("feeding promtool");
-    let out = child.wait_with_output().expect("promtool");
-    let findings = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), findings)
 }
 
 #[test]

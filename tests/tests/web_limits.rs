@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use exporter_support::{free_port, http_get, wait_for, Proc};
+use exporter_support::{free_port, http_get, quick_prometheus_args, rss_kib, wait_for, Proc};
 
 const PEERS: usize = 1000;
 /// How much of a request head each oversized peer tries to send.
@@ -27,16 +27,6 @@ const RSS_LIMIT_KB: u64 = 64 << 10;
 fn binary() -> PathBuf {
     std::env::var_os("SCAPH_WEB_LIMITS_BINARY")
         .map_or_else(scaph_integration_tests::scaph_binary, PathBuf::from)
-}
-
-/// `VmRSS` of `pid`, in kB.
-fn rss_kb(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 fn fd_count(pid: i32) -> usize {
@@ -181,21 +171,7 @@ fn scrape_from(port: u16, from: [u8; 4]) -> std::io::Result<(u16, String)> {
 fn two_thousand_unfriendly_peers_cost_little_and_do_not_block_a_scrape() {
     raise_own_fd_limit();
     let port = free_port();
-    let args: Vec<String> = [
-        "--fallback-procfs",
-        "-s",
-        "estimate",
-        "prometheus",
-        "-a",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "--step",
-        "1",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+    let args = quick_prometheus_args(&port.to_string(), &[]);
     let mut scaph = Proc::start("scaph", &binary(), &args);
     let pid = scaph.pid();
     wait_for("scaph to serve", Duration::from_secs(20), || {
@@ -203,7 +179,7 @@ fn two_thousand_unfriendly_peers_cost_little_and_do_not_block_a_scrape() {
         (http_get(port, "/metrics").ok()?.status == 200).then_some(())
     });
     std::thread::sleep(Duration::from_secs(2));
-    let (fds_before, rss_before) = (fd_count(pid), rss_kb(pid));
+    let (fds_before, rss_before) = (fd_count(pid), rss_kib(pid).unwrap_or(0));
     let exposition = http_get(port, "/metrics").expect("scrape").body.len();
 
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -226,7 +202,7 @@ fn two_thousand_unfriendly_peers_cost_little_and_do_not_block_a_scrape() {
             peers.push(s);
         }
         if i % 100 == 99 {
-            peak_kb = peak_kb.max(rss_kb(pid));
+            peak_kb = peak_kb.max(rss_kib(pid).unwrap_or(0));
             scrapes.push(timed_scrape(port));
         }
     }
@@ -236,7 +212,7 @@ fn two_thousand_unfriendly_peers_cost_little_and_do_not_block_a_scrape() {
         for s in peers.iter_mut().step_by(2) {
             push(s, &head[..4096]);
         }
-        peak_kb = peak_kb.max(rss_kb(pid));
+        peak_kb = peak_kb.max(rss_kib(pid).unwrap_or(0));
         scrapes.push(timed_scrape(port));
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -301,26 +277,12 @@ fn cpu_ticks(pid: i32) -> u64 {
 fn out_of_descriptors_the_server_backs_off_and_recovers() {
     raise_own_fd_limit();
     let port = free_port();
-    let args: Vec<String> = [
-        "--nofile=48:48",
-        &binary().display().to_string(),
-        "--fallback-procfs",
-        "-s",
-        "estimate",
-        "prometheus",
-        "-a",
-        "127.0.0.1",
-        "-p",
+    let mut args = vec!["--nofile=48:48".to_owned(), binary().display().to_string()];
+    // One client may take them all: the descriptors run out first.
+    args.extend(quick_prometheus_args(
         &port.to_string(),
-        "--step",
-        "1",
-        // One client may take them all: the descriptors run out first.
-        "--web.max-connections-per-client",
-        "200",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+        &["--web.max-connections-per-client", "200"],
+    ));
     let mut scaph = Proc::start(
         "scaph",
         &exporter_support::tool("prlimit", "util-linux"),

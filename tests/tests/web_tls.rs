@@ -7,7 +7,7 @@ mod exporter_support;
 
 use std::{path::Path, time::Duration};
 
-use exporter_support::{free_port, http_get, tool, wait_for, Proc};
+use exporter_support::{free_port, http_get, quick_prometheus_args, tool, wait_for, Proc};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -48,23 +48,10 @@ fn scaph_with(dir: &Path, name: &str, web_yml: &str) -> (Proc, u16) {
     let config = dir.join(format!("{name}.yml"));
     std::fs::write(&config, web_yml).expect("web config");
     let port = free_port();
-    let args: Vec<String> = [
-        "--fallback-procfs",
-        "-s",
-        "estimate",
-        "prometheus",
-        "-a",
-        "127.0.0.1",
-        "-p",
+    let args = quick_prometheus_args(
         &port.to_string(),
-        "--step",
-        "1",
-        "--web.config.file",
-        &config.display().to_string(),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+        &["--web.config.file", &config.display().to_string()],
+    );
     (
         Proc::start(name, &scaph_integration_tests::scaph_binary(), &args),
         port,

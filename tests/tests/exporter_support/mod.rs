@@ -165,6 +165,57 @@ pub fn tool(name: &str, package: &str) -> PathBuf {
         })
 }
 
+/// `prometheus -a 127.0.0.1 -p PORT --step 1`: the exporter's arguments for
+/// a test, on a loopback port, measuring every second.
+pub fn loopback_prometheus(port: &str) -> [&str; 7] {
+    ["prometheus", "-a", "127.0.0.1", "-p", port, "--step", "1"]
+}
+
+/// A quick-starting scaph prometheus (procfs CPU time, estimated energy)
+/// on loopback `port`, then `extra` exporter options.
+pub fn quick_prometheus_args(port: &str, extra: &[&str]) -> Vec<String> {
+    ["--fallback-procfs", "-s", "estimate"]
+        .into_iter()
+        .chain(loopback_prometheus(port))
+        .chain(extra.iter().copied())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Whether `promtool check metrics` accepts `text`, and its findings
+/// (printed on stdout or stderr), trimmed.
+pub fn promtool_check(text: &str) -> (bool, String) {
+    let mut child = Command::new(tool("promtool", "prometheus"))
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting promtool");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("feeding promtool");
+    let out = child.wait_with_output().expect("promtool");
+    let findings = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), findings.trim().to_owned())
+}
+
+/// `VmRSS` of process `pid`, in KiB; `None` once it is gone.
+pub fn rss_kib(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// Percent-encodes a query parameter value.
 pub fn query_escape(value: &str) -> String {
     value
