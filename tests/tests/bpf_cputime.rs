@@ -405,7 +405,7 @@ fn exec_refreshes_name_and_metadata() {
         // `sleep` makes the shell leave the CPU (a slice is recorded when it
         // does); the loop keeps it a shell for a while after that.
         .arg(format!(
-            "sleep 0.05; i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; exec {} --ms 800",
+            "sleep 0.05; i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; exec {} --ms 300 --sleep-ms 3000",
             burner.display()
         ))
         .spawn()
@@ -424,8 +424,19 @@ fn exec_refreshes_name_and_metadata() {
         .expect("seen before exec")
         .clone();
     assert_eq!(first.comm, "sh", "before the exec");
-    // The burner runs 800 ms after the exec: read while it runs.
-    let mut after = samples(&mut source, 1, 400);
+    // The burner lives ~3.3 s after the exec (the shell's loop before it can
+    // take long on a loaded machine): read until its new name shows, while
+    // it is alive, so its metadata can be read again.
+    let mut after = Vec::new();
+    for _ in 0..300 {
+        after.extend(samples(&mut source, 1, 50));
+        let named = of_pid(&after, pid)
+            .last()
+            .is_some_and(|p| p.comm == "scaph-burn" && p.meta.is_some());
+        if named {
+            break;
+        }
+    }
     let (_, _) = reap(child);
     after.extend(samples(&mut source, 2, 50));
     let procs = of_pid(&after, pid);
