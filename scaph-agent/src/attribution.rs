@@ -44,8 +44,10 @@
 //! over sockets in proportion to each socket's busy time
 //! (`interval × cpus − idle`, from the sample's per-CPU idle ns), or by CPU
 //! count when idle times are missing or all sockets look idle. Time on a CPU
-//! that the topology does not know (hot-plugged since) is spread the same
-//! way. Exited processes are treated like any other: their last interval
+//! that the topology does not know (offline when it was read, or
+//! hot-plugged since) is spread the same way: it neither vanishes nor counts
+//! twice. `attribution/proportionality.rs` checks every process's energy and
+//! every pool's idle energy against this rule, recomputed independently. Exited processes are treated like any other: their last interval
 //! counts.
 use std::{collections::BTreeMap, time::Duration};
 
@@ -648,6 +650,9 @@ impl Accumulator {
         self.processes.iter()
     }
 }
+
+#[cfg(test)]
+mod proportionality;
 
 #[cfg(test)]
 mod tests {
