@@ -8,6 +8,9 @@
 //! volume is bounded whatever happens: at most [`LOGGED_PER_SOURCE`] lines
 //! per source, sources are static names, and a series description (which may
 //! hold a process name chosen by anyone) is cut to [`MAX_DETAIL_CHARS`].
+//!
+//! Used by the metrics (the exposition guard, the ledger) and by the agent,
+//! which logs what the energy accumulator refused whatever the exporter.
 use std::collections::HashMap;
 
 use log::warn;
