@@ -217,11 +217,19 @@ fn counters_hold_across_wrap_churn_and_expiry() {
 }
 
 /// `--max-processes 2`: the leaders change with each burner, and listed
-/// processes are folded into `pid=""`; with `--containers` as well.
+/// processes are folded into `pid=""`; with `--containers`,
+/// `--scaphandre-compat`, `--per-exe` and `--per-cgroup` as well.
 #[test]
 fn counters_hold_across_top_n_changes() {
     require_root();
-    let scrapes = wrap_and_churn(&["--containers", "--max-processes", "2"]);
+    let scrapes = wrap_and_churn(&[
+        "--containers",
+        "--max-processes",
+        "2",
+        "--scaphandre-compat",
+        "--per-exe",
+        "--per-cgroup",
+    ]);
     assert!(
         scrapes
             .last
