@@ -291,12 +291,17 @@ impl Ledger {
         }
         // max(): float rounding must never show as a decrease (Prometheus
         // reads any decrease as a reset); more than rounding is a regression.
-        let others = everything.minus(in_listed);
+        // Compared before minus() clamps at 0: listed series holding more
+        // than everything would be a bug too.
         for (name, now, before) in [
-            ("others' energy", others.joules, self.others.joules),
+            (
+                "others' energy",
+                everything.joules - in_listed.joules,
+                self.others.joules,
+            ),
             (
                 "others' CPU time",
-                others.cpu_seconds,
+                everything.cpu_seconds - in_listed.cpu_seconds,
                 self.others.cpu_seconds,
             ),
         ] {
@@ -304,6 +309,7 @@ impl Ledger {
                 self.regressions.note(name, || name.to_owned(), before, now);
             }
         }
+        let others = everything.minus(in_listed);
         self.others = others.max(self.others);
 
         View {

@@ -339,7 +339,7 @@ mod tests {
     #[test]
     fn every_held_counter_is_counted_wherever_it_was_held() {
         type Break = fn(&mut Snapshot);
-        let cases: [(&str, Break, f64, usize); 5] = [
+        let cases: [(&str, Break, f64, usize); 6] = [
             ("an unchanged snapshot again", |_| {}, 0.0, 0),
             (
                 "host and idle energy lower",
@@ -364,6 +364,12 @@ mod tests {
             (
                 "a process's CPU time NaN (held by the ledger)",
                 |s| s.processes[0].cpu_seconds_total = f64::NAN,
+                1.0,
+                0,
+            ),
+            (
+                "retired energy lower (others held by the ledger)",
+                |s| s.retired_joules -= 1.0,
                 1.0,
                 0,
             ),
