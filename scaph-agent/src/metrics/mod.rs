@@ -432,6 +432,10 @@ mod tests {
         assert!(text.contains("scaph_build_info{version="));
         assert!(text.contains("scaph_scrape_collector_success{collector=\"energy\"} 0"));
         assert!(!text.contains("scaph_host_energy"));
+        assert!(
+            text.contains("\nscaph_monotonicity_violations_total 0\n"),
+            "a counter from the start, so that increase() sees the first one"
+        );
     }
 
     /// --containers: process series carry their container's labels, and
