@@ -5,9 +5,10 @@
 //! disappears and comes back, hundreds of short processes, top-N changes,
 //! retention expiry. Every scrape must show the count at 0, every counter
 //! series not lower than in any earlier scrape (also one that disappeared
-//! and came back), and Σ processes + idle = host; and a pinned burner must
-//! get the energy its `wait4` CPU time gives it, so that energy lost from a
-//! process (which conservation alone would put in idle) is caught too.
+//! and came back), and Σ processes + idle = host. Since idle is the
+//! remainder, that sum cannot see energy lost from a process; two checks
+//! can: a pinned burner gets the energy its `wait4` CPU time gives it, and
+//! the idle counter matches the kernel's idle time.
 mod exporter_support;
 
 use std::{
@@ -25,6 +26,12 @@ use std::{
 };
 
 use exporter_support::{free_port, http_get, loopback_prometheus, scaph, wait_for, Proc};
+use scaph_agent::{
+    agent::Agent,
+    attribution::IdlePolicy,
+    cputime::{bpf::BpfSource, loader::LoadOptions},
+    sensors::{EnergySensor, PowercapSensor, Topology},
+};
 use scaph_integration_tests::{
     burn,
     powercap::{FakeRapl, MAX_RANGE_UJ},
@@ -380,4 +387,66 @@ fn a_pinned_burner_gets_the_energy_of_its_cpu_time() {
         error * 100.0
     );
     assert!(error.abs() < 0.01, "{:+.3} %", error * 100.0);
+}
+
+/// Idle and iowait seconds of every CPU together, from /proc/stat (USER_HZ
+/// ticks, 10 ms).
+fn kernel_idle_seconds() -> f64 {
+    let stat = fs::read_to_string("/proc/stat").expect("/proc/stat");
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()
+        .expect("cpu line")
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().expect("ticks"))
+        .collect();
+    (fields[3] + fields[4]) / 100.0
+}
+
+/// The idle counter against the kernel's own idle time: over the run,
+/// idle joules = WATTS × (kernel idle CPU-seconds) / CPUs. Idle is what
+/// processes did not get, so energy lost from any process shows here
+/// (over-attribution shows as idle too low). The agent runs in the test,
+/// so /proc/stat is read right at the start and the end of its window.
+#[test]
+fn the_idle_counter_matches_the_kernels_idle_time() {
+    require_root();
+    let rapl = FakeRapl::start(WATTS, 1_000_000);
+    let sensor: Box<dyn EnergySensor> =
+        Box::new(PowercapSensor::new(&rapl.root()).expect("fake tree"));
+    let cpu = BpfSource::new("/proc".into(), LoadOptions::default()).expect("kernel program");
+    let mut agent = Agent::new(
+        Box::new(cpu),
+        Some(sensor),
+        Topology::from_sys_root("/sys".as_ref()),
+        IdlePolicy::Unattributed,
+    );
+    let cpus = online_cpus() as f64;
+    agent.baseline();
+    let idle_before = kernel_idle_seconds();
+    let burner = burn(&["--cpu", "0", "--ms", "1500"]);
+    let mut last = None;
+    for _ in 0..8 {
+        thread::sleep(Duration::from_millis(500));
+        last = Some(agent.cycle());
+    }
+    let idle_after = kernel_idle_seconds();
+    reap(burner);
+    let last = last.expect("cycles");
+    let host = last.host.expect("host energy").joules_total;
+    let idle = last.idle.expect("idle energy").joules_total;
+    let window = host / WATTS; // seconds, as the fake package measured them
+    let kernel = idle_after - idle_before;
+    let scaph = idle * cpus / WATTS;
+    eprintln!(
+        "over {window:.3} s on {cpus} CPUs: kernel idle {kernel:.3} CPU-s, scaph idle {idle:.3} J = {scaph:.3} CPU-s ({:+.3} CPU-s)",
+        scaph - kernel
+    );
+    // Ticks (10 ms per CPU at each end) and interrupts the kernel counts
+    // apart: 2 % of the capacity.
+    assert!(
+        (scaph - kernel).abs() < 0.02 * window * cpus,
+        "scaph idle {scaph:.3} CPU-s, kernel {kernel:.3} CPU-s"
+    );
 }
