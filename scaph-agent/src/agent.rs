@@ -16,6 +16,7 @@ use crate::{
     attribution::{attribute, Accumulator, IdlePolicy},
     cputime::{CpuSample, CpuTimeSource},
     host::HostReader,
+    metrics::regressions::Regressions,
     processes::ProcessTable,
     sensors::{EnergyReading, EnergySensor, Topology, Utilisation},
     snapshot::{self, SensorInfo, Snapshot},
@@ -38,6 +39,9 @@ pub struct Agent {
     retention: Duration,
     /// Consecutive failed sensor polls (logged at 1, 2, 4, 8, ...).
     sensor_failures: u64,
+    /// Energy amounts the accumulator refused, as last logged.
+    energy_regressions: u64,
+    regressions_log: Regressions,
     /// Host/self statistics read each cycle for the exporters that show them.
     host_reader: Option<HostReader>,
     heap: crate::util::HeapTrim,
@@ -61,6 +65,8 @@ impl Agent {
             started: Instant::now(),
             retention: DEFAULT_RETENTION,
             sensor_failures: 0,
+            energy_regressions: 0,
+            regressions_log: Regressions::default(),
             host_reader: None,
             heap: crate::util::HeapTrim::default(),
         }
@@ -114,6 +120,13 @@ impl Agent {
                     self.policy,
                 );
                 self.energy.add(&reading.zones, &split, uptime);
+                let held = self.energy.regressions();
+                self.regressions_log.log(
+                    "the energy accumulator",
+                    held - self.energy_regressions,
+                    || "a negative or non-finite energy delta was refused".to_owned(),
+                );
+                self.energy_regressions = held;
             }
         }
         for key in self.processes.expire(uptime, self.retention) {

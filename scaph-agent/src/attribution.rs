@@ -44,8 +44,10 @@
 //! over sockets in proportion to each socket's busy time
 //! (`interval × cpus − idle`, from the sample's per-CPU idle ns), or by CPU
 //! count when idle times are missing or all sockets look idle. Time on a CPU
-//! that the topology does not know (hot-plugged since) is spread the same
-//! way. Exited processes are treated like any other: their last interval
+//! that the topology does not know (offline when it was read, or
+//! hot-plugged since) is spread the same way: it neither vanishes nor counts
+//! twice. `attribution/proportionality.rs` checks every process's energy and
+//! every pool's idle energy against this rule, recomputed independently. Exited processes are treated like any other: their last interval
 //! counts.
 use std::{collections::BTreeMap, time::Duration};
 
@@ -428,15 +430,17 @@ pub struct Cumulative {
 }
 
 impl Cumulative {
-    fn add(&mut self, joules: f64, interval: Duration) {
-        let joules = if joules.is_finite() {
-            joules.max(0.0)
-        } else {
-            0.0
-        };
+    /// Adds one interval's joules; a negative or non-finite amount (which
+    /// would make the counter go backwards or poison it) adds nothing, and
+    /// the return value says so.
+    #[must_use]
+    fn add(&mut self, joules: f64, interval: Duration) -> bool {
+        let held = !(joules.is_finite() && joules >= 0.0);
+        let joules = if held { 0.0 } else { joules };
         self.joules += joules;
         let secs = interval.as_secs_f64();
         self.watts = if secs > 0.0 { joules / secs } else { 0.0 };
+        held
     }
 }
 
@@ -477,6 +481,8 @@ pub struct Accumulator {
     retired: f64,
     /// Processes updated in the last cycle (their `watts` is reset next cycle).
     last_active: Vec<ProcessKey>,
+    /// Amounts refused because they would have made a counter go backwards.
+    regressions: u64,
 }
 
 /// Host-level counters.
@@ -504,29 +510,35 @@ impl Accumulator {
     pub fn add(&mut self, zones: &[ZoneEnergy], attribution: &Attribution, now: Duration) {
         let interval = attribution.interval;
         self.cycles += 1;
+        let mut held = 0;
+        let mut count = |h: bool| held += u64::from(h);
         let host = &attribution.host;
-        self.host.energy.add(host.energy, interval);
-        self.host.attributed.add(host.attributed, interval);
-        self.host.unattributed.add(host.unattributed, interval);
+        count(self.host.energy.add(host.energy, interval));
+        count(self.host.attributed.add(host.attributed, interval));
+        count(self.host.unattributed.add(host.unattributed, interval));
 
         for counter in self.sockets.values_mut() {
             counter.watts = 0.0;
         }
         for (&socket, s) in &attribution.sockets {
-            self.sockets
-                .entry(socket)
-                .or_default()
-                .add(s.measured, interval);
+            count(
+                self.sockets
+                    .entry(socket)
+                    .or_default()
+                    .add(s.measured, interval),
+            );
         }
 
         for counter in self.unattributed.values_mut() {
             counter.watts = 0.0;
         }
         for (pool, split) in &attribution.pools {
-            self.unattributed
-                .entry(*pool)
-                .or_default()
-                .add(split.unattributed, interval);
+            count(
+                self.unattributed
+                    .entry(*pool)
+                    .or_default()
+                    .add(split.unattributed, interval),
+            );
         }
 
         for counter in self.domains.values_mut() {
@@ -542,7 +554,7 @@ impl Accumulator {
             *this_interval.entry(key).or_default() += zone.joules;
         }
         for (key, joules) in this_interval {
-            self.domains.entry(key).or_default().add(joules, interval);
+            count(self.domains.entry(key).or_default().add(joules, interval));
         }
 
         for key in self.last_active.drain(..) {
@@ -559,10 +571,19 @@ impl Accumulator {
                 first_seen: now,
                 ..ProcessTotals::default()
             });
-            totals.energy.add(energy.joules, interval);
+            count(totals.energy.add(energy.joules, interval));
             totals.last_seen = now;
             self.last_active.push(*key);
         }
+        self.regressions += held;
+    }
+
+    /// Amounts refused so far because they would have made a counter go
+    /// backwards (a negative or non-finite delta): 0 unless a sensor or
+    /// this module has a bug.
+    #[must_use]
+    pub fn regressions(&self) -> u64 {
+        self.regressions
     }
 
     /// Forgets processes last seen more than `retention` before `now`;
@@ -629,6 +650,9 @@ impl Accumulator {
         self.processes.iter()
     }
 }
+
+#[cfg(test)]
+mod proportionality;
 
 #[cfg(test)]
 mod tests {
@@ -1040,6 +1064,9 @@ mod tests {
         a.host.energy = -3.0;
         acc.add(&[], &a, 3 * SEC);
         assert_eq!(acc.host().energy.joules, 5.0);
+        assert_eq!(acc.regressions(), 2, "both refusals are counted");
+        acc.add(&[package(0, -1.0)], &Attribution::default(), 4 * SEC);
+        assert_eq!(acc.regressions(), 3, "a negative zone delta too");
     }
 
     /// A random host and interval, for the property tests.

@@ -38,6 +38,9 @@ pub struct Snapshot {
     pub losses: LossCounters,
     /// Implausible energy deltas dropped by the sensor (cumulative).
     pub implausible_energy_dropped: u64,
+    /// Energy amounts the accumulator refused because they would have made
+    /// a counter go backwards (cumulative; 0 unless there is a bug).
+    pub energy_regressions: u64,
     /// The CPU time source answered this cycle (else its sample was empty).
     pub cputime_ok: bool,
     /// The energy sensor answered this cycle (true when there is none).
@@ -145,6 +148,7 @@ impl Snapshot {
             cpu_idle_ratio: Vec::new(),
             losses: LossCounters::default(),
             implausible_energy_dropped: 0,
+            energy_regressions: 0,
             cputime_ok: true,
             energy_ok: true,
             host_stats: None,
@@ -275,6 +279,7 @@ pub fn build(parts: Parts<'_>) -> Snapshot {
             .collect(),
         losses: sample.losses,
         implausible_energy_dropped,
+        energy_regressions: energy.regressions(),
         cputime_ok: true,
         energy_ok: true,
         host_stats: None,

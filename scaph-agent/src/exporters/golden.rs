@@ -167,6 +167,7 @@ pub(crate) fn fixture() -> Snapshot {
             mismatches: 0,
         },
         implausible_energy_dropped: 2,
+        energy_regressions: 0,
         cputime_ok: true,
         energy_ok: true,
         host_stats: Some(HostStats {

@@ -267,6 +267,7 @@ pub(crate) mod tests {
             cpu_idle_ratio: vec![0.5, 0.5],
             losses: LossCounters::default(),
             implausible_energy_dropped: 0,
+            energy_regressions: 0,
             cputime_ok: true,
             energy_ok: true,
             host_stats: None,

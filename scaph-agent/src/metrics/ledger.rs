@@ -18,8 +18,14 @@
 //!
 //! Ranking uses a one-minute moving average of power (CPU share without an
 //! energy source), so a process that pauses for one cycle is not folded.
+//!
+//! Inputs that would make a counter go backwards (a process's totals lower
+//! than at the previous update, `others` shrinking by more than float
+//! rounding) are held at the old value and counted in
+//! [`Ledger::regressions`].
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use super::regressions::Regressions;
 use crate::{
     cputime::ProcessKey,
     snapshot::{ProcessSnapshot, Snapshot},
@@ -58,6 +64,11 @@ impl Amounts {
             cpu_seconds: self.cpu_seconds.max(other.cpu_seconds),
         }
     }
+}
+
+/// `now` is lower than `before`, or not a number (held as well).
+fn below(now: f64, before: f64) -> bool {
+    now < before || now.is_nan()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,6 +160,7 @@ pub struct Ledger {
     others: Amounts,
     exe: Groups,
     cgroup: Groups,
+    regressions: Regressions,
 }
 
 impl Ledger {
@@ -164,6 +176,7 @@ impl Ledger {
             others: Amounts::default(),
             exe: Groups::default(),
             cgroup: Groups::default(),
+            regressions: Regressions::default(),
         }
     }
 
@@ -196,6 +209,22 @@ impl Ledger {
                 rank: rate,
                 generation,
             });
+            if below(now.joules, entry.last.joules) {
+                self.regressions.note(
+                    "processes' energy",
+                    || format!("energy of pid {}", p.key.pid),
+                    entry.last.joules,
+                    now.joules,
+                );
+            }
+            if below(now.cpu_seconds, entry.last.cpu_seconds) {
+                self.regressions.note(
+                    "processes' CPU time",
+                    || format!("CPU seconds of pid {}", p.key.pid),
+                    entry.last.cpu_seconds,
+                    now.cpu_seconds,
+                );
+            }
             let now = now.max(entry.last);
             let delta = now.minus(entry.last);
             if entry.exposure == Exposure::Unlisted {
@@ -260,8 +289,28 @@ impl Ledger {
         for l in &listed {
             in_listed.add(l.amounts);
         }
-        // max(): float rounding must never show as a decrease (Prometheus reads any decrease as a reset).
-        self.others = everything.minus(in_listed).max(self.others);
+        // max(): float rounding must never show as a decrease (Prometheus
+        // reads any decrease as a reset); more than rounding is a regression.
+        // Compared before minus() clamps at 0: listed series holding more
+        // than everything would be a bug too.
+        for (name, now, before) in [
+            (
+                "others' energy",
+                everything.joules - in_listed.joules,
+                self.others.joules,
+            ),
+            (
+                "others' CPU time",
+                everything.cpu_seconds - in_listed.cpu_seconds,
+                self.others.cpu_seconds,
+            ),
+        ] {
+            if below(now, before - 1e-9 * before.max(1.0)) {
+                self.regressions.note(name, || name.to_owned(), before, now);
+            }
+        }
+        let others = everything.minus(in_listed);
+        self.others = others.max(self.others);
 
         View {
             listed,
@@ -277,6 +326,12 @@ impl Ledger {
                 Vec::new()
             },
         }
+    }
+
+    /// Inputs held back so that no counter went backwards.
+    #[must_use]
+    pub fn regressions(&self) -> u64 {
+        self.regressions.total()
     }
 
     /// Picks the top `max_listed` by rank among processes that may be
@@ -435,6 +490,7 @@ mod tests {
                     if !view.listed.iter().any(|l| l.process.key == *key) { folded.insert(*key); }
                 }
                 prop_assert!(view.others.joules >= others.joules && view.others.cpu_seconds >= others.cpu_seconds);
+                prop_assert_eq!(ledger.regressions(), 0, "an honest history is never held back");
                 others = view.others;
                 let (j, c) = world.total();
                 let listed_j: f64 = view.listed.iter().map(|l| l.amounts.joules).sum();

@@ -13,6 +13,7 @@ mod compat;
 pub mod containers;
 pub mod ledger;
 pub mod names;
+pub mod regressions;
 pub mod text;
 
 use std::{
@@ -21,7 +22,6 @@ use std::{
     time::Instant,
 };
 
-use log::debug;
 pub use text::{encode, Family, Sample, CONTENT_TYPE};
 
 use crate::{
@@ -77,6 +77,10 @@ pub struct MetricsState {
     containers: Option<Tracker>,
     /// Last exposed value of every counter series, by [`series_id`].
     counters: HashMap<u128, f64>,
+    /// Counters held at their last value by [`MetricsState::guard_counters`].
+    regressions: regressions::Regressions,
+    /// The snapshot's count of refused energy amounts (logged by the agent).
+    energy_regressions: u64,
     /// Measure collector durations (off only for reproducible test output).
     timed: bool,
 }
@@ -91,6 +95,8 @@ impl MetricsState {
             ledger,
             containers,
             counters: HashMap::new(),
+            regressions: regressions::Regressions::default(),
+            energy_regressions: 0,
             timed: true,
         }
     }
@@ -123,7 +129,19 @@ impl MetricsState {
             })
             .collect();
         families.extend(collect::collector_families(&outcomes));
+        families.push(self.regressions_family());
         families
+    }
+
+    /// `scaph_monotonicity_violations_total`: every counter held at its last
+    /// value, here, in the ledger or in the energy accumulator.
+    fn regressions_family(&self) -> Family {
+        let total = self
+            .regressions
+            .total()
+            .saturating_add(self.ledger.regressions())
+            .saturating_add(self.energy_regressions);
+        Family::single(&names::COUNTER_REGRESSIONS, total as f64)
     }
 
     /// Folds a snapshot in and returns every family to expose.
@@ -193,6 +211,8 @@ impl MetricsState {
 
         families.extend(collect::collector_families(&outcomes));
         self.guard_counters(&mut families);
+        self.energy_regressions = self.energy_regressions.max(snap.energy_regressions);
+        families.push(self.regressions_family());
         families
     }
 
@@ -218,7 +238,8 @@ impl MetricsState {
     }
 
     /// No exposed counter ever goes backwards, whatever happens upstream
-    /// (float rounding, a bug): a lower value repeats the previous one.
+    /// (a bug): a lower value repeats the previous one, and is counted and
+    /// logged (see [`regressions`]).
     fn guard_counters(&mut self, families: &mut [Family]) {
         let mut seen = HashMap::with_capacity(self.counters.len());
         for family in families
@@ -229,14 +250,17 @@ impl MetricsState {
                 let id = series_id(family.def.name, &sample.labels);
                 if let Some(&before) = self.counters.get(&id) {
                     if sample.value < before || sample.value.is_nan() {
-                        if before - sample.value > 1e-6 * before.abs().max(1.0) {
-                            let mut key = String::from(family.def.name);
-                            text::write_labels(&mut key, &sample.labels);
-                            debug!(
-                                "{key} went from {before} to {}: kept {before}",
-                                sample.value
-                            );
-                        }
+                        let labels = &sample.labels;
+                        self.regressions.note(
+                            family.def.name,
+                            || {
+                                let mut key = String::from(family.def.name);
+                                text::write_labels(&mut key, labels);
+                                key
+                            },
+                            before,
+                            sample.value,
+                        );
                         sample.value = before;
                     }
                 }
@@ -296,6 +320,88 @@ mod tests {
             value(&families, "scaph_host_energy_joules_total"),
             Some(100.0)
         );
+        assert_eq!(
+            value(&families, "scaph_monotonicity_violations_total"),
+            Some(1.0)
+        );
+        assert_eq!(
+            state.regressions.lines,
+            [
+                "counter regression: scaph_host_energy_joules_total went from 100 to 99; kept 100 \
+              (counted in scaph_monotonicity_violations_total; a bug to report)"
+            ]
+        );
+    }
+
+    /// A table: what goes wrong upstream, how many regressions the
+    /// exposition must then report, and how many lines the guard logs (the
+    /// ledger logs its own; the agent logs the accumulator's).
+    #[test]
+    fn every_held_counter_is_counted_wherever_it_was_held() {
+        type Break = fn(&mut Snapshot);
+        let cases: [(&str, Break, f64, usize); 6] = [
+            ("an unchanged snapshot again", |_| {}, 0.0, 0),
+            (
+                "host and idle energy lower",
+                |s| {
+                    for e in [s.host.as_mut(), s.idle.as_mut()].into_iter().flatten() {
+                        e.joules_total -= 1.0;
+                    }
+                },
+                2.0,
+                2,
+            ),
+            (
+                "a process's energy lower (held by the ledger)",
+                |s| {
+                    if let Some(e) = s.processes[0].energy.as_mut() {
+                        e.joules_total -= 1.0;
+                    }
+                },
+                1.0,
+                0,
+            ),
+            (
+                "a process's CPU time NaN (held by the ledger)",
+                |s| s.processes[0].cpu_seconds_total = f64::NAN,
+                1.0,
+                0,
+            ),
+            (
+                "retired energy lower (others held by the ledger)",
+                |s| s.retired_joules -= 1.0,
+                1.0,
+                0,
+            ),
+            (
+                "three energy deltas refused by the accumulator",
+                |s| s.energy_regressions += 3,
+                3.0,
+                0,
+            ),
+        ];
+        for (what, break_it, want, lines) in cases {
+            let mut state = MetricsState::new(MetricsConfig::default()).untimed();
+            let mut snap = golden_fixture();
+            let first = state.update(&snap);
+            assert_eq!(
+                value(&first, "scaph_monotonicity_violations_total"),
+                Some(0.0)
+            );
+            break_it(&mut snap);
+            let families = state.update(&snap);
+            assert_eq!(
+                value(&families, "scaph_monotonicity_violations_total"),
+                Some(want),
+                "{what}"
+            );
+            assert_eq!(state.regressions.lines.len(), lines, "{what}");
+            let text = encode(&families);
+            assert!(
+                text.contains("\nscaph_host_energy_joules_total 100\n"),
+                "{what}"
+            );
+        }
     }
 
     #[test]
@@ -326,6 +432,10 @@ mod tests {
         assert!(text.contains("scaph_build_info{version="));
         assert!(text.contains("scaph_scrape_collector_success{collector=\"energy\"} 0"));
         assert!(!text.contains("scaph_host_energy"));
+        assert!(
+            text.contains("\nscaph_monotonicity_violations_total 0\n"),
+            "a counter from the start, so that increase() sees the first one"
+        );
     }
 
     /// --containers: process series carry their container's labels, and

@@ -140,6 +140,13 @@ pub static IMPLAUSIBLE_ENERGY: Def = base(
     "Energy counter deltas the sensor dropped as implausible (larger than the hardware can produce in the interval).",
 );
 
+pub static COUNTER_REGRESSIONS: Def = base(
+    "scaph_monotonicity_violations_total",
+    Counter,
+    Unit::None,
+    "Times a counter scaph computed would have gone backwards and was held at its previous value instead (each is also logged at warn). Anything but 0 is a bug in scaph or its sensor.",
+);
+
 // ---- Energy ----------------------------------------------------------------------
 
 pub static HOST_ENERGY: Def = base(
@@ -419,6 +426,7 @@ pub static ALL: &[&Def] = &[
     &DROPPED_SLICES,
     &DROPPED_EXITS,
     &IMPLAUSIBLE_ENERGY,
+    &COUNTER_REGRESSIONS,
     &HOST_ENERGY,
     &SOCKET_ENERGY,
     &SOCKET_IDLE_ENERGY,
