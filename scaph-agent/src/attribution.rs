@@ -47,8 +47,8 @@
 //! that the topology does not know (offline when it was read, or
 //! hot-plugged since) is spread the same way: it neither vanishes nor counts
 //! twice. `attribution/proportionality.rs` checks every process's energy and
-//! every pool's idle energy against this rule, recomputed independently. Exited processes are treated like any other: their last interval
-//! counts.
+//! every pool's idle energy against this rule, recomputed independently.
+//! Exited processes are treated like any other: their last interval counts.
 use std::{collections::BTreeMap, time::Duration};
 
 use smallvec::SmallVec;
