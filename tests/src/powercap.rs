@@ -47,6 +47,7 @@ impl FakeRapl {
         let writer = {
             let stop = stop.clone();
             thread::spawn(move || {
+                realtime();
                 let t0 = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
                     let secs = t0.elapsed().as_secs_f64();
@@ -118,8 +119,10 @@ impl FakeRapl {
                 format!("{}\n", host.max_range_uj),
             )
             .expect("range");
-            // Each counter starts elsewhere in its range, some near the wrap.
-            let start_uj = host.max_range_uj / 7 * (counters.len() as u64 % 7);
+            // Each counter wraps 2 to 4.5 s after the start: during a
+            // test's measurements, which begin about a second in.
+            let before_wrap = watts * 1e6 * (2.0 + 0.5 * (counters.len() % 6) as f64);
+            let start_uj = host.max_range_uj.saturating_sub(before_wrap as u64);
             write_counter(&dir.join("energy_uj"), start_uj);
             counters.push(Counter {
                 path: dir.join("energy_uj"),
@@ -179,6 +182,15 @@ impl Drop for FakeRapl {
             let _ = writer.join();
         }
     }
+}
+
+/// Makes the calling thread real-time (SCHED_FIFO), so that a counter
+/// lags its power by one 1 ms sleep, not by a busy machine's scheduling
+/// delays. It sleeps most of the time; without root it stays as it was.
+fn realtime() {
+    let param = libc::sched_param { sched_priority: 10 };
+    // SAFETY: pid 0 is the calling thread; param is plain data.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
 }
 
 /// One counter of a constant-power tree.
