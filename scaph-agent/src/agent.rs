@@ -147,6 +147,7 @@ impl Agent {
             implausible_energy_dropped: self.implausible_dropped,
         });
         snapshot.cputime_ok = cputime_ok;
+        snapshot.online_cpus = self.topology.num_cpus();
         snapshot.energy_ok = energy_ok;
         if let Some(reader) = &mut self.host_reader {
             read_host_stats(reader, &mut snapshot);

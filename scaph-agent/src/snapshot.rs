@@ -33,8 +33,13 @@ pub struct Snapshot {
     /// Joules of exited processes whose retention window has passed (they
     /// are no longer listed): Σ processes + this + idle = host.
     pub retired_joules: f64,
-    /// Per-CPU idle fraction of the cycle, indexed by CPU number.
+    /// Per-CPU idle fraction of the cycle, indexed by CPU number. It can
+    /// hold an entry for every *possible* CPU (the kernel program's view),
+    /// offline ones included: never take its length for the CPU count.
     pub cpu_idle_ratio: Vec<f64>,
+    /// Online CPUs of the topology (what CPU percentages divide by); 0 when
+    /// the snapshot was not made by an agent.
+    pub online_cpus: usize,
     pub losses: LossCounters,
     /// Implausible energy deltas dropped by the sensor (cumulative).
     pub implausible_energy_dropped: u64,
@@ -146,6 +151,7 @@ impl Snapshot {
             processes,
             retired_joules,
             cpu_idle_ratio: Vec::new(),
+            online_cpus: 0,
             losses: LossCounters::default(),
             implausible_energy_dropped: 0,
             energy_regressions: 0,
@@ -277,6 +283,7 @@ pub fn build(parts: Parts<'_>) -> Snapshot {
             .iter()
             .map(|&ns| ratio(ns).min(1.0))
             .collect(),
+        online_cpus: 0,
         losses: sample.losses,
         implausible_energy_dropped,
         energy_regressions: energy.regressions(),

@@ -26,6 +26,11 @@ pub fn burn(args: &[&str]) -> Child {
         .expect("starting scaph-burn")
 }
 
+/// The burner's path, for tests that start it their own way (`nice`, ...).
+pub fn burner_path() -> PathBuf {
+    profile_dir().join("scaph-burn")
+}
+
 /// Reaps a child and returns its CPU time (user + system, all threads) in ns,
 /// as the kernel reports it to the parent.
 pub fn reap(child: Child) -> (u32, u64) {

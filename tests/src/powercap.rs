@@ -1,5 +1,8 @@
 //! A fake powercap tree whose package counter rises at a known power, written
-//! by a background thread, for end-to-end energy tests.
+//! by a background thread, for end-to-end energy tests; and simulated hosts
+//! ([`SimHost`]): a powercap tree and a sysfs CPU tree built from a table of
+//! sockets, CPUs and constant watts per zone, for `--powercap-root` and
+//! `--sys-root`.
 use std::{
     fs::{self, File},
     os::unix::fs::FileExt as _,
@@ -17,6 +20,8 @@ pub const MAX_RANGE_UJ: u64 = 262_143_328_850;
 
 pub struct FakeRapl {
     dir: tempfile::TempDir,
+    /// The sysfs tree of a simulated host (`devices/system/cpu`).
+    sys: Option<tempfile::TempDir>,
     stop: Arc<AtomicBool>,
     writer: Option<thread::JoinHandle<()>>,
 }
@@ -27,20 +32,36 @@ impl FakeRapl {
     pub fn start(watts: f64, start_uj: u64) -> Self {
         let (dir, counter) = package_zone();
         write_counter(&counter, start_uj);
+        let counters = vec![Counter {
+            path: counter,
+            watts,
+            start_uj,
+            max_range_uj: MAX_RANGE_UJ,
+        }];
+        Self::constant(dir, counters)
+    }
+
+    /// Starts the thread that advances every counter at its constant power.
+    fn constant(dir: tempfile::TempDir, counters: Vec<Counter>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let writer = {
             let stop = stop.clone();
             thread::spawn(move || {
+                realtime();
                 let t0 = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
-                    let uj = start_uj + (watts * 1e6 * t0.elapsed().as_secs_f64()) as u64;
-                    write_counter(&counter, uj % (MAX_RANGE_UJ + 1));
-                    thread::sleep(Duration::from_millis(2));
+                    let secs = t0.elapsed().as_secs_f64();
+                    for c in &counters {
+                        let uj = c.start_uj + (c.watts * 1e6 * secs) as u64;
+                        write_counter(&c.path, uj % (c.max_range_uj + 1));
+                    }
+                    thread::sleep(Duration::from_millis(1));
                 }
             })
         };
         Self {
             dir,
+            sys: None,
             stop,
             writer: Some(writer),
         }
@@ -74,6 +95,7 @@ impl FakeRapl {
         };
         Self {
             dir,
+            sys: None,
             stop,
             writer: Some(writer),
         }
@@ -81,6 +103,75 @@ impl FakeRapl {
 
     pub fn root(&self) -> PathBuf {
         self.dir.path().to_path_buf()
+    }
+
+    /// A simulated host: its powercap tree ([`FakeRapl::root`]) and its sysfs
+    /// ([`FakeRapl::sys_root`]), every counter rising at its zone's constant
+    /// power from its own start value and wrapping at `host.max_range_uj`.
+    pub fn host(host: &SimHost) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut counters = Vec::new();
+        let mut zone = |dir: PathBuf, name: &str, watts: f64| {
+            fs::create_dir_all(&dir).expect("zone dir");
+            fs::write(dir.join("name"), format!("{name}\n")).expect("name");
+            fs::write(
+                dir.join("max_energy_range_uj"),
+                format!("{}\n", host.max_range_uj),
+            )
+            .expect("range");
+            // Each counter wraps 2 to 4.5 s after the start: during a
+            // test's measurements, which begin about a second in.
+            let before_wrap = watts * 1e6 * (2.0 + 0.5 * (counters.len() % 6) as f64);
+            let start_uj = host.max_range_uj.saturating_sub(before_wrap as u64);
+            write_counter(&dir.join("energy_uj"), start_uj);
+            counters.push(Counter {
+                path: dir.join("energy_uj"),
+                watts,
+                start_uj,
+                max_range_uj: host.max_range_uj,
+            });
+        };
+        for (n, socket) in host.sockets.iter().enumerate() {
+            // Sub-zones nested in their package, as in the real sysfs.
+            let top = dir.path().join(format!("intel-rapl:{n}"));
+            let subs = [
+                ("core", socket.core),
+                ("uncore", socket.uncore),
+                ("dram", socket.dram),
+            ];
+            for (m, (name, watts)) in subs
+                .into_iter()
+                .filter_map(|(name, w)| Some((name, w?)))
+                .enumerate()
+            {
+                zone(top.join(format!("intel-rapl:{n}:{m}")), name, watts);
+            }
+            zone(top, &format!("package-{}", socket.id), socket.package);
+        }
+        if let Some(watts) = host.psys {
+            let n = host.sockets.len();
+            zone(dir.path().join(format!("intel-rapl:{n}")), "psys", watts);
+        }
+        if host.mmio {
+            let first = host.sockets.first().expect("a socket to duplicate");
+            zone(
+                dir.path().join("intel-rapl-mmio:0"),
+                &format!("package-{}", first.id),
+                first.package,
+            );
+        }
+        let mut rapl = Self::constant(dir, counters);
+        rapl.sys = Some(host.sysfs());
+        rapl
+    }
+
+    /// The sysfs root of a simulated host (for `--sys-root`).
+    pub fn sys_root(&self) -> PathBuf {
+        self.sys
+            .as_ref()
+            .expect("a simulated host (FakeRapl::host)")
+            .path()
+            .to_path_buf()
     }
 }
 
@@ -90,6 +181,139 @@ impl Drop for FakeRapl {
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }
+    }
+}
+
+/// Makes the calling thread real-time (SCHED_FIFO), so that a counter
+/// lags its power by one 1 ms sleep, not by a busy machine's scheduling
+/// delays. It sleeps most of the time; without root it stays as it was.
+fn realtime() {
+    let param = libc::sched_param { sched_priority: 10 };
+    // SAFETY: pid 0 is the calling thread; param is plain data.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+}
+
+/// One counter of a constant-power tree.
+struct Counter {
+    path: PathBuf,
+    watts: f64,
+    start_uj: u64,
+    max_range_uj: u64,
+}
+
+/// One socket of a [`SimHost`]: its CPUs and the constant power of each of
+/// its zones (`None`: the zone does not exist).
+#[derive(Clone, Debug)]
+pub struct SimSocket {
+    /// The `N` of `package-N` and of the CPUs' `physical_package_id`.
+    pub id: u32,
+    /// `(CPU id, online)`. CPUs 0 and 1 are this machine's own; higher ids
+    /// exist in the fixture only (online there or not), so nothing ever runs
+    /// on them.
+    pub cpus: &'static [(u32, bool)],
+    pub package: f64,
+    pub dram: Option<f64>,
+    pub core: Option<f64>,
+    pub uncore: Option<f64>,
+}
+
+impl SimSocket {
+    /// What the socket draws as RAPL counts it: package and DRAM (core and
+    /// uncore are parts of the package).
+    pub fn watts(&self) -> f64 {
+        self.package + self.dram.unwrap_or(0.0)
+    }
+
+    /// Its CPUs that the fixture says are online.
+    pub fn online(&self) -> Vec<u32> {
+        self.cpus.iter().filter(|c| c.1).map(|c| c.0).collect()
+    }
+}
+
+/// A simulated host, as a table: sockets, a platform (`psys`) zone, an MMIO
+/// duplicate of package 0.
+#[derive(Clone, Debug)]
+pub struct SimHost {
+    pub name: &'static str,
+    pub sockets: &'static [SimSocket],
+    pub psys: Option<f64>,
+    /// `intel-rapl-mmio:0`: the same package-0 counter through MMIO, as
+    /// recent Intel laptops and servers show it.
+    pub mmio: bool,
+    /// Every counter's `max_energy_range_uj`; small enough, the counters wrap
+    /// during a test.
+    pub max_range_uj: u64,
+}
+
+impl SimHost {
+    /// Every CPU of the table, ascending.
+    pub fn possible(&self) -> Vec<u32> {
+        let mut cpus: Vec<u32> = self
+            .sockets
+            .iter()
+            .flat_map(|s| s.cpus.iter().map(|c| c.0))
+            .collect();
+        cpus.sort_unstable();
+        cpus
+    }
+
+    /// The CPUs online in the fixture, ascending.
+    pub fn online(&self) -> Vec<u32> {
+        let mut cpus: Vec<u32> = self.sockets.iter().flat_map(SimSocket::online).collect();
+        cpus.sort_unstable();
+        cpus
+    }
+
+    /// The socket holding `cpu`.
+    pub fn socket_of(&self, cpu: u32) -> &SimSocket {
+        self.sockets
+            .iter()
+            .find(|s| s.cpus.iter().any(|c| c.0 == cpu))
+            .unwrap_or_else(|| panic!("{}: no CPU {cpu}", self.name))
+    }
+
+    /// Host power as RAPL defines it: psys when present, else every
+    /// socket's package and DRAM (core, uncore and MMIO never added).
+    pub fn watts(&self) -> f64 {
+        self.psys
+            .unwrap_or_else(|| self.sockets.iter().map(SimSocket::watts).sum())
+    }
+
+    /// `devices/system/cpu` as the kernel shows it: `possible`, `present`,
+    /// `online` lists, and for each CPU its `online` flag and, when online,
+    /// its `topology/physical_package_id` (an offline CPU has no topology).
+    fn sysfs(&self) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cpu_dir = dir.path().join("devices/system/cpu");
+        fs::create_dir_all(&cpu_dir).expect("cpu dir");
+        let list = |cpus: Vec<u32>| {
+            let items: Vec<String> = cpus.iter().map(u32::to_string).collect();
+            format!("{}\n", items.join(","))
+        };
+        for (file, cpus) in [
+            ("possible", self.possible()),
+            ("present", self.possible()),
+            ("online", self.online()),
+        ] {
+            fs::write(cpu_dir.join(file), list(cpus)).expect("cpu list");
+        }
+        for socket in self.sockets {
+            for &(cpu, online) in socket.cpus {
+                let this = cpu_dir.join(format!("cpu{cpu}"));
+                fs::create_dir_all(&this).expect("cpuN");
+                fs::write(this.join("online"), if online { "1\n" } else { "0\n" }).expect("online");
+                if online {
+                    let topology = this.join("topology");
+                    fs::create_dir_all(&topology).expect("topology");
+                    fs::write(
+                        topology.join("physical_package_id"),
+                        format!("{}\n", socket.id),
+                    )
+                    .expect("package id");
+                }
+            }
+        }
+        dir
     }
 }
 

@@ -14,6 +14,8 @@ use super::{btf, CpuTimeMethod};
 /// The object built from `scaph-ebpf` by build.rs (empty when bpf-linker was missing).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/scaph"));
 
+/// The running kernel's tracefs (not under `--sys-root`): the kernel
+/// program attaches to the real scheduler.
 const TRACEFS_ROOTS: &[&str] = &["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +219,9 @@ pub fn cpu_ids() -> usize {
         )
 }
 
+/// Always the running kernel's list, never under `--sys-root`: the maps are
+/// sized for the CPUs the kernel program will really run on (a simulated
+/// topology only changes how energy is split, not where code runs).
 const POSSIBLE_CPUS: &str = "/sys/devices/system/cpu/possible";
 
 /// The highest CPU id in a kernel CPU list such as `0-3,8-11`.

@@ -160,6 +160,7 @@ pub(crate) fn fixture() -> Snapshot {
         ],
         retired_joules: 5.0,
         cpu_idle_ratio: vec![0.5, 0.25, 0.75, 1.0],
+        online_cpus: 4,
         losses: LossCounters {
             dropped_ns: 1_500_000,
             dropped_slices: 3,

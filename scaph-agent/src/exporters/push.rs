@@ -265,6 +265,7 @@ pub(crate) mod tests {
             ],
             retired_joules: 0.0,
             cpu_idle_ratio: vec![0.5, 0.5],
+            online_cpus: 2,
             losses: LossCounters::default(),
             implausible_energy_dropped: 0,
             energy_regressions: 0,

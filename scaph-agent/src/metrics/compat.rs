@@ -90,7 +90,7 @@ pub fn processes(
     config: &MetricsConfig,
     context: Option<&ContainerContext<'_>>,
 ) -> Vec<Family> {
-    let cpus = collect::cpu_count(snap);
+    let cpus = cpu_count(snap);
     let mut power = Family::new(&names::C_PROCESS_POWER);
     let mut cpu = Family::new(&names::C_PROCESS_CPU);
     let mut memory = Family::new(&names::C_PROCESS_MEMORY);
@@ -160,13 +160,21 @@ pub fn host(snap: &Snapshot) -> (Vec<Family>, bool) {
 pub fn self_stats(snap: &Snapshot, own: &SelfStats) -> Vec<Family> {
     vec![
         Family::single(&names::C_SELF_VERSION, version_number()),
-        Family::single(
-            &names::C_SELF_CPU,
-            own.cpu_ratio / collect::cpu_count(snap) * 100.0,
-        ),
+        Family::single(&names::C_SELF_CPU, own.cpu_ratio / cpu_count(snap) * 100.0),
         Family::single(&names::C_SELF_MEMORY, own.resident_bytes as f64),
         Family::single(&names::C_SELF_VIRTUAL, own.virtual_bytes as f64),
     ]
+}
+
+/// What Scaphandre's CPU percentages divide by: the online CPUs (as its
+/// sysinfo counted them), not the per-CPU idle entries, which can cover
+/// every possible CPU (8 possible and 2 online made a busy CPU read 12.5 %).
+fn cpu_count(snap: &Snapshot) -> f64 {
+    if snap.online_cpus > 0 {
+        snap.online_cpus as f64
+    } else {
+        collect::cpu_count(snap)
+    }
 }
 
 /// The version as one number the way Scaphandre wrote it (1.0.2 → 1.02).
@@ -178,4 +186,38 @@ fn version_number() -> f64 {
         env!("CARGO_PKG_VERSION_PATCH")
     );
     text.parse().unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cputime::CpuTimeMethod;
+
+    /// `(possible CPUs in the idle entries, online CPUs, process CPU ratio, percentage)`.
+    #[test]
+    fn cpu_percentage_divides_by_online_cpus() {
+        for (possible, online, ratio, want) in [
+            (2, 2, 1.0, 50.0),
+            (8, 2, 1.0, 50.0), // offline CPUs are not capacity
+            (256, 64, 2.0, 3.125),
+            (4, 0, 1.0, 25.0), // not made by an agent: the idle entries
+        ] {
+            let mut snap = Snapshot::of_processes(Vec::new(), 0.0, CpuTimeMethod::BpfRuntime);
+            snap.cpu_idle_ratio = vec![1.0; possible];
+            snap.online_cpus = online;
+            let own = SelfStats {
+                cpu_ratio: ratio,
+                ..SelfStats::default()
+            };
+            let families = self_stats(&snap, &own);
+            let cpu = families
+                .iter()
+                .find(|f| std::ptr::eq(f.def, &names::C_SELF_CPU))
+                .expect("self CPU family");
+            assert_eq!(
+                cpu.samples[0].value, want,
+                "{possible} possible, {online} online"
+            );
+        }
+    }
 }

@@ -10,6 +10,8 @@ pub mod counter;
 pub mod estimate;
 pub mod powercap;
 #[cfg(test)]
+mod simulated;
+#[cfg(test)]
 pub(crate) mod testutil;
 pub mod topology;
 pub mod vm;
