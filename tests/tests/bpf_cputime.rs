@@ -2,7 +2,10 @@
 //! own accounting (`wait4` rusage of reaped children).
 use std::time::Duration;
 
-use scaph_agent::cputime::{bpf::BpfSource, loader::LoadOptions, CpuTimeMethod, CpuTimeSource};
+use scaph_agent::cputime::{
+    bpf::BpfSource, loader::LoadOptions, CpuSample, CpuTimeMethod, CpuTimeSource, ProcessKey,
+    ProcessSample,
+};
 use scaph_integration_tests::{burn, of_pid, reap, rel_err, require_root, samples, total_ns};
 
 fn source() -> BpfSource {
@@ -67,7 +70,7 @@ fn short_lived_processes_between_two_reads_are_not_lost() {
     }
     let seen = samples(&mut source, 2, 50);
     let true_total: u64 = truth.iter().map(|(_, ns)| ns).sum();
-    let measured: u64 = truth.iter().map(|(pid, _)| total_ns(&seen, *pid)).sum();
+    let measured: u64 = truth.iter().map(|(pid, _)| burner_ns(&seen, *pid)).sum();
     let captured = measured as f64 / true_total as f64;
     eprintln!(
         "200 short processes: rusage {true_total} ns, bpf {measured} ns, captured {:.3} %",
@@ -80,7 +83,7 @@ fn short_lived_processes_between_two_reads_are_not_lost() {
         captured * 100.0
     );
     for (pid, _) in &truth {
-        let procs = of_pid(&seen, *pid);
+        let procs = burner_samples(&seen, *pid);
         let last = procs.last().unwrap_or_else(|| panic!("pid {pid} missing"));
         assert_eq!(last.comm, "scaph-burn", "pid {pid}");
         assert!(last.exited, "pid {pid} reported as exited");
@@ -439,4 +442,110 @@ fn exec_refreshes_name_and_metadata() {
         exe.as_ref().is_some_and(|e| e.ends_with("scaph-burn")),
         "metadata read again after exec: {exe:?}"
     );
+}
+
+/// A CPU-bound process alone on its CPU is never switched out by itself: the
+/// read must close its slice (the agent wakes a pinned thread on every CPU),
+/// or its time would arrive as 0 per interval, then one burst when it stops
+/// (or be dropped once the slice reaches `MAX_SLICE_NS`). Against the
+/// kernel's own runtime (`/proc/PID/task/*/schedstat`, which includes the
+/// running slice) read just before and just after each read: the time
+/// reported for each interval lies between the two brackets, within 0.1 ms.
+#[test]
+fn a_pinned_burner_has_its_time_closed_at_every_read() {
+    // The reads run on CPU 0, or reading would itself switch the burner out.
+    std::thread::spawn(|| {
+        pin_this_thread(0);
+        pinned_burner_reads()
+    })
+    .join()
+    .expect("the reads");
+}
+
+fn pinned_burner_reads() {
+    const READS: usize = 3;
+    const GAP_MS: u64 = 1500;
+    let mut source = source();
+    let child = burn(&["--cpu", "1", "--ms", "8000"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = child.id();
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    let mut seen = Vec::new();
+    for i in 0..=READS {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(GAP_MS));
+        }
+        before.push(runtime_ns(pid));
+        seen.push(source.sample().expect("sample"));
+        after.push(runtime_ns(pid));
+    }
+    // SAFETY: ends our own child, which has not been reaped.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let _ = reap_any(child);
+    const SLACK_NS: u64 = 100_000;
+    for i in 1..=READS {
+        let reported = total_ns(&seen[i..=i], pid);
+        let (low, high) = (before[i] - after[i - 1], after[i] - before[i - 1]);
+        let wall = seen[i].interval.as_nanos() as u64;
+        eprintln!(
+            "interval {i}: {wall} ns, burner reported {reported} ns, kernel runtime between {low} and {high} ns"
+        );
+        assert!(
+            reported + SLACK_NS >= low && reported <= high + SLACK_NS,
+            "interval {i}: reported {reported} ns outside [{low}, {high}] ns"
+        );
+        // Not 0 then a burst: the burner had a good part of every interval.
+        assert!(reported > wall / 4, "interval {i}: only {reported} ns");
+    }
+}
+
+/// The samples of the scaph-burn process with this PID: PIDs wrap within
+/// seconds here (pid_max 32768, parallel builds), and a process that got the
+/// PID after the burner was reaped is another key with another name.
+fn burner_samples(seen: &[CpuSample], pid: u32) -> Vec<&ProcessSample> {
+    let procs = of_pid(seen, pid);
+    let burners: Vec<ProcessKey> = procs
+        .iter()
+        .filter(|p| p.comm == "scaph-burn")
+        .map(|p| p.key)
+        .collect();
+    procs
+        .into_iter()
+        .filter(|p| burners.contains(&p.key))
+        .collect()
+}
+
+fn burner_ns(seen: &[CpuSample], pid: u32) -> u64 {
+    burner_samples(seen, pid).iter().map(|p| p.total_ns).sum()
+}
+
+fn pin_this_thread(cpu: usize) {
+    // SAFETY: cpu_set_t is plain data; 0 is the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set),
+            0,
+            "pinning to CPU {cpu}"
+        );
+    }
+}
+
+/// The runtime of every thread of `pid` so far, in ns, running slices included.
+fn runtime_ns(pid: u32) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("task dir");
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Reaps a child whatever its exit status.
+fn reap_any(child: std::process::Child) -> i32 {
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    unsafe { libc::waitpid(child.id() as i32, &mut status, 0) };
+    std::mem::forget(child);
+    status
 }

@@ -92,7 +92,6 @@ fn check_container(body: &str, name: &str, id: &str, truth_ns: u64, labels: &[(&
     }
     assert_eq!(cpu.labels, energy.labels);
     let truth = truth_ns as f64 / 1e9;
-    // The init (scaph-in-cgroup) runs in the container too: a few ms on top of its children.
     let cpu_err = cpu.value - truth;
     // Unattributed idle policy, one package drawing WATTS: E = W × t / cpus of the socket.
     let expected = WATTS * cpu.value / socket0_cpus() as f64;
