@@ -378,13 +378,15 @@ fn qemu_round_trip_in_microjoules_never_backwards() {
     let written = (end - baseline) as f64 / 1e6;
     let (seen, cycles, from_vm) = guest_joules(&out);
     eprintln!(
-        "hypervisor wrote {written:.3} J for vm1 while the guest ran; the guest reported {seen:.3} J as its host energy \
-         over {cycles} cycles ({:+.3} %)",
+        "hypervisor wrote {written:.6} J for vm1 while the guest ran; the guest reported {seen:.6} J as its host energy \
+         over {cycles} cycles ({:+.5} %)",
         (seen - written) / written * 100.0
     );
     assert!(cycles >= 20, "guest output:\n{out}");
+    // The guest's own energy total against the counter: µJ for µJ (both
+    // read once the counter settled), so within 0.01 %.
     assert!(
-        (seen - written).abs() / written < 0.02,
+        (seen - written).abs() / written < 1e-4,
         "guest {seen:.3} J vs hypervisor {written:.3} J"
     );
     assert!(from_vm, "the guest labels its source:\n{out}");
