@@ -24,7 +24,7 @@ use scaph_integration_tests::powercap::FakeRapl;
 
 use crate::{
     report::Table,
-    util::{burn_cpu_ms, fork_child, reap},
+    util::{burn_cpu_ms, fork_child, reap, stats},
 };
 
 /// Ground truth of one workload: its pids and their CPU time from wait4.
@@ -168,13 +168,13 @@ pub fn accuracy(quick: bool, table: &mut Table) {
         (
             "bpf",
             agent(Box::new(bpf), &rapl, topology.clone()),
-            0.0_f64,
+            Vec::<(f64, f64)>::new(),
             None::<Snapshot>,
         ),
         (
             "procfs",
             agent(Box::new(procfs), &rapl, topology),
-            0.0,
+            Vec::new(),
             None,
         ),
     ];
@@ -189,22 +189,44 @@ pub fn accuracy(quick: bool, table: &mut Table) {
         if !running.load(Ordering::Relaxed) {
             extra -= 1;
         }
-        for (_, a, interval, last) in &mut agents {
+        for (_, a, cycles, last) in &mut agents {
             let snapshot = a.cycle();
-            *interval += snapshot.interval.as_secs_f64();
+            let watts = snapshot.host.map_or(0.0, |h| h.watts);
+            cycles.push((snapshot.interval.as_secs_f64(), watts));
             *last = Some(snapshot);
         }
     }
     let w = workloads.join().expect("workload thread");
     let cpus = socket_cpus.len() as f64;
-    for (mode, _, interval, last) in &agents {
+    for (mode, _, cycles, last) in &agents {
         let snap = last.as_ref().expect("snapshots");
         // How far the fake package's energy, as read between the cycles,
-        // is from its nominal power: the floor of the rows below.
+        // is from its nominal power, in all and per cycle: a process's
+        // energy can be no closer than the cycles it ran in (the package's
+        // writer thread lags under load, and the energy is read just after
+        // the CPU time, so the two windows differ a little).
+        let interval: f64 = cycles.iter().map(|(secs, _)| secs).sum();
         let host = snap.host.map_or(0.0, |h| h.joules_total);
         table.figure(
             &format!("{mode}: host energy vs {WATTS} W × {interval:.1} s of intervals"),
             (host / (WATTS * interval) - 1.0) * 100.0,
+            "% error",
+            "—",
+            true,
+        );
+        let per_cycle: Vec<f64> = cycles
+            .iter()
+            .map(|(_, watts)| (watts / WATTS - 1.0) * 100.0)
+            .collect();
+        let (min, median, max) = stats(&per_cycle);
+        table.row(
+            &format!(
+                "{mode}: host power per cycle vs {WATTS} W ({} cycles)",
+                cycles.len()
+            ),
+            min,
+            median,
+            max,
             "% error",
             "—",
             true,
