@@ -48,6 +48,9 @@ fn machine() -> String {
     )
 }
 
+/// One measure: quick mode or not, and the table it fills.
+type Measure = fn(bool, &mut Table);
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
@@ -90,7 +93,7 @@ fn main() {
         )
     };
 
-    let measures: [(&str, &str, fn(bool, &mut Table)); 5] = [
+    let measures: [(&str, &str, Measure); 5] = [
         ("1", "1. Kernel program cost", kernel::program_cost),
         ("2", "2. Context-switch storm", kernel::pipe_slowdown),
         ("3", "3. Collection cost at scale (processes waking every second, one cycle per second)", scale::collection_cost),
