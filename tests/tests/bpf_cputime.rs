@@ -2,7 +2,10 @@
 //! own accounting (`wait4` rusage of reaped children).
 use std::time::Duration;
 
-use scaph_agent::cputime::{bpf::BpfSource, loader::LoadOptions, CpuTimeMethod, CpuTimeSource};
+use scaph_agent::cputime::{
+    bpf::BpfSource, loader::LoadOptions, CpuSample, CpuTimeMethod, CpuTimeSource, ProcessKey,
+    ProcessSample,
+};
 use scaph_integration_tests::{burn, of_pid, reap, rel_err, require_root, samples, total_ns};
 
 fn source() -> BpfSource {
@@ -21,9 +24,10 @@ fn uses_the_exact_btf_variant_on_this_kernel() {
     assert_eq!(source().method(), CpuTimeMethod::BpfRuntime);
 }
 
-/// Two threads burning ~2 s each: within 0.1 % of the kernel's figure.
+/// Two threads burning ~2 s each: within 0.01 % of the kernel's figure
+/// (0.0004–0.0006 % in 6 runs on the shared 2-CPU VM, under load).
 #[test]
-fn burner_cpu_time_matches_the_kernel_within_0_1_percent() {
+fn burner_cpu_time_matches_the_kernel_within_0_01_percent() {
     let mut source = source();
     let (pid, truth) = reap(burn(&["--threads", "2", "--ms", "2000"]));
     let seen = samples(&mut source, 2, 50);
@@ -47,7 +51,7 @@ fn burner_cpu_time_matches_the_kernel_within_0_1_percent() {
         }
     }
     assert!(
-        err < 0.001,
+        err < 0.0001,
         "bpf {measured} ns vs rusage {truth} ns: error {:.4} %",
         err * 100.0
     );
@@ -57,7 +61,9 @@ fn burner_cpu_time_matches_the_kernel_within_0_1_percent() {
 }
 
 /// 200 processes of ~20 ms (~10 ms of CPU each), all started and reaped
-/// between two reads: at least 99 % of their CPU time is reported, named.
+/// between two reads: 99.9–100.05 % of their CPU time is reported, named
+/// (100.005–100.006 % in 6 runs: rusage truncates each process's user and
+/// system times to whole µs).
 #[test]
 fn short_lived_processes_between_two_reads_are_not_lost() {
     let mut source = source();
@@ -67,20 +73,20 @@ fn short_lived_processes_between_two_reads_are_not_lost() {
     }
     let seen = samples(&mut source, 2, 50);
     let true_total: u64 = truth.iter().map(|(_, ns)| ns).sum();
-    let measured: u64 = truth.iter().map(|(pid, _)| total_ns(&seen, *pid)).sum();
+    let measured: u64 = truth.iter().map(|(pid, _)| burner_ns(&seen, *pid)).sum();
     let captured = measured as f64 / true_total as f64;
     eprintln!(
         "200 short processes: rusage {true_total} ns, bpf {measured} ns, captured {:.3} %",
         captured * 100.0
     );
-    assert!(captured >= 0.99, "captured only {:.2} %", captured * 100.0);
+    assert!(captured >= 0.999, "captured only {:.3} %", captured * 100.0);
     assert!(
-        captured <= 1.001,
+        captured <= 1.0005,
         "reported more than the kernel: {:.3} %",
         captured * 100.0
     );
     for (pid, _) in &truth {
-        let procs = of_pid(&seen, *pid);
+        let procs = burner_samples(&seen, *pid);
         let last = procs.last().unwrap_or_else(|| panic!("pid {pid} missing"));
         assert_eq!(last.comm, "scaph-burn", "pid {pid}");
         assert!(last.exited, "pid {pid} reported as exited");
@@ -93,7 +99,7 @@ fn pinned_burner_time_is_on_its_cpu() {
     let mut source = source();
     let (pid, truth) = reap(burn(&["--cpu", "1", "--ms", "1000"]));
     let seen = samples(&mut source, 2, 50);
-    let mut per_cpu = vec![0u64; 2];
+    let mut per_cpu = [0u64; 2];
     for p in of_pid(&seen, pid) {
         for (cpu, ns) in p.per_cpu_ns.iter().filter(|&(cpu, _)| cpu < 2) {
             per_cpu[cpu as usize] += ns;
@@ -115,9 +121,10 @@ fn pinned_burner_time_is_on_its_cpu() {
     );
 }
 
-/// Per CPU, process time + idle time covers the interval (within 1 %), less
-/// the time the hypervisor stole from the CPU while it was busy: that time
-/// is in no task's runtime.
+/// Per CPU, process time + idle time covers the interval, less the time the
+/// hypervisor stole from the CPU while it was busy: that time is in no
+/// task's runtime. Never more than 100.2 %, and at least 99.8 % with the
+/// steal added (under load: 98.96–100.04 % covered, 0.6–2 % stolen).
 #[test]
 fn per_cpu_process_plus_idle_time_is_the_interval() {
     let mut source = source();
@@ -149,7 +156,7 @@ fn per_cpu_process_plus_idle_time_is_the_interval() {
             sample.losses
         );
         assert!(
-            covered < 1.01 && covered + stolen > 0.99,
+            covered < 1.002 && covered + stolen > 0.998,
             "CPU {cpu}: {:.3} % of the interval",
             covered * 100.0
         );
@@ -445,9 +452,114 @@ fn exec_refreshes_name_and_metadata() {
         .iter()
         .filter_map(|p| p.meta.as_ref())
         .filter_map(|m| m.exe.clone())
-        .last();
+        .next_back();
     assert!(
         exe.as_ref().is_some_and(|e| e.ends_with("scaph-burn")),
         "metadata read again after exec: {exe:?}"
     );
+}
+
+/// A CPU-bound process alone on its CPU is never switched out by itself: the
+/// read must close its slice (the agent wakes a pinned thread on every CPU),
+/// or its time would arrive as 0 per interval, then one burst when it stops
+/// (or be dropped once the slice reaches `MAX_SLICE_NS`). Against the
+/// kernel's own runtime (`/proc/PID/task/*/schedstat`, which includes the
+/// running slice) read just before and just after each read: the time
+/// reported for each interval lies between the two brackets, within 0.1 ms.
+#[test]
+fn a_pinned_burner_has_its_time_closed_at_every_read() {
+    // The reads run on CPU 0, or reading would itself switch the burner out.
+    std::thread::spawn(|| {
+        pin_this_thread(0);
+        pinned_burner_reads()
+    })
+    .join()
+    .expect("the reads");
+}
+
+fn pinned_burner_reads() {
+    const READS: usize = 3;
+    const GAP_MS: u64 = 1500;
+    let mut source = source();
+    let child = burn(&["--cpu", "1", "--ms", "8000"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = child.id();
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    let mut seen = Vec::new();
+    for i in 0..=READS {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(GAP_MS));
+        }
+        before.push(runtime_ns(pid));
+        seen.push(source.sample().expect("sample"));
+        after.push(runtime_ns(pid));
+    }
+    // SAFETY: ends our own child, which has not been reaped.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let _ = reap_any(child);
+    const SLACK_NS: u64 = 100_000;
+    for i in 1..=READS {
+        let reported = total_ns(&seen[i..=i], pid);
+        let (low, high) = (before[i] - after[i - 1], after[i] - before[i - 1]);
+        let wall = seen[i].interval.as_nanos() as u64;
+        eprintln!(
+            "interval {i}: {wall} ns, burner reported {reported} ns, kernel runtime between {low} and {high} ns"
+        );
+        assert!(
+            reported + SLACK_NS >= low && reported <= high + SLACK_NS,
+            "interval {i}: reported {reported} ns outside [{low}, {high}] ns"
+        );
+        assert!(reported > 0, "interval {i}: nothing reported");
+    }
+}
+
+/// The samples of the scaph-burn process with this PID: PIDs wrap within
+/// seconds here (pid_max 32768, parallel builds), and a process that got the
+/// PID after the burner was reaped is another key with another name.
+fn burner_samples(seen: &[CpuSample], pid: u32) -> Vec<&ProcessSample> {
+    let procs = of_pid(seen, pid);
+    let burners: Vec<ProcessKey> = procs
+        .iter()
+        .filter(|p| p.comm == "scaph-burn")
+        .map(|p| p.key)
+        .collect();
+    procs
+        .into_iter()
+        .filter(|p| burners.contains(&p.key))
+        .collect()
+}
+
+fn burner_ns(seen: &[CpuSample], pid: u32) -> u64 {
+    burner_samples(seen, pid).iter().map(|p| p.total_ns).sum()
+}
+
+fn pin_this_thread(cpu: usize) {
+    // SAFETY: cpu_set_t is plain data; 0 is the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set),
+            0,
+            "pinning to CPU {cpu}"
+        );
+    }
+}
+
+/// The runtime of every thread of `pid` so far, in ns, running slices included.
+fn runtime_ns(pid: u32) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("task dir");
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Reaps a child whatever its exit status.
+fn reap_any(child: std::process::Child) -> i32 {
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    unsafe { libc::waitpid(child.id() as i32, &mut status, 0) };
+    std::mem::forget(child);
+    status
 }

@@ -92,24 +92,26 @@ fn check_container(body: &str, name: &str, id: &str, truth_ns: u64, labels: &[(&
     }
     assert_eq!(cpu.labels, energy.labels);
     let truth = truth_ns as f64 / 1e9;
-    // The init (scaph-in-cgroup) runs in the container too: a few ms on top of its children.
     let cpu_err = cpu.value - truth;
     // Unattributed idle policy, one package drawing WATTS: E = W × t / cpus of the socket.
-    let expected = WATTS * cpu.value / socket0_cpus() as f64;
+    let expected = WATTS * truth / socket0_cpus() as f64;
     let energy_err = (energy.value - expected) / expected;
     eprintln!(
-        "{name}: CPU {:.4} s vs rusage {truth:.4} s ({:+.4} s); energy {:.4} J vs W·t/cpus {expected:.4} J ({:+.2} %)",
+        "{name}: CPU {:.6} s vs rusage {truth:.6} s ({:+.6} s); energy {:.4} J vs W·t/cpus {expected:.4} J ({:+.2} %)",
         cpu.value,
         cpu_err,
         energy.value,
         energy_err * 100.0
     );
     assert!(
-        cpu_err > -0.01 * truth - 0.005 && cpu_err < 0.02 * truth + 0.03,
+        // 15 runs on the shared VM: within 15 µs (the init and its children, wait4).
+        cpu_err.abs() < 0.0001 * truth + 0.0002,
         "{name}: CPU {} s vs {truth} s",
         cpu.value
     );
     assert!(
+        // Loose: the fake package's writer is a thread that lags under load,
+        // which moves energy between intervals (up to 1.8 % in 15 runs here).
         energy_err.abs() < 0.03,
         "{name}: energy {} J vs {expected} J",
         energy.value

@@ -134,19 +134,25 @@ fn bpf_energy_share_matches_cpu_share_and_adds_up() {
     let cpu = BpfSource::new("/proc".into(), LoadOptions::default()).expect("kernel program");
     let run = run(Box::new(cpu));
     let error = check(&run, "bpf");
+    // 6 runs on the shared 2-CPU VM: 0.017–0.048 points.
     assert!(
-        error < 0.01,
-        "share error {:.3} points (limit 1)",
+        error < 0.001,
+        "share error {:.3} points (limit 0.1)",
         error * 100.0
     );
 }
 
 /// procfs mode on the same run: conservation holds by construction; the
-/// share error is printed (procfs loses the burner's last interval).
+/// share error is printed (procfs loses the burner's last interval, up to
+/// one 250 ms step of 1.5 s: 1.5–8.6 points in 6 runs).
 #[test]
 fn procfs_energy_figure() {
     let cpu = ProcfsSource::new("/proc".into()).expect("procfs");
     let run = run(Box::new(cpu));
     let error = check(&run, "procfs");
-    assert!(error < 0.5, "share error {:.1} points", error * 100.0);
+    assert!(
+        error < 0.15,
+        "share error {:.1} points (limit 15)",
+        error * 100.0
+    );
 }

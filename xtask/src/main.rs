@@ -1,6 +1,7 @@
 //! `cargo xtask`: the developer commands (setup, run, test).
 mod fuzz;
 mod setup;
+mod suite;
 
 use std::{
     os::unix::process::CommandExt as _,
@@ -136,18 +137,37 @@ fn test(args: &[String]) -> Result<()> {
     setup::ensure_exporter_test_tools()?;
     setup::ensure_riemann_client(&workspace_root());
     setup::ensure_deploy_test_tools(&workspace_root());
+    // Every step runs even when an earlier one failed; one summary at the end.
+    let mut suite = suite::Suite::default();
     // Formatting is a gate: the tree is formatted with stable rustfmt.
-    status(cargo().args(["fmt", "--all", "--check"]))?;
+    suite.step(
+        "cargo fmt --check",
+        cargo().args(["fmt", "--all", "--check"]),
+    );
     // Unit tests of every default member: no root needed.
-    status(cargo().args([
-        "test",
-        "--workspace",
-        "--exclude",
-        "scaph-ebpf",
-        "--exclude",
-        "scaph-integration-tests",
-    ]))?;
+    suite.tests(
+        "unit tests",
+        cargo().args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "scaph-ebpf",
+            "--exclude",
+            "scaph-integration-tests",
+            "--no-fail-fast",
+        ]),
+    );
     // Integration tests: real kernel program, so root, and one thread (shared kernel state).
+    let integration = integration_tests(&mut suite, args);
+    suite.outcome("integration tests", integration);
+    // A smoke run of the fuzz targets (the long run is `cargo xtask fuzz`).
+    suite.outcome("fuzz smoke", fuzz::run(FUZZ_SMOKE_SECONDS, false));
+    suite.finish()
+}
+
+/// Builds the agent and the integration test binaries, then runs each of
+/// them as root, one thread, recording failures in `suite`.
+fn integration_tests(suite: &mut suite::Suite, args: &[String]) -> Result<()> {
     status(cargo().args(["build", "--package", "scaph-agent"]))?;
     let out = cargo()
         .args([
@@ -165,10 +185,16 @@ fn test(args: &[String]) -> Result<()> {
     }
     for binary in test_executables(&out.stdout) {
         eprintln!("xtask: running {} as root, one thread", binary.display());
-        status(as_root(&binary).args(["--test-threads=1"]).args(args))?;
+        let name = binary
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        suite.tests(
+            &format!("integration tests {name}"),
+            as_root(&binary).args(["--test-threads=1"]).args(args),
+        );
     }
-    // A smoke run of the fuzz targets (the long run is `cargo xtask fuzz`).
-    fuzz::run(FUZZ_SMOKE_SECONDS, false)
+    Ok(())
 }
 
 /// Seconds per fuzz target in `cargo xtask test`.

@@ -165,7 +165,9 @@ impl Workload {
         Self { child: Some(child) }
     }
 
-    /// Waits for the end; returns the pids it started and their CPU time (ns).
+    /// Waits for the end; returns the pids it started and the CPU time (ns)
+    /// of everything that ran in the container: the init and the children
+    /// it reaped, as `wait4` reports them to this process.
     pub fn finish(mut self) -> (Vec<u32>, u64) {
         let mut child = self.child.take().expect("running");
         let mut out = String::new();
@@ -175,18 +177,35 @@ impl Workload {
             .expect("stdout")
             .read_to_string(&mut out)
             .expect("reading its output");
-        let status = child.wait().expect("waiting");
-        assert!(status.success(), "scaph-in-cgroup failed: {status}\n{out}");
+        let (status, cpu) = wait4(&child);
+        std::mem::forget(child); // reaped
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "scaph-in-cgroup failed: status {status}\n{out}"
+        );
         let pids = out
             .lines()
             .filter_map(|l| l.strip_prefix("pid=")?.parse().ok())
             .collect();
-        let cpu = out
-            .lines()
-            .find_map(|l| l.strip_prefix("children_cpu_ns=")?.parse().ok())
-            .unwrap_or_else(|| panic!("no children_cpu_ns in {out:?}"));
         (pids, cpu)
     }
+}
+
+/// Reaps `child`: its wait status and CPU time (ns, user + system), its
+/// reaped descendants included.
+fn wait4(child: &std::process::Child) -> (i32, u64) {
+    let mut status = 0;
+    // SAFETY: rusage is plain data filled by the kernel; waits for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let ret = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(
+        ret,
+        child.id() as i32,
+        "wait4: {}",
+        std::io::Error::last_os_error()
+    );
+    let ns = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000_000 + tv.tv_usec as u64 * 1_000;
+    (status, ns(usage.ru_utime) + ns(usage.ru_stime))
 }
 
 impl Drop for Workload {

@@ -48,6 +48,9 @@ fn machine() -> String {
     )
 }
 
+/// One measure: quick mode or not, and the table it fills.
+type Measure = fn(bool, &mut Table);
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
@@ -90,12 +93,12 @@ fn main() {
         )
     };
 
-    let measures: [(&str, &str, fn(bool, &mut Table)); 5] = [
+    let measures: [(&str, &str, Measure); 5] = [
         ("1", "1. Kernel program cost", kernel::program_cost),
         ("2", "2. Context-switch storm", kernel::pipe_slowdown),
         ("3", "3. Collection cost at scale (processes waking every second, one cycle per second)", scale::collection_cost),
         ("4", "4–5. Scrape cost and memory at scale (real `scaph prometheus`, processes waking every second)", serve::scrape_and_memory),
-        ("6", "6. Accuracy against ground truth (fake RAPL package, 20 W idle → 60 W busy, following /proc/stat)", accuracy::accuracy),
+        ("6", "6. Accuracy per process against an independent expectation (fake RAPL package at a constant 40 W: a process should get 40 W × its CPU time from wait4 / CPUs of the socket)", accuracy::accuracy),
     ];
     for (id, title, measure) in measures {
         if wanted(id) {
