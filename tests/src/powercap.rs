@@ -61,7 +61,7 @@ impl FakeRapl {
         };
         Self {
             dir,
-            sys: None,
+            sys: Some(one_socket_sysfs()),
             stop,
             writer: Some(writer),
         }
@@ -95,7 +95,7 @@ impl FakeRapl {
         };
         Self {
             dir,
-            sys: None,
+            sys: Some(one_socket_sysfs()),
             stop,
             writer: Some(writer),
         }
@@ -165,14 +165,74 @@ impl FakeRapl {
         rapl
     }
 
-    /// The sysfs root of a simulated host (for `--sys-root`).
+    /// The sysfs root that goes with this tree (for `--sys-root`): the
+    /// simulated host's, or for a single package, one socket holding every
+    /// CPU online on this machine. Tests pass it so that their expectations
+    /// (energy / CPUs of the socket) hold on any machine, two-socket
+    /// servers included, not only on a one-socket one.
     pub fn sys_root(&self) -> PathBuf {
         self.sys
             .as_ref()
-            .expect("a simulated host (FakeRapl::host)")
+            .expect("every FakeRapl has a sysfs tree")
             .path()
             .to_path_buf()
     }
+
+    /// `--powercap-root ROOT --sys-root SYS`, for a scaph command line.
+    pub fn scaph_args(&self) -> Vec<String> {
+        vec![
+            "--powercap-root".into(),
+            self.root().display().to_string(),
+            "--sys-root".into(),
+            self.sys_root().display().to_string(),
+        ]
+    }
+
+    /// How many CPUs share the single package's energy (this machine's
+    /// online CPUs, all on socket 0 of [`FakeRapl::sys_root`]).
+    pub fn cpus() -> usize {
+        machine_online_cpus().len()
+    }
+}
+
+/// This machine's online CPUs, from `/sys/devices/system/cpu/online`
+/// (`0-3,6`), or CPU 0 when that cannot be read.
+fn machine_online_cpus() -> Vec<u32> {
+    let text = fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
+    let mut cpus = Vec::new();
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        if let (Ok(lo), Ok(hi)) = (lo.parse::<u32>(), hi.parse::<u32>()) {
+            cpus.extend(lo..=hi);
+        }
+    }
+    if cpus.is_empty() {
+        cpus.push(0);
+    }
+    cpus
+}
+
+/// A sysfs tree with one socket (0) holding every CPU online on this
+/// machine; the rest of `/sys` that scaph reads (block devices for the
+/// Scaphandre-compatible disk metrics) links to the real one.
+fn one_socket_sysfs() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cpu_dir = dir.path().join("devices/system/cpu");
+    fs::create_dir_all(&cpu_dir).expect("cpu dir");
+    let cpus = machine_online_cpus();
+    let list: Vec<String> = cpus.iter().map(u32::to_string).collect();
+    for file in ["possible", "present", "online"] {
+        fs::write(cpu_dir.join(file), format!("{}\n", list.join(","))).expect("cpu list");
+    }
+    for cpu in cpus {
+        let topology = cpu_dir.join(format!("cpu{cpu}/topology"));
+        fs::create_dir_all(&topology).expect("topology");
+        fs::write(topology.join("physical_package_id"), "0\n").expect("package id");
+    }
+    for real in ["class", "block", "fs", "kernel", "firmware", "bus"] {
+        let _ = std::os::unix::fs::symlink(Path::new("/sys").join(real), dir.path().join(real));
+    }
+    dir
 }
 
 impl Drop for FakeRapl {

@@ -22,15 +22,11 @@ const WATTS: f64 = 30.0;
 /// with the test's cgroup directory as where runtimes' trees are nested.
 fn start(rapl: &FakeRapl, tree: &CgroupTree, extra: &[&str]) -> (Proc, u16) {
     let port = free_port();
-    let (root, port_arg) = (rapl.root(), port.to_string());
+    let port_arg = port.to_string();
     let prefix = tree.prefix_args();
-    let mut args = vec![
-        "--containers",
-        "--powercap-root",
-        root.to_str().expect("utf-8"),
-        "--sensor",
-        "powercap_rapl",
-    ];
+    let rapl_args = rapl.scaph_args();
+    let mut args = vec!["--containers", "--sensor", "powercap_rapl"];
+    args.extend(rapl_args.iter().map(String::as_str));
     args.extend(prefix.iter().map(String::as_str));
     args.extend_from_slice(extra);
     args.extend(loopback_prometheus(&port_arg));

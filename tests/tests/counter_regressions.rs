@@ -41,12 +41,13 @@ use scaph_integration_tests::{
 const WATTS: f64 = 25.0;
 const VIOLATIONS: &str = "scaph_monotonicity_violations_total";
 
-/// scaph prometheus (step 1 s) on the powercap tree at `root`, plus `extra`.
-fn start(root: &Path, extra: &[&str]) -> (Proc, u16) {
+/// scaph prometheus (step 1 s) with `rapl_args` (the powercap tree, and the
+/// fake package's one-socket sysfs where the test needs it), plus `extra`.
+fn start(rapl_args: Vec<String>, extra: &[&str]) -> (Proc, u16) {
     let port = free_port();
     let port_arg = port.to_string();
-    let root = root.to_str().expect("utf-8");
-    let mut args = vec!["--powercap-root", root, "--sensor", "powercap_rapl"];
+    let mut args = vec!["--sensor", "powercap_rapl"];
+    args.extend(rapl_args.iter().map(String::as_str));
     args.extend_from_slice(extra);
     args.extend(loopback_prometheus(&port_arg));
     let mut proc = scaph(&args);
@@ -171,7 +172,7 @@ fn raw_uj(rapl: &FakeRapl) -> u64 {
 fn wrap_and_churn(extra: &[&str]) -> Scrapes {
     // 6 s of energy before the wrap point.
     let rapl = FakeRapl::start(WATTS, MAX_RANGE_UJ - (WATTS * 6e6) as u64);
-    let (mut proc, port) = start(&rapl.root(), extra);
+    let (mut proc, port) = start(rapl.scaph_args(), extra);
     let mut scrapes = Scrapes::default();
     scrapes.take(&mut proc, port);
     assert!(
@@ -275,7 +276,10 @@ fn counters_hold_across_a_sensor_restart_and_a_zone_that_comes_back() {
         let (phase, package, dram) = (phase.clone(), package.clone(), dram.clone());
         thread::spawn(move || restarting_writer(&phase, &package, &dram))
     };
-    let (mut proc, port) = start(dir.path(), &[]);
+    let (mut proc, port) = start(
+        vec!["--powercap-root".into(), dir.path().display().to_string()],
+        &[],
+    );
     let mut scrapes = Scrapes::default();
     for next in [RESTARTED, DRAM_GONE, DRAM_BACK, STOP] {
         scrapes.during(&mut proc, port, Duration::from_millis(2500));
@@ -344,18 +348,6 @@ fn write_uj(path: &Path, uj: u64) {
         .expect("write counter");
 }
 
-/// Online CPUs, from the kernel's list (`0-3,6`).
-fn online_cpus() -> usize {
-    let list = fs::read_to_string("/sys/devices/system/cpu/online").expect("online CPUs");
-    list.trim()
-        .split(',')
-        .map(|range| match range.split_once('-') {
-            Some((a, b)) => b.parse::<usize>().expect("cpu") - a.parse::<usize>().expect("cpu") + 1,
-            None => 1,
-        })
-        .sum()
-}
-
 /// The burner's energy is WATTS × its `wait4` CPU time / online CPUs (one
 /// socket, default policy): energy missing from it would land in idle,
 /// where conservation cannot see it.
@@ -363,10 +355,10 @@ fn online_cpus() -> usize {
 fn a_pinned_burner_gets_the_energy_of_its_cpu_time() {
     require_root();
     let rapl = FakeRapl::start(WATTS, 1_000_000);
-    let (mut proc, port) = start(&rapl.root(), &[]);
+    let (mut proc, port) = start(rapl.scaph_args(), &[]);
     let mut scrapes = Scrapes::default();
     scrapes.take(&mut proc, port);
-    let cpus = online_cpus();
+    let cpus = FakeRapl::cpus();
     let burner = burn(&["--cpu", &(cpus - 1).to_string(), "--ms", "1500"]);
     scrapes.during(&mut proc, port, Duration::from_millis(1200));
     let (pid, ns) = reap(burner);
@@ -419,10 +411,10 @@ fn the_idle_counter_matches_the_kernels_idle_time() {
     let mut agent = Agent::new(
         Box::new(cpu),
         Some(sensor),
-        Topology::from_sys_root("/sys".as_ref()),
+        Topology::from_sys_root(&rapl.sys_root()),
         IdlePolicy::Unattributed,
     );
-    let cpus = online_cpus() as f64;
+    let cpus = FakeRapl::cpus() as f64;
     agent.baseline();
     let idle_before = kernel_idle_seconds();
     let burner = burn(&["--cpu", "0", "--ms", "1500"]);

@@ -33,7 +33,7 @@ fn run(cpu: Box<dyn CpuTimeSource>) -> Run {
     let mut agent = Agent::new(
         cpu,
         Some(sensor),
-        Topology::from_sys_root("/sys".as_ref()),
+        Topology::from_sys_root(&rapl.sys_root()),
         IdlePolicy::Unattributed,
     );
     agent.baseline();
@@ -110,7 +110,8 @@ fn check(run: &Run, label: &str) -> f64 {
         "conservation residual {residual} J"
     );
 
-    let ncpus = last.cpu_idle_ratio.len() as f64;
+    // The fake package's socket holds every online CPU (FakeRapl::sys_root).
+    let ncpus = FakeRapl::cpus() as f64;
     let burner = last
         .processes
         .iter()

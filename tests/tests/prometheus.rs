@@ -179,13 +179,10 @@ fn real_prometheus_scrapes_scaph() {
     require_root();
     const WATTS: f64 = 25.0;
     let rapl = FakeRapl::start(WATTS, 1_000_000);
-    let root = rapl.root();
-    let (mut scaph, port) = start(&[
-        "--powercap-root",
-        root.to_str().expect("utf-8 path"),
-        "--sensor",
-        "powercap_rapl",
-    ]);
+    let mut args = vec!["--sensor", "powercap_rapl"];
+    let rapl_args = rapl.scaph_args();
+    args.extend(rapl_args.iter().map(String::as_str));
+    let (mut scaph, port) = start(&args);
     scrape_when_ready(&mut scaph, port);
 
     let dir = tempfile::tempdir().expect("tempdir");

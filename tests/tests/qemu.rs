@@ -75,8 +75,8 @@ impl Drop for Guard {
 /// after this. Its log goes on to the test's stderr.
 fn hypervisor(rapl: &FakeRapl, root: &Path) -> Guard {
     let mut child = Command::new(scaph_binary())
-        .args(["--no-header", "-v", "--powercap-root"])
-        .arg(rapl.root())
+        .args(["--no-header", "-v"])
+        .args(rapl.scaph_args())
         .args(["-s", "powercap_rapl", "qemu", "--root"])
         .arg(root)
         .args(["--step", &HV_STEP.to_string()])
@@ -184,9 +184,9 @@ fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// CPUs of the fake package's one socket (`FakeRapl::sys_root`).
 fn cpus() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) as f64 }
+    FakeRapl::cpus() as f64
 }
 
 /// The guest's host energy in joules since it started (the `energy_joules`

@@ -262,15 +262,15 @@ fn hostname() -> String {
     String::from_utf8_lossy(&buf[..len]).into_owned()
 }
 
+/// CPUs of the fake package's one socket (`FakeRapl::sys_root`).
 fn cpus() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) as f64 }
+    FakeRapl::cpus() as f64
 }
 
 fn scaph_riemann(rapl: &FakeRapl, port: u16, extra: &[&str]) -> Guard {
     let child = Command::new(scaph_binary())
-        .args(["--no-header", "--scaphandre-compat", "--powercap-root"])
-        .arg(rapl.root())
+        .args(["--no-header", "--scaphandre-compat"])
+        .args(rapl.scaph_args())
         .args([
             "-s",
             "powercap_rapl",
