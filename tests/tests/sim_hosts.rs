@@ -63,17 +63,20 @@ const BURN_MS: u64 = 1500;
 /// expectation, default policy. Observed on this shared 2-CPU VM, 5 runs of
 /// the 5 hosts: -0.28..+0.32 % (with an 0.8 s burner and a load average
 /// near 10: -1.1..+1.5 %; the two intervals a burner starts and ends in
-/// carry most of the error).
+/// carry most of the error). With the tables of hosts.rs, 3 runs of the 5
+/// hosts: -0.098..+0.130 %.
 const BOUND_DEFAULT: RangeInclusive<f64> = -0.01..=0.01;
 /// The default policy on [`AMD_SATURATED`], where Σt may exceed the
 /// capacity and the clamp would move part of the burner's energy to idle.
-/// Observed, 6 runs on this VM (load average 2.4 to 4.3): -0.012..+0.022 %;
-/// the clamp never engaged (every interval kept 0.01 to 0.41 W of its 64 W
-/// idle: Σt stayed just under the capacity). A loss of more than 0.5 % means
-/// it now engages.
+/// Observed, 9 runs on this VM (load average 2.4 to 4.3): -0.113..+0.022 %,
+/// and the clamp never engaged (every interval of every run kept some idle
+/// power, 0.01 to 0.41 W of 64 W: Σt stayed just under the capacity); the
+/// error is the same noise as on the other hosts. A loss beyond 0.5 % means
+/// the clamp now engages.
 const BOUND_SATURATED: RangeInclusive<f64> = -0.005..=0.01;
 /// The same for the proportional policy, whose expectation also carries the
-/// 10 ms resolution of `/proc/stat`. Observed: -0.08..+0.82 %.
+/// 10 ms resolution of `/proc/stat`. Observed: -0.08..+0.82 %; with the
+/// tables of hosts.rs, 3 runs of the 6 hosts: +0.004..+0.658 %.
 const BOUND_PROPORTIONAL: f64 = 0.015;
 /// Host and socket energy against watts × Σ intervals (the counters are
 /// written every ms by a real-time thread). Observed: -0.06..+0.20 %.
