@@ -15,6 +15,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// The simulated hosts' tables, shared with scaph-agent's unit test
+/// `sensors::simulated` (one copy, so both test the same hosts).
+#[path = "../../scaph-agent/src/sensors/simulated/hosts.rs"]
+pub mod hosts;
+
+pub use hosts::{Pool, SimHost, SimSocket};
+
 /// RAPL's usual range on Intel: the counter wraps after this many µJ.
 pub const MAX_RANGE_UJ: u64 = 262_143_328_850;
 
@@ -31,9 +38,8 @@ impl FakeRapl {
     /// `start_uj` below the wrap point so tests cross a wrap when they want.
     pub fn start(watts: f64, start_uj: u64) -> Self {
         let (dir, counter) = package_zone();
-        write_counter(&counter, start_uj);
         let counters = vec![Counter {
-            path: counter,
+            file: open_counter(&counter, start_uj),
             watts,
             start_uj,
             max_range_uj: MAX_RANGE_UJ,
@@ -53,7 +59,7 @@ impl FakeRapl {
                     let secs = t0.elapsed().as_secs_f64();
                     for c in &counters {
                         let uj = c.start_uj + (c.watts * 1e6 * secs) as u64;
-                        write_counter(&c.path, uj % (c.max_range_uj + 1));
+                        write_uj(&c.file, uj % (c.max_range_uj + 1));
                     }
                     thread::sleep(Duration::from_millis(1));
                 }
@@ -72,7 +78,7 @@ impl FakeRapl {
     /// `busy` read from /proc/stat every few ms.
     pub fn load_dependent(idle_watts: f64, max_watts: f64) -> Self {
         let (dir, counter) = package_zone();
-        write_counter(&counter, 0);
+        let file = open_counter(&counter, 0);
         let stop = Arc::new(AtomicBool::new(false));
         let writer = {
             let stop = stop.clone();
@@ -89,7 +95,7 @@ impl FakeRapl {
                     let busy = if total > 0.0 { busy / total } else { 0.0 };
                     last = now;
                     uj += (idle_watts + (max_watts - idle_watts) * busy) * dt * 1e6;
-                    write_counter(&counter, uj as u64 % (MAX_RANGE_UJ + 1));
+                    write_uj(&file, uj as u64 % (MAX_RANGE_UJ + 1));
                 }
             })
         };
@@ -123,9 +129,8 @@ impl FakeRapl {
             // test's measurements, which begin about a second in.
             let before_wrap = watts * 1e6 * (2.0 + 0.5 * (counters.len() % 6) as f64);
             let start_uj = host.max_range_uj.saturating_sub(before_wrap as u64);
-            write_counter(&dir.join("energy_uj"), start_uj);
             counters.push(Counter {
-                path: dir.join("energy_uj"),
+                file: open_counter(&dir.join("energy_uj"), start_uj),
                 watts,
                 start_uj,
                 max_range_uj: host.max_range_uj,
@@ -153,7 +158,7 @@ impl FakeRapl {
             zone(dir.path().join(format!("intel-rapl:{n}")), "psys", watts);
         }
         if host.mmio {
-            let first = host.sockets.first().expect("a socket to duplicate");
+            let first = host.mmio_socket();
             zone(
                 dir.path().join("intel-rapl-mmio:0"),
                 &format!("package-{}", first.id),
@@ -197,7 +202,7 @@ impl FakeRapl {
 
 /// This machine's online CPUs, from `/sys/devices/system/cpu/online`
 /// (`0-3,6`), or CPU 0 when that cannot be read.
-fn machine_online_cpus() -> Vec<u32> {
+pub fn machine_online_cpus() -> Vec<u32> {
     let text = fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
     let mut cpus = Vec::new();
     for part in text.trim().split(',').filter(|p| !p.is_empty()) {
@@ -239,7 +244,13 @@ impl Drop for FakeRapl {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
+            // A writer that panicked left its counters still: say so, unless
+            // the test is already failing.
+            if let Err(panic) = writer.join() {
+                if !thread::panicking() {
+                    std::panic::resume_unwind(panic);
+                }
+            }
         }
     }
 }
@@ -255,90 +266,14 @@ fn realtime() {
 
 /// One counter of a constant-power tree.
 struct Counter {
-    path: PathBuf,
+    /// Open for the writer's whole life, not reopened every ms.
+    file: File,
     watts: f64,
     start_uj: u64,
     max_range_uj: u64,
 }
 
-/// One socket of a [`SimHost`]: its CPUs and the constant power of each of
-/// its zones (`None`: the zone does not exist).
-#[derive(Clone, Debug)]
-pub struct SimSocket {
-    /// The `N` of `package-N` and of the CPUs' `physical_package_id`.
-    pub id: u32,
-    /// `(CPU id, online)`. CPUs 0 and 1 are this machine's own; higher ids
-    /// exist in the fixture only (online there or not), so nothing ever runs
-    /// on them.
-    pub cpus: &'static [(u32, bool)],
-    pub package: f64,
-    pub dram: Option<f64>,
-    pub core: Option<f64>,
-    pub uncore: Option<f64>,
-}
-
-impl SimSocket {
-    /// What the socket draws as RAPL counts it: package and DRAM (core and
-    /// uncore are parts of the package).
-    pub fn watts(&self) -> f64 {
-        self.package + self.dram.unwrap_or(0.0)
-    }
-
-    /// Its CPUs that the fixture says are online.
-    pub fn online(&self) -> Vec<u32> {
-        self.cpus.iter().filter(|c| c.1).map(|c| c.0).collect()
-    }
-}
-
-/// A simulated host, as a table: sockets, a platform (`psys`) zone, an MMIO
-/// duplicate of package 0.
-#[derive(Clone, Debug)]
-pub struct SimHost {
-    pub name: &'static str,
-    pub sockets: &'static [SimSocket],
-    pub psys: Option<f64>,
-    /// `intel-rapl-mmio:0`: the same package-0 counter through MMIO, as
-    /// recent Intel laptops and servers show it.
-    pub mmio: bool,
-    /// Every counter's `max_energy_range_uj`; small enough, the counters wrap
-    /// during a test.
-    pub max_range_uj: u64,
-}
-
 impl SimHost {
-    /// Every CPU of the table, ascending.
-    pub fn possible(&self) -> Vec<u32> {
-        let mut cpus: Vec<u32> = self
-            .sockets
-            .iter()
-            .flat_map(|s| s.cpus.iter().map(|c| c.0))
-            .collect();
-        cpus.sort_unstable();
-        cpus
-    }
-
-    /// The CPUs online in the fixture, ascending.
-    pub fn online(&self) -> Vec<u32> {
-        let mut cpus: Vec<u32> = self.sockets.iter().flat_map(SimSocket::online).collect();
-        cpus.sort_unstable();
-        cpus
-    }
-
-    /// The socket holding `cpu`.
-    pub fn socket_of(&self, cpu: u32) -> &SimSocket {
-        self.sockets
-            .iter()
-            .find(|s| s.cpus.iter().any(|c| c.0 == cpu))
-            .unwrap_or_else(|| panic!("{}: no CPU {cpu}", self.name))
-    }
-
-    /// Host power as RAPL defines it: psys when present, else every
-    /// socket's package and DRAM (core, uncore and MMIO never added).
-    pub fn watts(&self) -> f64 {
-        self.psys
-            .unwrap_or_else(|| self.sockets.iter().map(SimSocket::watts).sum())
-    }
-
     /// `devices/system/cpu` as the kernel shows it: `possible`, `present`,
     /// `online` lists, and for each CPU its `online` flag and, when online,
     /// its `topology/physical_package_id` (an offline CPU has no topology).
@@ -392,15 +327,21 @@ fn package_zone() -> (tempfile::TempDir, PathBuf) {
 }
 
 /// Fixed width, written in place: a reader never sees a shorter, torn number.
-fn write_counter(path: &Path, uj: u64) {
+fn write_uj(file: &File, uj: u64) {
+    file.write_all_at(format!("{uj:020}\n").as_bytes(), 0)
+        .expect("write counter");
+}
+
+/// Creates the counter file at `path` holding `uj`; returns it open.
+fn open_counter(path: &Path, uj: u64) -> File {
     let file = File::options()
         .create(true)
         .write(true)
         .truncate(false)
         .open(path)
         .expect("open counter");
-    file.write_all_at(format!("{uj:020}\n").as_bytes(), 0)
-        .expect("write counter");
+    write_uj(&file, uj);
+    file
 }
 
 /// (busy, total) jiffies of all CPUs, from the first line of /proc/stat.

@@ -1,12 +1,16 @@
 //! Simulated hosts unlike this 2-CPU, 1-socket VM: 2 and 4 sockets drawing
 //! different constant powers, possible > online CPUs, AMD's layout (package
 //! and core zones, no DRAM), a laptop's `psys` with an MMIO duplicate of its
-//! package, and a socket whose CPUs are all offline. Each is a table
+//! package, three sockets of which one has every CPU offline, and a pool of
+//! this machine's two CPUs alone, both saturated. Each is a table
 //! ([`SimHost`]) turned into a powercap tree and a sysfs CPU tree, given to
 //! the real `scaph` binary through `--powercap-root` and `--sys-root`.
 //!
-//! This machine's CPUs 0 and 1 are placed on the simulated sockets; higher
-//! CPU ids exist in the fixture only. A burner pinned to one CPU runs while
+//! The tables are shared with scaph-agent's unit test `sensors::simulated`
+//! (`scaph-agent/src/sensors/simulated/hosts.rs`). This machine's CPUs 0
+//! and 1 are placed on the simulated sockets; higher CPU ids exist in the
+//! fixture only. On a machine whose online CPUs are not exactly 0 and 1,
+//! every test says so and does nothing. A burner pinned to one CPU runs while
 //! two niced saturators keep both real CPUs busy, and the test computes what
 //! the burner must get from the table, the burner's own CPU time (`wait4`)
 //! and, for the proportional policy, the CPUs' busy time in `/proc/stat`;
@@ -22,6 +26,8 @@
 //! time (here ≈ the number of real CPUs in the pool, as they are saturated).
 use std::{
     fs,
+    ops::RangeInclusive,
+    os::unix::process::CommandExt as _,
     path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -32,152 +38,21 @@ mod exporter_support;
 use exporter_support::{scaph, wait_for, Proc};
 use scaph_integration_tests::{
     burner_path,
-    powercap::{FakeRapl, SimHost, SimSocket, MAX_RANGE_UJ},
+    powercap::{
+        hosts::{AMD, AMD_SATURATED, FOUR_SOCKETS, LAPTOP, OFFLINE_SOCKET, TWO_SOCKETS},
+        machine_online_cpus, FakeRapl, Pool, SimHost,
+    },
     reap, require_root,
 };
 use serde_json::Value;
 
-/// 1000 J: every counter wraps during a run (see `FakeRapl::host`), and at
-/// 77 W or less no zone moves a whole range in the 13 s a stalled cycle on
-/// this shared VM would need to miss a wrap (a 100 J range once lost one).
-const WRAPPING: u64 = 1_000_000_000;
-
-const TWO_SOCKETS: SimHost = SimHost {
-    name: "2 sockets, Intel, 1 offline CPU per socket, MMIO duplicate",
-    sockets: &[
-        SimSocket {
-            id: 0,
-            cpus: &[(0, true), (2, true), (4, false)],
-            package: 30.0,
-            dram: Some(5.0),
-            core: Some(20.0),
-            uncore: Some(2.0),
-        },
-        SimSocket {
-            id: 1,
-            cpus: &[(1, true), (3, true), (5, false)],
-            package: 50.0,
-            dram: Some(7.0),
-            core: Some(30.0),
-            uncore: None,
-        },
-    ],
-    psys: None,
-    mmio: true,
-    max_range_uj: WRAPPING,
-};
-
-const FOUR_SOCKETS: SimHost = SimHost {
-    name: "4 sockets, CPU 0 on socket 2 and CPU 1 on socket 3",
-    sockets: &[
-        SimSocket {
-            id: 0,
-            cpus: &[(2, true), (3, true)],
-            package: 10.0,
-            dram: Some(1.0),
-            core: None,
-            uncore: None,
-        },
-        SimSocket {
-            id: 1,
-            cpus: &[(4, true), (5, true)],
-            package: 20.0,
-            dram: Some(2.0),
-            core: None,
-            uncore: None,
-        },
-        SimSocket {
-            id: 2,
-            cpus: &[(0, true), (6, true)],
-            package: 40.0,
-            dram: Some(4.0),
-            core: None,
-            uncore: None,
-        },
-        SimSocket {
-            id: 3,
-            cpus: &[(1, true), (7, true), (8, true), (9, true), (10, false)],
-            package: 70.0,
-            dram: Some(7.0),
-            core: None,
-            uncore: None,
-        },
-    ],
-    psys: None,
-    mmio: false,
-    max_range_uj: WRAPPING,
-};
-
-const AMD: SimHost = SimHost {
-    name: "AMD: package and core zones, no DRAM, 8 possible CPUs, 3 online",
-    sockets: &[SimSocket {
-        id: 0,
-        cpus: &[
-            (0, true),
-            (1, true),
-            (2, true),
-            (3, false),
-            (4, false),
-            (5, false),
-            (6, false),
-            (7, false),
-        ],
-        package: 64.0,
-        dram: None,
-        core: Some(40.0),
-        uncore: None,
-    }],
-    psys: None,
-    mmio: false,
-    max_range_uj: MAX_RANGE_UJ,
-};
-
-const LAPTOP: SimHost = SimHost {
-    name: "laptop: psys, package with core, uncore and DRAM, MMIO duplicate",
-    sockets: &[SimSocket {
-        id: 0,
-        cpus: &[(0, true), (1, true), (2, true), (3, true)],
-        package: 15.0,
-        dram: Some(2.0),
-        core: Some(8.0),
-        uncore: Some(3.0),
-    }],
-    psys: Some(28.0),
-    mmio: true,
-    max_range_uj: WRAPPING,
-};
-
-const OFFLINE_SOCKET: SimHost = SimHost {
-    name: "2 sockets, every CPU of socket 1 offline",
-    sockets: &[
-        SimSocket {
-            id: 0,
-            cpus: &[(0, true), (1, true), (4, true)],
-            package: 30.0,
-            dram: Some(4.0),
-            core: None,
-            uncore: None,
-        },
-        SimSocket {
-            id: 1,
-            cpus: &[(2, false), (3, false)],
-            package: 20.0,
-            dram: Some(3.0),
-            core: None,
-            uncore: None,
-        },
-    ],
-    psys: None,
-    mmio: false,
-    max_range_uj: WRAPPING,
-};
-
-/// CPUs of this machine that the fixtures place (the VM has exactly these).
-/// Every pool also holds a fixture-only online CPU: were all of a pool's
-/// CPUs real, they would all be saturated, and the default policy's clamp
-/// (divisor Σt when the measured times exceed the capacity) engages on
-/// per-interval timing noise: it once cost the burner 1.24 % (AMD host with
-/// CPUs 0 and 1 only). The clamp is attribution.rs's, unit-tested there.
+/// CPUs of this machine that the fixtures place: a machine whose online
+/// CPUs are not exactly these skips every test (see [`machine_fits`]).
+/// Every pool but [`AMD_SATURATED`]'s also holds a fixture-only online CPU:
+/// were all of a pool's CPUs real, they would all be saturated, and the
+/// default policy's clamp (divisor Σt when the measured times exceed the
+/// capacity) engages on per-interval timing noise. [`AMD_SATURATED`] measures
+/// what that costs; the clamp itself is unit-tested in attribution.rs.
 const REAL_CPUS: [u32; 2] = [0, 1];
 
 /// CPU time of the burner, ms: three steps or more, so that the two
@@ -188,52 +63,24 @@ const BURN_MS: u64 = 1500;
 /// expectation, default policy. Observed on this shared 2-CPU VM, 5 runs of
 /// the 5 hosts: -0.28..+0.32 % (with an 0.8 s burner and a load average
 /// near 10: -1.1..+1.5 %; the two intervals a burner starts and ends in
-/// carry most of the error).
-const BOUND_DEFAULT: f64 = 0.01;
+/// carry most of the error). With the tables of hosts.rs, 3 runs of the 5
+/// hosts: -0.098..+0.130 %.
+const BOUND_DEFAULT: RangeInclusive<f64> = -0.01..=0.01;
+/// The default policy on [`AMD_SATURATED`], where Σt may exceed the
+/// capacity and the clamp would move part of the burner's energy to idle.
+/// Observed, 9 runs on this VM (load average 2.4 to 4.3): -0.113..+0.022 %,
+/// and the clamp never engaged (every interval of every run kept some idle
+/// power, 0.01 to 0.41 W of 64 W: Σt stayed just under the capacity); the
+/// error is the same noise as on the other hosts. A loss beyond 0.5 % means
+/// the clamp now engages.
+const BOUND_SATURATED: RangeInclusive<f64> = -0.005..=0.01;
 /// The same for the proportional policy, whose expectation also carries the
-/// 10 ms resolution of `/proc/stat`. Observed: -0.08..+0.82 %.
+/// 10 ms resolution of `/proc/stat`. Observed: -0.08..+0.82 %; with the
+/// tables of hosts.rs, 3 runs of the 6 hosts: +0.004..+0.658 %.
 const BOUND_PROPORTIONAL: f64 = 0.015;
 /// Host and socket energy against watts × Σ intervals (the counters are
 /// written every ms by a real-time thread). Observed: -0.06..+0.20 %.
 const BOUND_HOST: f64 = 0.005;
-
-/// A pool of the expectation: watts, and the fixture's online CPUs it is split over.
-struct Pool {
-    watts: f64,
-    cpus: Vec<u32>,
-}
-
-/// The pools of `host`, from the table alone (see the module doc).
-fn pools(host: &SimHost) -> Vec<Pool> {
-    if let Some(watts) = host.psys {
-        return vec![Pool {
-            watts,
-            cpus: host.online(),
-        }];
-    }
-    let mut pools: Vec<Pool> = host
-        .sockets
-        .iter()
-        .filter(|s| !s.online().is_empty())
-        .map(|s| Pool {
-            watts: s.watts(),
-            cpus: s.online(),
-        })
-        .collect();
-    let orphans: f64 = host
-        .sockets
-        .iter()
-        .filter(|s| s.online().is_empty())
-        .map(SimSocket::watts)
-        .sum();
-    if orphans > 0.0 {
-        pools.push(Pool {
-            watts: orphans,
-            cpus: host.online(),
-        });
-    }
-    pools
-}
 
 /// Per-CPU jiffies from `/proc/stat`: (busy, total), busy being what
 /// processes and interrupts used (not idle, iowait or steal).
@@ -265,19 +112,36 @@ struct Saturators(Vec<Child>);
 
 impl Saturators {
     /// One burner per real CPU at nice 19, so that both stay busy while
-    /// other work on the machine keeps its priority.
+    /// other work on the machine keeps its priority. Each is killed when
+    /// the thread that started it ends, even if the test binary is killed
+    /// before it can drop them.
     fn start() -> Self {
         Self(
             REAL_CPUS
                 .iter()
                 .map(|cpu| {
-                    Command::new("nice")
-                        .args(["-n", "19"])
-                        .arg(burner_path())
+                    let mut command = Command::new(burner_path());
+                    command
                         .args(["--cpu", &cpu.to_string(), "--ms", "120000"])
-                        .stdout(Stdio::null())
-                        .spawn()
-                        .expect("starting a saturator")
+                        .stdout(Stdio::null());
+                    let parent = std::process::id() as libc::pid_t;
+                    // SAFETY: prctl, setpriority and getppid are
+                    // async-signal-safe and touch no memory of the parent.
+                    unsafe {
+                        command.pre_exec(move || {
+                            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0
+                                || libc::setpriority(libc::PRIO_PROCESS, 0, 19) != 0
+                            {
+                                return Err(std::io::Error::last_os_error());
+                            }
+                            // The parent may have died before prctl.
+                            if libc::getppid() != parent {
+                                return Err(std::io::Error::other("parent gone"));
+                            }
+                            Ok(())
+                        })
+                    };
+                    command.spawn().expect("starting a saturator")
                 })
                 .collect(),
         )
@@ -417,17 +281,39 @@ fn run(rapl: &FakeRapl, cpu: u32) -> ([Report; 2], u32, f64, Vec<f64>) {
     (reports, pid, ns as f64 / 1e9, busy)
 }
 
-/// Runs `host` with the burner on `cpu` and checks host, sockets and burner.
-fn check(host: &SimHost, cpu: u32) {
+/// Whether this machine's online CPUs are exactly [`REAL_CPUS`], which
+/// every table places; if not, says why the test does nothing.
+fn machine_fits(host: &SimHost) -> bool {
+    let online = machine_online_cpus();
+    if online == REAL_CPUS {
+        return true;
+    }
+    eprintln!(
+        "SKIPPED {}: the tables place this machine's CPUs {REAL_CPUS:?}, but its \
+         online CPUs are {online:?}; the expectation would be wrong",
+        host.name
+    );
+    false
+}
+
+/// Runs `host` with the burner on `cpu` and checks host, sockets and burner;
+/// `default` bounds the burner's relative error under the default policy.
+fn check(host: &SimHost, cpu: u32, default: RangeInclusive<f64>) {
     require_root();
+    if !machine_fits(host) {
+        return;
+    }
     let rapl = FakeRapl::host(host);
-    let ([default, proportional], pid, cpu_secs, busy) = run(&rapl, cpu);
+    let ([default_report, proportional], pid, cpu_secs, busy) = run(&rapl, cpu);
     eprintln!(
         "{}: burner on CPU {cpu}, {cpu_secs:.4} CPU s (wait4), CPUs busy {busy:.3?}",
         host.name
     );
 
-    for (policy, report) in [("default", &default), ("proportional", &proportional)] {
+    for (policy, report) in [
+        ("default", &default_report),
+        ("proportional", &proportional),
+    ] {
         let secs = report.seconds();
         let host_j = report.last()["host"]["energy_joules"]
             .as_f64()
@@ -458,8 +344,22 @@ fn check(host: &SimHost, cpu: u32) {
         }
     }
 
+    // Intervals in which the default policy's clamp engaged: Σt reached
+    // the capacity, nothing was left idle.
+    let idle: Vec<f64> = default_report
+        .lines
+        .iter()
+        .filter_map(|l| l["idle"]["power_watts"].as_f64())
+        .collect();
+    eprintln!(
+        "  default: {} of {} intervals with no idle energy, idle watts {idle:.3?}",
+        idle.iter().filter(|&&w| w <= 0.0).count(),
+        idle.len()
+    );
+
     // The expectations: each pool the burner's CPU belongs to.
-    let mine: Vec<Pool> = pools(host)
+    let mine: Vec<Pool> = host
+        .pools()
         .into_iter()
         .filter(|p| p.cpus.contains(&cpu))
         .collect();
@@ -479,12 +379,12 @@ fn check(host: &SimHost, cpu: u32) {
         })
         .sum();
     for (policy, report, want, bound) in [
-        ("default", &default, want_default, BOUND_DEFAULT),
+        ("default", &default_report, want_default, default),
         (
             "proportional",
             &proportional,
             want_proportional,
-            BOUND_PROPORTIONAL,
+            -BOUND_PROPORTIONAL..=BOUND_PROPORTIONAL,
         ),
     ] {
         let got = report.joules_of(pid);
@@ -494,7 +394,7 @@ fn check(host: &SimHost, cpu: u32) {
             err * 100.0
         );
         assert!(
-            err.abs() <= bound,
+            bound.contains(&err),
             "{}: {policy} policy gave the burner {got:.4} J, expected {want:.4} J ({:+.2} %)",
             host.name,
             err * 100.0
@@ -508,25 +408,33 @@ fn check(host: &SimHost, cpu: u32) {
 
 #[test]
 fn two_sockets_each_split_over_its_own_cpus() {
-    check(&TWO_SOCKETS, 1);
+    check(&TWO_SOCKETS, 1, BOUND_DEFAULT);
 }
 
 #[test]
 fn four_sockets_with_real_cpus_on_sockets_2_and_3() {
-    check(&FOUR_SOCKETS, 0);
+    check(&FOUR_SOCKETS, 0, BOUND_DEFAULT);
 }
 
 #[test]
 fn amd_without_dram_and_offline_cpus() {
-    check(&AMD, 1);
+    check(&AMD, 1, BOUND_DEFAULT);
 }
 
 #[test]
 fn laptop_psys_is_the_host_and_mmio_is_not_added() {
-    check(&LAPTOP, 0);
+    check(&LAPTOP, 0, BOUND_DEFAULT);
 }
 
 #[test]
 fn socket_without_online_cpu_is_split_over_all_cpus() {
-    check(&OFFLINE_SOCKET, 0);
+    check(&OFFLINE_SOCKET, 0, BOUND_DEFAULT);
+}
+
+/// Both CPUs of the pool real and saturated: the measured CPU time of an
+/// interval can exceed its capacity (interval × 2), the default policy then
+/// divides by Σt, and the burner loses that part to idle.
+#[test]
+fn amd_with_only_saturated_real_cpus_loses_to_the_clamp() {
+    check(&AMD_SATURATED, 1, BOUND_SATURATED);
 }

@@ -1,14 +1,19 @@
 //! Simulated hosts without root: a powercap tree and a sysfs CPU tree
-//! written from a table, read by the real [`PowercapSensor`] and
-//! [`Topology`], split by [`attribute`]. Each process's energy is checked
-//! against `W × t / n` computed here from the table (the same rule the
-//! integration test `sim_hosts` checks on the real kernel).
+//! written from each table of [`hosts`], read by the real [`PowercapSensor`]
+//! and [`Topology`], split by [`attribute`]. Each process's energy is checked
+//! against `W × t / n` (default policy) or `W × t / Σt` (proportional)
+//! computed here from the table; the root-only integration test `sim_hosts`
+//! checks the same tables on the real kernel.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod hosts;
 
 use std::{
     fmt::Write as _,
     time::{Duration, Instant},
 };
+
+use hosts::{Pool, SimHost, HOSTS};
 
 use super::{
     host_joules,
@@ -23,271 +28,96 @@ use crate::{
 const SEC: Duration = Duration::from_secs(1);
 const SEC_NS: u64 = 1_000_000_000;
 
-/// One socket: id, `(cpu, online)`, package, DRAM and core watts.
-struct Socket {
-    id: u32,
-    cpus: &'static [(u32, bool)],
-    package: f64,
-    dram: Option<f64>,
-    core: Option<f64>,
-}
-
-struct Host {
-    name: &'static str,
-    sockets: &'static [Socket],
-    psys: Option<f64>,
-    mmio: bool,
-    /// Counter range, µJ (each counter starts 1 J below it: every one wraps).
-    range: u64,
-}
-
-impl Host {
-    fn online(&self) -> Vec<u32> {
-        let mut cpus: Vec<u32> = self
-            .sockets
-            .iter()
-            .flat_map(|s| s.cpus.iter().filter(|c| c.1).map(|c| c.0))
-            .collect();
-        cpus.sort_unstable();
-        cpus
-    }
-
-    /// The expectation, from the table: psys over every online CPU; else
-    /// each socket's package+DRAM over its own online CPUs, and the sockets
-    /// with none online over every online CPU. `(watts, cpus)` per pool.
-    fn pools(&self) -> Vec<(f64, Vec<u32>)> {
-        if let Some(w) = self.psys {
-            return vec![(w, self.online())];
-        }
-        let watts = |s: &Socket| s.package + s.dram.unwrap_or(0.0);
-        let online =
-            |s: &Socket| -> Vec<u32> { s.cpus.iter().filter(|c| c.1).map(|c| c.0).collect() };
-        let mut pools: Vec<(f64, Vec<u32>)> = self
-            .sockets
-            .iter()
-            .filter(|s| !online(s).is_empty())
-            .map(|s| (watts(s), online(s)))
-            .collect();
-        let orphans: f64 = self
-            .sockets
-            .iter()
-            .filter(|s| online(s).is_empty())
-            .map(watts)
-            .sum();
-        if orphans > 0.0 {
-            pools.push((orphans, self.online()));
-        }
-        pools
-    }
-
-    fn watts(&self) -> f64 {
-        self.psys.unwrap_or_else(|| {
-            self.sockets
-                .iter()
-                .map(|s| s.package + s.dram.unwrap_or(0.0))
-                .sum()
-        })
-    }
-
-    /// Writes both trees; returns (sysfs, powercap, counters as (path, watts)).
-    fn write(&self) -> (tempfile::TempDir, tempfile::TempDir, Vec<(String, f64)>) {
-        let sys = write_tree(&[]);
-        let list = |cpus: Vec<u32>| {
-            cpus.iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        let mut possible: Vec<u32> = self
-            .sockets
-            .iter()
-            .flat_map(|s| s.cpus.iter().map(|c| c.0))
-            .collect();
-        possible.sort_unstable();
-        let cpu = "devices/system/cpu";
-        put(sys.path(), &format!("{cpu}/possible"), &list(possible));
-        put(sys.path(), &format!("{cpu}/online"), &list(self.online()));
-        for s in self.sockets {
-            for &(n, online) in s.cpus {
-                put(
-                    sys.path(),
-                    &format!("{cpu}/cpu{n}/online"),
-                    if online { "1" } else { "0" },
-                );
-                if online {
-                    let path = format!("{cpu}/cpu{n}/topology/physical_package_id");
-                    put(sys.path(), &path, &s.id.to_string());
-                }
-            }
-        }
-        let rapl = write_tree(&[]);
-        let mut counters = Vec::new();
-        let mut zone = |dir: String, name: String, watts: f64| {
-            put(rapl.path(), &format!("{dir}/name"), &name);
+/// Writes both trees of `host`; returns (sysfs, powercap, counters as (path,
+/// watts)). Zone folders are numbered in table order, sub-zones in the
+/// order core, uncore, DRAM, as `tests/src/powercap.rs` writes them.
+fn write(host: &SimHost) -> (tempfile::TempDir, tempfile::TempDir, Vec<(String, f64)>) {
+    let sys = write_tree(&[]);
+    let list = |cpus: Vec<u32>| {
+        cpus.iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let cpu = "devices/system/cpu";
+    put(
+        sys.path(),
+        &format!("{cpu}/possible"),
+        &list(host.possible()),
+    );
+    put(sys.path(), &format!("{cpu}/online"), &list(host.online()));
+    for s in host.sockets {
+        for &(n, online) in s.cpus {
             put(
-                rapl.path(),
-                &format!("{dir}/max_energy_range_uj"),
-                &self.range.to_string(),
+                sys.path(),
+                &format!("{cpu}/cpu{n}/online"),
+                if online { "1" } else { "0" },
             );
-            counters.push((format!("{dir}/energy_uj"), watts));
-        };
-        for (i, s) in self.sockets.iter().enumerate() {
-            zone(
-                format!("intel-rapl:{i}"),
-                format!("package-{}", s.id),
-                s.package,
-            );
-            if let Some(w) = s.core {
-                zone(format!("intel-rapl:{i}/intel-rapl:{i}:0"), "core".into(), w);
-            }
-            if let Some(w) = s.dram {
-                zone(format!("intel-rapl:{i}/intel-rapl:{i}:1"), "dram".into(), w);
+            if online {
+                let path = format!("{cpu}/cpu{n}/topology/physical_package_id");
+                put(sys.path(), &path, &s.id.to_string());
             }
         }
-        if let Some(w) = self.psys {
-            zone(
-                format!("intel-rapl:{}", self.sockets.len()),
-                "psys".into(),
-                w,
-            );
-        }
-        if self.mmio {
-            let s = &self.sockets[0];
-            zone(
-                "intel-rapl-mmio:0".into(),
-                format!("package-{}", s.id),
-                s.package,
-            );
-        }
-        (sys, rapl, counters)
     }
+    let rapl = write_tree(&[]);
+    let mut counters = Vec::new();
+    let mut zone = |dir: String, name: String, watts: f64| {
+        put(rapl.path(), &format!("{dir}/name"), &name);
+        put(
+            rapl.path(),
+            &format!("{dir}/max_energy_range_uj"),
+            &host.max_range_uj.to_string(),
+        );
+        counters.push((format!("{dir}/energy_uj"), watts));
+    };
+    for (i, s) in host.sockets.iter().enumerate() {
+        zone(
+            format!("intel-rapl:{i}"),
+            format!("package-{}", s.id),
+            s.package,
+        );
+        let subs = [("core", s.core), ("uncore", s.uncore), ("dram", s.dram)];
+        for (m, (name, w)) in subs
+            .into_iter()
+            .filter_map(|(name, w)| Some((name, w?)))
+            .enumerate()
+        {
+            zone(format!("intel-rapl:{i}/intel-rapl:{i}:{m}"), name.into(), w);
+        }
+    }
+    if let Some(w) = host.psys {
+        zone(
+            format!("intel-rapl:{}", host.sockets.len()),
+            "psys".into(),
+            w,
+        );
+    }
+    if host.mmio {
+        let s = host.mmio_socket();
+        zone(
+            "intel-rapl-mmio:0".into(),
+            format!("package-{}", s.id),
+            s.package,
+        );
+    }
+    (sys, rapl, counters)
 }
-
-const HOSTS: &[Host] = &[
-    Host {
-        name: "two sockets, offline CPUs, MMIO",
-        sockets: &[
-            Socket {
-                id: 0,
-                cpus: &[(0, true), (2, true), (4, false)],
-                package: 30.0,
-                dram: Some(5.0),
-                core: Some(20.0),
-            },
-            Socket {
-                id: 1,
-                cpus: &[(1, true), (3, true), (5, false)],
-                package: 50.0,
-                dram: Some(7.0),
-                core: None,
-            },
-        ],
-        psys: None,
-        mmio: true,
-        range: 262_143_328_850,
-    },
-    Host {
-        name: "four sockets, non-contiguous CPUs",
-        sockets: &[
-            Socket {
-                id: 0,
-                cpus: &[(2, true), (3, true)],
-                package: 10.0,
-                dram: Some(1.0),
-                core: None,
-            },
-            Socket {
-                id: 1,
-                cpus: &[(4, true), (5, true)],
-                package: 20.0,
-                dram: None,
-                core: None,
-            },
-            Socket {
-                id: 2,
-                cpus: &[(0, true), (6, true)],
-                package: 40.0,
-                dram: Some(4.0),
-                core: None,
-            },
-            Socket {
-                id: 3,
-                cpus: &[(1, true), (7, true), (8, true), (9, true), (10, false)],
-                package: 70.0,
-                dram: Some(7.0),
-                core: None,
-            },
-        ],
-        psys: None,
-        mmio: false,
-        range: 100_000_000,
-    },
-    Host {
-        name: "AMD: package and core, no DRAM, 8 possible, 2 online",
-        sockets: &[Socket {
-            id: 0,
-            cpus: &[
-                (0, true),
-                (1, true),
-                (2, false),
-                (3, false),
-                (4, false),
-                (5, false),
-                (6, false),
-                (7, false),
-            ],
-            package: 64.0,
-            dram: None,
-            core: Some(40.0),
-        }],
-        psys: None,
-        mmio: false,
-        range: 65_532_610_987,
-    },
-    Host {
-        name: "laptop: psys and MMIO",
-        sockets: &[Socket {
-            id: 0,
-            cpus: &[(0, true), (1, true), (2, true), (3, true)],
-            package: 15.0,
-            dram: Some(2.0),
-            core: Some(8.0),
-        }],
-        psys: Some(28.0),
-        mmio: true,
-        range: 100_000_000,
-    },
-    Host {
-        name: "socket 1 with every CPU offline",
-        sockets: &[
-            Socket {
-                id: 0,
-                cpus: &[(0, true), (1, true)],
-                package: 30.0,
-                dram: Some(4.0),
-                core: None,
-            },
-            Socket {
-                id: 1,
-                cpus: &[(2, false), (3, false)],
-                package: 20.0,
-                dram: Some(3.0),
-                core: None,
-            },
-        ],
-        psys: None,
-        mmio: false,
-        range: 100_000_000,
-    },
-];
 
 fn key(pid: u32) -> ProcessKey {
     ProcessKey { pid, start_ns: 1 }
 }
 
-/// One process per online CPU, CPU `c` running `(c + 1) × 50 ms`, and pid
-/// 999 on CPU 63, which no table knows (hot-plugged since the topology was read).
-fn sample(online: &[u32]) -> CpuSample {
+/// CPU 63: no table knows it (hot-plugged since the topology was read).
+const UNKNOWN_CPU: u32 = 63;
+/// The process that ran on [`UNKNOWN_CPU`], and for how long.
+const UNKNOWN_PID: u32 = 999;
+const UNKNOWN_NS: u64 = SEC_NS / 10;
+
+/// One process per online CPU, CPU `c` running [`ns_on`]`(c)`, and
+/// [`UNKNOWN_PID`] on [`UNKNOWN_CPU`]. With `idle_known`, every online CPU's
+/// idle time is the rest of the second (so a socket's busy time is its
+/// processes' time); else the sample has no idle times.
+fn sample(online: &[u32], idle_known: bool) -> CpuSample {
     let mut processes: Vec<ProcessSample> = online
         .iter()
         .map(|&c| ProcessSample {
@@ -298,21 +128,34 @@ fn sample(online: &[u32]) -> CpuSample {
         })
         .collect();
     processes.push(ProcessSample {
-        key: key(999),
-        per_cpu_ns: on(63, SEC_NS / 10),
-        total_ns: SEC_NS / 10,
+        key: key(UNKNOWN_PID),
+        per_cpu_ns: on(UNKNOWN_CPU, UNKNOWN_NS),
+        total_ns: UNKNOWN_NS,
         ..ProcessSample::default()
     });
+    let mut idle_ns = Vec::new();
+    if idle_known {
+        let last = online.iter().max().copied().unwrap_or(0) as usize;
+        idle_ns = vec![SEC_NS; last + 1];
+        for &c in online {
+            idle_ns[c as usize] = SEC_NS - ns_on(c);
+        }
+    }
     CpuSample {
         interval: SEC,
         processes,
-        idle_ns: Vec::new(),
+        idle_ns,
         ..CpuSample::default()
     }
 }
 
+/// CPU time of the process on `cpu`: `(cpu + 1) × 50 ms`.
 fn ns_on(cpu: u32) -> u64 {
     u64::from(cpu + 1) * SEC_NS / 20
+}
+
+fn secs_on(cpu: u32) -> f64 {
+    ns_on(cpu) as f64 / 1e9
 }
 
 fn on(cpu: u32, ns: u64) -> PerCpu {
@@ -321,10 +164,54 @@ fn on(cpu: u32, ns: u64) -> PerCpu {
     out
 }
 
+/// The documented rule for time on a CPU the topology lacks (attribution.rs
+/// module doc): it is spread over the sockets by their busy time when every
+/// CPU's idle time is known, else by their CPU count. As a share per online
+/// CPU, so that a pool's share is the sum over its CPUs.
+fn unknown_share(online: &[u32], idle_known: bool, cpu: u32) -> f64 {
+    if idle_known {
+        secs_on(cpu) / online.iter().map(|&c| secs_on(c)).sum::<f64>()
+    } else {
+        1.0 / online.len() as f64
+    }
+}
+
+/// Expected energy of the process on `cpu` (`None`: [`UNKNOWN_PID`]), from
+/// the table's pools alone, for one second.
+fn expected(host: &SimHost, policy: IdlePolicy, idle_known: bool, cpu: Option<u32>) -> f64 {
+    let online = host.online();
+    let unknown_in = |p: &Pool| -> f64 {
+        let share: f64 = p
+            .cpus
+            .iter()
+            .map(|&c| unknown_share(&online, idle_known, c))
+            .sum();
+        UNKNOWN_NS as f64 / 1e9 * share
+    };
+    host.pools()
+        .iter()
+        .map(|p| {
+            let t = match cpu {
+                Some(c) if p.cpus.contains(&c) => secs_on(c),
+                Some(_) => return 0.0,
+                None => unknown_in(p),
+            };
+            let divisor = match policy {
+                IdlePolicy::Unattributed => p.cpus.len() as f64,
+                IdlePolicy::Proportional => {
+                    p.cpus.iter().map(|&c| secs_on(c)).sum::<f64>() + unknown_in(p)
+                }
+            };
+            p.watts * t / divisor
+        })
+        .sum()
+}
+
 /// Reads the trees once, moves every counter by its watts × 1 s, reads again.
-fn one_second(host: &Host) -> (Topology, Vec<super::ZoneEnergy>) {
-    let (sys, rapl, counters) = host.write();
-    let start = host.range - 1_000_000;
+fn one_second(host: &SimHost) -> (Topology, Vec<super::ZoneEnergy>) {
+    let (sys, rapl, counters) = write(host);
+    let range = host.max_range_uj;
+    let start = range - 1_000_000;
     for (path, _) in &counters {
         put(rapl.path(), path, &start.to_string());
     }
@@ -332,7 +219,7 @@ fn one_second(host: &Host) -> (Topology, Vec<super::ZoneEnergy>) {
     let t0 = Instant::now();
     assert!(sensor.poll_at(t0).unwrap().zones.is_empty(), "baseline");
     for (path, watts) in &counters {
-        let uj = (start + (watts * 1e6) as u64) % (host.range + 1);
+        let uj = (start + (watts * 1e6) as u64) % (range + 1);
         put(rapl.path(), path, &uj.to_string());
     }
     let reading = sensor.poll_at(t0 + SEC).expect(host.name);
@@ -342,7 +229,7 @@ fn one_second(host: &Host) -> (Topology, Vec<super::ZoneEnergy>) {
 #[test]
 fn every_simulated_host_splits_by_the_pools_of_its_table() {
     let mut report = String::new();
-    for host in HOSTS {
+    for host in &HOSTS {
         let (topology, zones) = one_second(host);
         let online = host.online();
         assert_eq!(
@@ -358,46 +245,36 @@ fn every_simulated_host_splits_by_the_pools_of_its_table() {
             host.name,
             host.watts()
         );
-        let s = sample(&online);
-        for policy in [IdlePolicy::Unattributed, IdlePolicy::Proportional] {
-            let a = attribute(&zones, &s, &topology, SEC, policy);
-            for &cpu in &online {
-                let t = ns_on(cpu) as f64 / 1e9;
-                // Busy time of each pool: its CPUs' processes, plus pid 999's
-                // 0.1 s spread over the sockets in proportion to CPU counts
-                // (idle times unknown) when the pool is a socket.
-                let want: f64 = host
-                    .pools()
+        for idle_known in [false, true] {
+            let s = sample(&online, idle_known);
+            for policy in [IdlePolicy::Unattributed, IdlePolicy::Proportional] {
+                let a = attribute(&zones, &s, &topology, SEC, policy);
+                let rows = online
                     .iter()
-                    .filter(|(_, cpus)| cpus.contains(&cpu))
-                    .map(|(w, cpus)| {
-                        let divisor = match policy {
-                            IdlePolicy::Unattributed => cpus.len() as f64,
-                            IdlePolicy::Proportional => {
-                                let own: f64 = cpus.iter().map(|&c| ns_on(c) as f64 / 1e9).sum();
-                                own + 0.1 * cpus.len() as f64 / online.len() as f64
-                            }
-                        };
-                        w * t / divisor
-                    })
-                    .sum();
-                let got = a.process(&key(100 + cpu)).expect("listed").joules;
-                let _ = writeln!(
-                    report,
-                    "{}: {policy:?} CPU {cpu}: {got:.6} J, want {want:.6} J",
-                    host.name
-                );
+                    .map(|&c| (Some(c), 100 + c))
+                    .chain([(None, UNKNOWN_PID)]);
+                for (cpu, pid) in rows {
+                    let want = expected(host, policy, idle_known, cpu);
+                    let got = a.process(&key(pid)).expect("listed").joules;
+                    let _ = writeln!(
+                        report,
+                        "{}: {policy:?}, idle known {idle_known}, CPU {cpu:?}: \
+                         {got:.6} J, want {want:.6} J",
+                        host.name
+                    );
+                    assert!(
+                        want > 0.0 && (got - want).abs() < 1e-6 * want.max(1.0),
+                        "{}: {policy:?}, idle known {idle_known}, process on CPU \
+                         {cpu:?} (None: CPU {UNKNOWN_CPU}): {got} J, want {want} J",
+                        host.name
+                    );
+                }
                 assert!(
-                    (got - want).abs() < 1e-6 * want.max(1.0),
-                    "{}: {policy:?}, process on CPU {cpu}: {got} J, want {want} J",
+                    (a.host.attributed + a.host.unattributed - host.watts()).abs() < 1e-4,
+                    "{}: conservation",
                     host.name
                 );
             }
-            assert!(
-                (a.host.attributed + a.host.unattributed - host.watts()).abs() < 1e-4,
-                "{}: conservation",
-                host.name
-            );
         }
     }
     eprintln!("{report}");
