@@ -179,7 +179,7 @@ fn wrap_and_churn(extra: &[&str]) -> Scrapes {
     // Scraped while quiet until the wrap is 2 s away, so that it falls
     // amid the burners and the churn below (about 8 s).
     let to_wrap = |rapl: &FakeRapl| {
-        let left = MAX_RANGE_UJ.checked_sub(raw_uj(rapl)).unwrap_or(0);
+        let left = MAX_RANGE_UJ.saturating_sub(raw_uj(rapl));
         (left as f64 / (WATTS * 1e6), left < MAX_RANGE_UJ / 2)
     };
     let (left, before) = to_wrap(&rapl);
