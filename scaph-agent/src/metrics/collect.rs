@@ -134,15 +134,18 @@ pub fn processes(
         {
             containers::add_process_labels(&mut labels, workload);
         }
+        // A reused pid with the same comm and exe has the same labels: the
+        // start time tells the guard it is a new series.
+        let owner = listed.process.key.start_ns;
         if has_energy {
-            energy.push(labels.clone(), listed.amounts.joules);
+            energy.push_owned(labels.clone(), listed.amounts.joules, owner);
         }
         if config.cmdline_max_len > 0 {
             let mut with_cmdline = labels.clone();
             with_cmdline.push(("cmdline", cmdline(listed.process, config.cmdline_max_len)));
             info.push(with_cmdline, 1.0);
         }
-        cpu.push(labels, listed.amounts.cpu_seconds);
+        cpu.push_owned(labels, listed.amounts.cpu_seconds, owner);
     }
     let others: Labels = vec![
         ("pid", OTHERS_PID.into()),

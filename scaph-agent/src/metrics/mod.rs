@@ -75,8 +75,9 @@ pub struct MetricsState {
     ledger: ledger::Ledger,
     /// Container attribution, with `--containers`.
     containers: Option<Tracker>,
-    /// Last exposed value of every counter series, by [`series_id`].
-    counters: HashMap<u128, f64>,
+    /// Last exposed value of every counter series, by [`series_id`], and
+    /// whether it was held at that value.
+    counters: HashMap<u128, (f64, bool)>,
     /// Counters held at their last value by [`MetricsState::guard_counters`].
     regressions: regressions::Regressions,
     /// The snapshot's count of refused energy amounts (logged by the agent).
@@ -141,7 +142,7 @@ impl MetricsState {
             .total()
             .saturating_add(self.ledger.regressions())
             .saturating_add(self.energy_regressions);
-        Family::single(&names::COUNTER_REGRESSIONS, total as f64)
+        Family::single(&names::MONOTONICITY_VIOLATIONS, total as f64)
     }
 
     /// Folds a snapshot in and returns every family to expose.
@@ -238,8 +239,9 @@ impl MetricsState {
     }
 
     /// No exposed counter ever goes backwards, whatever happens upstream
-    /// (a bug): a lower value repeats the previous one, and is counted and
-    /// logged (see [`regressions`]).
+    /// (a bug): a lower value repeats the previous one. A series counts and
+    /// is logged (see [`regressions`]) when it starts being held, not again
+    /// while it stays held.
     fn guard_counters(&mut self, families: &mut [Family]) {
         let mut seen = HashMap::with_capacity(self.counters.len());
         for family in families
@@ -247,38 +249,43 @@ impl MetricsState {
             .filter(|f| f.def.kind == names::Kind::Counter)
         {
             for sample in &mut family.samples {
-                let id = series_id(family.def.name, &sample.labels);
-                if let Some(&before) = self.counters.get(&id) {
+                let id = series_id(family.def.name, &sample.labels, sample.owner);
+                let mut held = false;
+                if let Some(&(before, was_held)) = self.counters.get(&id) {
                     if sample.value < before || sample.value.is_nan() {
-                        let labels = &sample.labels;
-                        self.regressions.note(
-                            family.def.name,
-                            || {
-                                let mut key = String::from(family.def.name);
-                                text::write_labels(&mut key, labels);
-                                key
-                            },
-                            before,
-                            sample.value,
-                        );
+                        if !was_held {
+                            let labels = &sample.labels;
+                            self.regressions.note(
+                                family.def.name,
+                                || {
+                                    let mut key = String::from(family.def.name);
+                                    text::write_labels(&mut key, labels);
+                                    key
+                                },
+                                before,
+                                sample.value,
+                            );
+                        }
                         sample.value = before;
+                        held = true;
                     }
                 }
-                seen.insert(id, sample.value);
+                seen.insert(id, (sample.value, held));
             }
         }
         self.counters = seen;
     }
 }
 
-/// A series' identity, `name{labels}`, as a 128-bit hash: two independent
-/// SipHash values, so a collision among even millions of series is out of
-/// reach, at a tenth of the memory of keeping the text (one series per
-/// process per counter can mean tens of thousands).
-fn series_id(name: &str, labels: &[(&'static str, String)]) -> u128 {
+/// A series' identity, `name{labels}` and its owner (see
+/// [`Sample::owner`]), as a 128-bit hash: two independent SipHash values, so
+/// a collision among even millions of series is out of reach, at a tenth of
+/// the memory of keeping the text (one series per process per counter can
+/// mean tens of thousands).
+fn series_id(name: &str, labels: &[(&'static str, String)], owner: u64) -> u128 {
     let half = |salt: u8| {
         let mut hasher = std::hash::DefaultHasher::new();
-        (salt, name, labels).hash(&mut hasher);
+        (salt, name, labels, owner).hash(&mut hasher);
         hasher.finish()
     };
     (u128::from(half(0)) << 64) | u128::from(half(1))
@@ -402,6 +409,69 @@ mod tests {
                 "{what}"
             );
         }
+    }
+
+    /// pid_max is 32768 by default: a pid comes back, often with the same
+    /// comm and exe, while the old process is still listed for --retention.
+    /// The new one's series starts afresh (a reset to Prometheus), and is
+    /// neither held at the old value nor counted.
+    #[test]
+    fn a_reused_pid_is_a_new_series_not_a_violation() {
+        let mut state = MetricsState::new(MetricsConfig::default()).untimed();
+        let mut snap = golden_fixture();
+        state.update(&snap);
+        let old = snap
+            .processes
+            .iter()
+            .find(|p| p.exited)
+            .cloned()
+            .expect("the fixture has an exited process");
+        let mut new = old.clone();
+        new.key.start_ns += 1_000_000_000;
+        new.exited = false;
+        new.cpu_seconds_total = 0.25;
+        new.cpu_ratio = 0.5;
+        new.energy = Some(crate::snapshot::Energy {
+            joules_total: 1.0,
+            watts: 1000.0, // outranks the old one at once
+        });
+        snap.processes.push(new);
+        let text = encode(&state.update(&snap));
+        let series = format!(
+            "scaph_process_energy_joules_total{{pid=\"{}\",comm=\"cc1\",exe=\"/usr/lib/gcc/x86_64-linux-gnu/12/cc1\"}}",
+            old.key.pid
+        );
+        assert!(text.contains(&format!("\n{series} 1\n")), "{text}");
+        assert!(
+            text.contains("\nscaph_monotonicity_violations_total 0\n"),
+            "{text}"
+        );
+        assert!(state.regressions.lines.is_empty());
+    }
+
+    /// A series held over several updates counts once, when the hold
+    /// starts; once it has caught up, a new hold counts again.
+    #[test]
+    fn a_held_series_counts_once_per_hold() {
+        let mut state = MetricsState::new(MetricsConfig::default()).untimed();
+        let snap = golden_fixture();
+        let violations = |state: &mut MetricsState, snap: &Snapshot, host: f64| {
+            let mut snap = snap.clone();
+            if let Some(h) = snap.host.as_mut() {
+                h.joules_total = host;
+            }
+            value(&state.update(&snap), names::MONOTONICITY_VIOLATIONS.name)
+        };
+        let hosts = [100.0, 90.0, 95.0, 99.0, 101.0, 100.5, 102.0];
+        let want = [0.0, 1.0, 1.0, 1.0, 1.0, 2.0, 2.0];
+        for (host, want) in hosts.into_iter().zip(want) {
+            assert_eq!(
+                violations(&mut state, &snap, host),
+                Some(want),
+                "host at {host}"
+            );
+        }
+        assert_eq!(state.regressions.lines.len(), 2);
     }
 
     #[test]

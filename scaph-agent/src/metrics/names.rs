@@ -140,11 +140,11 @@ pub static IMPLAUSIBLE_ENERGY: Def = base(
     "Energy counter deltas the sensor dropped as implausible (larger than the hardware can produce in the interval).",
 );
 
-pub static COUNTER_REGRESSIONS: Def = base(
+pub static MONOTONICITY_VIOLATIONS: Def = base(
     "scaph_monotonicity_violations_total",
     Counter,
     Unit::None,
-    "Times a counter scaph computed would have gone backwards and was held at its previous value instead (each is also logged at warn). Anything but 0 is a bug in scaph or its sensor.",
+    "Times a counter scaph computes started to be held at its previous value because it would have gone backwards (a series held over several updates counts once), plus energy deltas refused as negative or not a number. The first 3 from each source are logged at warn. Anything but 0 is a bug in scaph or its sensor.",
 );
 
 // ---- Energy ----------------------------------------------------------------------
@@ -426,7 +426,7 @@ pub static ALL: &[&Def] = &[
     &DROPPED_SLICES,
     &DROPPED_EXITS,
     &IMPLAUSIBLE_ENERGY,
-    &COUNTER_REGRESSIONS,
+    &MONOTONICITY_VIOLATIONS,
     &HOST_ENERGY,
     &SOCKET_ENERGY,
     &SOCKET_IDLE_ENERGY,

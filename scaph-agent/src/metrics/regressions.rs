@@ -15,6 +15,9 @@ use std::collections::HashMap;
 
 use log::warn;
 
+use super::names::MONOTONICITY_VIOLATIONS;
+use crate::label::bound;
+
 /// Regressions logged per source; the rest are only counted.
 pub const LOGGED_PER_SOURCE: u32 = 3;
 /// Longest series description in a log line, in characters.
@@ -41,7 +44,8 @@ impl Regressions {
     /// pipeline): the series `detail` names would have gone from `before`
     /// to `after`, and `before` was kept. Logs it at warn unless this source
     /// was logged [`LOGGED_PER_SOURCE`] times already; returns the line
-    /// logged.
+    /// logged. Only `detail` is cut to [`MAX_DETAIL_CHARS`], so the values
+    /// are always in the line.
     pub fn note(
         &mut self,
         source: &'static str,
@@ -50,14 +54,30 @@ impl Regressions {
         after: f64,
     ) -> Option<String> {
         self.total = self.total.saturating_add(1);
-        self.log(source, 1, || {
-            format!("{} went from {before} to {after}; kept {before}", detail())
+        self.emit(source, 1, || {
+            let detail = detail();
+            format!(
+                "{} went from {before} to {after}; kept {before}",
+                bound(&detail, MAX_DETAIL_CHARS)
+            )
         })
     }
 
-    /// Logs `count` regressions counted elsewhere, described by `what`,
-    /// with the same bound per source as [`Regressions::note`].
+    /// Logs `count` regressions counted elsewhere, described by `what` (cut
+    /// to [`MAX_DETAIL_CHARS`]), with the same bound per source as
+    /// [`Regressions::note`].
     pub fn log(
+        &mut self,
+        source: &'static str,
+        count: u64,
+        what: impl FnOnce() -> String,
+    ) -> Option<String> {
+        self.emit(source, count, || {
+            bound(&what(), MAX_DETAIL_CHARS).into_owned()
+        })
+    }
+
+    fn emit(
         &mut self,
         source: &'static str,
         count: u64,
@@ -71,10 +91,10 @@ impl Regressions {
             return None;
         }
         *logged += 1;
-        let what = what();
         let mut line = format!(
-            "counter regression: {} (counted in scaph_monotonicity_violations_total; a bug to report)",
-            crate::label::bound(&what, MAX_DETAIL_CHARS)
+            "counter regression: {} (counted in {}; a bug to report)",
+            what(),
+            MONOTONICITY_VIOLATIONS.name
         );
         if count > 1 {
             line.push_str(&format!(" [{count} at once]"));
@@ -109,6 +129,10 @@ mod tests {
         assert!(
             first.starts_with("counter regression: a{comm=\"xxx"),
             "{first}"
+        );
+        assert!(
+            first.contains("\u{2026} went from 5 to 0; kept 5 (counted in"),
+            "a long series is cut, its values are kept: {first}"
         );
         assert!(
             first.len() < MAX_DETAIL_CHARS + 200,

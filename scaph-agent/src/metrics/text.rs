@@ -24,6 +24,11 @@ pub struct Family {
 pub struct Sample {
     pub labels: Vec<(&'static str, String)>,
     pub value: f64,
+    /// Who the series belongs to beyond its labels (a process's start time;
+    /// 0 for most series). Not written out: a new owner of the same labels
+    /// (a reused pid) is a new series to the counter guard, so its lower
+    /// value reads as a reset instead of being held.
+    pub owner: u64,
 }
 
 impl Family {
@@ -43,12 +48,22 @@ impl Family {
             samples: vec![Sample {
                 labels: Vec::new(),
                 value,
+                owner: 0,
             }],
         }
     }
 
     pub fn push(&mut self, labels: Vec<(&'static str, String)>, value: f64) {
-        self.samples.push(Sample { labels, value });
+        self.push_owned(labels, value, 0);
+    }
+
+    /// [`Family::push`] for a series with an owner (see [`Sample::owner`]).
+    pub fn push_owned(&mut self, labels: Vec<(&'static str, String)>, value: f64, owner: u64) {
+        self.samples.push(Sample {
+            labels,
+            value,
+            owner,
+        });
     }
 }
 
