@@ -111,13 +111,28 @@ fn auto_without_rapl_picks_hwmon_and_says_measured() {
         "1",
     ]);
     let port: u16 = port.parse().expect("port");
-    let body = wait_for("a host energy sample", Duration::from_secs(20), || {
+    // Three measured steps: enough for the host pool to be split a few times.
+    let body = wait_for("3 s of host energy", Duration::from_secs(20), || {
         assert!(scaph.running(), "scaph exited:\n{}", scaph.log());
         let body = http_get(port, "/metrics").ok()?.body;
         sample_value(&body, "scaph_host_energy_joules_total", &[])
-            .filter(|j| *j > 0.0)
+            .filter(|j| *j > 2.5 * WATTS)
             .map(|_| body)
     });
+    let sum = |name: &str| -> f64 {
+        body.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let host = sum("scaph_host_energy_joules_total");
+    let gap =
+        sum("scaph_process_energy_joules_total") + sum("scaph_idle_energy_joules_total") - host;
+    eprintln!("host {host:.3} J, Σ processes + idle − host = {gap:e} J");
+    assert!(
+        gap.abs() < 1e-6 * host,
+        "Σ processes + idle differs from host ({host} J) by {gap} J"
+    );
     let info = body
         .lines()
         .find(|l| l.starts_with("scaph_sensor_info{"))
