@@ -43,13 +43,18 @@ pub struct Cli {
     pub vm_path: PathBuf,
 
     /// Energy sensor: powercap_rapl (RAPL counters), estimate (linear model of CPU
-    /// utilisation, labelled as estimated), or auto (powercap if readable, else estimate).
+    /// utilisation, labelled as estimated), hwmon (power meters under --hwmon-root), or auto
+    /// (powercap if readable, else hwmon if a power sensor is found, else estimate).
     #[arg(short = 's', long, value_enum, default_value_t = SensorChoice::Auto)]
     pub sensor: SensorChoice,
 
     /// Root of the powercap tree.
     #[arg(long, default_value = "/sys/class/powercap", global = true)]
     pub powercap_root: PathBuf,
+
+    /// Root of the hwmon tree (`--sensor hwmon`, and `auto` without RAPL).
+    #[arg(long, default_value = crate::sensors::hwmon::DEFAULT_HWMON_ROOT, global = true)]
+    pub hwmon_root: PathBuf,
 
     /// Root of procfs.
     #[arg(long, default_value = "/proc", global = true, hide = true)]
@@ -267,6 +272,8 @@ pub enum SensorChoice {
     #[value(name = "powercap_rapl")]
     PowercapRapl,
     Estimate,
+    /// Power and energy channels under `--hwmon-root` (ACPI power meter, amd_energy, ...).
+    Hwmon,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -7,7 +7,8 @@ use crate::{
     cli::{Cli, SensorChoice},
     cputime::{bpf::BpfSource, loader::LoadOptions, procfs::ProcfsSource, CpuTimeSource},
     sensors::{
-        EnergySensor, EstimateSensor, LinearModel, PowercapSensor, Topology, Utilisation, VmSensor,
+        EnergySensor, EstimateSensor, HwmonSensor, LinearModel, PowercapSensor, Topology,
+        Utilisation, VmSensor,
     },
 };
 
@@ -62,6 +63,12 @@ pub fn sensor(cli: &Cli, topology: &Topology) -> anyhow::Result<Option<Box<dyn E
     };
     let powercap =
         || PowercapSensor::new(&cli.powercap_root).map(|s| Box::new(s) as Box<dyn EnergySensor>);
+    let hwmon = || {
+        HwmonSensor::new(&cli.hwmon_root).map(|s| {
+            info!("hwmon channels: {}", s.describe());
+            Box::new(s) as Box<dyn EnergySensor>
+        })
+    };
     let sensor = match cli.sensor {
         SensorChoice::PowercapRapl => usable(powercap())
             .map_err(|e| warn!("powercap_rapl: {e}; scaph keeps running without an energy source"))
@@ -70,11 +77,16 @@ pub fn sensor(cli: &Cli, topology: &Topology) -> anyhow::Result<Option<Box<dyn E
             warn!("energy is ESTIMATED from CPU utilisation (--sensor estimate), not measured");
             Some(estimate()?)
         }
-        SensorChoice::Auto => match usable(powercap()) {
+        SensorChoice::Hwmon => usable(hwmon())
+            .map_err(|e| warn!("hwmon: {e}; scaph keeps running without an energy source"))
+            .ok(),
+        SensorChoice::Auto => match usable(powercap())
+            .or_else(|e| usable(hwmon()).map_err(|h| anyhow::anyhow!("{e}; and {h}")))
+        {
             Ok(sensor) => Some(sensor),
             Err(e) => {
                 warn!(
-                    "no readable RAPL counters ({e}): energy is ESTIMATED from CPU utilisation \
+                    "no readable RAPL counters nor hwmon power sensor ({e}): energy is ESTIMATED from CPU utilisation \
                      ({} W idle, {} W busy per socket), not measured",
                     cli.estimate_idle_watts, cli.estimate_max_watts
                 );

@@ -8,6 +8,7 @@ use std::{path::PathBuf, time::Duration};
 
 pub mod counter;
 pub mod estimate;
+pub mod hwmon;
 pub mod powercap;
 #[cfg(test)]
 mod simulated;
@@ -17,6 +18,7 @@ pub mod topology;
 pub mod vm;
 
 pub use estimate::{EstimateSensor, LinearModel};
+pub use hwmon::HwmonSensor;
 pub use powercap::PowercapSensor;
 pub use topology::Topology;
 pub use vm::VmSensor;
@@ -100,6 +102,8 @@ pub enum SensorError {
         #[source]
         source: std::io::Error,
     },
+    #[error("no hwmon power or energy channel for the host or a socket under {path}")]
+    NoHwmonPower { path: PathBuf },
     #[error("{path}: cannot parse {content:?} as an integer")]
     Parse { path: PathBuf, content: String },
 }
