@@ -135,10 +135,11 @@ fn bpf_energy_share_matches_cpu_share_and_adds_up() {
     let cpu = BpfSource::new("/proc".into(), LoadOptions::default()).expect("kernel program");
     let run = run(Box::new(cpu));
     let error = check(&run, "bpf");
-    // 6 runs on the shared 2-CPU VM: 0.017–0.048 points.
+    // 6 runs on the shared 2-CPU VM: 0.017–0.048 points; the limit is about
+    // 4× the worst seen, so that other load on the VM does not make it flaky.
     assert!(
-        error < 0.001,
-        "share error {:.3} points (limit 0.1)",
+        error < 0.002,
+        "share error {:.3} points (limit 0.2)",
         error * 100.0
     );
 }
@@ -151,9 +152,13 @@ fn procfs_energy_figure() {
     let cpu = ProcfsSource::new("/proc".into()).expect("procfs");
     let run = run(Box::new(cpu));
     let error = check(&run, "procfs");
+    // Losing one whole 250 ms step costs about 5.6 points here, and a step
+    // stretches when the VM is loaded: 25 points allows the lost step to be
+    // four steps long, and still tells a burner that was missed entirely
+    // (its share is about 35 points).
     assert!(
-        error < 0.15,
-        "share error {:.1} points (limit 15)",
+        error < 0.25,
+        "share error {:.1} points (limit 25)",
         error * 100.0
     );
 }
