@@ -463,9 +463,14 @@ fn exec_refreshes_name_and_metadata() {
 /// read must close its slice (the agent wakes a pinned thread on every CPU),
 /// or its time would arrive as 0 per interval, then one burst when it stops
 /// (or be dropped once the slice reaches `MAX_SLICE_NS`). Against the
-/// kernel's own runtime (`/proc/PID/task/*/schedstat`, which includes the
-/// running slice) read just before and just after each read: the time
-/// reported for each interval lies between the two brackets, within 0.1 ms.
+/// kernel's own runtime (`/proc/PID/task/*/schedstat`) read just before and
+/// just after each read. schedstat shows the runtime as of its last update
+/// (a tick or a switch), not the running slice, so it never runs ahead: the
+/// runtime at the read's close lies between the two, and the time reported
+/// for each interval between the brackets they make, within 0.1 ms. Ten
+/// reads: a read that did not close the slice reports about 0, and ten
+/// intervals all closed by chance (another task waking on CPU 1 just then)
+/// do not happen.
 #[test]
 fn a_pinned_burner_has_its_time_closed_at_every_read() {
     // The reads run on CPU 0, or reading would itself switch the burner out.
@@ -478,12 +483,13 @@ fn a_pinned_burner_has_its_time_closed_at_every_read() {
 }
 
 fn pinned_burner_reads() {
-    const READS: usize = 3;
-    const GAP_MS: u64 = 1500;
+    const READS: usize = 10;
+    const GAP_MS: u64 = 500;
     let mut source = source();
-    let child = burn(&["--cpu", "1", "--ms", "8000"]);
+    // Killed and reaped however the test ends (it would burn CPU 1 for 8 s).
+    let burner = KillOnDrop(Some(burn(&["--cpu", "1", "--ms", "8000"])));
     std::thread::sleep(Duration::from_millis(300));
-    let pid = child.id();
+    let pid = burner.pid();
     let (mut before, mut after) = (Vec::new(), Vec::new());
     let mut seen = Vec::new();
     for i in 0..=READS {
@@ -494,9 +500,7 @@ fn pinned_burner_reads() {
         seen.push(source.sample().expect("sample"));
         after.push(runtime_ns(pid));
     }
-    // SAFETY: ends our own child, which has not been reaped.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    let _ = reap_any(child);
+    drop(burner);
     const SLACK_NS: u64 = 100_000;
     for i in 1..=READS {
         let reported = total_ns(&seen[i..=i], pid);
@@ -553,6 +557,25 @@ fn runtime_ns(pid: u32) -> u64 {
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
         .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
         .sum()
+}
+
+/// A child that is killed and reaped when dropped, panics included.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl KillOnDrop {
+    fn pid(&self) -> u32 {
+        self.0.as_ref().map_or(0, |c| c.id())
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.take() {
+            // SAFETY: ends our own child, which has not been reaped.
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            let _ = reap_any(child);
+        }
+    }
 }
 
 /// Reaps a child whatever its exit status.

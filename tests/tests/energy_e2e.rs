@@ -43,7 +43,9 @@ fn run(cpu: Box<dyn CpuTimeSource>) -> Run {
     let mut snapshots = Vec::new();
     let mut child = Some(child);
     let mut burner_ns = 0;
-    for _ in 0..40 {
+    // Up to 30 s: with other builds running, 1.5 s of CPU 1 was seen to take
+    // 9.4 s of wall time. The loop ends two cycles after the burner exits.
+    for _ in 0..120 {
         std::thread::sleep(Duration::from_millis(250));
         if let Some(c) = child.as_mut() {
             // Reap as soon as it exits so that its rusage is the ground truth.
@@ -63,7 +65,7 @@ fn run(cpu: Box<dyn CpuTimeSource>) -> Run {
             break;
         }
     }
-    assert!(burner_ns > 0, "the burner did not finish in 10 s");
+    assert!(burner_ns > 0, "the burner did not finish in 30 s");
     Run {
         snapshots,
         burner_pid,
@@ -135,10 +137,11 @@ fn bpf_energy_share_matches_cpu_share_and_adds_up() {
     let cpu = BpfSource::new("/proc".into(), LoadOptions::default()).expect("kernel program");
     let run = run(Box::new(cpu));
     let error = check(&run, "bpf");
-    // 6 runs on the shared 2-CPU VM: 0.017–0.048 points.
+    // 6 runs on the shared 2-CPU VM: 0.017–0.048 points; the limit is about
+    // 4× the worst seen, so that other load on the VM does not make it flaky.
     assert!(
-        error < 0.001,
-        "share error {:.3} points (limit 0.1)",
+        error < 0.002,
+        "share error {:.3} points (limit 0.2)",
         error * 100.0
     );
 }
@@ -151,9 +154,13 @@ fn procfs_energy_figure() {
     let cpu = ProcfsSource::new("/proc".into()).expect("procfs");
     let run = run(Box::new(cpu));
     let error = check(&run, "procfs");
+    // Losing one whole 250 ms step costs about 5.6 points here, and a step
+    // stretches when the VM is loaded: 25 points allows the lost step to be
+    // four steps long, and still tells a burner that was missed entirely
+    // (its share is about 35 points).
     assert!(
-        error < 0.15,
-        "share error {:.1} points (limit 15)",
+        error < 0.25,
+        "share error {:.1} points (limit 25)",
         error * 100.0
     );
 }

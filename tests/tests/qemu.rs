@@ -287,6 +287,20 @@ fn qemu_round_trip_in_microjoules_never_backwards() {
         .spawn()
         .expect("starting the guest scaph");
     let mut guest = Guard(guest);
+    // The guest's JSON, read as it arrives (the check below waits on it).
+    let out = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let (out, stdout) = (out.clone(), guest.0.stdout.take().expect("piped stdout"));
+        std::thread::spawn(move || {
+            for line in
+                std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok)
+            {
+                let mut out = out.lock().unwrap();
+                out.push_str(&line);
+                out.push('\n');
+            }
+        })
+    };
 
     // The burn's energy, in µJ: the fake package draws WATTS over all CPUs,
     // so BURN_MS of one CPU is worth WATTS × BURN_MS / CPUs. (Scaphandre's
@@ -340,14 +354,25 @@ fn qemu_round_trip_in_microjoules_never_backwards() {
         burn2.elapsed() >= Duration::from_millis(BURN2_MS)
     });
     let end = sampler.wait_quiet(quiet, Duration::from_secs(20));
-    std::thread::sleep(Duration::from_millis(1500)); // the guest reads it
+    let written = (end - baseline) as f64 / 1e6;
+    // The guest reads the settled counter on its next cycles (1 s each):
+    // wait until it reported it, then stop it. A guest that never catches
+    // up fails the 0.01 % check below, with its output.
+    let caught_up = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < caught_up {
+        let (seen, _, _) = guest_joules(&out.lock().unwrap());
+        if (seen - written).abs() / written < 1e-4 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     guest.signal(libc::SIGINT);
     let status = guest
         .wait_exit(Duration::from_secs(10))
         .expect("the guest stops on SIGINT");
     assert!(status.success(), "guest: {status}");
-    let mut out = String::new();
-    std::io::Read::read_to_string(guest.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+    reader.join().expect("the guest's output");
+    let out = std::mem::take(&mut *out.lock().unwrap());
     drop(vm);
 
     assert!(
@@ -375,7 +400,6 @@ fn qemu_round_trip_in_microjoules_never_backwards() {
         "the restarted hypervisor continued the counter"
     );
 
-    let written = (end - baseline) as f64 / 1e6;
     let (seen, cycles, from_vm) = guest_joules(&out);
     eprintln!(
         "hypervisor wrote {written:.6} J for vm1 while the guest ran; the guest reported {seen:.6} J as its host energy \

@@ -42,6 +42,10 @@ fn pin(cpu: usize) {
 }
 
 fn main() {
+    // Die with the test that started us: a burner left sleeping must not hold
+    // the test's output open (the runner would wait on it) nor skew the next test.
+    // SAFETY: prctl with plain integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
     let (mut threads, mut ms, mut sleep_ms, mut cpu) = (1usize, 100u64, 0u64, None);
     let (mut warmup_ms, mut pause_ms) = (0u64, 0u64);
     let args: Vec<String> = env::args().skip(1).take_while(|a| a != "--").collect();

@@ -4,7 +4,6 @@
 //! `WATTS × its CPU seconds (wait4) / CPUs of the socket`: a figure computed
 //! here from the kernel's rusage, not by scaph.
 use std::{
-    collections::HashSet,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -18,7 +17,7 @@ use scaph_agent::{
     attribution::IdlePolicy,
     cputime::{bpf::BpfSource, loader::LoadOptions, procfs::ProcfsSource, CpuTimeSource},
     sensors::{EnergySensor, PowercapSensor, Topology},
-    snapshot::Snapshot,
+    snapshot::{ProcessSnapshot, Snapshot},
 };
 use scaph_integration_tests::powercap::FakeRapl;
 
@@ -27,11 +26,99 @@ use crate::{
     util::{burn_cpu_ms, fork_child, reap, stats},
 };
 
-/// Ground truth of one workload: its pids and their CPU time from wait4.
+/// Ground truth of one workload: its processes and their CPU time from wait4.
 #[derive(Default)]
 struct Truth {
-    pids: HashSet<u32>,
+    procs: Vec<Started>,
     cpu_ns: u64,
+}
+
+/// A forked child as it was just after the fork: a pid is reused within
+/// seconds under the spawner, so a process is matched by its start time
+/// and name as well.
+#[derive(Clone, Copy)]
+struct Started {
+    pid: u32,
+    /// From `/proc/PID/stat`, in ns since boot (clock-tick resolution).
+    start_ns: u64,
+}
+
+impl Started {
+    /// Reads the child's start time; it is ours and not yet reaped, so its
+    /// `/proc` entry (a zombie's at worst) is there.
+    fn of(pid: i32) -> Self {
+        let start_ns = start_ticks(pid).unwrap_or(0) * tick_ns();
+        Self {
+            pid: pid as u32,
+            start_ns,
+        }
+    }
+
+    /// Whether the snapshot's process is this one: same pid, a start time
+    /// within a tick (when the source knows it), and the name of this
+    /// program (forked children keep it).
+    fn is(&self, p: &ProcessSnapshot, comm: &str) -> bool {
+        p.key.pid == self.pid
+            && &*p.comm == comm
+            && (p.key.start_ns == 0
+                || self.start_ns == 0
+                || p.key.start_ns.abs_diff(self.start_ns) <= tick_ns() + 1_000_000)
+    }
+}
+
+impl Truth {
+    fn add(&mut self, pid: i32) {
+        self.procs.push(Started::of(pid));
+    }
+}
+
+fn tick_ns() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    1_000_000_000 / u64::try_from(ticks).unwrap_or(100).max(1)
+}
+
+/// Field 22 of `/proc/PID/stat` (start time in clock ticks since boot).
+fn start_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, after_comm) = stat.rsplit_once(')')?;
+    after_comm.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// This program's kernel name, which its forked children share.
+fn own_comm() -> String {
+    std::fs::read_to_string("/proc/self/comm")
+        .map(|c| c.trim_end().to_owned())
+        .unwrap_or_default()
+}
+
+/// The online CPUs of physical package `socket`, from sysfs directly (not
+/// from scaph's own topology, which is what is measured).
+fn cpus_of_socket(socket: u32) -> Vec<u32> {
+    let base = std::path::Path::new("/sys/devices/system/cpu");
+    let mut cpus: Vec<u32> = std::fs::read_dir(base)
+        .map(|dir| {
+            dir.filter_map(|e| {
+                e.ok()?
+                    .file_name()
+                    .to_str()?
+                    .strip_prefix("cpu")?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    cpus.retain(|cpu| {
+        let dir = base.join(format!("cpu{cpu}"));
+        let read = |file: &str| std::fs::read_to_string(dir.join(file)).ok();
+        // cpu0 often has no `online` file: it cannot go offline.
+        let online = read("online").is_none_or(|v| v.trim() == "1");
+        let package = read("topology/physical_package_id").and_then(|v| v.trim().parse().ok());
+        online && package == Some(socket)
+    });
+    cpus.sort_unstable();
+    cpus
 }
 
 /// The fake package's constant power.
@@ -90,24 +177,24 @@ fn run_workloads(
             }
         });
         let spawned_all = Arc::new(Mutex::new(Truth::default()));
-        let mut pending: Vec<i32> = Vec::new();
+        let mut pending: Vec<Started> = Vec::new();
         let (mut pinned_t, mut duty_t) = (Truth::default(), Truth::default());
-        pinned_t.pids.insert(pinned as u32);
-        duty_t.pids.insert(duty as u32);
+        pinned_t.add(pinned);
+        duty_t.add(duty);
         let mut live = vec![pinned, duty];
         let mut next_spawn = Instant::now();
         while !live.is_empty() || !pending.is_empty() {
             if Instant::now() < until && Instant::now() >= next_spawn {
-                pending.push(fork_child(|| {
+                pending.push(Started::of(fork_child(|| {
                     burn_cpu_ms(3);
                     sleep_ms(20);
-                }));
+                })));
                 next_spawn += Duration::from_millis(5);
             }
-            pending.retain(|&pid| match reap(pid, false) {
+            pending.retain(|started| match reap(started.pid as i32, false) {
                 Some(ns) => {
                     let mut s = spawned_all.lock().unwrap();
-                    s.pids.insert(pid as u32);
+                    s.procs.push(*started);
                     s.cpu_ns += ns;
                     false
                 }
@@ -142,12 +229,12 @@ fn agent(cpu: Box<dyn CpuTimeSource>, rapl: &FakeRapl, topology: Topology) -> Ag
     Agent::new(cpu, Some(sensor), topology, IdlePolicy::Unattributed)
 }
 
-/// (CPU ns, joules) the snapshot gives the pids.
-fn measured(snapshot: &Snapshot, truth: &Truth) -> (u64, f64) {
+/// (CPU ns, joules) the snapshot gives the workload's processes.
+fn measured(snapshot: &Snapshot, truth: &Truth, comm: &str) -> (u64, f64) {
     snapshot
         .processes
         .iter()
-        .filter(|p| truth.pids.contains(&p.key.pid))
+        .filter(|p| truth.procs.iter().any(|t| t.is(p, comm)))
         .fold((0, 0.0), |(ns, j), p| {
             (
                 ns + (p.cpu_seconds_total * 1e9).round() as u64,
@@ -160,7 +247,8 @@ pub fn accuracy(quick: bool, table: &mut Table) {
     let secs = if quick { 5 } else { 20 };
     let rapl = FakeRapl::start(WATTS, 0);
     let topology = Topology::from_sys_root("/sys".as_ref());
-    let socket_cpus = topology.cpus_of(0).to_vec();
+    let socket_cpus = cpus_of_socket(0);
+    let comm = own_comm();
     let pinned_cpu = *socket_cpus.last().expect("socket 0 has CPUs");
     let bpf = BpfSource::new("/proc".into(), LoadOptions::default()).expect("kernel program");
     let procfs = ProcfsSource::new("/proc".into()).expect("procfs");
@@ -236,12 +324,12 @@ pub fn accuracy(quick: bool, table: &mut Table) {
             ("burner on 30 % of the time".to_owned(), &w.duty),
             ("spawner, ~200 procs/s of ≤ 50 ms".to_owned(), &w.spawned),
         ] {
-            let (ns, joules) = measured(snap, truth);
+            let (ns, joules) = measured(snap, truth, &comm);
             let cpu_err = (ns as f64 - truth.cpu_ns as f64) / truth.cpu_ns.max(1) as f64 * 100.0;
             table.figure(
                 &format!(
                     "{mode}: {name}, CPU time vs rusage ({} processes)",
-                    truth.pids.len()
+                    truth.procs.len()
                 ),
                 cpu_err,
                 "% error",
@@ -258,7 +346,7 @@ pub fn accuracy(quick: bool, table: &mut Table) {
                 true,
             );
         }
-        let (ns, _) = measured(snap, &w.spawned);
+        let (ns, _) = measured(snap, &w.spawned, &comm);
         let captured = ns as f64 / w.spawned.cpu_ns.max(1) as f64 * 100.0;
         let target = if *mode == "bpf" { "≥ 99 %" } else { "—" };
         table.figure(
