@@ -614,3 +614,78 @@ fn rendered_chart_validates_against_kubernetes_schemas() {
         "a misspelt field must fail:\n{out}"
     );
 }
+
+/// Helm's own code (the library in PyPI's helm-sdkpy wheel) lints the chart
+/// rendered with each set of values the other tests use: no warning, no
+/// error, so the templates mean the same to Helm as to gtmpl. A template
+/// with a function Helm does not have fails, so the check has teeth.
+#[test]
+fn helm_itself_lints_the_chart_with_every_set_of_values() {
+    let Some(lib) = helm_support::helm_library() else {
+        eprintln!("no Helm library for this machine (linux-amd64 only): not linted");
+        return;
+    };
+    let sets = [
+        json!({}),
+        json!({"namespace": {"create": true}}),
+        json!({"serviceMonitor": {"enabled": true, "labels": {"release": "prom"}, "endpoint": {"scheme": "https"}}}),
+        json!({"webConfig": {"existingSecret": "scaph-tls"}}),
+        json!({"webConfig": {"inline": "basic_auth_users: {}\n"}}),
+        json!({
+            "image": {"repository": "registry.example.com/scaph", "tag": "1.2.3"},
+            "args": ["--containers", "--step=5"], "port": 9100,
+            "resources": {}, "tolerations": [], "nodeSelector": {"a": "b"},
+            "affinity": {"nodeAffinity": {}}, "priorityClassName": "",
+        }),
+    ];
+    for values in &sets {
+        let messages = helm_support::helm_lint(&lib, values);
+        // Helm warns of a chart that creates its own release's namespace
+        // (the reason namespace.create is off by default): that warning,
+        // and only it, is expected when it is on.
+        let expected: &[(u64, &str)] = if values["namespace"]["create"] == true {
+            &[(2, "templates/namespace.yaml")]
+        } else {
+            &[]
+        };
+        for e in expected {
+            assert!(
+                messages
+                    .iter()
+                    .any(|(sev, path)| (*sev, path.as_str()) == *e),
+                "expected {e:?} from helm lint with {values}: {messages:?}"
+            );
+        }
+        let problems: Vec<_> = messages
+            .iter()
+            .filter(|(sev, path)| *sev >= 2 && !expected.contains(&(*sev, path.as_str())))
+            .collect();
+        eprintln!(
+            "helm lint with {values}: {} messages, {} unexpected",
+            messages.len(),
+            problems.len()
+        );
+        assert!(problems.is_empty(), "helm lint with {values}: {problems:?}");
+    }
+    // The same check on a chart with a function Helm does not have.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chart = dir.path().join("scaph");
+    std::fs::create_dir_all(chart.join("templates")).expect("mkdir");
+    for file in ["Chart.yaml", "values.yaml"] {
+        std::fs::copy(chart_dir().join(file), chart.join(file)).expect("copy");
+    }
+    let service =
+        std::fs::read_to_string(chart_dir().join("templates/service.yaml")).expect("service");
+    std::fs::write(
+        chart.join("templates/service.yaml"),
+        service.replace("| quote", "| quoted"),
+    )
+    .expect("write");
+    let messages = helm_support::lint_dir(&lib, &chart);
+    assert!(
+        messages
+            .iter()
+            .any(|(sev, path)| *sev == 3 && path.starts_with("templates/")),
+        "a template error must be reported: {messages:?}"
+    );
+}
