@@ -1,121 +1,24 @@
 //! The Helm chart under deploy/helm/scaph. No helm binary can be installed
 //! from this project's package registries (not in Debian, PyPI or npm), so
 //! the chart is rendered here by a Go text/template engine with Helm's
-//! functions (helm_support), and then held to three things: with default
-//! values it renders the very objects of the Kustomize manifests; every value
-//! lands where it should and nowhere else; and what it renders passes
-//! Kubernetes' strict schemas.
+//! functions (helm_support), and held to this: with default values it
+//! renders the very objects of the Kustomize manifests; every value lands
+//! where it should and changes nothing else; no value loosens the least
+//! privilege. helm_validate.rs checks the output with Kubernetes' schemas
+//! and Helm's own lint.
 mod helm_support;
 
-use std::{
-    collections::BTreeSet,
-    path::{Path, PathBuf},
-    process::Command,
+use std::{collections::BTreeSet, process::Command};
+
+use helm_support::{
+    chart_dir, helm_template,
+    objects::{
+        by_kind_and_name, container, find, k8s_dir, kinds, kustomize, pod, render, root,
+        without_namespace,
+    },
+    render_text, yaml_docs, yaml_file,
 };
-
-use helm_support::{chart_dir, helm_template, render_text, yaml_docs, yaml_file};
 use serde_json::{json, Value};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn k8s_dir() -> PathBuf {
-    root().join("deploy/kubernetes")
-}
-
-/// `helm template scaph deploy/helm/scaph -n scaph` with these values.
-fn render(values: Value) -> Vec<Value> {
-    helm_template("scaph", "scaph", &values).1
-}
-
-/// Objects in a stable order, to compare sets of documents.
-fn by_kind_and_name(mut docs: Vec<Value>) -> Vec<Value> {
-    docs.sort_by_key(|d| {
-        (
-            d["kind"].as_str().unwrap_or("").to_owned(),
-            d["metadata"]["name"].as_str().unwrap_or("").to_owned(),
-        )
-    });
-    docs
-}
-
-fn kinds(docs: &[Value]) -> Vec<String> {
-    docs.iter()
-        .map(|d| d["kind"].as_str().unwrap_or("").to_owned())
-        .collect()
-}
-
-fn find<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
-    docs.iter()
-        .find(|d| d["kind"] == kind)
-        .unwrap_or_else(|| panic!("no {kind} in {:?}", kinds(docs)))
-}
-
-fn container(docs: &[Value]) -> &Value {
-    &find(docs, "DaemonSet")["spec"]["template"]["spec"]["containers"][0]
-}
-
-fn pod(docs: &[Value]) -> &Value {
-    &find(docs, "DaemonSet")["spec"]["template"]["spec"]
-}
-
-/// What `kubectl kustomize deploy/kubernetes` makes of the base, as
-/// kustomization.yaml says: its namespace on every namespaced object and
-/// on the ServiceAccount subject of the binding, its label pairs on every
-/// object's metadata (not on selectors or pod templates: no
-/// includeSelectors). The prometheus-operator overlay adds its
-/// ServiceMonitor untouched.
-fn kustomize(with_service_monitor: bool) -> Vec<Value> {
-    let k = yaml_file(&k8s_dir().join("kustomization.yaml"));
-    let namespace = k["namespace"].as_str().expect("namespace");
-    let mut docs = Vec::new();
-    for file in k["resources"].as_array().expect("resources") {
-        let text = std::fs::read_to_string(k8s_dir().join(file.as_str().expect("file")))
-            .expect("manifest");
-        docs.extend(yaml_docs(&text));
-    }
-    for doc in &mut docs {
-        let cluster_scoped = ["Namespace", "ClusterRole", "ClusterRoleBinding"]
-            .contains(&doc["kind"].as_str().unwrap_or(""));
-        if !cluster_scoped {
-            doc["metadata"]["namespace"] = json!(namespace);
-        }
-        if doc["kind"] == "Namespace" {
-            doc["metadata"]["name"] = json!(namespace);
-        }
-        if let Some(subjects) = doc.get_mut("subjects").and_then(Value::as_array_mut) {
-            for s in subjects
-                .iter_mut()
-                .filter(|s| s["kind"] == "ServiceAccount")
-            {
-                s["namespace"] = json!(namespace);
-            }
-        }
-        for set in k["labels"].as_array().expect("labels") {
-            for (key, value) in set["pairs"].as_object().expect("pairs") {
-                doc["metadata"]["labels"][key] = value.clone();
-            }
-        }
-    }
-    if with_service_monitor {
-        let overlay = k8s_dir().join("prometheus-operator");
-        let o = yaml_file(&overlay.join("kustomization.yaml"));
-        for file in o["resources"].as_array().expect("resources") {
-            let file = file.as_str().expect("file");
-            if file != ".." {
-                docs.push(yaml_file(&overlay.join(file)));
-            }
-        }
-    }
-    by_kind_and_name(docs)
-}
-
-fn without_namespace(docs: Vec<Value>) -> Vec<Value> {
-    docs.into_iter()
-        .filter(|d| d["kind"] != "Namespace")
-        .collect()
-}
 
 /// Where kubectl (with its built-in kustomize) is installed, the emulation
 /// above is held to the real thing; it is not required.
@@ -529,163 +432,4 @@ fn helm_functions_behave_as_in_helm() {
     }
     // A function outside the subset is an error, not a silent blank.
     assert!(render_text("{{ .s | upper }}", &dot).is_err());
-}
-
-/// `kubernetes-validate`: in the virtual environment `cargo xtask test`
-/// makes (target/deploy-venv), else on PATH.
-fn validator() -> PathBuf {
-    let venv = root().join("target/deploy-venv/bin/kubernetes-validate");
-    if venv.is_file() {
-        return venv;
-    }
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|d| d.join("kubernetes-validate"))
-        .find(|p| p.is_file())
-        .expect(
-            "kubernetes-validate (PyPI; `cargo xtask test` installs it into target/deploy-venv)",
-        )
-}
-
-fn validate(version: &str, file: &Path) -> (bool, String) {
-    let out = Command::new(validator())
-        .args(["--strict", "--quiet", "--kubernetes-version", version])
-        .arg(file)
-        .output()
-        .expect("kubernetes-validate");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-/// The rendered output, with defaults and with every value set, passes
-/// Kubernetes' strict schemas (unknown fields rejected) for the oldest and
-/// newest versions targeted. The ServiceMonitor is left out: its CRD's
-/// schema is not bundled. A value that passes a misspelt field through
-/// fails, so the check has teeth.
-#[test]
-fn rendered_chart_validates_against_kubernetes_schemas() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let all = json!({
-        "namespace": {"create": true},
-        "image": {"repository": "registry.example.com/scaph", "tag": "1.2.3"},
-        "resources": {"limits": {"cpu": "1", "memory": "128Mi"}},
-        "tolerations": [{"key": "k", "operator": "Exists", "effect": "NoSchedule"}],
-        "nodeSelector": {"kubernetes.io/arch": "amd64"},
-        "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1, "preference": {"matchExpressions": [{"key": "k", "operator": "Exists"}]}}]}},
-        "webConfig": {"inline": "basic_auth_users: {}\n"},
-    });
-    let write = |name: &str, values: &Value| -> PathBuf {
-        let (text, docs) = helm_template("scaph", "scaph", values);
-        assert!(!docs.is_empty());
-        let kept: Vec<&str> = text
-            .split("\n---\n")
-            .filter(|d| !d.contains("kind: ServiceMonitor"))
-            .collect();
-        let path = dir.path().join(name);
-        std::fs::write(&path, kept.join("\n---\n")).expect("write");
-        path
-    };
-    let files = [
-        ("defaults", write("defaults.yaml", &json!({}))),
-        ("every value", write("all.yaml", &all)),
-    ];
-    for version in ["1.30.0", "1.37.0"] {
-        for (name, file) in &files {
-            let (ok, out) = validate(version, file);
-            eprintln!(
-                "kubernetes-validate --strict -k {version} ({name}): {}",
-                if ok { "passed" } else { &out }
-            );
-            assert!(ok, "{name}, Kubernetes {version}:\n{out}");
-        }
-    }
-    let mut bad = all.clone();
-    bad["affinity"] = json!({"nodeAffinty": {}});
-    let (ok, out) = validate("1.37.0", &write("bad.yaml", &bad));
-    assert!(
-        !ok && out.contains("nodeAffinty"),
-        "a misspelt field must fail:\n{out}"
-    );
-}
-
-/// Helm's own code (the library in PyPI's helm-sdkpy wheel) lints the chart
-/// rendered with each set of values the other tests use: no warning, no
-/// error, so the templates mean the same to Helm as to gtmpl. A template
-/// with a function Helm does not have fails, so the check has teeth.
-#[test]
-fn helm_itself_lints_the_chart_with_every_set_of_values() {
-    let Some(lib) = helm_support::helm_library() else {
-        eprintln!("no Helm library for this machine (linux-amd64 only): not linted");
-        return;
-    };
-    let sets = [
-        json!({}),
-        json!({"namespace": {"create": true}}),
-        json!({"serviceMonitor": {"enabled": true, "labels": {"release": "prom"}, "endpoint": {"scheme": "https"}}}),
-        json!({"webConfig": {"existingSecret": "scaph-tls"}}),
-        json!({"webConfig": {"inline": "basic_auth_users: {}\n"}}),
-        json!({
-            "image": {"repository": "registry.example.com/scaph", "tag": "1.2.3"},
-            "args": ["--containers", "--step=5"], "port": 9100,
-            "resources": {}, "tolerations": [], "nodeSelector": {"a": "b"},
-            "affinity": {"nodeAffinity": {}}, "priorityClassName": "",
-        }),
-    ];
-    for values in &sets {
-        let messages = helm_support::helm_lint(&lib, values);
-        // Helm warns of a chart that creates its own release's namespace
-        // (the reason namespace.create is off by default): that warning,
-        // and only it, is expected when it is on.
-        let expected: &[(u64, &str)] = if values["namespace"]["create"] == true {
-            &[(2, "templates/namespace.yaml")]
-        } else {
-            &[]
-        };
-        for e in expected {
-            assert!(
-                messages
-                    .iter()
-                    .any(|(sev, path)| (*sev, path.as_str()) == *e),
-                "expected {e:?} from helm lint with {values}: {messages:?}"
-            );
-        }
-        let problems: Vec<_> = messages
-            .iter()
-            .filter(|(sev, path)| *sev >= 2 && !expected.contains(&(*sev, path.as_str())))
-            .collect();
-        eprintln!(
-            "helm lint with {values}: {} messages, {} unexpected",
-            messages.len(),
-            problems.len()
-        );
-        assert!(problems.is_empty(), "helm lint with {values}: {problems:?}");
-    }
-    // The same check on a chart with a function Helm does not have.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let chart = dir.path().join("scaph");
-    std::fs::create_dir_all(chart.join("templates")).expect("mkdir");
-    for file in ["Chart.yaml", "values.yaml"] {
-        std::fs::copy(chart_dir().join(file), chart.join(file)).expect("copy");
-    }
-    let service =
-        std::fs::read_to_string(chart_dir().join("templates/service.yaml")).expect("service");
-    std::fs::write(
-        chart.join("templates/service.yaml"),
-        service.replace("| quote", "| quoted"),
-    )
-    .expect("write");
-    let messages = helm_support::lint_dir(&lib, &chart);
-    assert!(
-        messages
-            .iter()
-            .any(|(sev, path)| *sev == 3 && path.starts_with("templates/")),
-        "a template error must be reported: {messages:?}"
-    );
 }
