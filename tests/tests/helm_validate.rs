@@ -1,7 +1,9 @@
 //! What the Helm chart renders, checked by other tools: Kubernetes' strict
 //! schemas (the `kubernetes-validate` package) and Helm's own `helm lint`
 //! (Helm's Go code as bundled by PyPI's helm-sdkpy), for defaults and for
-//! every value set. helm.rs renders and compares.
+//! every value set; and Helm's own rendering (`helm install` into a
+//! stand-in API server) compared with the test renderer's. helm.rs renders
+//! and compares with the Kustomize manifests.
 mod helm_support;
 
 use std::{
@@ -9,7 +11,11 @@ use std::{
     process::Command,
 };
 
-use helm_support::{chart_dir, helm_template, objects::root};
+use helm_support::{
+    chart_dir, helm_template,
+    objects::{by_kind_and_name, kustomize, root, without_namespace},
+    yaml_docs,
+};
 use serde_json::{json, Value};
 
 /// `kubernetes-validate`: in the virtual environment `cargo xtask test`
@@ -169,4 +175,65 @@ fn helm_itself_lints_the_chart_with_every_set_of_values() {
             .any(|(sev, path)| *sev == 3 && path.starts_with("templates/")),
         "a template error must be reported: {messages:?}"
     );
+}
+
+/// Helm's own code installs the chart (into a stand-in API server that
+/// accepts every write) with each set of values, and what it renders is,
+/// object for object, what helm.rs's renderer renders: the comparisons
+/// made there hold for Helm itself. With default values Helm's output is
+/// the Kustomize base, less its Namespace.
+#[test]
+fn helm_itself_renders_what_the_test_renderer_renders() {
+    let Some(lib) = helm_support::lint::helm_library() else {
+        eprintln!("no Helm library for this machine (linux-amd64 only): not rendered by Helm");
+        return;
+    };
+    let mut sets: Vec<(&str, &str, Value)> = vec![
+        ("scaph", "scaph", json!({})),
+        ("scaph", "scaph", json!({"namespace": {"create": true}})),
+        (
+            "scaph",
+            "scaph",
+            json!({"serviceMonitor": {"enabled": true, "labels": {"release": "prom"}, "endpoint": {"scheme": "https", "tlsConfig": {"insecureSkipVerify": true}}}}),
+        ),
+        (
+            "scaph",
+            "scaph",
+            json!({"webConfig": {"existingSecret": "scaph-tls"}}),
+        ),
+        (
+            "energy",
+            "monitoring",
+            json!({"webConfig": {"inline": "basic_auth_users:\n  p: \"$2y$10$x\"\n"}, "serviceMonitor": {"enabled": true}}),
+        ),
+    ];
+    sets.push((
+        "scaph",
+        "scaph",
+        json!({
+            "image": {"repository": "registry.example.com/scaph", "tag": "1.2.3", "pullPolicy": "Always"},
+            "args": ["--containers", "--step=5"], "port": 9100,
+            "resources": {"limits": {"cpu": "1"}}, "tolerations": [],
+            "nodeSelector": {"kubernetes.io/arch": "amd64"},
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "k", "operator": "Exists"}]}]}}},
+            "priorityClassName": "",
+        }),
+    ));
+    for (release, namespace, values) in &sets {
+        let by_helm = by_kind_and_name(yaml_docs(&helm_support::lint::helm_install(
+            &lib, release, namespace, values,
+        )));
+        let by_test = by_kind_and_name(helm_template(release, namespace, values).1);
+        assert_eq!(
+            by_helm, by_test,
+            "{release} in {namespace} with {values}: Helm and the test renderer differ"
+        );
+        eprintln!(
+            "helm install {release} -n {namespace} with {values}: {} objects, as the test renderer's",
+            by_helm.len()
+        );
+        if values == &json!({}) {
+            assert_eq!(by_helm, without_namespace(kustomize(false)));
+        }
+    }
 }

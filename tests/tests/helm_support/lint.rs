@@ -90,3 +90,26 @@ sys.stdout.write(out.value.decode())
         })
         .collect()
 }
+
+/// `helm install RELEASE deploy/helm/scaph -n NAMESPACE` by Helm's own code,
+/// with `values` given to Helm (which merges them over values.yaml itself),
+/// against the stand-in API server of helm_install.py: the manifest Helm
+/// rendered.
+pub fn helm_install(lib: &Path, release: &str, namespace: &str, values: &Value) -> String {
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/helm_support/helm_install.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(lib)
+        .arg(chart_dir())
+        .args([release, namespace])
+        .arg(values.to_string())
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "helm install: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 manifest")
+}
