@@ -4,8 +4,8 @@
 //! functions (helm_support), and held to this: with default values it
 //! renders the very objects of the Kustomize manifests; every value lands
 //! where it should and changes nothing else; no value loosens the least
-//! privilege. helm_validate.rs checks the output with Kubernetes' schemas
-//! and Helm's own lint.
+//! privilege. helm_validate.rs holds this renderer to Helm's own code and
+//! checks the output with Kubernetes' schemas.
 mod helm_support;
 
 use std::{collections::BTreeSet, process::Command};

@@ -216,7 +216,7 @@ pub fn ensure_riemann_client(workspace: &std::path::Path) {
 /// Version of the PyPI package that validates deploy/kubernetes against Kubernetes' schemas.
 const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
 
-/// The deployment tests (tests/tests/deploy.rs, least_privilege.rs) use
+/// The deployment tests (tests/tests/deploy.rs, least_privilege.rs, helm*.rs) use
 /// `kubernetes-validate` (PyPI, in a virtual environment under `target/`,
 /// where the test looks first), `buildah` (builds the container image),
 /// `systemd-analyze` (verifies the unit) and `setpriv` (drops privileges).

@@ -1,10 +1,13 @@
 {{/*
-The templates keep to a small subset of Helm's template language, because
-no helm binary can be installed from this project's package registries:
-tests/tests/helm.rs renders the chart with gtmpl (Go's text/template for
-Rust) and implements the few Helm functions used here, with Helm's meaning:
-toYaml, nindent, quote, default. Nothing else: no include/define, no
-lookup, no other sprig function, no .Capabilities or .Files. Objects:
-.Values, .Release.Name, .Release.Namespace, .Release.Service, .Chart.Name,
-.Chart.AppVersion. A template that needs more must extend that test first.
+The templates keep to a small subset of Helm's template language: Go
+template actions (if, else, with, range, and, or, not) and four Helm
+functions, toYaml, nindent, quote, default; no include/define, lookup,
+other sprig functions, .Capabilities or .Files. Objects: .Values,
+.Release.Name, .Release.Namespace, .Release.Service, .Chart.Name,
+.Chart.AppVersion. No helm binary comes from this project's package
+registries, so tests/tests/helm.rs renders the chart with gtmpl (Go's
+text/template for Rust) plus those four functions, and
+tests/tests/helm_validate.rs holds that renderer to Helm's own code (the
+library in PyPI's helm-sdkpy wheel). A template that needs more must extend
+tests/tests/helm_support first.
 */}}
