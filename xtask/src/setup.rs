@@ -216,13 +216,14 @@ pub fn ensure_riemann_client(workspace: &std::path::Path) {
 /// Version of the PyPI package that validates deploy/kubernetes against Kubernetes' schemas.
 const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
 
-/// The deployment tests (tests/tests/deploy.rs, least_privilege.rs) use
+/// The deployment tests (tests/tests/deploy.rs, least_privilege.rs, helm*.rs) use
 /// `kubernetes-validate` (PyPI, in a virtual environment under `target/`,
 /// where the test looks first), `buildah` (builds the container image),
 /// `systemd-analyze` (verifies the unit) and `setpriv` (drops privileges).
 /// Installed as root; otherwise the commands are printed. Failing here only
 /// warns: the tests say what is missing.
 pub fn ensure_deploy_test_tools(workspace: &std::path::Path) {
+    ensure_helm_library(workspace);
     let venv = workspace.join("target/deploy-venv");
     let venv = venv.to_string_lossy();
     if output(&format!("{venv}/bin/kubernetes-validate"), &["--version"]).is_none() {
@@ -272,6 +273,41 @@ pub fn ensure_deploy_test_tools(workspace: &std::path::Path) {
         .and_then(|()| run_env("apt-get", &args, &[("DEBIAN_FRONTEND", "noninteractive")]))
     {
         eprintln!("xtask: warning: {e}");
+    }
+}
+
+/// The PyPI package whose wheel bundles Helm's own Go code as a C library
+/// (libhelm_sdkpy.so, linux-amd64): tests/tests/helm.rs lints the chart with
+/// it through ctypes. Its Python code asks for Python 3.12, which the test
+/// never imports, hence --ignore-requires-python and --no-deps.
+const HELM_LIBRARY: &str = "helm-sdkpy==0.1.32";
+
+/// Installs HELM_LIBRARY into target/helm-venv, where tests/tests/helm.rs
+/// looks for it. Failing here only warns: the test says what is missing.
+fn ensure_helm_library(workspace: &std::path::Path) {
+    let venv = workspace.join("target/helm-venv");
+    let venv = venv.to_string_lossy();
+    let check = "import importlib.util as u, sys; sys.exit(u.find_spec('helm_sdkpy') is None)";
+    if output(&format!("{venv}/bin/python3"), &["-c", check]).is_some() {
+        return;
+    }
+    eprintln!("xtask: installing {HELM_LIBRARY} (PyPI) into {venv} for the Helm chart test");
+    let installed = run("python3", &["-m", "venv", &venv]).and_then(|()| {
+        run(
+            &format!("{venv}/bin/pip"),
+            &[
+                "install",
+                "-q",
+                "--no-deps",
+                "--ignore-requires-python",
+                HELM_LIBRARY,
+            ],
+        )
+    });
+    if let Err(e) = installed {
+        eprintln!(
+            "xtask: warning: {e}; the Helm chart test needs it: python3 -m venv {venv} && {venv}/bin/pip install --no-deps --ignore-requires-python {HELM_LIBRARY}"
+        );
     }
 }
 
