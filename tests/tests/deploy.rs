@@ -265,10 +265,10 @@ fn daemonset_is_least_privilege_and_consistent() {
             .map(|m| (*m).to_owned())
             .collect::<BTreeSet<_>>()
     );
-    let overlay = &yaml(&k8s_dir().join("prometheus-operator/kustomization.yaml"))[0];
+    let overlay = &yaml(&root().join("deploy/prometheus-operator/kustomization.yaml"))[0];
     assert_eq!(
         strings(&overlay["resources"]),
-        ["..", "servicemonitor.yaml"]
+        ["../kubernetes", "servicemonitor.yaml"]
     );
 }
 
@@ -279,7 +279,7 @@ fn daemonset_is_least_privilege_and_consistent() {
 fn servicemonitor_selects_the_service() {
     let docs = all_k8s();
     let service = find(&docs, "Service");
-    let sm = &yaml(&k8s_dir().join("prometheus-operator/servicemonitor.yaml"))[0];
+    let sm = &yaml(&root().join("deploy/prometheus-operator/servicemonitor.yaml"))[0];
     assert_eq!(sm["apiVersion"], "monitoring.coreos.com/v1");
     assert_eq!(sm["kind"], "ServiceMonitor");
     for (k, v) in sm["spec"]["selector"]["matchLabels"]

@@ -90,11 +90,11 @@ pub fn kustomize(with_service_monitor: bool) -> Vec<Value> {
         }
     }
     if with_service_monitor {
-        let overlay = k8s_dir().join("prometheus-operator");
+        let overlay = root().join("deploy/prometheus-operator");
         let o = yaml_file(&overlay.join("kustomization.yaml"));
         for file in o["resources"].as_array().expect("resources") {
             let file = file.as_str().expect("file");
-            if file != ".." {
+            if file != "../kubernetes" {
                 docs.push(yaml_file(&overlay.join(file)));
             }
         }
