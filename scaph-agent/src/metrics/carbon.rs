@@ -181,8 +181,8 @@ mod tests {
             }
             for p in &mut snap.processes {
                 scale(&mut p.energy);
-                if step >= 3 && p.key.pid == 5000 {
-                    p.energy.as_mut().map(|e| e.watts = 1e6); // now the top one
+                if let Some(e) = p.energy.as_mut().filter(|_| step >= 3 && p.key.pid == 5000) {
+                    e.watts = 1e6; // now the top one
                 }
             }
             if step >= 4 {
