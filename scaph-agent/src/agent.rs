@@ -45,6 +45,8 @@ pub struct Agent {
     /// Host/self statistics read each cycle for the exporters that show them.
     host_reader: Option<HostReader>,
     heap: crate::util::HeapTrim,
+    /// Carbon intensity, asked once per cycle (`--carbon-intensity*`).
+    carbon: Option<crate::carbon::IntensitySource>,
 }
 
 impl Agent {
@@ -69,6 +71,7 @@ impl Agent {
             regressions_log: Regressions::default(),
             host_reader: None,
             heap: crate::util::HeapTrim::default(),
+            carbon: None,
         }
     }
 
@@ -84,6 +87,13 @@ impl Agent {
     #[must_use]
     pub fn with_retention(mut self, retention: Duration) -> Self {
         self.retention = retention;
+        self
+    }
+
+    /// Puts the carbon intensity in force into each snapshot.
+    #[must_use]
+    pub fn with_carbon(mut self, source: Option<crate::carbon::IntensitySource>) -> Self {
+        self.carbon = source;
         self
     }
 
@@ -149,6 +159,10 @@ impl Agent {
         snapshot.cputime_ok = cputime_ok;
         snapshot.online_cpus = self.topology.num_cpus();
         snapshot.energy_ok = energy_ok;
+        snapshot.carbon_intensity = self
+            .carbon
+            .as_mut()
+            .and_then(crate::carbon::IntensitySource::current);
         if let Some(reader) = &mut self.host_reader {
             read_host_stats(reader, &mut snapshot);
         }

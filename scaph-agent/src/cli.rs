@@ -165,6 +165,16 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub kubeconfig: Option<PathBuf>,
 
+    /// Carbon intensity of the electricity, grams of CO2-equivalent per kWh (0 to 5000):
+    /// adds scaph_*_co2_grams_total counters, each step's joules times this / 3.6e6.
+    #[arg(long, global = true, value_name = "G_PER_KWH", value_parser = ranges::carbon_intensity, conflicts_with = "carbon_intensity_file")]
+    pub carbon_intensity: Option<f64>,
+
+    /// Like --carbon-intensity, from the first line of this file, read every step (a
+    /// grid-intensity feed can rewrite it); a bad or missing file keeps the last good value.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub carbon_intensity_file: Option<PathBuf>,
+
     #[command(subcommand)]
     pub exporter: Exporter,
 }
@@ -216,6 +226,19 @@ impl Cli {
                 .exit();
         }
         cli
+    }
+
+    /// The carbon intensity source, when asked for.
+    #[must_use]
+    pub fn carbon_source(&self) -> Option<crate::carbon::IntensitySource> {
+        use crate::carbon::IntensitySource;
+        self.carbon_intensity
+            .map(IntensitySource::Fixed)
+            .or_else(|| {
+                self.carbon_intensity_file
+                    .clone()
+                    .map(IntensitySource::file)
+            })
     }
 
     /// The metric options, with the exporter's `--qemu`.

@@ -101,6 +101,16 @@ pub fn watts(text: &str) -> Result<f64, String> {
     Ok(w)
 }
 
+/// `--carbon-intensity`: a finite number of g/kWh from 0 to [`crate::carbon::MAX_INTENSITY`].
+pub fn carbon_intensity(text: &str) -> Result<f64, String> {
+    crate::carbon::parse(text).ok_or_else(|| {
+        format!(
+            "{text:?}: grams of CO2-equivalent per kWh, from 0 to {}",
+            crate::carbon::MAX_INTENSITY
+        )
+    })
+}
+
 /// `--cmdline-max-len`: 0 to [`MAX_CMDLINE_LEN`].
 pub fn cmdline_len(text: &str) -> Result<usize, String> {
     at_most(integer::<usize>(text, "characters")?, MAX_CMDLINE_LEN)
@@ -248,6 +258,20 @@ mod tests {
             ),
             (&["--cmdline-max-len", "4097", "stdout"], "at most 4096"),
             (&["--max-processes=-1", "stdout"], "whole number"),
+            (&["--carbon-intensity", "5000.5", "stdout"], "per kWh"),
+            (&["--carbon-intensity=-1", "stdout"], "per kWh"),
+            (&["--carbon-intensity", "NaN", "stdout"], "per kWh"),
+            (&["--carbon-intensity", "400g", "stdout"], "per kWh"),
+            (
+                &[
+                    "--carbon-intensity",
+                    "1",
+                    "--carbon-intensity-file",
+                    "/x",
+                    "stdout",
+                ],
+                "cannot be used with",
+            ),
         ];
         for (args, word) in table {
             match parse(args) {
@@ -305,6 +329,14 @@ mod tests {
                     "1000000",
                     "stdout",
                 ],
+                Duration::from_secs(2),
+            ),
+            (
+                &["--carbon-intensity", "0", "stdout"],
+                Duration::from_secs(2),
+            ),
+            (
+                &["--carbon-intensity", "5000", "stdout"],
                 Duration::from_secs(2),
             ),
         ];

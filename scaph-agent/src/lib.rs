@@ -4,6 +4,7 @@
 //! `snapshot` → `exporters`.
 pub mod agent;
 pub mod attribution;
+pub mod carbon;
 pub mod cli;
 pub mod cli_ranges;
 pub mod containers;

@@ -95,6 +95,7 @@ async fn run(cli: Cli) -> Result<()> {
         IdlePolicyChoice::Proportional => IdlePolicy::Proportional,
     };
     let mut agent = Agent::new(cpu, sensor, topology, policy).with_retention(cli.retention);
+    agent = agent.with_carbon(cli.carbon_source());
     if uses_metrics(&cli.exporter) {
         let mut reader = HostReader::new(cli.proc_root.clone(), cli.sys_root.clone());
         reader.host = cli.scaphandre_compat;

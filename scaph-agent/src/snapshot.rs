@@ -54,6 +54,9 @@ pub struct Snapshot {
     pub host_stats: Option<HostStats>,
     /// scaph's own CPU and memory, when read.
     pub self_stats: Option<SelfStats>,
+    /// Carbon intensity in force during this cycle, grams of CO2-equivalent
+    /// per kWh; `None` without carbon options or before a first valid value.
+    pub carbon_intensity: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -159,6 +162,7 @@ impl Snapshot {
             energy_ok: true,
             host_stats: None,
             self_stats: None,
+            carbon_intensity: None,
         }
     }
 }
@@ -291,5 +295,6 @@ pub fn build(parts: Parts<'_>) -> Snapshot {
         energy_ok: true,
         host_stats: None,
         self_stats: None,
+        carbon_intensity: None,
     }
 }

@@ -184,7 +184,7 @@ impl Tracker {
                 let cgroup = self.cgroup_of(p, now);
                 let pod = cgroup.pod_uid.as_deref().and_then(pod_of);
                 let workload = Workload { cgroup, pod };
-                let delta = self.delta(p, generation);
+                let delta = self.delta(p, generation, snap.carbon_intensity);
                 if workload.is_workload() {
                     let key = BucketKey {
                         owner_uid: workload.cgroup.owner_uid,
@@ -254,14 +254,24 @@ impl Tracker {
         let gap = everything - named;
         if gap > 1e-9 * (1.0 + everything.abs()) {
             self.others.joules += gap;
+            if let Some(intensity) = snap.carbon_intensity {
+                // At the step's intensity: the steps it belonged to were not seen.
+                self.others.grams += crate::carbon::grams(gap, intensity);
+            }
         }
     }
 
     /// Growth of the process's totals since the previous update.
-    fn delta(&mut self, p: &ProcessSnapshot, generation: u64) -> Amounts {
+    fn delta(
+        &mut self,
+        p: &ProcessSnapshot,
+        generation: u64,
+        grams_per_kwh: Option<f64>,
+    ) -> Amounts {
         let now = Amounts {
             joules: p.energy.map_or(0.0, |e| e.joules_total),
             cpu_seconds: p.cpu_seconds_total,
+            grams: 0.0,
         };
         let now = if now.joules.is_finite() && now.cpu_seconds.is_finite() {
             now
@@ -272,9 +282,8 @@ impl Tracker {
             .procs
             .entry(p.key)
             .or_insert((Amounts::default(), generation));
-        let now = now.max(entry.0);
-        let delta = now.minus(entry.0);
-        *entry = (now, generation);
+        let delta = Amounts::advance(&mut entry.0, now, grams_per_kwh);
+        entry.1 = generation;
         delta
     }
 

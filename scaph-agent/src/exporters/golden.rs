@@ -218,6 +218,7 @@ pub(crate) fn fixture() -> Snapshot {
             resident_bytes: 12 << 20,
             virtual_bytes: 300 << 20,
         }),
+        carbon_intensity: None,
     }
 }
 

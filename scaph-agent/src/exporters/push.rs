@@ -273,6 +273,7 @@ pub(crate) mod tests {
             energy_ok: true,
             host_stats: None,
             self_stats: None,
+            carbon_intensity: None,
         }
     }
 

@@ -128,6 +128,9 @@ pub fn processes(
     let mut energy = Family::new(&names::PROCESS_ENERGY);
     let mut cpu = Family::new(&names::PROCESS_CPU);
     let mut info = Family::new(&names::PROCESS_INFO);
+    // Grams next to joules, on the same series (with a carbon intensity).
+    let mut co2 =
+        (has_energy && snap.carbon_intensity.is_some()).then(|| Family::new(&names::PROCESS_CO2));
     for listed in &view.listed {
         let mut labels = process_labels(listed.process, config);
         if let Some(workload) = containers.and_then(|c| c.view.by_process.get(&listed.process.key))
@@ -139,6 +142,9 @@ pub fn processes(
         let owner = listed.process.key.start_ns;
         if has_energy {
             energy.push_owned(labels.clone(), listed.amounts.joules, owner);
+        }
+        if let Some(co2) = co2.as_mut() {
+            co2.push_owned(labels.clone(), listed.amounts.grams, owner);
         }
         if config.cmdline_max_len > 0 {
             let mut with_cmdline = labels.clone();
@@ -155,8 +161,12 @@ pub fn processes(
     if has_energy {
         energy.push(others.clone(), view.others.joules);
     }
+    if let Some(co2) = co2.as_mut() {
+        co2.push(others.clone(), view.others.grams);
+    }
     cpu.push(others, view.others.cpu_seconds);
     let mut families = vec![energy, cpu, info];
+    families.extend(co2);
     for (groups, energy_def, cpu_def, label) in [
         (&view.by_exe, &names::EXE_ENERGY, &names::EXE_CPU, "exe"),
         (

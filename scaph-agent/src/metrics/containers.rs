@@ -71,6 +71,27 @@ pub fn add_compat_labels(labels: &mut Labels, w: &Workload, node_name: Option<&s
 pub fn families(view: &ContainerView, has_energy: bool) -> [Family; 2] {
     let mut energy = Family::new(&names::CONTAINER_ENERGY);
     let mut cpu = Family::new(&names::CONTAINER_CPU);
+    for (labels, amounts) in series(view) {
+        if has_energy {
+            energy.push(labels.clone(), amounts.joules);
+        }
+        cpu.push(labels, amounts.cpu_seconds);
+    }
+    [energy, cpu]
+}
+
+/// `scaph_container_co2_grams_total`, on the series of [`families`].
+#[must_use]
+pub fn co2_family(view: &ContainerView) -> Family {
+    let mut co2 = Family::new(&names::CONTAINER_CO2);
+    for (labels, amounts) in series(view) {
+        co2.push(labels, amounts.grams);
+    }
+    co2
+}
+
+/// Every container series' labels and amounts.
+fn series(view: &ContainerView) -> Vec<(Labels, Amounts)> {
     let mut series: Vec<(Labels, Amounts)> = vec![
         (vec![("container_id", String::new())], view.host),
         (
@@ -89,13 +110,7 @@ pub fn families(view: &ContainerView, has_energy: bool) -> [Family; 2] {
         }
         series.push((labels, *amounts));
     }
-    for (labels, amounts) in series {
-        if has_energy {
-            energy.push(labels.clone(), amounts.joules);
-        }
-        cpu.push(labels, amounts.cpu_seconds);
-    }
-    [energy, cpu]
+    series
 }
 
 #[cfg(test)]
@@ -219,6 +234,7 @@ mod tests {
                     Amounts {
                         joules: 3.0,
                         cpu_seconds: 0.3,
+                        grams: 0.0,
                     },
                 ),
                 (
@@ -226,16 +242,19 @@ mod tests {
                     Amounts {
                         joules: 1.0,
                         cpu_seconds: 0.1,
+                        grams: 0.0,
                     },
                 ),
             ],
             host: Amounts {
                 joules: 5.0,
                 cpu_seconds: 0.5,
+                grams: 0.0,
             },
             others: Amounts {
                 joules: 2.0,
                 cpu_seconds: 0.2,
+                grams: 0.0,
             },
             ..ContainerView::default()
         };

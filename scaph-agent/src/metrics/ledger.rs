@@ -37,11 +37,15 @@ const RANK_TAU_SECS: f64 = 60.0;
 /// regression (sums of thousands of terms round at about 1e-13).
 const ROUNDING: f64 = 1e-9;
 
-/// Energy (joules) and CPU time (seconds).
+/// Energy (joules), CPU time (seconds) and the emissions of that energy
+/// (grams, 0 without a carbon intensity).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Amounts {
     pub joules: f64,
     pub cpu_seconds: f64,
+    /// Grams of CO2-equivalent: never read from the input, only grown by
+    /// [`Amounts::advance`] from joules deltas at the intensity in force.
+    pub grams: f64,
 }
 
 impl Amounts {
@@ -51,12 +55,32 @@ impl Amounts {
         Self {
             joules: (self.joules - other.joules).max(0.0),
             cpu_seconds: (self.cpu_seconds - other.cpu_seconds).max(0.0),
+            grams: (self.grams - other.grams).max(0.0),
         }
     }
 
     pub fn add(&mut self, other: Self) {
         self.joules += other.joules;
         self.cpu_seconds += other.cpu_seconds;
+        self.grams += other.grams;
+    }
+
+    /// Moves `last` (the previous totals, grams included) to `now`'s joules
+    /// and CPU time, never backwards, and returns the growth: its grams are
+    /// the joules grown at `grams_per_kwh` (none without one).
+    #[must_use]
+    pub fn advance(last: &mut Self, now: Self, grams_per_kwh: Option<f64>) -> Self {
+        let grown = Self {
+            grams: last.grams,
+            ..now.max(*last)
+        };
+        let mut delta = grown.minus(*last);
+        delta.grams = grams_per_kwh.map_or(0.0, |i| crate::carbon::grams(delta.joules, i));
+        *last = Self {
+            grams: last.grams + delta.grams,
+            ..grown
+        };
+        delta
     }
 
     /// Field-wise maximum.
@@ -65,6 +89,7 @@ impl Amounts {
         Self {
             joules: self.joules.max(other.joules),
             cpu_seconds: self.cpu_seconds.max(other.cpu_seconds),
+            grams: self.grams.max(other.grams),
         }
     }
 }
@@ -163,6 +188,10 @@ pub struct Ledger {
     /// CPU seconds of processes no longer in the snapshot (the snapshot
     /// keeps the joules of those, not their CPU time).
     retired_cpu_seconds: f64,
+    /// Grams of the same processes (the snapshot has no grams at all).
+    retired_grams: f64,
+    /// The snapshot's retired joules at the previous update.
+    retired_joules: f64,
     others: Amounts,
     exe: Groups,
     cgroup: Groups,
@@ -181,6 +210,8 @@ impl Ledger {
             entries: HashMap::new(),
             generation: 0,
             retired_cpu_seconds: 0.0,
+            retired_grams: 0.0,
+            retired_joules: 0.0,
             others: Amounts::default(),
             exe: Groups::default(),
             cgroup: Groups::default(),
@@ -208,6 +239,7 @@ impl Ledger {
             let now = Amounts {
                 joules: p.energy.map_or(0.0, |e| e.joules_total),
                 cpu_seconds: p.cpu_seconds_total,
+                grams: 0.0,
             };
             let rate = p.energy.map_or(p.cpu_ratio, |e| e.watts);
             let rate = if rate.is_finite() { rate.max(0.0) } else { 0.0 };
@@ -246,13 +278,11 @@ impl Ledger {
                 }
                 entry.held[i] = held;
             }
-            let now = now.max(entry.last);
-            let delta = now.minus(entry.last);
             if entry.exposure == Exposure::Unlisted {
                 entry.offset = entry.last;
             }
+            let delta = Amounts::advance(&mut entry.last, now, snap.carbon_intensity);
             entry.rank += alpha * (rate - entry.rank);
-            entry.last = now;
             entry.generation = generation;
             if self.per_exe {
                 self.exe.add(super::collect::exe(p), delta, generation);
@@ -269,14 +299,26 @@ impl Ledger {
         }
         // Sums in key or snapshot order, never map order: the same input must
         // give the same floats (golden files, and no jitter between updates).
-        let mut gone: Vec<(ProcessKey, f64)> = self
+        let mut gone: Vec<(ProcessKey, Amounts)> = self
             .entries
             .iter()
             .filter(|(_, e)| e.generation != generation)
-            .map(|(k, e)| (*k, e.last.cpu_seconds))
+            .map(|(k, e)| (*k, e.last))
             .collect();
         gone.sort_by_key(|(k, _)| *k);
-        self.retired_cpu_seconds += gone.iter().map(|(_, cpu)| cpu).sum::<f64>();
+        let mut retired = Amounts::default();
+        for (_, last) in &gone {
+            retired.add(*last);
+        }
+        self.retired_cpu_seconds += retired.cpu_seconds;
+        // Joules retired without a ledger entry to carry their grams (never
+        // seen, or grown after the last update) count at this step's intensity.
+        let unseen = (snap.retired_joules - self.retired_joules) - retired.joules;
+        self.retired_joules = snap.retired_joules;
+        self.retired_grams += retired.grams
+            + snap
+                .carbon_intensity
+                .map_or(0.0, |i| crate::carbon::grams(unseen.max(0.0), i));
         self.entries.retain(|_, e| e.generation == generation);
         crate::util::shrink_if_sparse(&mut self.entries);
 
@@ -298,6 +340,7 @@ impl Ledger {
         let mut everything = Amounts {
             joules: snap.retired_joules,
             cpu_seconds: self.retired_cpu_seconds,
+            grams: self.retired_grams,
         };
         for e in snap
             .processes

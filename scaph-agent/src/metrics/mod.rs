@@ -8,6 +8,7 @@
 //!
 //! [`MetricsState`] is fed every snapshot, in order, by the exporter that
 //! owns it (never by a scrape), so the ledger sees every process.
+mod carbon;
 pub mod collect;
 mod compat;
 pub mod containers;
@@ -84,6 +85,8 @@ pub struct MetricsState {
     energy_regressions: u64,
     /// Measure collector durations (off only for reproducible test output).
     timed: bool,
+    /// Grams of host, idle and socket energy (with a carbon intensity).
+    carbon: carbon::Totals,
 }
 
 impl MetricsState {
@@ -99,6 +102,7 @@ impl MetricsState {
             regressions: regressions::Regressions::default(),
             energy_regressions: 0,
             timed: true,
+            carbon: carbon::Totals::default(),
         }
     }
 
@@ -154,6 +158,7 @@ impl MetricsState {
         let started = Instant::now();
         let (energy, success) = collect::energy(snap, config);
         families.extend(energy);
+        families.extend(self.carbon.update(snap));
         outcomes.push(collect::Outcome {
             name: "energy",
             success,
@@ -181,6 +186,9 @@ impl MetricsState {
         if let Some(workloads) = &workloads {
             let started = Instant::now();
             families.extend(containers::families(workloads, snap.host.is_some()));
+            if snap.host.is_some() && snap.carbon_intensity.is_some() {
+                families.push(containers::co2_family(workloads));
+            }
             let seconds = container_seconds + self.elapsed(started);
             let success = workloads.healthy && snap.cputime_ok;
             outcomes.push(collect::Outcome {

@@ -21,6 +21,8 @@ pub enum Unit {
     Joules,
     Seconds,
     Bytes,
+    /// Grams of CO2-equivalent (carbon counters).
+    Grams,
     /// A count or a state with no unit (`_info`, `_success`, event counters).
     None,
     // Scaphandre's units, kept only for its names.
@@ -241,6 +243,45 @@ pub static CONTAINER_CPU: Def = base(
     "On-CPU time of all processes of one container or pod (--containers); same series as scaph_container_energy_joules_total.",
 );
 
+// ---- Carbon (--carbon-intensity or --carbon-intensity-file) ---------------------------
+
+pub static CARBON_INTENSITY: Def = base(
+    "scaph_carbon_intensity_grams_per_kilowatt_hour",
+    Gauge,
+    Unit::None,
+    "Carbon intensity of the electricity applied to the latest measurement step, in grams of CO2-equivalent per kWh (--carbon-intensity, or the first line of --carbon-intensity-file).",
+);
+pub static HOST_CO2: Def = base(
+    "scaph_host_co2_grams_total",
+    Counter,
+    Unit::Grams,
+    "Emissions of the host's energy: each step adds its joules of scaph_host_energy_joules_total times the intensity in force then, divided by 3.6e6.",
+);
+pub static SOCKET_CO2: Def = base(
+    "scaph_socket_co2_grams_total",
+    Counter,
+    Unit::Grams,
+    "Emissions of one socket's energy (scaph_socket_energy_joules_total), step by step at the intensity in force.",
+);
+pub static IDLE_CO2: Def = base(
+    "scaph_idle_co2_grams_total",
+    Counter,
+    Unit::Grams,
+    "Emissions of the energy no process claimed. Sum of scaph_process_co2_grams_total plus this equals scaph_host_co2_grams_total.",
+);
+pub static PROCESS_CO2: Def = base(
+    "scaph_process_co2_grams_total",
+    Counter,
+    Unit::Grams,
+    "Emissions of a process's energy, step by step at the intensity in force; same series as scaph_process_energy_joules_total (pid=\"\" holds processes not listed individually).",
+);
+pub static CONTAINER_CO2: Def = base(
+    "scaph_container_co2_grams_total",
+    Counter,
+    Unit::Grams,
+    "Emissions of one container's or pod's energy (--containers); same series as scaph_container_energy_joules_total.",
+);
+
 // ---- Scaphandre's names (--scaphandre-compat) -----------------------------------------
 
 pub static C_HOST_POWER: Def = compat(
@@ -441,6 +482,12 @@ pub static ALL: &[&Def] = &[
     &CGROUP_CPU,
     &CONTAINER_ENERGY,
     &CONTAINER_CPU,
+    &CARBON_INTENSITY,
+    &HOST_CO2,
+    &SOCKET_CO2,
+    &IDLE_CO2,
+    &PROCESS_CO2,
+    &CONTAINER_CO2,
     &C_HOST_POWER,
     &C_HOST_ENERGY,
     &C_SOCKET_POWER,
@@ -482,6 +529,7 @@ mod tests {
             Unit::Joules => Some("_joules"),
             Unit::Seconds => Some("_seconds"),
             Unit::Bytes => Some("_bytes"),
+            Unit::Grams => Some("_grams"),
             Unit::Microjoules => Some("_microjoules"),
             Unit::Microwatts => Some("_microwatts"),
             Unit::Percent | Unit::None => None,
@@ -530,7 +578,7 @@ mod tests {
             assert!(
                 matches!(
                     def.unit,
-                    Unit::Joules | Unit::Seconds | Unit::Bytes | Unit::None
+                    Unit::Joules | Unit::Seconds | Unit::Bytes | Unit::Grams | Unit::None
                 ),
                 "{}: not a base unit",
                 def.name
