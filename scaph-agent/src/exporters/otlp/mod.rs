@@ -105,14 +105,31 @@ pub async fn run(args: &OtlpArgs, metrics: MetricsState, rx: SnapshotRx) -> anyh
                 retry_at = Some(tokio::time::Instant::now() + wait);
                 if log {
                     warn!(
-                        "otlp: export failed ({} in a row; next try in {wait:?}, then with backoff up to {MAX_BACKOFF:?}): {e}",
-                        backoff.failures()
+                        "otlp: export failed ({} in a row; next try in {wait:?}, then with backoff up to {MAX_BACKOFF:?}): {}",
+                        backoff.failures(),
+                        with_causes(&e)
                     );
                 }
             }
         }
     }
     Ok(())
+}
+
+/// An error and its causes, `: `-separated (reqwest's own message leaves
+/// out why a connection failed).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]
