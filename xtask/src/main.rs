@@ -136,6 +136,7 @@ fn test(args: &[String]) -> Result<()> {
     setup::ensure()?;
     setup::ensure_exporter_test_tools()?;
     setup::ensure_riemann_client(&workspace_root());
+    setup::ensure_otlp_receiver(&workspace_root());
     setup::ensure_deploy_test_tools(&workspace_root());
     // Every step runs even when an earlier one failed; one summary at the end.
     let mut suite = suite::Suite::default();
