@@ -227,7 +227,8 @@ fn headers_merge_and_files_follow_the_same_order() {
 /// (command line, environment, the start of the message)
 #[test]
 fn bad_values_are_refused_and_say_where_they_came_from() {
-    let table: &[(&[&str], &[(&str, &str)], &str)] = &[
+    type Row<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let table: &[Row] = &[
         (
             &[],
             &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")],
