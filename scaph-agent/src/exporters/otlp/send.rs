@@ -86,6 +86,15 @@ impl Transport {
             .as_ref()
             .map(|p| Ok::<_, SendError>((p, read(p)?)));
         let ca = ca.transpose()?;
+        if let Some((path, pem)) = &ca {
+            // Checked here for both transports (tonic would only fail at the first connection).
+            let certs = reqwest::Certificate::from_pem_bundle(pem).unwrap_or_default();
+            if certs.is_empty() {
+                return Err(SendError::NoCertificate {
+                    path: (*path).clone(),
+                });
+            }
+        }
         let identity = match (&settings.client_cert, &settings.client_key) {
             (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
             _ => None,

@@ -444,3 +444,40 @@ fn the_resource_names_host_service_and_version() {
         ]
     );
 }
+
+/// TLS files that cannot be used stop scaph at start, naming the file, for
+/// both transports (a collector that is down never does).
+#[tokio::test]
+async fn unusable_tls_files_are_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garbage = dir.path().join("ca.pem");
+    std::fs::write(&garbage, "not a certificate\n").expect("write");
+    let missing = dir.path().join("missing.pem");
+    for protocol in ["grpc", "http/protobuf"] {
+        let with = |file: &std::path::Path| {
+            let a = OtlpArgs {
+                ca_file: Some(file.to_owned()),
+                ..args(&["--protocol", protocol, "--endpoint", "https://c:1"])
+            };
+            let settings = config::resolve(&a, &env_of(&[])).expect("valid settings");
+            super::send::Transport::new(&settings)
+                .err()
+                .map(|e| e.to_string())
+        };
+        let error = with(&garbage).expect("garbage refused");
+        assert!(
+            error.ends_with("ca.pem: no PEM certificate in it"),
+            "{protocol}: {error}"
+        );
+        let error = with(&missing).expect("missing file refused");
+        assert!(
+            error.starts_with(&format!("reading {}", missing.display())),
+            "{protocol}: {error}"
+        );
+    }
+    let settings = config::resolve(&args(&["--protocol", "grpc"]), &env_of(&[])).expect("defaults");
+    assert!(
+        super::send::Transport::new(&settings).is_ok(),
+        "no connection is made at start"
+    );
+}
