@@ -5,7 +5,10 @@ It decodes what a client sends with the generated modules of the PyPI
 package `opentelemetry-proto` (and `grpcio` for gRPC), so the test does not
 depend on scaph's Rust code, and answers the way a collector does.
 
-    otlp_receiver.py --protocol grpc|http --port N
+    otlp_receiver.py --protocol grpc|http --port N [--tls CA CERT KEY]
+
+With --tls it serves TLS and requires a client certificate signed by CA;
+each request then reports the client certificate's common name (tls_peer).
 
 Output on stdout, one JSON object a line:
     {"listening": PORT}
@@ -19,6 +22,7 @@ import argparse
 import gzip
 import http.server
 import json
+import ssl
 import sys
 import threading
 from concurrent import futures
@@ -85,6 +89,16 @@ def emit(obj):
         sys.stdout.flush()
 
 
+def peer_name(connection):
+    if not isinstance(connection, ssl.SSLSocket):
+        return ""
+    for rdn in (connection.getpeercert() or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return value
+    return ""
+
+
 class HttpHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -108,6 +122,7 @@ class HttpHandler(http.server.BaseHTTPRequestHandler):
                     "content_type": self.headers.get("Content-Type", ""),
                     "encoding": encoding,
                     "headers": {k.lower(): v for k, v in self.headers.items()},
+                    "tls_peer": peer_name(self.connection),
                 },
             )
         )
@@ -119,13 +134,14 @@ class HttpHandler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(answer)
 
 
-def serve_grpc(port):
+def serve_grpc(port, tls):
     import grpc
     from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
 
     class Service(metrics_service_pb2_grpc.MetricsServiceServicer):
         def Export(self, request, context):
             metadata = {k: v for k, v in context.invocation_metadata()}
+            names = context.auth_context().get("x509_common_name", [b""])
             emit(
                 describe(
                     request,
@@ -135,6 +151,7 @@ def serve_grpc(port):
                         "content_type": "",
                         "encoding": metadata.get("grpc-encoding", ""),
                         "headers": metadata,
+                        "tls_peer": names[0].decode(),
                     },
                 )
             )
@@ -142,7 +159,14 @@ def serve_grpc(port):
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Service(), server)
-    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    if tls:
+        ca, cert, key = (open(path, "rb").read() for path in tls)
+        credentials = grpc.ssl_server_credentials(
+            [(key, cert)], root_certificates=ca, require_client_auth=True
+        )
+        bound = server.add_secure_port(f"127.0.0.1:{port}", credentials)
+    else:
+        bound = server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     emit({"listening": bound})
     server.wait_for_termination()
@@ -152,12 +176,20 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--protocol", choices=["grpc", "http"], required=True)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--tls", nargs=3, metavar=("CA", "CERT", "KEY"))
     args = parser.parse_args()
     if args.protocol == "grpc":
-        serve_grpc(args.port)
+        serve_grpc(args.port, args.tls)
         return
     http.server.ThreadingHTTPServer.allow_reuse_address = True
     server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port), HttpHandler)
+    if args.tls:
+        ca, cert, key = args.tls
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        context.load_verify_locations(ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     emit({"listening": server.server_address[1]})
     server.serve_forever()
 

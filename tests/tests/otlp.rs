@@ -133,10 +133,15 @@ struct Receiver {
 
 impl Receiver {
     fn start(protocol: &str, port: u16) -> Self {
+        Self::start_with(protocol, port, &[])
+    }
+
+    fn start_with(protocol: &str, port: u16, extra: &[&str]) -> Self {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("otlp_receiver.py");
         let mut child = Command::new(python())
             .arg(script)
             .args(["--protocol", protocol, "--port", &port.to_string()])
+            .args(extra)
             .stdout(Stdio::piped())
             .spawn()
             .expect("starting the receiver");
@@ -190,11 +195,28 @@ fn hostname() -> String {
 }
 
 fn scaph_otlp(rapl: &FakeRapl, protocol: &str, port: u16, extra: &[&str]) -> Guard {
+    scaph_otlp_to(
+        rapl,
+        protocol,
+        &format!("http://127.0.0.1:{port}"),
+        extra,
+        &[],
+    )
+}
+
+fn scaph_otlp_to(
+    rapl: &FakeRapl,
+    protocol: &str,
+    endpoint: &str,
+    extra: &[&str],
+    env: &[(&str, &Path)],
+) -> Guard {
     let child = Command::new(scaph_binary())
         .arg("--no-header")
         .args(rapl.scaph_args())
         .args(["-s", "powercap_rapl", "otlp", "--step", "1"])
-        .args(["--endpoint", &format!("http://127.0.0.1:{port}")])
+        .args(["--endpoint", endpoint])
+        .envs(env.iter().copied())
         .args([
             "--protocol",
             if protocol == "grpc" {
@@ -353,4 +375,106 @@ fn otlp_http_protobuf_decodes_independently_and_survives_a_collector_restart() {
 #[test]
 fn otlp_grpc_decodes_independently_and_survives_a_collector_restart() {
     scenario("grpc", &["--compression", "gzip"]);
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate whose
+/// common name is `scaph-otlp-client`, as PEM files in `dir`.
+fn make_pki(dir: &Path) -> [PathBuf; 5] {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "scaph otlp test CA");
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_pem = dir.join("ca.pem");
+    std::fs::write(&ca_pem, ca.self_signed(&ca_key).expect("CA").pem()).expect("ca.pem");
+    let issuer = Issuer::new(ca, ca_key);
+    let mut files = vec![ca_pem];
+    for (name, san, cn, usage) in [
+        (
+            "server",
+            "127.0.0.1",
+            "127.0.0.1",
+            ExtendedKeyUsagePurpose::ServerAuth,
+        ),
+        (
+            "client",
+            "scaph-otlp-client",
+            "scaph-otlp-client",
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ),
+    ] {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(vec![san.to_owned()]).expect("params");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, &issuer).expect("signed");
+        let (cert_path, key_path) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&cert_path, cert.pem()).expect("cert");
+        std::fs::write(&key_path, key.serialize_pem()).expect("key");
+        files.extend([cert_path, key_path]);
+    }
+    files.try_into().expect("five files")
+}
+
+/// Mutual TLS, both transports: the files from the options (HTTP) and from
+/// the standard variables (gRPC); the receiver sees scaph's client certificate.
+#[test]
+fn otlp_over_mutual_tls() {
+    require_root();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let [ca, server_cert, server_key, client_cert, client_key] = make_pki(dir.path());
+    let rapl = FakeRapl::start(WATTS, 0);
+    for protocol in ["http", "grpc"] {
+        let tls: Vec<&str> = [&ca, &server_cert, &server_key]
+            .iter()
+            .map(|p| p.to_str().expect("UTF-8 path"))
+            .collect();
+        let mut extra = vec!["--tls"];
+        extra.extend(tls);
+        let receiver = Receiver::start_with(protocol, 0, &extra);
+        let endpoint = format!("https://127.0.0.1:{}", receiver.port);
+        let mut scaph = if protocol == "http" {
+            let files = [
+                ("--ca-file", &ca),
+                ("--client-cert", &client_cert),
+                ("--client-key", &client_key),
+            ];
+            let args: Vec<String> = files
+                .iter()
+                .flat_map(|(o, p)| [(*o).to_owned(), p.display().to_string()])
+                .collect();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            scaph_otlp_to(&rapl, protocol, &endpoint, &args, &[])
+        } else {
+            let env = [
+                ("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", ca.as_path()),
+                (
+                    "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+                    client_cert.as_path(),
+                ),
+                ("OTEL_EXPORTER_OTLP_CLIENT_KEY", client_key.as_path()),
+            ];
+            scaph_otlp_to(&rapl, protocol, &endpoint, &[], &env)
+        };
+        let batch = receiver
+            .next(Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("{protocol}: a request over mutual TLS within 20 s"));
+        assert_eq!(batch.0["tls_peer"], "scaph-otlp-client", "{protocol}");
+        assert!(batch.total("scaph_host_energy_joules_total") > 0.0);
+        assert!(
+            scaph.terminate(),
+            "{protocol}: scaph exits cleanly on SIGTERM"
+        );
+    }
 }
