@@ -320,6 +320,8 @@ pub enum Exporter {
     /// Send every metric to Warp 10 (GTS input format over HTTP).
     #[command(alias = "warpten")]
     Warp10(crate::exporters::warp10::Warp10Args),
+    /// Push metrics to an OpenTelemetry collector (OTLP over gRPC or HTTP/protobuf) every step.
+    Otlp(crate::exporters::otlp::OtlpArgs),
     /// On a hypervisor: write each qemu/KVM VM's energy where its guest's `scaph --vm` reads it.
     Qemu(crate::exporters::qemu::QemuArgs),
 }
@@ -335,6 +337,7 @@ impl Exporter {
             Self::Riemann(_) => "riemann",
             Self::Warp10(_) => "warp10",
             Self::Qemu(_) => "qemu",
+            Self::Otlp(_) => "otlp",
         }
     }
 
@@ -356,6 +359,7 @@ impl Exporter {
             Self::Riemann(a) => secs(a.dispatch_interval),
             Self::Warp10(a) => secs(a.step),
             Self::Qemu(a) => secs(a.step),
+            Self::Otlp(a) => secs(a.step),
         }
     }
 }

@@ -124,6 +124,10 @@ async fn run(cli: Cli) -> Result<()> {
                     .await
             }
             ExporterChoice::Qemu(args) => exporters::qemu::run(args, rx).await,
+            ExporterChoice::Otlp(args) => {
+                exporters::otlp::run(args, MetricsState::new(cli.metrics_config(args.qemu)), rx)
+                    .await
+            }
         }
     };
     let result = tokio::select! {
@@ -146,7 +150,8 @@ fn uses_metrics(exporter: &ExporterChoice) -> bool {
         ExporterChoice::Prometheus(_)
         | ExporterChoice::PrometheusPush(_)
         | ExporterChoice::Riemann(_)
-        | ExporterChoice::Warp10(_) => true,
+        | ExporterChoice::Warp10(_)
+        | ExporterChoice::Otlp(_) => true,
         ExporterChoice::Qemu(_) => false,
     }
 }

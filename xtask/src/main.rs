@@ -145,6 +145,7 @@ fn test(args: &[String]) -> Result<()> {
         setup::ensure_exporter_test_tools(),
     );
     setup::ensure_riemann_client(&workspace_root());
+    setup::ensure_otlp_receiver(&workspace_root());
     setup::ensure_deploy_test_tools(&workspace_root());
     // Formatting: the tree is formatted with stable rustfmt; a difference fails the run.
     suite.step(

@@ -213,6 +213,36 @@ pub fn ensure_riemann_client(workspace: &std::path::Path) {
     }
 }
 
+/// PyPI packages of the OTLP integration test's receiver (tests/otlp_receiver.py).
+const OTLP_RECEIVER: &[&str] = &["opentelemetry-proto==1.45.2", "grpcio==1.85.3"];
+
+/// The OTLP integration test decodes scaph's requests with OpenTelemetry's
+/// generated Python modules (`opentelemetry-proto`) and serves gRPC with
+/// `grpcio`, from a virtual environment under `target/` (the test looks
+/// there first). Failing here only warns: the OTLP test says what is missing.
+pub fn ensure_otlp_receiver(workspace: &std::path::Path) {
+    let venv = workspace.join("target/otlp-venv");
+    let python = venv.join("bin/python3");
+    let python = python.to_string_lossy();
+    let check = "import grpc, opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc";
+    if output(&python, &["-c", check]).is_some() {
+        return;
+    }
+    let venv = venv.to_string_lossy();
+    let packages = OTLP_RECEIVER.join(" ");
+    eprintln!("xtask: installing {packages} (PyPI) into {venv} for the OTLP test");
+    let installed = run("python3", &["-m", "venv", &venv]).and_then(|()| {
+        let mut args = vec!["install", "-q"];
+        args.extend_from_slice(OTLP_RECEIVER);
+        run(&format!("{venv}/bin/pip"), &args)
+    });
+    if let Err(e) = installed {
+        eprintln!(
+            "xtask: warning: {e}; the OTLP test needs them: python3 -m venv {venv} && {venv}/bin/pip install {packages}"
+        );
+    }
+}
+
 /// Version of the PyPI package that validates deploy/kubernetes against Kubernetes' schemas.
 const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
 

@@ -6,6 +6,7 @@ mod golden;
 pub(crate) use golden::fixture as golden_fixture;
 pub mod json;
 pub mod json_file;
+pub mod otlp;
 pub mod prometheus;
 pub mod prometheus_push;
 pub mod push;
