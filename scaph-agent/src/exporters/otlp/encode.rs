@@ -35,6 +35,7 @@ pub const fn ucum(unit: Unit) -> &'static str {
         Unit::Microjoules => "uJ",
         Unit::Microwatts => "uW",
         Unit::Percent => "%",
+        Unit::Grams => "g",
     }
 }
 
