@@ -47,47 +47,77 @@ pub(super) struct ChannelSpec {
 ///
 /// See the module documentation of [`super`] for the rules and their sources.
 pub(super) fn role(driver: &str, label: Option<&str>) -> Result<Role, &'static str> {
+    let lower = label.map(|l| l.trim().to_ascii_lowercase());
+    let words: Vec<&str> = lower
+        .as_deref()
+        .unwrap_or("")
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
     if driver == "power_meter" {
         // ACPI 6.x §10.4: the power meter device measures the power the
-        // system draws (its input), not a rail.
-        return Ok(Role::Host);
+        // system draws (its input), not a rail. Hosts with several meters
+        // (NVIDIA Grace: one per module and rail) tell them apart in
+        // `power1_oem_info`, read as the label: "Module Power Socket N" is
+        // the socket, the other rails are parts of it.
+        let Some(label) = lower.as_deref() else {
+            return Ok(Role::Host);
+        };
+        return match (words.contains(&"module"), socket_number(&words)) {
+            (true, Some(n)) => Ok(Role::Socket(n)),
+            (false, None) if !label.is_empty() && !names_a_part(&words) => Ok(Role::Host),
+            _ => Err("a meter of one rail of a socket; its module's meter counts"),
+        };
     }
-    let Some(label) = label else {
+    let Some(lower) = lower.as_deref() else {
         return Err("no label says what it measures");
     };
-    let lower = label.trim().to_ascii_lowercase();
     if driver == "amd_energy" {
         return match lower.strip_prefix("esocket").and_then(number) {
             Some(n) => Ok(Role::Socket(n)),
             None => Err("per-core counter, part of its socket's"),
         };
     }
-    let words: Vec<&str> = lower
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .collect();
     const WHOLE: &[&str] = &[
         "system", "sys", "psys", "platform", "total", "node", "chassis",
     ];
-    if words.iter().any(|w| WHOLE.contains(w)) {
+    // "VDD_SYS_GPU" or "Total CPU Power" name a part, not the whole system.
+    if words.iter().any(|w| WHOLE.contains(w)) && !names_a_part(&words) {
         return Ok(Role::Host);
     }
+    if let Some(n) = socket_number(&words) {
+        return Ok(Role::Socket(n));
+    }
+    Err("a sub-rail or something scaph does not know; not added, so as not to count twice")
+}
+
+/// Whether a label's words name one part of a machine (a rail inside a
+/// socket or beside it) rather than a whole.
+fn names_a_part(words: &[&str]) -> bool {
+    const PARTS: &[&str] = &[
+        "cpu", "gpu", "soc", "ddr", "mem", "memory", "dram", "io", "sysio", "core", "cores",
+        "grace", "cluster", "fan",
+    ];
+    words.iter().any(|w| PARTS.contains(w))
+}
+
+/// `socket0`, `package1`, `pkg2`, or `socket 0` as two words.
+fn socket_number(words: &[&str]) -> Option<u32> {
     for (at, word) in words.iter().enumerate() {
         for prefix in ["socket", "package", "pkg"] {
             if let Some(rest) = word.strip_prefix(prefix) {
-                // `socket0`, or `socket 0` as two words.
                 let n = if rest.is_empty() {
                     words.get(at + 1).and_then(|w| number(w))
                 } else {
                     number(rest)
                 };
-                if let Some(n) = n {
-                    return Ok(Role::Socket(n));
+                if n.is_some() {
+                    return n;
                 }
             }
         }
     }
-    Err("a sub-rail or something scaph does not know; not added, so as not to count twice")
+    None
 }
 
 fn number(text: &str) -> Option<u32> {
@@ -175,12 +205,18 @@ fn channels(dir: &Path, driver: &str, specs: &mut Vec<ChannelSpec>) -> std::io::
             continue;
         }
         let kind = if energy { "energy" } else { "power" };
+        // ACPI power meters have no label; several on one host are told
+        // apart by their OEM information.
         let label = read_small(&dir.join(format!("{kind}{n}_label"))).map(|l| bounded(&l));
+        let oem_info = (driver == "power_meter" && label.is_none())
+            .then(|| read_small(&dir.join(format!("{kind}{n}_oem_info"))))
+            .flatten()
+            .map(|l| bounded(&l));
         let zone_name = format!(
             "{driver}/{}",
             label.as_deref().unwrap_or(&format!("{kind}{n}"))
         );
-        match role(driver, label.as_deref()) {
+        match role(driver, label.as_deref().or(oem_info.as_deref())) {
             Ok(role) => specs.push(ChannelSpec {
                 input: dir.join(file),
                 energy,
@@ -228,6 +264,24 @@ mod tests {
     /// (driver, label, role) — labels as the drivers or firmware write them.
     const ROLES: &[(&str, Option<&str>, Result<Role, ()>)] = &[
         ("power_meter", None, Ok(Role::Host)),
+        // NVIDIA Grace: one meter per module and rail, named in oem_info.
+        (
+            "power_meter",
+            Some("Module Power Socket 0"),
+            Ok(Role::Socket(0)),
+        ),
+        (
+            "power_meter",
+            Some("Module Power Socket 1"),
+            Ok(Role::Socket(1)),
+        ),
+        ("power_meter", Some("Grace Power Socket 0"), Err(())),
+        ("power_meter", Some("CPU Power Socket 0"), Err(())),
+        ("power_meter", Some("SysIO Power Socket 0"), Err(())),
+        ("power_meter", Some("Power Meter"), Ok(Role::Host)),
+        ("ina3221", Some("VDD_SYS_GPU"), Err(())),
+        ("scmi_sensors", Some("Total CPU Power"), Err(())),
+        ("ina3221", Some("VDD_CPU_SOC"), Err(())),
         ("amd_energy", Some("Esocket0"), Ok(Role::Socket(0))),
         ("amd_energy", Some("Esocket1"), Ok(Role::Socket(1))),
         ("amd_energy", Some("Ecore017"), Err(())),

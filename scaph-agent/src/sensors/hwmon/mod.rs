@@ -17,12 +17,17 @@
 //!
 //! # What each channel becomes
 //! - `power_meter` (ACPI power meter; ACPI §10.4 defines it as the power the
-//!   system draws): the **host** energy, like RAPL's `psys` zone.
+//!   system draws): the **host** energy, like RAPL's `psys` zone. Where a
+//!   host has several meters, their `powerM_oem_info` tells them apart
+//!   (NVIDIA Grace): "Module Power Socket N" is **socket N**; a meter of one
+//!   rail ("CPU", "Grace", "SysIO" Power Socket N) is a part, ignored.
 //! - `amd_energy`: `EsocketN` is **socket N**; the `EcoreNNN` counters are
 //!   parts of their socket's and are not added.
 //! - any other driver (`scmi_sensors`, `ibmpowernv`, BMC-backed ones...):
 //!   by its label. A label with one of the words `system`, `sys`, `psys`,
-//!   `platform`, `total`, `node`, `chassis` is the **host**; `socketN`,
+//!   `platform`, `total`, `node`, `chassis` is the **host**, unless it also
+//!   names a part (`cpu`, `gpu`, `soc`, `ddr`, `mem`, `io`, `core`: say
+//!   "VDD_SYS_GPU" or "Total CPU Power"); `socketN`,
 //!   `packageN`, `pkgN` (or `socket N`) is **socket N**.
 //! - everything else (a channel without a label, `ina2xx` shunt monitors on
 //!   one rail, `apm_xgene`'s "CPU power" and "IO power", SCMI cluster rails)
