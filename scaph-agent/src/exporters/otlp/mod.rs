@@ -43,7 +43,7 @@ pub async fn run(args: &OtlpArgs, metrics: MetricsState, rx: SnapshotRx) -> anyh
     let mut transport = send::Transport::new(&settings)?;
     info!(
         "otlp: exporting to {} ({:?}{}) every {} s",
-        settings.endpoint,
+        send::shown(&settings.endpoint),
         settings.protocol,
         if settings.gzip { ", gzip" } else { "" },
         args.step
@@ -96,7 +96,12 @@ pub async fn run(args: &OtlpArgs, metrics: MetricsState, rx: SnapshotRx) -> anyh
                     warn!(
                         "otlp: the collector rejected {} data points: {}",
                         partial.rejected_data_points,
-                        partial.error_message.chars().take(300).collect::<String>()
+                        partial
+                            .error_message
+                            .chars()
+                            .filter(|c| !c.is_control())
+                            .take(300)
+                            .collect::<String>()
                     );
                 }
             }

@@ -64,6 +64,8 @@ pub enum Transport {
     Http {
         client: reqwest::Client,
         url: String,
+        /// `url` without its credentials, for logs and errors.
+        shown: String,
         headers: reqwest::header::HeaderMap,
         gzip: bool,
     },
@@ -101,7 +103,10 @@ impl Transport {
         };
         match settings.protocol {
             Protocol::HttpProtobuf => {
-                let mut builder = reqwest::Client::builder().timeout(settings.timeout);
+                // No redirects: headers (tokens) would follow to another host.
+                let mut builder = reqwest::Client::builder()
+                    .timeout(settings.timeout)
+                    .redirect(reqwest::redirect::Policy::none());
                 if let Some((path, pem)) = &ca {
                     let certs = reqwest::Certificate::from_pem_bundle(pem)
                         .map_err(SendError::HttpClient)?;
@@ -134,6 +139,7 @@ impl Transport {
                 Ok(Self::Http {
                     client: builder.build().map_err(SendError::HttpClient)?,
                     url: settings.endpoint.to_string(),
+                    shown: shown(&settings.endpoint),
                     headers,
                     gzip: settings.gzip,
                 })
@@ -141,12 +147,9 @@ impl Transport {
             Protocol::Grpc => {
                 let url = &settings.endpoint;
                 let port = url.port_or_known_default().unwrap_or(4317);
+                // host_str() already brackets an IPv6 address.
                 let host = url.host_str().unwrap_or("localhost");
-                let origin = if host.contains(':') {
-                    format!("{}://[{host}]:{port}", url.scheme())
-                } else {
-                    format!("{}://{host}:{port}", url.scheme())
-                };
+                let origin = format!("{}://{host}:{port}", url.scheme());
                 let mut endpoint = Endpoint::from_shared(origin.clone())
                     .map_err(SendError::GrpcChannel)?
                     .timeout(settings.timeout)
@@ -187,7 +190,8 @@ impl Transport {
     #[must_use]
     pub fn url(&self) -> &str {
         match self {
-            Self::Http { url, .. } | Self::Grpc { url, .. } => url,
+            Self::Http { shown, .. } => shown,
+            Self::Grpc { url, .. } => url,
         }
     }
 
@@ -204,6 +208,7 @@ impl Transport {
             Self::Http {
                 client,
                 url,
+                shown,
                 headers,
                 gzip,
             } => {
@@ -219,9 +224,9 @@ impl Transport {
                     body = encoder.finish().map_err(SendError::Gzip)?;
                     post = post.header(reqwest::header::CONTENT_ENCODING, "gzip");
                 }
-                let fail = |source| SendError::Http {
-                    url: url.clone(),
-                    source,
+                let fail = |source: reqwest::Error| SendError::Http {
+                    url: shown.clone(),
+                    source: source.without_url(),
                 };
                 let mut answer = post.body(body).send().await.map_err(fail)?;
                 let status = answer.status();
@@ -239,7 +244,7 @@ impl Transport {
                     );
                 }
                 Err(SendError::Refused {
-                    url: url.clone(),
+                    url: shown.clone(),
                     status,
                     body: String::from_utf8_lossy(&bytes)
                         .trim()
@@ -269,4 +274,12 @@ impl Transport {
             }
         }
     }
+}
+
+/// `url` as logs may show it: without a user name or password.
+pub(super) fn shown(url: &reqwest::Url) -> String {
+    let mut url = url.clone();
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.to_string()
 }

@@ -481,3 +481,29 @@ async fn unusable_tls_files_are_refused_at_start() {
         "no connection is made at start"
     );
 }
+
+/// An IPv6 collector works over both transports (its address is bracketed
+/// once), and what logs show of an endpoint carries no credentials.
+#[tokio::test]
+async fn ipv6_endpoints_and_credentials_in_urls() {
+    for (protocol, endpoint, shown) in [
+        ("grpc", "http://[::1]:4317", "http://[::1]:4317"),
+        (
+            "http/protobuf",
+            "http://[::1]:4318/v1/metrics",
+            "http://[::1]:4318/v1/metrics",
+        ),
+        (
+            "http/protobuf",
+            "https://user:s3cret@c:1/v1/metrics",
+            "https://c:1/v1/metrics",
+        ),
+    ] {
+        let a = args(&["--protocol", protocol, "--endpoint", endpoint]);
+        let settings = config::resolve(&a, &env_of(&[])).expect("valid settings");
+        let transport = super::send::Transport::new(&settings)
+            .unwrap_or_else(|e| panic!("{protocol} {endpoint}: {e}"));
+        assert_eq!(transport.url(), shown, "{protocol} {endpoint}");
+        assert!(!super::send::shown(&settings.endpoint).contains("s3cret"));
+    }
+}
