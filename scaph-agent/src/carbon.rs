@@ -31,10 +31,11 @@ pub enum CarbonError {
     NotAFile { path: PathBuf },
     #[error("{path}: longer than {MAX_FILE_BYTES} bytes")]
     TooLong { path: PathBuf },
+    /// The content is never shown: the path may lead to a secret.
     #[error(
-        "{path}: first line {text:?} is not a number of grams per kWh from 0 to {MAX_INTENSITY}"
+        "{path}: its first line ({bytes} bytes) is not a number of grams per kWh from 0 to {MAX_INTENSITY}"
     )]
-    Invalid { path: PathBuf, text: String },
+    Invalid { path: PathBuf, bytes: usize },
 }
 
 /// Grams of CO2-equivalent for `joules` at `grams_per_kwh`.
@@ -118,24 +119,33 @@ impl IntensityFile {
     }
 }
 
-/// The first line of `path` as an intensity. Opened without blocking (a
-/// FIFO put there would otherwise stall the measurement thread) and read
-/// up to [`MAX_FILE_BYTES`].
+/// The first line of `path` as an intensity, read up to
+/// [`MAX_FILE_BYTES`]. Links are followed (a Kubernetes ConfigMap is one),
+/// but only a regular file is ever opened for reading: the path is first
+/// opened with `O_PATH`, which has no effect on a device or FIFO, its type
+/// checked, and only then is that same file opened, without blocking,
+/// through `/proc/self/fd`.
 pub fn read(path: &Path) -> Result<f64, CarbonError> {
+    use std::os::fd::AsRawFd as _;
     let failed = |e: std::io::Error| CarbonError::Read {
         path: path.to_owned(),
         reason: e.to_string(),
     };
-    let file = File::options()
+    let handle = File::options()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK)
+        .custom_flags(libc::O_PATH)
         .open(path)
         .map_err(failed)?;
-    if !file.metadata().map_err(failed)?.is_file() {
+    if !handle.metadata().map_err(failed)?.is_file() {
         return Err(CarbonError::NotAFile {
             path: path.to_owned(),
         });
     }
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(format!("/proc/self/fd/{}", handle.as_raw_fd()))
+        .map_err(failed)?;
     let mut bytes = Vec::new();
     file.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
@@ -149,7 +159,7 @@ pub fn read(path: &Path) -> Result<f64, CarbonError> {
     let first = text.lines().next().unwrap_or_default();
     parse(first).ok_or_else(|| CarbonError::Invalid {
         path: path.to_owned(),
-        text: crate::label::value(first),
+        bytes: first.len(),
     })
 }
 
@@ -219,10 +229,31 @@ mod tests {
             }
         );
         let path = dir.path().join("x");
-        std::fs::write(&path, "lots\n").unwrap();
-        assert!(read(&path)
-            .unwrap_err()
-            .to_string()
-            .starts_with(&format!("{}: first line \"lots\"", path.display())));
+        std::fs::write(&path, "secret-token\n").unwrap();
+        let message = read(&path).unwrap_err().to_string();
+        assert!(
+            message.starts_with(&format!("{}: its first line (12 bytes)", path.display())),
+            "{message}"
+        );
+        assert!(!message.contains("secret"), "the content is never shown");
+    }
+
+    /// A link to a device is refused without the device being opened for
+    /// reading (opening some devices has effects: a watchdog arms).
+    #[test]
+    fn a_link_to_a_device_is_refused_without_opening_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("intensity");
+        std::os::unix::fs::symlink("/dev/null", &link).unwrap();
+        assert_eq!(
+            read(&link).unwrap_err(),
+            CarbonError::NotAFile { path: link.clone() }
+        );
+        // A link to a regular file (a ConfigMap's layout) is followed.
+        let target = dir.path().join("value");
+        std::fs::write(&target, "250\n").unwrap();
+        let link = dir.path().join("configmap");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert_eq!(read(&link), Ok(250.0));
     }
 }
