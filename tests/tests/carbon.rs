@@ -204,7 +204,9 @@ fn a_rewritten_intensity_file_changes_the_rate() {
         "the last good value stays: {got}"
     );
     let log = proc.log();
-    let warnings = log.matches("its first line (12 bytes) is not a number").count();
+    let warnings = log
+        .matches("its first line (12 bytes) is not a number")
+        .count();
     assert_eq!(warnings, 1, "logged once:\n{log}");
 }
 
