@@ -227,13 +227,22 @@ pub struct CpuState {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all of these are repr(C), Copy, made of integers, with no padding.
+    // Each type below is repr(C), Copy, made only of integers (and byte
+    // arrays), with no padding (`tests::layouts_have_no_padding`): every
+    // bit pattern is a valid value, which is what `Pod` asks for.
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::TaskOffsets {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::ProcCpuValue {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::ProcKey {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::CpuState {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::ProcExit {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::ThreadRuntime {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::ProcSlot {}
 }
 

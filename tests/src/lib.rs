@@ -38,6 +38,7 @@ pub fn reap(child: Child) -> (u32, u64) {
     let mut status = 0;
     // SAFETY: rusage is plain data filled by the kernel.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our own unreaped child; both pointers are to live locals.
     let ret = unsafe { libc::wait4(pid as i32, &mut status, 0, &mut usage) };
     assert_eq!(
         ret,

@@ -78,6 +78,7 @@ fn run(cpu: Box<dyn CpuTimeSource>) -> Run {
 fn children_cpu_ns() -> u64 {
     // SAFETY: rusage is plain data filled by the kernel.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a live local the kernel fills.
     unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
     let ns = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000_000 + tv.tv_usec as u64 * 1_000;
     ns(usage.ru_utime) + ns(usage.ru_stime)

@@ -152,6 +152,21 @@ fn test(args: &[String]) -> Result<()> {
         "cargo fmt --check",
         cargo().args(["fmt", "--all", "--check"]),
     );
+    // Lints: the workspace's [lints] plus clippy's defaults, as errors. (The
+    // kernel crate only builds for the bpf target; it is linted on its own.)
+    suite.step(
+        "cargo clippy -D warnings",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "scaph-ebpf",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    );
     if have_toolchain {
         // Unit tests of every default member: no root needed.
         suite.tests(

@@ -1163,6 +1163,7 @@ mod tests {
         // Wait for the exit without reaping: the zombie keeps its CPU figures.
         // SAFETY: plain syscall wrappers with valid pointers.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `pid` is our child; `info` is a live local the kernel fills.
         let rc = unsafe {
             libc::waitid(
                 libc::P_PID,
@@ -1185,7 +1186,9 @@ mod tests {
         let measured = ours[0].total_ns;
 
         let mut status = 0;
+        // SAFETY: rusage is plain data; all-zero bytes are a valid value.
         let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `pid_t` is our unreaped child; the pointers are to live locals.
         let reaped = unsafe { libc::wait4(pid_t, &raw mut status, 0, &raw mut usage) };
         assert_eq!(reaped, pid_t);
         let tv_ns = |tv: libc::timeval| {

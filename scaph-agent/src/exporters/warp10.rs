@@ -631,6 +631,7 @@ mod tests {
         // SAFETY: no other test of this binary reads or writes this variable.
         unsafe { std::env::set_var(TOKEN_ENV, "from-env") };
         let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(["scaph", "warp10"]);
+        // SAFETY: as above.
         unsafe { std::env::remove_var(TOKEN_ENV) };
         let crate::cli::Exporter::Warp10(args) = cli.unwrap().exporter else {
             panic!("warp10")

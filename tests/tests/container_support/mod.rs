@@ -197,6 +197,7 @@ fn wait4(child: &std::process::Child) -> (i32, u64) {
     let mut status = 0;
     // SAFETY: rusage is plain data filled by the kernel; waits for our own child.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `child` is ours and unreaped; the pointers are to live locals.
     let ret = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
     assert_eq!(
         ret,

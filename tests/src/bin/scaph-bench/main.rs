@@ -71,9 +71,10 @@ fn main() {
     } else {
         "cargo xtask bench"
     };
-    // SAFETY: geteuid cannot fail.
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
     assert!(
-        unsafe { libc::geteuid() } == 0,
+        euid == 0,
         "scaph-bench loads the kernel program: run `{command}`"
     );
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 pub fn self_cpu() -> Duration {
     // SAFETY: rusage is plain data filled by the kernel.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a live local the kernel fills.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
@@ -43,6 +44,7 @@ pub fn fork_child(work: impl FnOnce()) -> i32 {
     assert!(pid >= 0, "fork failed: {}", std::io::Error::last_os_error());
     if pid == 0 {
         work();
+        // SAFETY: the forked child ends here without unwinding into the parent's state.
         unsafe { libc::_exit(0) };
     }
     pid
@@ -54,6 +56,7 @@ pub fn reap(pid: i32, block: bool) -> Option<u64> {
     // SAFETY: rusage is plain data filled by the kernel.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let flags = if block { 0 } else { libc::WNOHANG };
+    // SAFETY: waits for a child of ours; the pointers are to live locals.
     let ret = unsafe { libc::wait4(pid, &mut status, flags, &mut usage) };
     (ret == pid).then(|| (tv(usage.ru_utime) + tv(usage.ru_stime)).as_nanos() as u64)
 }
