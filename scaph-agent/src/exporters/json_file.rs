@@ -75,7 +75,7 @@ impl FileOutput {
             file,
             path: path.to_path_buf(),
             good,
-            retry: Retry::every_step(),
+            retry: Retry::every_step(module_path!()),
         })
     }
 

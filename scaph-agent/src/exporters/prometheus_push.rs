@@ -247,7 +247,7 @@ impl PushSink {
             client,
             url,
             auth,
-            retry: Retry::every_step(),
+            retry: Retry::every_step(module_path!()),
         })
     }
 }
@@ -360,10 +360,11 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         drop(listener);
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .expect("client");
+        let client = http::client(&ClientOptions {
+            timeout: Some(Duration::from_secs(2)),
+            ..ClientOptions::default()
+        })
+        .expect("client");
         let url = PushTarget {
             server: at("127.0.0.1", port),
             ..target()

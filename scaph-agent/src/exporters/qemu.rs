@@ -289,7 +289,7 @@ impl QemuExporter {
             counter: VmCounter::resume(existing.or(removed)),
             written: None,
             last_seen: now,
-            retry: Retry::every_step(),
+            retry: Retry::every_step(module_path!()),
         }
     }
 

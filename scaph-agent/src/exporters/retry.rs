@@ -26,6 +26,8 @@ pub struct Streak {
 /// Failure bookkeeping for one destination (a server, a file, a VM's tree).
 #[derive(Debug)]
 pub struct Retry {
+    /// The log target: the exporter's module (`module_path!()`).
+    target: &'static str,
     min: Duration,
     max: Duration,
     next_wait: Duration,
@@ -35,16 +37,18 @@ pub struct Retry {
 }
 
 impl Retry {
-    /// Tries again at every measurement.
+    /// Tries again at every measurement; logs as `target` (`module_path!()`).
     #[must_use]
-    pub const fn every_step() -> Self {
-        Self::backoff(Duration::ZERO, Duration::ZERO)
+    pub const fn every_step(target: &'static str) -> Self {
+        Self::backoff(target, Duration::ZERO, Duration::ZERO)
     }
 
-    /// Waits `min` after a first failure, doubling up to `max`.
+    /// Waits `min` after a first failure, doubling up to `max`; logs as
+    /// `target` (`module_path!()`).
     #[must_use]
-    pub const fn backoff(min: Duration, max: Duration) -> Self {
+    pub const fn backoff(target: &'static str, min: Duration, max: Duration) -> Self {
         Self {
+            target,
             min,
             max,
             next_wait: min,
@@ -90,7 +94,7 @@ impl Retry {
     /// Records a failure at `now`, and logs `message(streak)` when due.
     pub fn failed(&mut self, now: Instant, message: impl FnOnce(Streak) -> String) {
         if let Some(streak) = self.record_failure(now) {
-            warn!("{}", message(streak));
+            warn!(target: self.target, "{}", message(streak));
         }
     }
 
@@ -101,7 +105,7 @@ impl Retry {
         self.last_logged = None;
         let failures = std::mem::take(&mut self.failures);
         if failures > 0 {
-            warn!("{}", message(failures));
+            warn!(target: self.target, "{}", message(failures));
         }
     }
 }
@@ -128,7 +132,7 @@ mod tests {
     #[test]
     fn backoff_doubles_and_resets() {
         let t0 = Instant::now();
-        let mut r = Retry::backoff(SEC, 5 * SEC);
+        let mut r = Retry::backoff(module_path!(), SEC, 5 * SEC);
         assert!(r.ready(t0));
         let waits: Vec<u64> = (0..5)
             .map(|_| {
@@ -151,7 +155,7 @@ mod tests {
     #[test]
     fn every_step_never_waits() {
         let t0 = Instant::now();
-        let mut r = Retry::every_step();
+        let mut r = Retry::every_step(module_path!());
         for _ in 0..3 {
             r.record_failure(t0);
             assert!(r.ready(t0));
@@ -162,7 +166,7 @@ mod tests {
     #[test]
     fn first_failure_then_once_a_minute() {
         let t0 = Instant::now();
-        let mut r = Retry::every_step();
+        let mut r = Retry::every_step(module_path!());
         let logged: Vec<bool> = [0, 1, 2, 59, 60, 61, 119, 120]
             .iter()
             .map(|&s| r.record_failure(t0 + s * SEC).is_some())

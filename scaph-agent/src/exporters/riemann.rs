@@ -279,7 +279,11 @@ impl RiemannClient {
             port,
             tls,
             conn: None,
-            retry: Retry::backoff(Duration::from_secs(1), Duration::from_secs(60)),
+            retry: Retry::backoff(
+                module_path!(),
+                Duration::from_secs(1),
+                Duration::from_secs(60),
+            ),
         }
     }
 

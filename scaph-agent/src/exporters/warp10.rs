@@ -162,7 +162,11 @@ impl Warp10Sink {
             host: points::hostname(),
             backlog: VecDeque::new(),
             backlog_bytes: 0,
-            retry: Retry::backoff(Duration::from_secs(1), Duration::from_secs(60)),
+            retry: Retry::backoff(
+                module_path!(),
+                Duration::from_secs(1),
+                Duration::from_secs(60),
+            ),
         })
     }
 

@@ -55,7 +55,7 @@ impl OtlpSink {
             transport,
             resource: encode::resource(&points::hostname()),
             start: None,
-            retry: Retry::backoff(Duration::from_secs(1), MAX_BACKOFF),
+            retry: Retry::backoff(module_path!(), Duration::from_secs(1), MAX_BACKOFF),
         })
     }
 }
