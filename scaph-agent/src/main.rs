@@ -158,12 +158,15 @@ async fn export(cli: &Cli, server: Option<Server>, rx: SnapshotRx) -> Result<()>
             };
             let metrics = MetricsState::new(cli.metrics_config(args.qemu));
             let (publisher, exposition) = Publisher::new(&metrics.before_first_measurement());
-            let (driven, served) = tokio::join!(
-                drive(rx, Some(metrics), publisher, None),
-                server.serve(exposition)
-            );
-            driven?;
-            served.context("serving metrics")
+            // Serving ends the exporter; when measurement stops, the
+            // publisher goes and serving ends with an error saying so.
+            let serving = server.serve(exposition);
+            tokio::pin!(serving);
+            tokio::select! {
+                served = &mut serving => return served.context("serving metrics"),
+                driven = drive(rx, Some(metrics), publisher, None) => driven?,
+            }
+            serving.await.context("serving metrics")
         }
         ExporterChoice::PrometheusPush(args) => {
             // Each push must end before the next step.
