@@ -1,8 +1,12 @@
 //! Command line, shaped like Scaphandre's: `scaph [global options] <exporter> [options]`.
 use std::{path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
+pub use crate::exporters::{
+    json::JsonArgs, otlp::OtlpArgs, prometheus::PrometheusArgs, prometheus_push::PushArgs,
+    qemu::QemuArgs, riemann::RiemannArgs, stdout::StdoutArgs, warp10::Warp10Args,
+};
 use crate::{
     cli_ranges as ranges,
     cputime::meta::{MetaOptions, CMDLINE_READ_MAX},
@@ -305,6 +309,7 @@ pub enum IdlePolicyChoice {
     Proportional,
 }
 
+/// The exporters; each one's options are declared in its own module.
 #[derive(Debug, Subcommand)]
 pub enum Exporter {
     /// Print host, sockets and top consumers to the terminal.
@@ -316,14 +321,14 @@ pub enum Exporter {
     /// Push metrics to a Prometheus pushgateway every step.
     PrometheusPush(PushArgs),
     /// Send every metric as events to a Riemann server (protobuf over TCP or mutual TLS).
-    Riemann(crate::exporters::riemann::RiemannArgs),
+    Riemann(RiemannArgs),
     /// Send every metric to Warp 10 (GTS input format over HTTP).
     #[command(alias = "warpten")]
-    Warp10(crate::exporters::warp10::Warp10Args),
+    Warp10(Warp10Args),
     /// Push metrics to an OpenTelemetry collector (OTLP over gRPC or HTTP/protobuf) every step.
-    Otlp(crate::exporters::otlp::OtlpArgs),
+    Otlp(OtlpArgs),
     /// On a hypervisor: write each qemu/KVM VM's energy where its guest's `scaph --vm` reads it.
-    Qemu(crate::exporters::qemu::QemuArgs),
+    Qemu(QemuArgs),
 }
 
 impl Exporter {
@@ -362,144 +367,6 @@ impl Exporter {
             Self::Otlp(a) => secs(a.step),
         }
     }
-}
-
-#[derive(Debug, Args)]
-pub struct JsonArgs {
-    /// Stop after this many seconds (default: run until interrupted).
-    #[arg(short, long, allow_negative_numbers = true, value_parser = ranges::timeout)]
-    pub timeout: Option<i64>,
-
-    /// Seconds between measurements.
-    #[arg(short, long, default_value_t = 2, value_parser = ranges::json_step)]
-    pub step: u64,
-
-    /// Nanoseconds added to --step.
-    #[arg(long, default_value_t = 0, value_parser = ranges::step_nano)]
-    pub step_nano: u32,
-
-    /// How many of the top consumers each line lists.
-    #[arg(long, default_value_t = 10, value_parser = ranges::count)]
-    pub max_top_consumers: usize,
-
-    /// Write to this file (created or truncated) instead of stdout. A symbolic link is followed
-    /// only when it and its existing target belong to scaph's user. Lines that cannot be written
-    /// (full disk) are dropped and logged; measuring goes on.
-    #[arg(short, long)]
-    pub file: Option<PathBuf>,
-
-    /// List only processes whose exe, comm or cmdline matches this regex (still at most --max-top-consumers).
-    #[arg(long)]
-    pub process_regex: Option<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct PrometheusArgs {
-    /// Address to listen on.
-    #[arg(short, long, default_value = "0.0.0.0")]
-    pub address: String,
-
-    /// TCP port to listen on.
-    #[arg(short, long, default_value_t = 8080)]
-    pub port: u16,
-
-    /// URL path of the metrics (`/metrics`).
-    #[arg(short, long, default_value = "metrics")]
-    pub suffix: String,
-
-    /// Seconds between measurements. Measurement runs on this timer; a scrape
-    /// only reads the latest result, so scrapers never change the numbers.
-    #[arg(long, default_value_t = 2, value_parser = ranges::step)]
-    pub step: u64,
-
-    /// Add a vmname label to qemu/KVM guest processes.
-    #[arg(long)]
-    pub qemu: bool,
-
-    /// TLS, basic authentication and response headers, in the Prometheus
-    /// exporter-toolkit's format (node_exporter's --web.config.file). Re-read
-    /// when it or a certificate it names changes.
-    #[arg(long = "web.config.file", value_name = "PATH")]
-    pub web_config_file: Option<PathBuf>,
-
-    /// Connections open at once; more are closed as soon as accepted.
-    #[arg(long = "web.max-connections", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
-    pub web_max_connections: u32,
-
-    /// Connections open at once from one client address (an IPv6 client is its /64).
-    #[arg(long = "web.max-connections-per-client", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
-    pub web_max_connections_per_client: u32,
-}
-
-#[derive(Debug, Args)]
-pub struct PushArgs {
-    /// Pushgateway host.
-    #[arg(short = 'H', long, default_value = "localhost")]
-    pub host: String,
-
-    /// Pushgateway port.
-    #[arg(short, long, default_value_t = 9091, value_parser = ranges::port)]
-    pub port: u16,
-
-    /// http or https.
-    #[arg(short = 'S', long, default_value = "http")]
-    pub scheme: String,
-
-    /// Seconds between measurements (one push each).
-    #[arg(short, long, default_value_t = 30, value_parser = ranges::step)]
-    pub step: u64,
-
-    /// URL path prefix of the pushgateway API.
-    #[arg(long, default_value = "metrics")]
-    pub suffix: String,
-
-    /// Job name in the grouping key (/metrics/job/<job>/instance/<hostname>).
-    #[arg(short, long, default_value = "scaphandre")]
-    pub job: String,
-
-    /// Accept any TLS certificate (self-signed pushgateway over https).
-    #[arg(long, conflicts_with = "ca_file")]
-    pub no_tls_check: bool,
-
-    /// Trust only the CA certificates in this PEM file for an https pushgateway.
-    #[arg(long, value_name = "PATH")]
-    pub ca_file: Option<PathBuf>,
-
-    /// User name for a pushgateway behind basic auth. The password comes from
-    /// --password-file or the SCAPH_PUSH_PASSWORD environment variable, never the command line.
-    #[arg(long)]
-    pub username: Option<String>,
-
-    /// File holding the basic auth password (its first line).
-    #[arg(long, value_name = "PATH", requires = "username")]
-    pub password_file: Option<PathBuf>,
-
-    /// Add a vmname label to qemu/KVM guest processes.
-    #[arg(long)]
-    pub qemu: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct StdoutArgs {
-    /// Stop after this many seconds (negative: run until interrupted).
-    #[arg(short, long, default_value_t = 10, allow_negative_numbers = true, value_parser = ranges::timeout)]
-    pub timeout: i64,
-
-    /// Seconds between measurements.
-    #[arg(short, long, default_value_t = 2, value_parser = ranges::step)]
-    pub step: u64,
-
-    /// How many of the top consumers to show.
-    #[arg(short, long, default_value_t = 5, value_parser = ranges::count)]
-    pub processes: usize,
-
-    /// Show only processes whose exe or cmdline matches this regex (instead of the top N).
-    #[arg(short, long, conflicts_with = "processes")]
-    pub regex_filter: Option<String>,
-
-    /// Print every metric as `name{labels} value` (what the prometheus exporter serves) instead of the summary.
-    #[arg(long)]
-    pub raw_metrics: bool,
 }
 
 #[cfg(test)]

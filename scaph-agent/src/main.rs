@@ -1,6 +1,5 @@
 //! `scaph`: wires the command line to the measurement loop and an exporter.
 use std::{
-    io::Write,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -12,30 +11,25 @@ use anyhow::{Context as _, Result};
 use scaph_agent::{
     agent::{self, Agent, SnapshotRx},
     attribution::IdlePolicy,
-    cli::{
-        Cli, Exporter as ExporterChoice, IdlePolicyChoice, JsonArgs, PrometheusArgs, PushArgs,
-        StdoutArgs,
-    },
+    cli::{Cli, Exporter as ExporterChoice, IdlePolicyChoice},
     exporters::{
-        self,
-        json::{Consumers, JsonExporter},
-        prometheus, prometheus_push,
-        stdout::{Selection, StdoutExporter},
-        web::{
-            self,
-            reload::{Active, Reloader},
-        },
-        Exporter,
+        driver,
+        json::JsonExporter,
+        otlp::OtlpSink,
+        prometheus::{Publisher, Server},
+        prometheus_push::PushSink,
+        qemu::QemuExporter,
+        riemann::RiemannSink,
+        stdout::StdoutExporter,
+        warp10::Warp10Sink,
+        Sink,
     },
     host::HostReader,
     metrics::MetricsState,
     open,
     sensors::Topology,
 };
-use tokio::{
-    net::TcpListener,
-    signal::unix::{signal, SignalKind},
-};
+use tokio::signal::unix::{signal, SignalKind};
 
 fn main() -> Result<()> {
     // One malloc arena for all threads: the agent has few threads and little
@@ -83,8 +77,8 @@ async fn run(cli: Cli) -> Result<()> {
     }
     // Bind and read the web configuration before loading anything: a busy
     // port or a broken file is reported at once.
-    let listener = match &cli.exporter {
-        ExporterChoice::Prometheus(args) => Some(web_server(args).await?),
+    let server = match &cli.exporter {
+        ExporterChoice::Prometheus(args) => Some(Server::bind(args).await?),
         _ => None,
     };
     let cpu = open::cputime(&cli)?;
@@ -106,30 +100,7 @@ async fn run(cli: Cli) -> Result<()> {
     let (rx, measure) = agent::spawn(agent, cli.exporter.step(), stop.clone())
         .context("starting the measurement thread")?;
 
-    let exporter = async {
-        match &cli.exporter {
-            ExporterChoice::Stdout(args) => run_stdout(&cli, args, rx).await,
-            ExporterChoice::Json(args) => run_json(args, cli.cmdline_max_len(), rx).await,
-            ExporterChoice::Prometheus(args) => match listener {
-                Some((listener, config)) => run_prometheus(&cli, args, listener, config, rx).await,
-                None => Ok(()),
-            },
-            ExporterChoice::PrometheusPush(args) => run_push(&cli, args, rx).await,
-            ExporterChoice::Riemann(args) => {
-                exporters::riemann::run(args, MetricsState::new(cli.metrics_config(args.qemu)), rx)
-                    .await
-            }
-            ExporterChoice::Warp10(args) => {
-                exporters::warp10::run(args, MetricsState::new(cli.metrics_config(args.qemu)), rx)
-                    .await
-            }
-            ExporterChoice::Qemu(args) => exporters::qemu::run(args, rx).await,
-            ExporterChoice::Otlp(args) => {
-                exporters::otlp::run(args, MetricsState::new(cli.metrics_config(args.qemu)), rx)
-                    .await
-            }
-        }
-    };
+    let exporter = export(&cli, server, rx);
     let result = tokio::select! {
         r = exporter => r,
         r = shutdown_signal() => r,
@@ -166,145 +137,69 @@ async fn shutdown_signal() -> Result<()> {
     Ok(())
 }
 
-/// Hands each new snapshot to a push-style exporter until `timeout` (if any).
-async fn feed(
-    exporter: &mut dyn Exporter,
-    mut rx: SnapshotRx,
+/// Runs the chosen exporter's sink until measurement stops (or its `--timeout`).
+async fn export(cli: &Cli, server: Option<Server>, rx: SnapshotRx) -> Result<()> {
+    // The metric families, for the exporters built on them (with their `--qemu`).
+    let metrics = |qemu: bool| {
+        uses_metrics(&cli.exporter).then(|| MetricsState::new(cli.metrics_config(qemu)))
+    };
+    match &cli.exporter {
+        ExporterChoice::Stdout(args) => {
+            let sink = StdoutExporter::from_args(args)?;
+            drive(rx, metrics(false), sink, seconds(args.timeout)).await
+        }
+        ExporterChoice::Json(args) => {
+            let sink = JsonExporter::from_args(args, cli.cmdline_max_len())?;
+            drive(rx, None, sink, args.timeout.and_then(seconds)).await
+        }
+        ExporterChoice::Prometheus(args) => {
+            let Some(server) = server else {
+                return Ok(());
+            };
+            let metrics = MetricsState::new(cli.metrics_config(args.qemu));
+            let (publisher, exposition) = Publisher::new(&metrics.before_first_measurement());
+            // Serving ends the exporter; when measurement stops, the
+            // publisher goes and serving ends with an error saying so.
+            let serving = server.serve(exposition);
+            tokio::pin!(serving);
+            tokio::select! {
+                served = &mut serving => return served.context("serving metrics"),
+                driven = drive(rx, Some(metrics), publisher, None) => driven?,
+            }
+            serving.await.context("serving metrics")
+        }
+        ExporterChoice::PrometheusPush(args) => {
+            // Each push must end before the next step.
+            let timeout = cli
+                .exporter
+                .step()
+                .clamp(Duration::from_secs(1), Duration::from_secs(10));
+            let sink = PushSink::new(args, timeout).context("pushing metrics")?;
+            drive(rx, metrics(args.qemu), sink, None).await
+        }
+        ExporterChoice::Riemann(args) => {
+            drive(rx, metrics(args.qemu), RiemannSink::new(args)?, None).await
+        }
+        ExporterChoice::Warp10(args) => {
+            drive(rx, metrics(args.qemu), Warp10Sink::new(args)?, None).await
+        }
+        ExporterChoice::Otlp(args) => {
+            drive(rx, metrics(args.qemu), OtlpSink::new(args)?, None).await
+        }
+        ExporterChoice::Qemu(args) => drive(rx, None, QemuExporter::from_args(args)?, None).await,
+    }
+}
+
+async fn drive<S: Sink>(
+    rx: SnapshotRx,
+    metrics: Option<MetricsState>,
+    sink: S,
     timeout: Option<Duration>,
 ) -> Result<()> {
-    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-    loop {
-        let changed = match deadline {
-            Some(at) => match tokio::time::timeout_at(at, rx.changed()).await {
-                Ok(r) => r,
-                Err(_) => return Ok(()),
-            },
-            None => rx.changed().await,
-        };
-        if changed.is_err() {
-            return Ok(()); // measurement stopped
-        }
-        let snapshot = rx.borrow_and_update().clone();
-        if let Some(snapshot) = snapshot {
-            exporter.export(&snapshot)?;
-        }
-    }
+    Ok(driver::run(rx, metrics, sink, timeout).await?)
 }
 
 /// Negative: no limit.
 fn seconds(timeout: i64) -> Option<Duration> {
     (timeout >= 0).then(|| Duration::from_secs(timeout.unsigned_abs()))
-}
-
-async fn run_stdout(cli: &Cli, args: &StdoutArgs, rx: SnapshotRx) -> Result<()> {
-    let selection = match &args.regex_filter {
-        Some(re) => Selection::Matching(
-            regex::Regex::new(re).with_context(|| format!("invalid --regex-filter {re:?}"))?,
-        ),
-        None => Selection::Top(args.processes),
-    };
-    let mut exporter = StdoutExporter::to_stdout(selection);
-    if args.raw_metrics {
-        exporter = exporter.with_raw_metrics(MetricsState::new(cli.metrics_config(false)));
-    }
-    feed(&mut exporter, rx, seconds(args.timeout)).await
-}
-
-async fn run_json(args: &JsonArgs, cmdline_max_len: usize, rx: SnapshotRx) -> Result<()> {
-    let regex = match &args.process_regex {
-        Some(re) => {
-            Some(regex::Regex::new(re).with_context(|| format!("invalid --process-regex {re:?}"))?)
-        }
-        None => None,
-    };
-    let consumers = Consumers {
-        max: args.max_top_consumers,
-        regex,
-        cmdline_max_len,
-    };
-    let out: Box<dyn Write + Send> = match &args.file {
-        Some(path) => Box::new(
-            exporters::json_file::FileOutput::create(path).context("opening the --file output")?,
-        ),
-        None => Box::new(std::io::stdout()),
-    };
-    let mut exporter = JsonExporter::new(out, consumers);
-    feed(&mut exporter, rx, args.timeout.and_then(seconds)).await
-}
-
-/// The listening socket and the web configuration of `scaph prometheus`.
-async fn web_server(args: &PrometheusArgs) -> Result<(TcpListener, Arc<Reloader>)> {
-    let wanted = u64::from(args.web_max_connections) + 64;
-    match web::raise_fd_limit() {
-        Ok(limit) if limit < wanted => log::warn!(
-            "open files are limited to {limit}: fewer than --web.max-connections={} needs",
-            args.web_max_connections
-        ),
-        Ok(_) => {}
-        Err(e) => log::warn!("raising the limit on open files: {e}"),
-    }
-    let config = match &args.web_config_file {
-        Some(path) => Reloader::watching(path.clone()).context("--web.config.file")?,
-        None => Reloader::fixed(Active::default()),
-    };
-    let listener = TcpListener::bind((args.address.as_str(), args.port))
-        .await
-        .with_context(|| format!("listening on {}:{}", args.address, args.port))?;
-    Ok((listener, Arc::new(config)))
-}
-
-async fn run_prometheus(
-    cli: &Cli,
-    args: &PrometheusArgs,
-    listener: TcpListener,
-    config: Arc<Reloader>,
-    rx: SnapshotRx,
-) -> Result<()> {
-    let (exposition, _publisher) =
-        scaph_agent::exporters::publish(rx, MetricsState::new(cli.metrics_config(args.qemu)));
-    if let Ok(addr) = listener.local_addr() {
-        let scheme = if config.current().tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        log::info!(
-            "serving metrics at {scheme}://{addr}{}",
-            prometheus::metrics_path(&args.suffix)
-        );
-    }
-    let limits = web::Limits {
-        max_connections: args.web_max_connections as usize,
-        max_connections_per_client: args.web_max_connections_per_client as usize,
-        ..web::Limits::default()
-    };
-    prometheus::serve(listener, &args.suffix, exposition, limits, config)
-        .await
-        .context("serving metrics")
-}
-
-async fn run_push(cli: &Cli, args: &PushArgs, rx: SnapshotRx) -> Result<()> {
-    let (exposition, _publisher) =
-        scaph_agent::exporters::publish(rx, MetricsState::new(cli.metrics_config(args.qemu)));
-    let target = prometheus_push::PushTarget {
-        scheme: args.scheme.clone(),
-        host: args.host.clone(),
-        port: args.port,
-        suffix: args.suffix.clone(),
-        job: args.job.clone(),
-        instance: exporters::push::hostname(),
-        no_tls_check: args.no_tls_check,
-        ca_file: args.ca_file.clone(),
-        auth: prometheus_push::BasicAuth::resolve(
-            args.username.as_deref(),
-            args.password_file.as_deref(),
-        )?,
-        timeout: cli
-            .exporter
-            .step()
-            .clamp(Duration::from_secs(1), Duration::from_secs(10)),
-    };
-    prometheus_push::run(exposition, target)
-        .await
-        .context("pushing metrics")
 }

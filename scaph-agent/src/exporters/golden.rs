@@ -8,9 +8,8 @@ use std::{
 };
 
 use super::{
-    json::{Consumers, JsonExporter},
+    json::{self, Consumers},
     stdout::{render, render_raw, Selection},
-    Exporter as _,
 };
 use crate::{
     cputime::{CpuTimeMethod, LossCounters, ProcessKey},
@@ -280,17 +279,12 @@ fn golden_prometheus_compat_top2_groups() {
 
 #[test]
 fn golden_json() {
-    let mut out = Vec::new();
-    let mut exporter = JsonExporter::new(
-        &mut out,
-        Consumers {
-            max: 10,
-            regex: None,
-            cmdline_max_len: 0,
-        },
-    );
-    exporter.export(&fixture()).expect("export");
-    let text = String::from_utf8(out).expect("utf-8");
+    let consumers = Consumers {
+        max: 10,
+        regex: None,
+        cmdline_max_len: 0,
+    };
+    let text = json::line(&fixture(), &consumers).expect("export");
     let value: serde_json::Value = serde_json::from_str(text.trim_end()).expect("valid JSON");
     assert_eq!(value["estimated"], false);
     assert_eq!(text.lines().count(), 1, "one object per line");
@@ -408,7 +402,7 @@ fn longest_run(text: &str) -> usize {
 #[test]
 fn hostile_values_are_bounded_in_every_exporter() {
     use crate::{
-        exporters::{push::Measurement, riemann, warp10},
+        exporters::{riemann, warp10, Measurement},
         label,
     };
     let snap = hostile();
@@ -421,16 +415,14 @@ fn hostile_values_are_bounded_in_every_exporter() {
         snapshot: std::sync::Arc::new(snap.clone()),
         families: families.clone(),
     };
-    let mut json = Vec::new();
-    JsonExporter::new(
-        &mut json,
-        Consumers {
+    let json = json::line(
+        &snap,
+        &Consumers {
             max: 10,
             regex: None,
             cmdline_max_len: 100,
         },
     )
-    .export(&snap)
     .expect("json");
     let riemann_text: String = riemann::events(&measurement, "h", 60.0)
         .iter()
@@ -452,7 +444,7 @@ fn hostile_values_are_bounded_in_every_exporter() {
             render(&snap, &Selection::Top(5), |t| t.to_owned()),
         ),
         ("stdout raw", render_raw(&families)),
-        ("json", String::from_utf8(json).expect("utf-8")),
+        ("json", json),
         ("riemann", riemann_text),
         ("warp10", warp10::gts_lines(&measurement, "h")),
     ];

@@ -8,16 +8,47 @@
 //! Field names follow Scaphandre's report where they exist (`consumption` in
 //! microwatts, `exe`, `cmdline`, `pid`, `sockets[].domains[]`), next to
 //! base-unit fields (`power_watts`, `energy_joules`).
-use std::{borrow::Cow, io::Write, time::UNIX_EPOCH};
+use std::{borrow::Cow, io::Write, path::PathBuf, time::UNIX_EPOCH};
 
+use anyhow::Context as _;
 use regex::Regex;
 use serde::Serialize;
 
-use super::{ExportError, Exporter};
+use super::{json_file::FileOutput, ExportError, Measurement, Sink};
 use crate::{
-    label,
+    cli_ranges as ranges, label,
     snapshot::{Energy, ProcessSnapshot, Snapshot},
 };
+
+/// `scaph json` options.
+#[derive(Debug, clap::Args)]
+pub struct JsonArgs {
+    /// Stop after this many seconds (default: run until interrupted).
+    #[arg(short, long, allow_negative_numbers = true, value_parser = ranges::timeout)]
+    pub timeout: Option<i64>,
+
+    /// Seconds between measurements.
+    #[arg(short, long, default_value_t = 2, value_parser = ranges::json_step)]
+    pub step: u64,
+
+    /// Nanoseconds added to --step.
+    #[arg(long, default_value_t = 0, value_parser = ranges::step_nano)]
+    pub step_nano: u32,
+
+    /// How many of the top consumers each line lists.
+    #[arg(long, default_value_t = 10, value_parser = ranges::count)]
+    pub max_top_consumers: usize,
+
+    /// Write to this file (created or truncated) instead of stdout. A symbolic link is followed
+    /// only when it and its existing target belong to scaph's user. Lines that cannot be written
+    /// (full disk) are dropped and logged; measuring goes on.
+    #[arg(short, long)]
+    pub file: Option<PathBuf>,
+
+    /// List only processes whose exe, comm or cmdline matches this regex (still at most --max-top-consumers).
+    #[arg(long)]
+    pub process_regex: Option<String>,
+}
 
 /// Which processes a line lists.
 #[derive(Debug)]
@@ -35,6 +66,32 @@ pub struct JsonExporter<W: Write> {
     consumers: Consumers,
 }
 
+impl JsonExporter<Box<dyn Write + Send>> {
+    /// The exporter of `scaph json`, showing command lines cut to
+    /// `cmdline_max_len` characters.
+    ///
+    /// # Errors
+    /// An invalid `--process-regex`, or a `--file` that cannot be opened.
+    pub fn from_args(args: &JsonArgs, cmdline_max_len: usize) -> anyhow::Result<Self> {
+        let regex = match &args.process_regex {
+            Some(re) => {
+                Some(Regex::new(re).with_context(|| format!("invalid --process-regex {re:?}"))?)
+            }
+            None => None,
+        };
+        let consumers = Consumers {
+            max: args.max_top_consumers,
+            regex,
+            cmdline_max_len,
+        };
+        let out: Box<dyn Write + Send> = match &args.file {
+            Some(path) => Box::new(FileOutput::create(path).context("opening the --file output")?),
+            None => Box::new(std::io::stdout()),
+        };
+        Ok(Self::new(out, consumers))
+    }
+}
+
 impl<W: Write> JsonExporter<W> {
     pub fn new(out: W, consumers: Consumers) -> Self {
         Self { out, consumers }
@@ -46,16 +103,28 @@ impl<W: Write> JsonExporter<W> {
     }
 }
 
-impl<W: Write> Exporter for JsonExporter<W> {
+impl<W: Write + Send + 'static> Sink for JsonExporter<W> {
+    /// Files and pipes can block.
+    const BLOCKING: bool = true;
+
     /// One `write_all` of the whole line, so that an output that writes a
-    /// line whole or not at all ([`super::json_file::FileOutput`]) can.
-    fn export(&mut self, snapshot: &Snapshot) -> Result<(), ExportError> {
-        let mut line = serde_json::to_string(&Report::new(snapshot, &self.consumers))?;
-        line.push('\n');
+    /// line whole or not at all ([`FileOutput`]) can.
+    async fn send(&mut self, measurement: &Measurement) -> Result<(), ExportError> {
+        let line = line(&measurement.snapshot, &self.consumers)?;
         self.out.write_all(line.as_bytes())?;
         self.out.flush()?;
         Ok(())
     }
+}
+
+/// The line of one snapshot, `\n` included.
+///
+/// # Errors
+/// Never in practice (every field serializes); kept from serde.
+pub fn line(snapshot: &Snapshot, consumers: &Consumers) -> Result<String, serde_json::Error> {
+    let mut line = serde_json::to_string(&Report::new(snapshot, consumers))?;
+    line.push('\n');
+    Ok(line)
 }
 
 #[derive(Debug, Serialize)]

@@ -16,7 +16,7 @@
 //!   other hard links are refused.
 //! - A line that cannot be written (a full disk, an I/O error) is dropped,
 //!   whatever part of it was written is cut off again, and the failure is
-//!   logged (the 1st, 2nd, 4th, 8th... in a row); writing resumes at the
+//!   logged ([`super::retry`]: the first, then once a minute); writing resumes at the
 //!   next line once there is room.
 use std::{
     fs::File,
@@ -26,13 +26,15 @@ use std::{
         unix::ffi::OsStrExt as _,
     },
     path::{Component, Path, PathBuf},
+    time::Instant,
 };
 
-use log::{info, warn};
 use rustix::{
     fs::{self as rfs, FileType, Mode, OFlags, ResolveFlags, CWD},
     io::Errno,
 };
+
+use super::retry::Retry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
@@ -53,7 +55,7 @@ pub struct FileOutput {
     path: PathBuf,
     /// Length of the complete lines written (`None` when not seekable).
     good: Option<u64>,
-    failures: u64,
+    retry: Retry,
 }
 
 impl FileOutput {
@@ -73,14 +75,14 @@ impl FileOutput {
             file,
             path: path.to_path_buf(),
             good,
-            failures: 0,
+            retry: Retry::every_step(module_path!()),
         })
     }
 
     /// Lines dropped in a row so far.
     #[must_use]
     pub const fn failures(&self) -> u64 {
-        self.failures
+        self.retry.failures()
     }
 
     fn failed(&mut self, e: &io::Error) {
@@ -92,14 +94,13 @@ impl FileOutput {
                 .set_len(good)
                 .and_then(|()| self.file.seek(SeekFrom::Start(good)));
         }
-        self.failures += 1;
-        if self.failures.is_power_of_two() {
-            warn!(
-                "json: writing {} failed ({} lines dropped in a row; measuring goes on): {e}",
-                self.path.display(),
-                self.failures
-            );
-        }
+        let path = self.path.display();
+        self.retry.failed(Instant::now(), |streak| {
+            format!(
+                "json: writing {path} failed ({} lines dropped in a row; measuring goes on): {e}",
+                streak.failures
+            )
+        });
     }
 }
 
@@ -109,14 +110,10 @@ impl Write for FileOutput {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self.file.write_all(buf) {
             Ok(()) => {
-                if self.failures > 0 {
-                    info!(
-                        "json: writing {} works again after {} lines dropped",
-                        self.path.display(),
-                        self.failures
-                    );
-                    self.failures = 0;
-                }
+                let path = self.path.display();
+                self.retry.succeeded(|n| {
+                    format!("json: writing {path} works again after {n} lines dropped")
+                });
                 if let Some(good) = &mut self.good {
                     *good += buf.len() as u64;
                 }
@@ -289,8 +286,8 @@ mod tests {
     use super::*;
     use crate::exporters::{
         json::{Consumers, JsonExporter},
-        push::tests::sample_snapshot,
-        Exporter,
+        points::tests::sample_snapshot,
+        Measurement, Sink as _,
     };
 
     #[test]
@@ -402,8 +399,8 @@ mod tests {
         assert_eq!(fs::read_to_string(&file).unwrap(), "precious\n");
     }
 
-    #[test]
-    fn a_full_disk_drops_lines_and_measuring_goes_on() {
+    #[tokio::test]
+    async fn a_full_disk_drops_lines_and_measuring_goes_on() {
         let out = FileOutput::create(Path::new("/dev/full")).unwrap();
         let consumers = Consumers {
             max: 3,
@@ -411,10 +408,14 @@ mod tests {
             cmdline_max_len: 0,
         };
         let mut exporter = JsonExporter::new(out, consumers);
-        let snap = sample_snapshot(crate::sensors::EnergyOrigin::Measured);
+        let measurement = Measurement {
+            snapshot: std::sync::Arc::new(sample_snapshot(crate::sensors::EnergyOrigin::Measured)),
+            families: Vec::new(),
+        };
         for _ in 0..3 {
             exporter
-                .export(&snap)
+                .send(&measurement)
+                .await
                 .expect("a failed write is not an error");
         }
         assert_eq!(exporter.output().failures(), 3);

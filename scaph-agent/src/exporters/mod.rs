@@ -1,35 +1,56 @@
-//! Exporters turn the latest `Snapshot` into something a person or a system
-//! reads. None of them measures anything or owns a measurement timer.
+//! Exporters turn each finished `Snapshot` into something a person or a
+//! system reads. None of them measures anything or owns a timer: the
+//! [`driver`] receives the snapshots and hands them to one [`Sink`], which
+//! only formats and sends (its encoding and its transport).
+pub mod driver;
 #[cfg(test)]
 mod golden;
 #[cfg(test)]
 pub(crate) use golden::fixture as golden_fixture;
+pub mod http;
 pub mod json;
 pub mod json_file;
 pub mod otlp;
+pub mod points;
 pub mod prometheus;
 pub mod prometheus_push;
-pub mod push;
 pub mod qemu;
 pub mod qemu_fs;
+pub mod retry;
 pub mod riemann;
 pub mod secret;
 pub mod stdout;
 pub mod warp10;
 pub mod web;
 
-use bytes::Bytes;
-use tokio::{sync::watch, task::JoinHandle};
+use std::{future::Future, sync::Arc};
 
-use crate::{
-    agent::SnapshotRx,
-    metrics::{encode, MetricsState},
-    snapshot::Snapshot,
-};
+use crate::{metrics::Family, snapshot::Snapshot};
 
-/// An exporter that is handed each new snapshot (push style).
-pub trait Exporter {
-    fn export(&mut self, snapshot: &Snapshot) -> Result<(), ExportError>;
+/// One snapshot and, for the sinks built on [`crate::metrics`], its metric
+/// families (empty for the others).
+#[derive(Debug)]
+pub struct Measurement {
+    pub snapshot: Arc<Snapshot>,
+    pub families: Vec<Family>,
+}
+
+/// Where measurements go: an encoding and a transport.
+///
+/// The driver calls `send` with the latest measurement, one call at a time.
+/// A sink that is slower than the measurement step is handed only the
+/// latest one (the metrics' bookkeeping still sees every snapshot). Failures
+/// that the next measurement retries are the sink's to count and log
+/// ([`retry::Retry`]); an `Err` ends the exporter.
+pub trait Sink: Send + 'static {
+    /// Whether `send` does blocking I/O (files, a terminal). The driver then
+    /// runs it on a thread of its own, never on an async worker.
+    const BLOCKING: bool = false;
+
+    fn send(
+        &mut self,
+        measurement: &Measurement,
+    ) -> impl Future<Output = Result<(), ExportError>> + Send;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,36 +59,4 @@ pub enum ExportError {
     Io(#[from] std::io::Error),
     #[error("encoding JSON: {0}")]
     Json(#[from] serde_json::Error),
-}
-
-/// The encoded exposition of the latest snapshot.
-pub type Exposition = watch::Receiver<Bytes>;
-
-/// Feeds every snapshot, in order, to the metrics state and publishes the
-/// encoded text. Readers (scrapes, pushes) only clone the latest text: they
-/// never wait for measurement, and measurement never waits for them. The task
-/// ends when the measurement thread stops.
-#[must_use]
-pub fn publish(mut snapshots: SnapshotRx, mut state: MetricsState) -> (Exposition, JoinHandle<()>) {
-    let (tx, rx) = watch::channel(Bytes::from(encode(&state.before_first_measurement())));
-    let task = tokio::spawn(async move {
-        // The exposition at scale (a series per process) allocates and frees
-        // tens of MB per cycle, which the allocator would otherwise keep.
-        let mut trim = crate::util::GrowthTrim::default();
-        while snapshots.changed().await.is_ok() {
-            let snapshot = snapshots.borrow_and_update().clone();
-            if let Some(snapshot) = snapshot {
-                let text = encode(&state.update(&snapshot));
-                tx.send_replace(Bytes::from(text));
-                let started = std::time::Instant::now();
-                if trim.after_cycle() {
-                    log::debug!(
-                        "free heap given back to the system in {:?}",
-                        started.elapsed()
-                    );
-                }
-            }
-        }
-    });
-    (rx, task)
 }

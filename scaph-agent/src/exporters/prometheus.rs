@@ -1,30 +1,190 @@
 //! `scaph prometheus`: serves the latest measurement over HTTP(S).
 //!
-//! The agent measures on its own timer and [`super::publish`] encodes each
-//! result once; a scrape only clones those bytes. Several scrapers therefore
-//! see the same numbers, and a slow or stuck one holds nothing but its own
-//! connection. The server itself (limits, TLS, authentication) is
+//! The agent measures on its own timer and the [`Publisher`] sink encodes
+//! each result once; a scrape only clones those bytes. Several scrapers
+//! therefore see the same numbers, and a slow or stuck one holds nothing but
+//! its own connection. The server itself (limits, TLS, authentication) is
 //! [`super::web`]; this file only says what each path answers.
-use std::sync::Arc;
+use std::{path::PathBuf, sync::Arc};
 
+use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{
     header::{HeaderValue, ALLOW, CONTENT_TYPE},
     Method, Response, StatusCode,
 };
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::watch};
 
 use super::{
-    web::{self, reload::Reloader, Limits, Reply},
-    Exposition,
+    web::{
+        self,
+        reload::{Active, Reloader},
+        Limits, Reply,
+    },
+    ExportError, Measurement, Sink,
 };
-use crate::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
+use crate::{
+    cli_ranges as ranges,
+    metrics::{encode, Family, CONTENT_TYPE as METRICS_CONTENT_TYPE},
+    util::GrowthTrim,
+};
+
+/// `scaph prometheus` options.
+#[derive(Debug, clap::Args)]
+pub struct PrometheusArgs {
+    /// Address to listen on.
+    #[arg(short, long, default_value = "0.0.0.0")]
+    pub address: String,
+
+    /// TCP port to listen on.
+    #[arg(short, long, default_value_t = 8080)]
+    pub port: u16,
+
+    /// URL path of the metrics (`/metrics`).
+    #[arg(short, long, default_value = "metrics")]
+    pub suffix: String,
+
+    /// Seconds between measurements. Measurement runs on this timer; a scrape
+    /// only reads the latest result, so scrapers never change the numbers.
+    #[arg(long, default_value_t = 2, value_parser = ranges::step)]
+    pub step: u64,
+
+    /// Add a vmname label to qemu/KVM guest processes.
+    #[arg(long)]
+    pub qemu: bool,
+
+    /// TLS, basic authentication and response headers, in the Prometheus
+    /// exporter-toolkit's format (node_exporter's --web.config.file). Re-read
+    /// when it or a certificate it names changes.
+    #[arg(long = "web.config.file", value_name = "PATH")]
+    pub web_config_file: Option<PathBuf>,
+
+    /// Connections open at once; more are closed as soon as accepted.
+    #[arg(long = "web.max-connections", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub web_max_connections: u32,
+
+    /// Connections open at once from one client address (an IPv6 client is its /64).
+    #[arg(long = "web.max-connections-per-client", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub web_max_connections_per_client: u32,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("the measurement loop stopped; nothing more to serve")]
     MeasurementStopped,
+}
+
+/// The encoded exposition of the latest measurement.
+pub type Exposition = watch::Receiver<Bytes>;
+
+/// The sink of the pull exporter: encodes each measurement once, into the
+/// bytes that every scrape until the next one serves.
+pub struct Publisher {
+    tx: watch::Sender<Bytes>,
+    /// The exposition at scale (a series per process) allocates and frees
+    /// tens of MB per cycle, which the allocator would otherwise keep.
+    trim: GrowthTrim,
+}
+
+impl Publisher {
+    /// A publisher whose exposition starts as `before_first` (scaph's own
+    /// metrics before the first measurement).
+    #[must_use]
+    pub fn new(before_first: &[Family]) -> (Self, Exposition) {
+        let (tx, rx) = watch::channel(Bytes::from(encode(before_first)));
+        let publisher = Self {
+            tx,
+            trim: GrowthTrim::default(),
+        };
+        (publisher, rx)
+    }
+}
+
+impl Sink for Publisher {
+    async fn send(&mut self, measurement: &Measurement) -> Result<(), ExportError> {
+        self.tx
+            .send_replace(Bytes::from(encode(&measurement.families)));
+        let started = std::time::Instant::now();
+        if self.trim.after_cycle() {
+            log::debug!(
+                "free heap given back to the system in {:?}",
+                started.elapsed()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The listening socket and the web configuration of `scaph prometheus`,
+/// ready before anything is loaded: a busy port or a broken file is
+/// reported at once.
+pub struct Server {
+    listener: TcpListener,
+    config: Arc<Reloader>,
+    limits: Limits,
+    suffix: String,
+}
+
+impl Server {
+    /// Binds the port and reads `--web.config.file`.
+    ///
+    /// # Errors
+    /// A port that cannot be bound, or a web configuration that cannot be used.
+    pub async fn bind(args: &PrometheusArgs) -> anyhow::Result<Self> {
+        let wanted = u64::from(args.web_max_connections) + 64;
+        match web::raise_fd_limit() {
+            Ok(limit) if limit < wanted => log::warn!(
+                "open files are limited to {limit}: fewer than --web.max-connections={} needs",
+                args.web_max_connections
+            ),
+            Ok(_) => {}
+            Err(e) => log::warn!("raising the limit on open files: {e}"),
+        }
+        let config = match &args.web_config_file {
+            Some(path) => Reloader::watching(path.clone()).context("--web.config.file")?,
+            None => Reloader::fixed(Active::default()),
+        };
+        let listener = TcpListener::bind((args.address.as_str(), args.port))
+            .await
+            .with_context(|| format!("listening on {}:{}", args.address, args.port))?;
+        Ok(Self {
+            listener,
+            config: Arc::new(config),
+            limits: Limits {
+                max_connections: args.web_max_connections as usize,
+                max_connections_per_client: args.web_max_connections_per_client as usize,
+                ..Limits::default()
+            },
+            suffix: args.suffix.clone(),
+        })
+    }
+
+    /// Serves `exposition` until its publisher ends.
+    ///
+    /// # Errors
+    /// When measurement stops.
+    pub async fn serve(self, exposition: Exposition) -> Result<(), ServeError> {
+        if let Ok(addr) = self.listener.local_addr() {
+            let scheme = if self.config.current().tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            log::info!(
+                "serving metrics at {scheme}://{addr}{}",
+                metrics_path(&self.suffix)
+            );
+        }
+        serve(
+            self.listener,
+            &self.suffix,
+            exposition,
+            self.limits,
+            self.config,
+        )
+        .await
+    }
 }
 
 /// `/metrics` from `metrics`, `/metrics/`, `metrics/`.
@@ -34,6 +194,9 @@ pub fn metrics_path(suffix: &str) -> String {
 }
 
 /// Serves until the exposition's publisher ends.
+///
+/// # Errors
+/// When measurement stops.
 pub async fn serve(
     listener: TcpListener,
     suffix: &str,

@@ -15,29 +15,82 @@ use std::{
     time::{Duration, Instant},
 };
 
+use base64::Engine as _;
 use log::{info, warn};
 use reqwest::header::CONTENT_TYPE;
 
 use super::{
+    http::{self, ClientError, ClientOptions, HttpTarget, Scheme},
+    points::hostname,
+    retry::Retry,
     secret::{self, SecretError},
-    Exposition,
+    ExportError, Measurement, Sink,
 };
-use crate::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
+use crate::{
+    cli_ranges as ranges,
+    metrics::{encode, CONTENT_TYPE as METRICS_CONTENT_TYPE},
+};
 
 /// Environment variable holding the pushgateway password.
 pub const PASSWORD_ENV: &str = "SCAPH_PUSH_PASSWORD";
 
-/// At most one failure message per this period (besides the first one).
-const LOG_EVERY: Duration = Duration::from_secs(60);
+/// `scaph prometheus-push` options.
+#[derive(Debug, clap::Args)]
+pub struct PushArgs {
+    /// Pushgateway host.
+    #[arg(short = 'H', long, default_value = "localhost")]
+    pub host: String,
+
+    /// Pushgateway port.
+    #[arg(short, long, default_value_t = 9091, value_parser = ranges::port)]
+    pub port: u16,
+
+    /// http or https.
+    #[arg(short = 'S', long, default_value = "http")]
+    pub scheme: String,
+
+    /// Seconds between measurements (one push each).
+    #[arg(short, long, default_value_t = 30, value_parser = ranges::step)]
+    pub step: u64,
+
+    /// URL path prefix of the pushgateway API.
+    #[arg(long, default_value = "metrics")]
+    pub suffix: String,
+
+    /// Job name in the grouping key (/metrics/job/<job>/instance/<hostname>).
+    #[arg(short, long, default_value = "scaphandre")]
+    pub job: String,
+
+    /// Accept any TLS certificate (self-signed pushgateway over https).
+    #[arg(long, conflicts_with = "ca_file")]
+    pub no_tls_check: bool,
+
+    /// Trust only the CA certificates in this PEM file for an https pushgateway.
+    #[arg(long, value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+
+    /// User name for a pushgateway behind basic auth. The password comes from
+    /// --password-file or the SCAPH_PUSH_PASSWORD environment variable, never the command line.
+    #[arg(long)]
+    pub username: Option<String>,
+
+    /// File holding the basic auth password (its first line).
+    #[arg(long, value_name = "PATH", requires = "username")]
+    pub password_file: Option<PathBuf>,
+
+    /// Add a vmname label to qemu/KVM guest processes.
+    #[arg(long)]
+    pub qemu: bool,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
     #[error("--scheme {0:?}: use http or https")]
     Scheme(String),
-    #[error("setting up the HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
-    #[error("--ca-file {path}: {why}")]
-    Ca { path: PathBuf, why: String },
+    #[error("{0}")]
+    Client(#[source] ClientError),
+    #[error("--ca-file {0}")]
+    Ca(#[source] ClientError),
     #[error("the pushgateway password: {0}")]
     Password(#[from] SecretError),
     #[error("--username needs a password: --password-file or ${PASSWORD_ENV}")]
@@ -56,21 +109,13 @@ pub enum PushError {
     },
 }
 
-/// Where and how to push.
+/// Where to push: the gateway and the group.
 #[derive(Clone, Debug)]
 pub struct PushTarget {
-    pub scheme: String,
-    pub host: String,
-    pub port: u16,
+    pub server: HttpTarget,
     pub suffix: String,
     pub job: String,
     pub instance: String,
-    pub no_tls_check: bool,
-    /// PEM file of the CAs to trust instead of the built-in ones.
-    pub ca_file: Option<PathBuf>,
-    pub auth: Option<BasicAuth>,
-    /// Per-request limit.
-    pub timeout: Duration,
 }
 
 /// User name and password for the gateway (the password never printed).
@@ -118,24 +163,17 @@ impl PushTarget {
     /// form when they would not survive as a path segment.
     #[must_use]
     pub fn url(&self) -> String {
-        let host = if self.host.contains(':') && !self.host.starts_with('[') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
         let suffix = self.suffix.trim_matches('/');
         let prefix = if suffix.is_empty() {
             String::new()
         } else {
             format!("/{suffix}")
         };
-        format!(
-            "{}://{host}:{}{prefix}/job{}/instance{}",
-            self.scheme,
-            self.port,
+        self.server.url(&format!(
+            "{prefix}/job{}/instance{}",
             grouping_segment(&self.job),
             grouping_segment(&self.instance)
-        )
+        ))
     }
 }
 
@@ -155,103 +193,84 @@ fn grouping_segment(value: &str) -> String {
 
 /// RFC 4648 §5 (URL-safe alphabet), with padding as the pushgateway accepts it.
 fn base64_url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = (u32::from(chunk[0]) << 16)
-            | (u32::from(chunk.get(1).copied().unwrap_or(0)) << 8)
-            | u32::from(chunk.get(2).copied().unwrap_or(0));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    base64::engine::general_purpose::URL_SAFE.encode(bytes)
 }
 
-/// Logs failures at most once per [`LOG_EVERY`], and the recovery.
-#[derive(Debug, Default)]
-struct FailureLog {
-    failures: u64,
-    last_logged: Option<Instant>,
+/// The sink: each measurement's exposition, PUT to the group.
+pub struct PushSink {
+    client: reqwest::Client,
+    url: String,
+    auth: Option<BasicAuth>,
+    retry: Retry,
 }
 
-impl FailureLog {
-    fn failed(&mut self, error: &PushError) {
-        self.failures += 1;
-        let due = self.last_logged.is_none_or(|at| at.elapsed() >= LOG_EVERY);
-        if due {
-            warn!(
-                "push failed ({} in a row, retrying every step): {error}",
-                self.failures
-            );
-            self.last_logged = Some(Instant::now());
-        }
-    }
-
-    fn succeeded(&mut self, url: &str) {
-        if self.failures > 0 {
-            warn!(
-                "pushing to {url} works again after {} failed attempts",
-                self.failures
-            );
-        }
-        self.failures = 0;
-        self.last_logged = None;
-    }
-}
-
-/// Pushes each new exposition until the measurement loop stops.
-pub async fn run(mut exposition: Exposition, target: PushTarget) -> Result<(), PushError> {
-    if target.scheme != "http" && target.scheme != "https" {
-        return Err(PushError::Scheme(target.scheme));
-    }
-    let client = client(&target)?;
-    let url = target.url();
-    info!("pushing to {url}");
-    if target.auth.is_some() && target.scheme == "http" {
-        warn!(
-            "basic auth over http: the password crosses the network in clear (use --scheme https)"
-        );
-    }
-    let mut log = FailureLog::default();
-    while exposition.changed().await.is_ok() {
-        let body = exposition.borrow_and_update().clone();
-        match push(&client, &url, target.auth.as_ref(), body).await {
-            Ok(()) => log.succeeded(&url),
-            Err(e) => log.failed(&e),
-        }
-    }
-    Ok(())
-}
-
-/// The HTTP client: the CA file's certificates as the only roots when given.
-///
-/// # Errors
-/// When the CA file cannot be read or holds no certificate.
-pub fn client(target: &PushTarget) -> Result<reqwest::Client, PushError> {
-    let mut builder = reqwest::Client::builder()
-        .timeout(target.timeout)
-        .danger_accept_invalid_certs(target.no_tls_check);
-    if let Some(path) = &target.ca_file {
-        let ca = |why: String| PushError::Ca {
-            path: path.clone(),
-            why,
+impl PushSink {
+    /// The sink of `scaph prometheus-push`; `timeout` limits each request.
+    ///
+    /// # Errors
+    /// A bad scheme, an unusable CA file or an unreadable password.
+    pub fn new(args: &PushArgs, timeout: Duration) -> Result<Self, PushError> {
+        let scheme =
+            Scheme::parse(&args.scheme).ok_or_else(|| PushError::Scheme(args.scheme.clone()))?;
+        let target = PushTarget {
+            server: HttpTarget {
+                scheme,
+                host: args.host.clone(),
+                port: args.port,
+            },
+            suffix: args.suffix.clone(),
+            job: args.job.clone(),
+            instance: hostname(),
         };
-        let pem = std::fs::read(path).map_err(|e| ca(e.to_string()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca(e.to_string()))?;
-        if certs.is_empty() {
-            return Err(ca("no PEM certificate in it".into()));
+        let auth = BasicAuth::resolve(args.username.as_deref(), args.password_file.as_deref())?;
+        let ca = args
+            .ca_file
+            .as_deref()
+            .map(http::ca_certificates)
+            .transpose()
+            .map_err(PushError::Ca)?;
+        let client = http::client(&ClientOptions {
+            timeout: Some(timeout),
+            ca,
+            no_tls_check: args.no_tls_check,
+            identity: None,
+        })
+        .map_err(PushError::Client)?;
+        let url = target.url();
+        info!("pushing to {url}");
+        if auth.is_some() && scheme == Scheme::Http {
+            warn!(
+                "basic auth over http: the password crosses the network in clear (use --scheme https)"
+            );
         }
-        builder = builder.tls_built_in_root_certs(false);
-        for cert in certs {
-            builder = builder.add_root_certificate(cert);
-        }
+        Ok(Self {
+            client,
+            url,
+            auth,
+            retry: Retry::every_step(module_path!()),
+        })
     }
-    builder.build().map_err(PushError::Client)
+}
+
+impl Sink for PushSink {
+    async fn send(&mut self, measurement: &Measurement) -> Result<(), ExportError> {
+        let body = bytes::Bytes::from(encode(&measurement.families));
+        match push(&self.client, &self.url, self.auth.as_ref(), body).await {
+            Ok(()) => {
+                let url = &self.url;
+                self.retry.succeeded(|n| {
+                    format!("pushing to {url} works again after {n} failed attempts")
+                });
+            }
+            Err(e) => self.retry.failed(Instant::now(), |streak| {
+                format!(
+                    "push failed ({} in a row, retrying every step): {e}",
+                    streak.failures
+                )
+            }),
+        }
+        Ok(())
+    }
 }
 
 async fn push(
@@ -289,16 +308,22 @@ mod tests {
 
     fn target() -> PushTarget {
         PushTarget {
-            scheme: "http".into(),
-            host: "localhost".into(),
-            port: 9091,
+            server: HttpTarget {
+                scheme: Scheme::Http,
+                host: "localhost".into(),
+                port: 9091,
+            },
             suffix: "metrics".into(),
             job: "scaphandre".into(),
             instance: "web-1".into(),
-            no_tls_check: false,
-            ca_file: None,
-            auth: None,
-            timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn at(host: &str, port: u16) -> HttpTarget {
+        HttpTarget {
+            scheme: Scheme::Http,
+            host: host.into(),
+            port,
         }
     }
 
@@ -309,7 +334,7 @@ mod tests {
             "http://localhost:9091/metrics/job/scaphandre/instance/web-1"
         );
         let t = PushTarget {
-            host: "::1".into(),
+            server: at("::1", 9091),
             job: "a/b".into(),
             ..target()
         };
@@ -335,13 +360,13 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         drop(listener);
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .expect("client");
+        let client = http::client(&ClientOptions {
+            timeout: Some(Duration::from_secs(2)),
+            ..ClientOptions::default()
+        })
+        .expect("client");
         let url = PushTarget {
-            host: "127.0.0.1".into(),
-            port,
+            server: at("127.0.0.1", port),
             ..target()
         }
         .url();
@@ -380,17 +405,25 @@ mod tests {
             .expect("a user");
         assert!(!format!("{auth:?}").contains("pa:ss"), "{auth:?}");
         let (port, server) = one_request();
-        let gateway = PushTarget {
-            host: "127.0.0.1".into(),
-            port,
-            auth: Some(auth),
-            ..target()
-        };
-        let client = client(&gateway).expect("client");
+        let port = port.to_string();
+        let sink = PushSink::new(
+            &args(&[
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "--username",
+                "scaph",
+                "--password-file",
+                file.to_str().expect("utf-8"),
+            ]),
+            Duration::from_secs(5),
+        )
+        .expect("sink");
         push(
-            &client,
-            &gateway.url(),
-            gateway.auth.as_ref(),
+            &sink.client,
+            &sink.url,
+            sink.auth.as_ref(),
             bytes::Bytes::from_static(b"x 1\n"),
         )
         .await
@@ -408,20 +441,33 @@ mod tests {
         assert!(BasicAuth::resolve(None, None).expect("no user").is_none());
     }
 
+    fn args(extra: &[&str]) -> PushArgs {
+        let mut argv = vec!["scaph", "prometheus-push"];
+        argv.extend_from_slice(extra);
+        let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(argv).expect("parses");
+        let crate::cli::Exporter::PrometheusPush(args) = cli.exporter else {
+            panic!("prometheus-push")
+        };
+        args
+    }
+
     #[test]
-    fn a_ca_file_without_a_certificate_is_an_error() {
+    fn bad_schemes_and_ca_files_are_refused_at_start() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("ca.pem");
         std::fs::write(&file, "not a certificate\n").expect("write");
-        let garbage = PushTarget {
-            ca_file: Some(file),
-            ..target()
-        };
-        assert!(matches!(client(&garbage), Err(PushError::Ca { .. })));
-        let missing = PushTarget {
-            ca_file: Some(dir.path().join("missing.pem")),
-            ..target()
-        };
-        assert!(matches!(client(&missing), Err(PushError::Ca { .. })));
+        let second = Duration::from_secs(1);
+        let sink = |extra: &[&str]| PushSink::new(&args(extra), second).err();
+        let garbage = sink(&["--ca-file", file.to_str().expect("utf-8")]);
+        assert!(matches!(garbage, Some(PushError::Ca(_))), "{garbage:?}");
+        let missing = dir.path().join("missing.pem");
+        let missing = sink(&["--ca-file", missing.to_str().expect("utf-8")]);
+        assert!(
+            missing.is_some_and(|e| e.to_string().starts_with("--ca-file ")),
+            "the option is named"
+        );
+        let ftp = sink(&["-S", "ftp"]);
+        assert!(matches!(ftp, Some(PushError::Scheme(_))), "{ftp:?}");
+        assert!(sink(&["-S", "https"]).is_none());
     }
 }

@@ -40,9 +40,10 @@ use log::{debug, info, warn};
 
 use super::{
     qemu_fs::{TreeError, TreeRoot},
-    ExportError, Exporter,
+    retry::Retry,
+    ExportError, Measurement, Sink,
 };
-use crate::{agent::SnapshotRx, cputime::ProcessKey, snapshot::Snapshot, vm_label};
+use crate::{cputime::ProcessKey, snapshot::Snapshot, vm_label};
 
 pub const DEFAULT_ROOT: &str = "/var/lib/libvirt/scaphandre";
 /// The range we advertise (Intel's usual `max_energy_range_uj`): the counter
@@ -73,36 +74,6 @@ pub struct QemuArgs {
     /// Most VM trees kept at once; more VMs are refused (logged, counted).
     #[arg(long, default_value_t = DEFAULT_MAX_VMS, value_name = "N")]
     pub max_vms: usize,
-}
-
-/// Writes the tree of every VM on every new snapshot until measurement stops.
-///
-/// # Errors
-/// When the root cannot be created, or is refused.
-pub async fn run(args: &QemuArgs, mut rx: SnapshotRx) -> anyhow::Result<()> {
-    let mut exporter = QemuExporter::new(
-        &args.root,
-        Duration::from_secs(args.cleanup_after),
-        args.max_vms,
-    )
-    .with_context(|| format!("opening the VM trees' root {}", args.root.display()))?;
-    info!(
-        "qemu: writing the energy of each VM under {} (at most {} VMs)",
-        args.root.display(),
-        args.max_vms
-    );
-    while rx.changed().await.is_ok() {
-        let snapshot = rx.borrow_and_update().clone();
-        if let Some(snapshot) = snapshot {
-            // File I/O off the async workers.
-            exporter = tokio::task::spawn_blocking(move || {
-                exporter.export_at(&snapshot, Instant::now());
-                exporter
-            })
-            .await?;
-        }
-    }
-    Ok(())
 }
 
 /// A cumulative µJ counter that wraps at [`MAX_ENERGY_RANGE_UJ`], fed joules.
@@ -149,7 +120,7 @@ struct Vm {
     written: Option<u64>,
     /// When a process of it was last seen running.
     last_seen: Instant,
-    failures: u64,
+    retry: Retry,
 }
 
 /// What [`NameLog::note`] says about a name.
@@ -219,6 +190,25 @@ pub struct QemuExporter {
 }
 
 impl QemuExporter {
+    /// The exporter of `scaph qemu`.
+    ///
+    /// # Errors
+    /// When the root cannot be created, or is refused.
+    pub fn from_args(args: &QemuArgs) -> anyhow::Result<Self> {
+        let exporter = Self::new(
+            &args.root,
+            Duration::from_secs(args.cleanup_after),
+            args.max_vms,
+        )
+        .with_context(|| format!("opening the VM trees' root {}", args.root.display()))?;
+        info!(
+            "qemu: writing the energy of each VM under {} (at most {} VMs)",
+            args.root.display(),
+            args.max_vms
+        );
+        Ok(exporter)
+    }
+
     /// Opens (creates) `root` and adopts the trees already in it (at most
     /// `max_vms`), so that their VMs continue their counters, or are cleaned
     /// up after `grace` if they do not come back.
@@ -299,7 +289,7 @@ impl QemuExporter {
             counter: VmCounter::resume(existing.or(removed)),
             written: None,
             last_seen: now,
-            failures: 0,
+            retry: Retry::every_step(module_path!()),
         }
     }
 
@@ -408,7 +398,7 @@ impl QemuExporter {
         self.processes.retain(|key, _| present.contains(key));
         for name in &updated {
             let vm = self.vms.get_mut(name).expect("updated VMs exist");
-            write_vm(&self.root, name, vm);
+            write_vm(&self.root, name, vm, now);
         }
         // Running processes stay in the snapshots (exited ones stay a while,
         // marked exited): a VM none of whose processes ran is gone.
@@ -443,38 +433,38 @@ impl QemuExporter {
     }
 }
 
-impl Exporter for QemuExporter {
-    fn export(&mut self, snapshot: &Snapshot) -> Result<(), ExportError> {
-        self.export_at(snapshot, Instant::now());
+impl Sink for QemuExporter {
+    /// File I/O: off the async workers.
+    const BLOCKING: bool = true;
+
+    async fn send(&mut self, measurement: &Measurement) -> Result<(), ExportError> {
+        self.export_at(&measurement.snapshot, Instant::now());
         Ok(())
     }
 }
 
 /// Writes one VM's tree (the folders and static files only the first time).
-fn write_vm(root: &TreeRoot, name: &str, vm: &mut Vm) {
+fn write_vm(root: &TreeRoot, name: &str, vm: &mut Vm, now: Instant) {
     let value = vm.counter.uj();
     if vm.written == Some(value) {
         return;
     }
     match root.write(name, vm.written.is_none(), value) {
         Ok(()) => {
-            if vm.failures > 0 {
-                info!("qemu: VM {}: writing works again", shown(name));
-            }
-            vm.failures = 0;
+            vm.retry
+                .succeeded(|_| format!("qemu: VM {}: writing works again", shown(name)));
             vm.written = Some(value);
         }
         Err(e) => {
             // Next time the whole tree again (its folders may be gone).
             vm.written = None;
-            vm.failures += 1;
-            if vm.failures.is_power_of_two() {
-                warn!(
+            vm.retry.failed(now, |streak| {
+                format!(
                     "qemu: VM {}: not written ({} times in a row): {e}",
                     shown(name),
-                    vm.failures
-                );
-            }
+                    streak.failures
+                )
+            });
         }
     }
 }
@@ -485,7 +475,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        exporters::push::tests::sample_snapshot,
+        exporters::points::tests::sample_snapshot,
         sensors::{EnergyOrigin, VmSensor},
         snapshot::Energy,
     };
@@ -746,7 +736,7 @@ mod tests {
             0,
             "nothing written through the link"
         );
-        assert_eq!(exp.vms["vm0"].failures, 1, "vm0 refused");
+        assert_eq!(exp.vms["vm0"].retry.failures(), 1, "vm0 refused");
         exp.export_at(&with_vms(0), t0 + 11 * SEC);
         assert!(
             dir.path().join("vm0").is_symlink(),

@@ -24,7 +24,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use log::{debug, info, warn};
+use log::{debug, info};
 use prost::Message as _;
 use rustls_pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer, ServerName};
 use tokio::{
@@ -32,8 +32,11 @@ use tokio::{
     net::TcpStream,
 };
 
-use super::push::{self, Backoff, Measurement, Point};
-use crate::{agent::SnapshotRx, metrics::MetricsState};
+use super::{
+    points::{self, Point},
+    retry::Retry,
+    ExportError, Measurement, Sink,
+};
 
 /// The Riemann protocol's messages, generated from `proto/riemann.proto`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
@@ -95,36 +98,14 @@ pub struct RiemannArgs {
     pub key: Option<PathBuf>,
 }
 
-/// Sends the metrics of every new snapshot until the measurement stops.
-/// `metrics` is built with the exporter's `--qemu`.
-///
-/// # Errors
-/// Only for bad TLS files (`--mtls`); network failures are retried.
-pub async fn run(args: &RiemannArgs, metrics: MetricsState, rx: SnapshotRx) -> anyhow::Result<()> {
-    let mut exporter = RiemannExporter::new(args)?;
-    info!(
-        "riemann: sending to {} every {} s",
-        exporter.client.describe(),
-        args.dispatch_interval
-    );
-    let (mut measurements, _feeder) = push::feed(rx, metrics);
-    while measurements.changed().await.is_ok() {
-        let latest = measurements.borrow_and_update().clone();
-        if let Some(m) = latest {
-            exporter.export(&m).await;
-        }
-    }
-    Ok(())
-}
-
-/// Turns snapshots into events and sends them.
-pub struct RiemannExporter {
+/// Turns measurements into events and sends them.
+pub struct RiemannSink {
     client: RiemannClient,
     host: String,
     ttl: f32,
 }
 
-impl RiemannExporter {
+impl RiemannSink {
     /// # Errors
     /// When `--mtls` is given and its files cannot be used.
     pub fn new(args: &RiemannArgs) -> anyhow::Result<Self> {
@@ -147,18 +128,26 @@ impl RiemannExporter {
         } else {
             None
         };
+        let client = RiemannClient::new(args.address.clone(), args.port, tls);
+        info!(
+            "riemann: sending to {} every {} s",
+            client.describe(),
+            args.dispatch_interval
+        );
         Ok(Self {
-            client: RiemannClient::new(args.address.clone(), args.port, tls),
-            host: push::hostname(),
+            client,
+            host: points::hostname(),
             ttl: event_ttl(Duration::from_secs(args.dispatch_interval)),
         })
     }
+}
 
-    /// Sends one measurement. Failures are logged, not returned: the next
-    /// measurement is the retry.
-    pub async fn export(&mut self, measurement: &Measurement) {
+impl Sink for RiemannSink {
+    /// Failures are logged, not returned: the next measurement is the retry.
+    async fn send(&mut self, measurement: &Measurement) -> Result<(), ExportError> {
         let events = events(measurement, &self.host, self.ttl);
         let _ = self.client.send(events, Instant::now()).await;
+        Ok(())
     }
 }
 
@@ -180,7 +169,7 @@ pub fn events(measurement: &Measurement, host: &str, ttl: f32) -> Vec<Event> {
         .unwrap_or_default();
     let time = i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX);
     let time_micros = i64::try_from(since_epoch.as_micros()).unwrap_or(i64::MAX);
-    push::points(measurement)
+    points::points(measurement)
         .iter()
         .map(|p| Event {
             time: Some(time),
@@ -261,8 +250,8 @@ pub enum RiemannError {
     Refused(String),
 }
 
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Stream for T {}
 
 /// A connection to one Riemann server, opened on demand and reopened after
 /// failures (with backoff).
@@ -271,7 +260,7 @@ pub struct RiemannClient {
     port: u16,
     tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
     conn: Option<Box<dyn Stream>>,
-    backoff: Backoff,
+    retry: Retry,
 }
 
 impl RiemannClient {
@@ -290,7 +279,11 @@ impl RiemannClient {
             port,
             tls,
             conn: None,
-            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
+            retry: Retry::backoff(
+                module_path!(),
+                Duration::from_secs(1),
+                Duration::from_secs(60),
+            ),
         }
     }
 
@@ -310,7 +303,7 @@ impl RiemannClient {
     /// # Errors
     /// The failure, already logged.
     pub async fn send(&mut self, events: Vec<Event>, now: Instant) -> Result<bool, RiemannError> {
-        if !self.backoff.ready(now) {
+        if !self.retry.ready(now) {
             debug!("riemann: backing off, {} events dropped", events.len());
             return Ok(false);
         }
@@ -333,25 +326,22 @@ impl RiemannClient {
         }
         match result {
             Ok(()) => {
-                let failures = self.backoff.succeeded();
-                if failures > 0 {
-                    info!(
-                        "riemann: {} works again after {failures} failed attempts",
-                        self.describe()
-                    );
-                }
+                let server = self.describe();
+                self.retry.succeeded(|n| {
+                    format!("riemann: {server} works again after {n} failed attempts")
+                });
                 Ok(true)
             }
             Err(e) => {
                 self.conn = None;
-                let (wait, log) = self.backoff.failed(now);
-                if log {
-                    warn!(
-                        "riemann: sending to {} failed ({} times in a row): {e}; next try in {wait:?} or later",
-                        self.describe(),
-                        self.backoff.failures()
-                    );
-                }
+                let server = self.describe();
+                self.retry.failed(now, |streak| {
+                    format!(
+                        "riemann: sending to {server} failed ({} times in a row): {e}{}",
+                        streak.failures,
+                        streak.next_try()
+                    )
+                });
                 Err(e)
             }
         }
@@ -483,7 +473,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        exporters::push::tests::sample_measurement, metrics::MetricsConfig, sensors::EnergyOrigin,
+        exporters::points::tests::sample_measurement, metrics::MetricsConfig, sensors::EnergyOrigin,
     };
 
     fn attr<'a>(e: &'a Event, key: &str) -> Option<&'a str> {

@@ -1,15 +1,39 @@
 //! `scaph stdout`: a summary for people, refreshed every step.
 use std::io::{IsTerminal as _, Write};
 
+use anyhow::Context as _;
 use regex::Regex;
 
-use super::{ExportError, Exporter};
+use super::{ExportError, Measurement, Sink};
 use crate::{
-    label,
-    metrics::{self, MetricsState},
+    cli_ranges as ranges, label, metrics,
     sensors::EnergyOrigin,
     snapshot::{Energy, ProcessSnapshot, Snapshot},
 };
+
+/// `scaph stdout` options.
+#[derive(Debug, clap::Args)]
+pub struct StdoutArgs {
+    /// Stop after this many seconds (negative: run until interrupted).
+    #[arg(short, long, default_value_t = 10, allow_negative_numbers = true, value_parser = ranges::timeout)]
+    pub timeout: i64,
+
+    /// Seconds between measurements.
+    #[arg(short, long, default_value_t = 2, value_parser = ranges::step)]
+    pub step: u64,
+
+    /// How many of the top consumers to show.
+    #[arg(short, long, default_value_t = 5, value_parser = ranges::count)]
+    pub processes: usize,
+
+    /// Show only processes whose exe or cmdline matches this regex (instead of the top N).
+    #[arg(short, long, conflicts_with = "processes")]
+    pub regex_filter: Option<String>,
+
+    /// Print every metric as `name{labels} value` (what the prometheus exporter serves) instead of the summary.
+    #[arg(long)]
+    pub raw_metrics: bool,
+}
 
 /// Which processes to list.
 pub enum Selection {
@@ -23,19 +47,24 @@ pub struct StdoutExporter<W: Write> {
     /// Bold headings when the output is a terminal; plain text when piped.
     styled: bool,
     /// `--raw-metrics`: every metric instead of the summary.
-    raw: Option<MetricsState>,
+    raw: bool,
 }
 
 impl StdoutExporter<std::io::Stdout> {
-    pub fn to_stdout(selection: Selection) -> Self {
+    /// The exporter of `scaph stdout`.
+    ///
+    /// # Errors
+    /// An invalid `--regex-filter`.
+    pub fn from_args(args: &StdoutArgs) -> anyhow::Result<Self> {
+        let selection = match &args.regex_filter {
+            Some(re) => Selection::Matching(
+                Regex::new(re).with_context(|| format!("invalid --regex-filter {re:?}"))?,
+            ),
+            None => Selection::Top(args.processes),
+        };
         let out = std::io::stdout();
         let styled = out.is_terminal();
-        Self {
-            out,
-            selection,
-            styled,
-            raw: None,
-        }
+        Ok(Self::new(out, selection, styled).raw_metrics(args.raw_metrics))
     }
 }
 
@@ -45,15 +74,16 @@ impl<W: Write> StdoutExporter<W> {
             out,
             selection,
             styled,
-            raw: None,
+            raw: false,
         }
     }
 
     /// Prints every metric, as the prometheus exporter would serve it, one
-    /// `name{labels} value` line each, instead of the summary.
+    /// `name{labels} value` line each, instead of the summary (the driver
+    /// must then be given the metrics).
     #[must_use]
-    pub fn with_raw_metrics(mut self, state: MetricsState) -> Self {
-        self.raw = Some(state);
+    pub fn raw_metrics(mut self, raw: bool) -> Self {
+        self.raw = raw;
         self
     }
 
@@ -66,11 +96,15 @@ impl<W: Write> StdoutExporter<W> {
     }
 }
 
-impl<W: Write> Exporter for StdoutExporter<W> {
-    fn export(&mut self, snap: &Snapshot) -> Result<(), ExportError> {
-        let text = match &mut self.raw {
-            Some(state) => render_raw(&state.update(snap)),
-            None => render(snap, &self.selection, |t| self.heading(t)),
+impl<W: Write + Send + 'static> Sink for StdoutExporter<W> {
+    /// A terminal or a pipe can block.
+    const BLOCKING: bool = true;
+
+    async fn send(&mut self, measurement: &Measurement) -> Result<(), ExportError> {
+        let text = if self.raw {
+            render_raw(&measurement.families)
+        } else {
+            render(&measurement.snapshot, &self.selection, |t| self.heading(t))
         };
         self.out.write_all(text.as_bytes())?;
         self.out.flush()?;

@@ -32,12 +32,15 @@ use std::{
 };
 
 use log::{debug, info, warn};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
+pub use super::http::Scheme;
 use super::{
-    push::{self, Backoff, Measurement},
-    secret,
+    http::{self, ClientOptions, HttpTarget},
+    points,
+    retry::Retry,
+    secret, ExportError, Measurement, Sink,
 };
-use crate::{agent::SnapshotRx, metrics::MetricsState};
 
 /// Undelivered data kept for the next attempt, at most.
 pub const MAX_BACKLOG_BYTES: usize = 8 << 20;
@@ -45,11 +48,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Environment variable holding the write token (Scaphandre's name).
 pub const TOKEN_ENV: &str = "SCAPH_WARP10_WRITE_TOKEN";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Scheme {
-    Http,
-    Https,
-}
+/// What [`encode`] leaves as it is: ASCII letters, digits and `-._~`.
+const GTS_ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// `scaph warp10` options (Scaphandre's).
 #[derive(Clone, Debug, clap::Args)]
@@ -104,35 +108,13 @@ impl Warp10Args {
     /// The update endpoint.
     #[must_use]
     pub fn url(&self) -> String {
-        let scheme = match self.scheme {
-            Scheme::Http => "http",
-            Scheme::Https => "https",
-        };
-        let host = if self.host.contains(':') && !self.host.starts_with('[') {
-            format!("[{}]", self.host) // IPv6 literal
-        } else {
-            self.host.clone()
-        };
-        format!("{scheme}://{host}:{}/api/v0/update", self.port)
-    }
-}
-
-/// Sends the metrics of every new snapshot until the measurement stops.
-/// `metrics` is built with the exporter's `--qemu`.
-///
-/// # Errors
-/// When the HTTP client cannot be built; delivery failures are retried.
-pub async fn run(args: &Warp10Args, metrics: MetricsState, rx: SnapshotRx) -> anyhow::Result<()> {
-    let mut exporter = Warp10Exporter::new(args)?;
-    info!("warp10: sending to {} every {} s", exporter.url, args.step);
-    let (mut measurements, _feeder) = push::feed(rx, metrics);
-    while measurements.changed().await.is_ok() {
-        let latest = measurements.borrow_and_update().clone();
-        if let Some(m) = latest {
-            exporter.export(&m, Instant::now()).await;
+        HttpTarget {
+            scheme: self.scheme,
+            host: self.host.clone(),
+            port: self.port,
         }
+        .url("/api/v0/update")
     }
-    Ok(())
 }
 
 /// What one POST came to.
@@ -148,17 +130,17 @@ pub enum Outcome {
     Dropped,
 }
 
-pub struct Warp10Exporter {
+pub struct Warp10Sink {
     client: reqwest::Client,
     url: String,
     token: reqwest::header::HeaderValue,
     host: String,
     backlog: VecDeque<String>,
     backlog_bytes: usize,
-    backoff: Backoff,
+    retry: Retry,
 }
 
-impl Warp10Exporter {
+impl Warp10Sink {
     /// # Errors
     /// When the token cannot be an HTTP header value, or the HTTP client
     /// cannot be built.
@@ -167,18 +149,24 @@ impl Warp10Exporter {
             anyhow::anyhow!("the write token has characters an HTTP header cannot carry")
         })?;
         token.set_sensitive(true);
-        let client = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .user_agent(concat!("scaph/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let client = http::client(&ClientOptions {
+            timeout: Some(REQUEST_TIMEOUT),
+            ..ClientOptions::default()
+        })?;
+        let url = args.url();
+        info!("warp10: sending to {url} every {} s", args.step);
         Ok(Self {
             client,
-            url: args.url(),
+            url,
             token,
-            host: push::hostname(),
+            host: points::hostname(),
             backlog: VecDeque::new(),
             backlog_bytes: 0,
-            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
+            retry: Retry::backoff(
+                module_path!(),
+                Duration::from_secs(1),
+                Duration::from_secs(60),
+            ),
         })
     }
 
@@ -186,7 +174,7 @@ impl Warp10Exporter {
     /// backing off.
     pub async fn export(&mut self, measurement: &Measurement, now: Instant) -> Outcome {
         self.queue(gts_lines(measurement, &self.host));
-        if !self.backoff.ready(now) {
+        if !self.retry.ready(now) {
             return Outcome::Deferred;
         }
         let body: String = self.backlog.iter().map(String::as_str).collect();
@@ -200,13 +188,9 @@ impl Warp10Exporter {
             .await;
         let (error, keep) = match result {
             Ok(response) if response.status().is_success() => {
-                let failures = self.backoff.succeeded();
-                if failures > 0 {
-                    info!(
-                        "warp10: {} works again after {failures} failed attempts",
-                        self.url
-                    );
-                }
+                let url = &self.url;
+                self.retry
+                    .succeeded(|n| format!("warp10: {url} works again after {n} failed attempts"));
                 debug!("warp10: {} batches delivered", self.backlog.len());
                 self.clear();
                 return Outcome::Delivered;
@@ -222,20 +206,19 @@ impl Warp10Exporter {
             }
             Err(e) => (format!("{e}"), true),
         };
-        let (wait, log) = self.backoff.failed(now);
         let what = if keep {
             "kept for the next attempt"
         } else {
             "dropped (sending it again cannot succeed)"
         };
-        if log {
-            warn!(
-                "warp10: POST {} failed ({} times in a row): {error}; {} batches {what}; next try in {wait:?} or later",
-                self.url,
-                self.backoff.failures(),
-                self.backlog.len()
-            );
-        }
+        let (url, batches) = (&self.url, self.backlog.len());
+        self.retry.failed(now, |streak| {
+            format!(
+                "warp10: POST {url} failed ({} times in a row): {error}; {batches} batches {what}{}",
+                streak.failures,
+                streak.next_try()
+            )
+        });
         if keep {
             Outcome::Retrying
         } else {
@@ -273,6 +256,13 @@ impl Warp10Exporter {
     }
 }
 
+impl Sink for Warp10Sink {
+    async fn send(&mut self, measurement: &Measurement) -> Result<(), ExportError> {
+        self.export(measurement, Instant::now()).await;
+        Ok(())
+    }
+}
+
 /// The measurement in GTS input format, one line per series (each ending
 /// in `\n`), timed at the end of its cycle.
 #[must_use]
@@ -285,7 +275,7 @@ pub fn gts_lines(measurement: &Measurement, host: &str) -> String {
         .as_micros();
     let host = encode(host);
     let mut out = String::new();
-    for p in push::points(measurement) {
+    for p in points::points(measurement) {
         let Some(value) = gts_double(p.value) else {
             continue;
         };
@@ -301,15 +291,7 @@ pub fn gts_lines(measurement: &Measurement, host: &str) -> String {
 /// Percent-encodes everything but ASCII letters, digits and `-._~`, as UTF-8.
 #[must_use]
 pub fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
+    utf8_percent_encode(s, GTS_ESCAPED).to_string()
 }
 
 /// A double as Warp 10 reads one: always with a decimal point, never an
@@ -336,8 +318,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        exporters::push::tests::{sample_measurement, sample_snapshot},
-        metrics::MetricsConfig,
+        exporters::points::tests::{sample_measurement, sample_snapshot},
+        metrics::{MetricsConfig, MetricsState},
         sensors::EnergyOrigin,
         snapshot::Snapshot,
     };
@@ -494,8 +476,8 @@ mod tests {
         (port, rx)
     }
 
-    fn exporter(port: u16) -> Warp10Exporter {
-        Warp10Exporter::new(&Warp10Args {
+    fn exporter(port: u16) -> Warp10Sink {
+        Warp10Sink::new(&Warp10Args {
             host: "127.0.0.1".into(),
             port,
             scheme: Scheme::Http,
@@ -595,11 +577,11 @@ mod tests {
             step: 2,
             qemu: false,
         };
-        assert!(Warp10Exporter::new(&args).is_err());
+        assert!(Warp10Sink::new(&args).is_err());
         args.write_token = Some("good-token".into());
-        assert!(Warp10Exporter::new(&args).is_ok());
+        assert!(Warp10Sink::new(&args).is_ok());
         args.write_token = None;
-        assert!(Warp10Exporter::new(&args).is_err(), "no token at all");
+        assert!(Warp10Sink::new(&args).is_err(), "no token at all");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Metric families to one OTLP `ExportMetricsServiceRequest`.
 //!
-//! The series are those of the prometheus exporters ([`push::points`]: same
+//! The series are those of the prometheus exporters ([`points::points`]: same
 //! names, same labels, and `sensor` / `estimated` on energy values). A
 //! counter becomes a cumulative monotonic Sum whose start time is when scaph
 //! began counting (the first measurement's start), the same for every
@@ -18,7 +18,10 @@ use opentelemetry_proto::tonic::{
     resource::v1::Resource,
 };
 
-use crate::exporters::push::{self, Measurement, Point};
+use crate::exporters::{
+    points::{self, Point},
+    Measurement,
+};
 use crate::metrics::names::{Def, Kind, Unit};
 
 /// `service.name` of every request.
@@ -87,7 +90,7 @@ pub fn request(
 ) -> ExportMetricsServiceRequest {
     let time = unix_nanos(measurement.snapshot.timestamp);
     let start = unix_nanos(start).min(time);
-    let points = push::points(measurement);
+    let points = points::points(measurement);
     let mut metrics: Vec<Metric> = Vec::new();
     let mut current: Option<(&'static Def, Vec<NumberDataPoint>)> = None;
     // `points` keeps the families' order: consecutive points share a Def.

@@ -9,86 +9,74 @@
 //! - [`send`]: the HTTP and gRPC transports.
 //!
 //! A collector that is down or refuses a request is retried with backoff
-//! (1 s doubling to [`MAX_BACKOFF`]) and logged (the 1st, 2nd, 4th...
-//! failure in a row); scaph never stops for it. Only the latest measurement
-//! waits to be sent: cumulative sums carry everything before them, so
-//! nothing is lost by skipping the ones a down collector missed, and memory
-//! stays at one request.
+//! (1 s doubling to [`MAX_BACKOFF`], at the next measurement after the wait)
+//! and logged as [`super::retry`] says; scaph never stops for it. Only the
+//! latest measurement is sent: cumulative sums carry everything before
+//! them, so nothing is lost by skipping the ones a down collector missed,
+//! and memory stays at one request.
 pub mod config;
 pub mod encode;
 pub mod send;
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant, SystemTime};
 
 use log::{info, warn};
 
 pub use config::OtlpArgs;
 
-use super::push::{self, Backoff, Measurement};
-use crate::{agent::SnapshotRx, metrics::MetricsState};
+use super::{points, retry::Retry, ExportError, Measurement, Sink};
 
 /// Longest wait between two attempts to reach a collector that is down.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Exports the metrics of every new snapshot until the measurement stops.
-/// `metrics` is built with the exporter's `--qemu`.
-///
-/// # Errors
-/// Only for bad options, variables or TLS files; network failures are retried.
-pub async fn run(args: &OtlpArgs, metrics: MetricsState, rx: SnapshotRx) -> anyhow::Result<()> {
-    let settings = config::resolve(args, &|name| std::env::var(name).ok())?;
-    let mut transport = send::Transport::new(&settings)?;
-    info!(
-        "otlp: exporting to {} ({:?}{}) every {} s",
-        send::shown(&settings.endpoint),
-        settings.protocol,
-        if settings.gzip { ", gzip" } else { "" },
-        args.step
-    );
-    let resource = encode::resource(&push::hostname());
-    let (mut measurements, _feeder) = push::feed(rx, metrics);
-    let mut start = None;
-    let mut pending: Option<Arc<Measurement>> = None;
-    let mut backoff = Backoff::new(Duration::from_secs(1), MAX_BACKOFF);
-    let mut retry_at: Option<tokio::time::Instant> = None;
-    loop {
-        let retry = async {
-            match retry_at {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            changed = measurements.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                pending = measurements.borrow_and_update().clone();
-            }
-            () = retry, if pending.is_some() => {}
+/// Encodes each measurement as one request and exports it.
+pub struct OtlpSink {
+    transport: send::Transport,
+    resource: opentelemetry_proto::tonic::resource::v1::Resource,
+    /// Start of the cumulative sums: the first measurement's.
+    start: Option<SystemTime>,
+    retry: Retry,
+}
+
+impl OtlpSink {
+    /// # Errors
+    /// Bad options, variables or TLS files.
+    pub fn new(args: &OtlpArgs) -> anyhow::Result<Self> {
+        let settings = config::resolve(args, &|name| std::env::var(name).ok())?;
+        let transport = send::Transport::new(&settings)?;
+        info!(
+            "otlp: exporting to {} ({:?}{}) every {} s",
+            send::shown(&settings.endpoint),
+            settings.protocol,
+            if settings.gzip { ", gzip" } else { "" },
+            args.step
+        );
+        Ok(Self {
+            transport,
+            resource: encode::resource(&points::hostname()),
+            start: None,
+            retry: Retry::backoff(module_path!(), Duration::from_secs(1), MAX_BACKOFF),
+        })
+    }
+}
+
+impl Sink for OtlpSink {
+    /// A failed export is not sent again: the next measurement's cumulative
+    /// sums carry everything it held.
+    async fn send(&mut self, measurement: &Measurement) -> Result<(), ExportError> {
+        if !self.retry.ready(Instant::now()) {
+            return Ok(());
         }
-        if !backoff.ready(Instant::now()) {
-            continue;
-        }
-        let Some(measurement) = pending.clone() else {
-            continue;
-        };
-        let since = *start.get_or_insert_with(|| encode::counting_since(&measurement));
-        let request = encode::request(&measurement, &resource, since);
-        match transport.export(request).await {
+        let since = *self
+            .start
+            .get_or_insert_with(|| encode::counting_since(measurement));
+        let request = encode::request(measurement, &self.resource, since);
+        match self.transport.export(request).await {
             Ok(answer) => {
-                pending = None;
-                retry_at = None;
-                let failures = backoff.succeeded();
-                if failures > 0 {
-                    warn!(
-                        "otlp: {} accepts metrics again after {failures} failed attempts",
-                        transport.url()
-                    );
-                }
+                let url = self.transport.url();
+                self.retry.succeeded(|n| {
+                    format!("otlp: {url} accepts metrics again after {n} failed attempts")
+                });
                 if let Some(partial) = answer
                     .partial_success
                     .filter(|p| p.rejected_data_points > 0)
@@ -105,20 +93,17 @@ pub async fn run(args: &OtlpArgs, metrics: MetricsState, rx: SnapshotRx) -> anyh
                     );
                 }
             }
-            Err(e) => {
-                let (wait, log) = backoff.failed(Instant::now());
-                retry_at = Some(tokio::time::Instant::now() + wait);
-                if log {
-                    warn!(
-                        "otlp: export failed ({} in a row; next try in {wait:?}, then with backoff up to {MAX_BACKOFF:?}): {}",
-                        backoff.failures(),
-                        with_causes(&e)
-                    );
-                }
-            }
+            Err(e) => self.retry.failed(Instant::now(), |streak| {
+                format!(
+                    "otlp: export failed ({} in a row{}, then with backoff up to {MAX_BACKOFF:?}): {}",
+                    streak.failures,
+                    streak.next_try(),
+                    with_causes(&e)
+                )
+            }),
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// An error and its causes, `: `-separated (reqwest's own message leaves

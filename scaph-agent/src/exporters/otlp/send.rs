@@ -16,6 +16,7 @@ use tonic::{
 };
 
 use super::config::{Protocol, Settings};
+use crate::exporters::http::{self, ClientOptions, HttpTarget, Scheme};
 
 /// Longest answer body read from an HTTP collector.
 const MAX_ANSWER_BYTES: usize = 64 << 10;
@@ -30,8 +31,8 @@ pub enum SendError {
     },
     #[error("{path}: no PEM certificate in it")]
     NoCertificate { path: PathBuf },
-    #[error("setting up the HTTP client: {0}")]
-    HttpClient(#[source] reqwest::Error),
+    #[error("{0}")]
+    HttpClient(#[from] http::ClientError),
     #[error("setting up the gRPC channel: {0}")]
     GrpcChannel(#[source] tonic::transport::Error),
     #[error("compressing the request: {0}")]
@@ -103,29 +104,19 @@ impl Transport {
         };
         match settings.protocol {
             Protocol::HttpProtobuf => {
-                // No redirects: headers (tokens) would follow to another host.
-                let mut builder = reqwest::Client::builder()
-                    .timeout(settings.timeout)
-                    .redirect(reqwest::redirect::Policy::none());
-                if let Some((path, pem)) = &ca {
-                    let certs = reqwest::Certificate::from_pem_bundle(pem)
-                        .map_err(SendError::HttpClient)?;
-                    if certs.is_empty() {
-                        return Err(SendError::NoCertificate {
-                            path: (*path).clone(),
-                        });
-                    }
-                    builder = builder.tls_built_in_root_certs(false);
-                    for cert in certs {
-                        builder = builder.add_root_certificate(cert);
-                    }
-                }
-                if let Some((cert, key)) = &identity {
-                    let pem = [cert.as_slice(), b"\n", key.as_slice()].concat();
-                    let identity =
-                        reqwest::Identity::from_pem(&pem).map_err(SendError::HttpClient)?;
-                    builder = builder.identity(identity);
-                }
+                let ca = match &ca {
+                    Some((_, pem)) => Some(
+                        reqwest::Certificate::from_pem_bundle(pem)
+                            .map_err(http::ClientError::Build)?,
+                    ),
+                    None => None,
+                };
+                let client = http::client(&ClientOptions {
+                    timeout: Some(settings.timeout),
+                    ca,
+                    no_tls_check: false,
+                    identity,
+                })?;
                 let mut headers = reqwest::header::HeaderMap::new();
                 for (k, v) in &settings.headers {
                     // Validated by `config::resolve`.
@@ -137,7 +128,7 @@ impl Transport {
                     }
                 }
                 Ok(Self::Http {
-                    client: builder.build().map_err(SendError::HttpClient)?,
+                    client,
                     url: settings.endpoint.to_string(),
                     shown: shown(&settings.endpoint),
                     headers,
@@ -146,10 +137,13 @@ impl Transport {
             }
             Protocol::Grpc => {
                 let url = &settings.endpoint;
-                let port = url.port_or_known_default().unwrap_or(4317);
-                // host_str() already brackets an IPv6 address.
-                let host = url.host_str().unwrap_or("localhost");
-                let origin = format!("{}://{host}:{port}", url.scheme());
+                let origin = HttpTarget {
+                    scheme: Scheme::parse(url.scheme()).unwrap_or(Scheme::Http),
+                    // host_str() already brackets an IPv6 address.
+                    host: url.host_str().unwrap_or("localhost").to_owned(),
+                    port: url.port_or_known_default().unwrap_or(4317),
+                }
+                .origin();
                 let mut endpoint = Endpoint::from_shared(origin.clone())
                     .map_err(SendError::GrpcChannel)?
                     .timeout(settings.timeout)

@@ -12,7 +12,7 @@ use super::{
     encode,
 };
 use crate::{
-    exporters::{golden_fixture, push::Measurement},
+    exporters::{golden_fixture, Measurement},
     metrics::{encode as prometheus_text, MetricsConfig, MetricsState},
 };
 

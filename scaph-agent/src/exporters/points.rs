@@ -1,50 +1,9 @@
-//! What the exporters that send one value per series (riemann, warp10)
-//! share: the metrics of each snapshot (the same names and labels as the
-//! prometheus exporters, from [`crate::metrics`]), flattened to points; the
-//! host name; and retry pacing.
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
-
-use tokio::{sync::watch, task::JoinHandle};
-
-use crate::{
-    agent::SnapshotRx,
-    metrics::{
-        names::{Def, Unit},
-        Family, MetricsState,
-    },
-    snapshot::Snapshot,
-};
-
-/// One snapshot and its metric families.
-#[derive(Debug)]
-pub struct Measurement {
-    pub snapshot: Arc<Snapshot>,
-    pub families: Vec<Family>,
-}
-
-pub type MeasurementRx = watch::Receiver<Option<Arc<Measurement>>>;
-
-/// Feeds every snapshot, in order, to `state` and publishes the result. A
-/// sender that is slow (a server that does not answer) reads only the latest
-/// measurement, but the metrics' bookkeeping never misses a snapshot. The
-/// task ends when measurement stops.
-#[must_use]
-pub fn feed(mut snapshots: SnapshotRx, mut state: MetricsState) -> (MeasurementRx, JoinHandle<()>) {
-    let (tx, rx) = watch::channel(None);
-    let task = tokio::spawn(async move {
-        while snapshots.changed().await.is_ok() {
-            let snapshot = snapshots.borrow_and_update().clone();
-            if let Some(snapshot) = snapshot {
-                let families = state.update(&snapshot);
-                tx.send_replace(Some(Arc::new(Measurement { snapshot, families })));
-            }
-        }
-    });
-    (rx, task)
-}
+//! What the exporters that send one value per series (riemann, warp10,
+//! otlp) share: the metrics of each measurement (the same names and labels
+//! as the prometheus exporters, from [`crate::metrics`]) flattened to
+//! points, and the host name they report.
+use super::Measurement;
+use crate::metrics::names::{Def, Unit};
 
 /// One value of one series.
 #[derive(Clone, Debug, PartialEq)]
@@ -111,82 +70,26 @@ pub fn points(measurement: &Measurement) -> Vec<Point> {
 /// This machine's host name (`localhost` if it cannot be read).
 #[must_use]
 pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most `len` bytes into the buffer we own.
-    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
-    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    if ok && len > 0 {
-        String::from_utf8_lossy(&buf[..len]).into_owned()
-    } else {
-        "localhost".into()
-    }
-}
-
-/// Paces attempts after failures: the wait doubles from `min` up to `max`,
-/// and success resets it. Also says when a failure deserves a log line (the
-/// 1st, 2nd, 4th, 8th... in a row), so that an unreachable server does not
-/// flood the log.
-#[derive(Debug)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    next_wait: Duration,
-    not_before: Option<Instant>,
-    failures: u64,
-}
-
-impl Backoff {
-    #[must_use]
-    pub const fn new(min: Duration, max: Duration) -> Self {
-        Self {
-            min,
-            max,
-            next_wait: min,
-            not_before: None,
-            failures: 0,
-        }
-    }
-
-    /// Whether an attempt may be made at `now`.
-    #[must_use]
-    pub fn ready(&self, now: Instant) -> bool {
-        self.not_before.is_none_or(|t| now >= t)
-    }
-
-    /// Records a failure at `now`; returns the wait before the next attempt
-    /// and whether to log this failure.
-    pub fn failed(&mut self, now: Instant) -> (Duration, bool) {
-        self.failures += 1;
-        let wait = self.next_wait;
-        self.not_before = Some(now + wait);
-        self.next_wait = (wait * 2).min(self.max);
-        (wait, self.failures.is_power_of_two())
-    }
-
-    /// Records a success; returns how many failures in a row preceded it.
-    pub fn succeeded(&mut self) -> u64 {
-        self.next_wait = self.min;
-        self.not_before = None;
-        std::mem::take(&mut self.failures)
-    }
-
-    /// Failures in a row so far.
-    #[must_use]
-    pub const fn failures(&self) -> u64 {
-        self.failures
-    }
+    hostname::get()
+        .ok()
+        .map(|name| name.to_string_lossy().into_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::time::SystemTime;
+    use std::{
+        sync::Arc,
+        time::{Duration, SystemTime},
+    };
 
     use super::*;
     use crate::{
         cputime::{CpuTimeMethod, LossCounters, ProcessKey},
-        metrics::MetricsConfig,
+        metrics::{MetricsConfig, MetricsState},
         sensors::{DomainKind, EnergyOrigin},
-        snapshot::{DomainSnapshot, Energy, ProcessSnapshot, SensorInfo, SocketSnapshot},
+        snapshot::{DomainSnapshot, Energy, ProcessSnapshot, SensorInfo, Snapshot, SocketSnapshot},
     };
 
     /// A snapshot with every kind of value, for the exporters' tests: a VM
@@ -333,40 +236,6 @@ pub(crate) mod tests {
             find(&points, "scaph_host_power_microwatts", None).value,
             40e6
         );
-    }
-
-    #[tokio::test]
-    async fn feed_publishes_each_snapshot_with_its_families() {
-        let (tx, rx) = watch::channel(None);
-        let (mut out, task) = feed(rx, MetricsState::new(MetricsConfig::default()));
-        tx.send_replace(Some(Arc::new(sample_snapshot(EnergyOrigin::Measured))));
-        out.changed().await.unwrap();
-        let m = out.borrow_and_update().clone().unwrap();
-        assert!(m
-            .families
-            .iter()
-            .any(|f| f.def.name == "scaph_host_energy_joules_total"));
-        drop(tx);
-        task.await.unwrap();
-    }
-
-    #[test]
-    fn backoff_doubles_and_resets() {
-        let t0 = Instant::now();
-        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(5));
-        assert!(b.ready(t0));
-        let waits: Vec<(u64, bool)> = (0..5)
-            .map(|_| b.failed(t0))
-            .map(|(w, log)| (w.as_secs(), log))
-            .collect();
-        assert_eq!(
-            waits,
-            [(1, true), (2, true), (4, false), (5, true), (5, false)]
-        );
-        assert!(!b.ready(t0 + Duration::from_secs(4)));
-        assert!(b.ready(t0 + Duration::from_secs(5)));
-        assert_eq!(b.succeeded(), 5);
-        assert_eq!(b.failed(t0).0, Duration::from_secs(1));
     }
 
     #[test]

@@ -1,0 +1,178 @@
+//! What the HTTP exporters (prometheus-push, warp10, otlp) share: where a
+//! server is, and the one way their client is built.
+use std::{
+    borrow::Cow,
+    fmt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+/// `http` or `https`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    /// `http` or `https`; anything else is `None`.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "http" => Some(Self::Http),
+            "https" => Some(Self::Https),
+            _ => None,
+        }
+    }
+
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Https => "https",
+        }
+    }
+}
+
+impl fmt::Display for Scheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A server: scheme, host (name or IP address) and port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpTarget {
+    pub scheme: Scheme,
+    pub host: String,
+    pub port: u16,
+}
+
+impl HttpTarget {
+    /// `scheme://host:port`, an IPv6 address in brackets.
+    #[must_use]
+    pub fn origin(&self) -> String {
+        format!("{}://{}:{}", self.scheme, bracketed(&self.host), self.port)
+    }
+
+    /// The origin followed by `path` (which starts with `/`).
+    #[must_use]
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.origin())
+    }
+}
+
+/// `host` as a URL's authority holds it: an IPv6 address in brackets.
+#[must_use]
+pub fn bracketed(host: &str) -> Cow<'_, str> {
+    if host.contains(':') && !host.starts_with('[') {
+        Cow::Owned(format!("[{host}]"))
+    } else {
+        Cow::Borrowed(host)
+    }
+}
+
+/// How the client reaches its server.
+#[derive(Debug, Default)]
+pub struct ClientOptions {
+    /// Limit on one whole request (`None`: reqwest's default, none).
+    pub timeout: Option<Duration>,
+    /// Trust only these CA certificates ([`ca_certificates`]), instead of the built-in roots.
+    pub ca: Option<Vec<reqwest::Certificate>>,
+    /// Accept any certificate (a self-signed server).
+    pub no_tls_check: bool,
+    /// A client certificate chain and its key, PEM, for mutual TLS.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{path}: {why}")]
+    Ca { path: PathBuf, why: String },
+    #[error("setting up the HTTP client: {0}")]
+    Build(#[source] reqwest::Error),
+}
+
+/// The CA certificates of a PEM file, at least one.
+///
+/// # Errors
+/// When the file cannot be read or holds no certificate.
+pub fn ca_certificates(path: &Path) -> Result<Vec<reqwest::Certificate>, ClientError> {
+    let ca = |why: String| ClientError::Ca {
+        path: path.to_path_buf(),
+        why,
+    };
+    let pem = std::fs::read(path).map_err(|e| ca(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(ca("no PEM certificate in it".into()));
+    }
+    Ok(certs)
+}
+
+/// The one HTTP client builder: rustls, scaph's user agent, no redirects
+/// (headers that carry tokens or passwords never follow to another host).
+///
+/// # Errors
+/// A client identity that does not parse, or a TLS backend that fails.
+pub fn client(options: &ClientOptions) -> Result<reqwest::Client, ClientError> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("scaph/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .danger_accept_invalid_certs(options.no_tls_check);
+    if let Some(timeout) = options.timeout {
+        builder = builder.timeout(timeout);
+    }
+    if let Some(certs) = &options.ca {
+        builder = builder.tls_built_in_root_certs(false);
+        for cert in certs {
+            builder = builder.add_root_certificate(cert.clone());
+        }
+    }
+    if let Some((cert, key)) = &options.identity {
+        let pem = [cert.as_slice(), b"\n", key.as_slice()].concat();
+        let identity = reqwest::Identity::from_pem(&pem).map_err(ClientError::Build)?;
+        builder = builder.identity(identity);
+    }
+    builder.build().map_err(ClientError::Build)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins() {
+        let mut t = HttpTarget {
+            scheme: Scheme::Http,
+            host: "localhost".into(),
+            port: 8080,
+        };
+        assert_eq!(
+            t.url("/api/v0/update"),
+            "http://localhost:8080/api/v0/update"
+        );
+        t.host = "::1".into();
+        t.scheme = Scheme::Https;
+        assert_eq!(t.origin(), "https://[::1]:8080");
+        t.host = "[::1]".into();
+        assert_eq!(t.origin(), "https://[::1]:8080");
+        assert_eq!(Scheme::parse("ftp"), None);
+    }
+
+    #[test]
+    fn a_ca_file_without_a_certificate_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("ca.pem");
+        std::fs::write(&file, "not a certificate\n").expect("write");
+        assert!(matches!(
+            ca_certificates(&file),
+            Err(ClientError::Ca { .. })
+        ));
+        let missing = dir.path().join("missing.pem");
+        assert!(matches!(
+            ca_certificates(&missing),
+            Err(ClientError::Ca { .. })
+        ));
+    }
+}
