@@ -12,7 +12,8 @@ use crate::{
     containers::parse as cgroup,
     cputime::{
         meta::{parse_cmdline, pick_cgroup_path, CMDLINE_READ_MAX},
-        procfs::{parse_idle_ticks, parse_stat, MAX_CPUS},
+        pidstat::parse_stat,
+        procfs::{parse_idle_ticks, MAX_CPUS},
     },
     host,
     sensors::{

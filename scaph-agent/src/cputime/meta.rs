@@ -24,12 +24,24 @@ use rustc_hash::FxHashMap as HashMap;
 use ::procfs::{process::Process, ProcError, ProcessCGroup};
 
 use super::{
-    procfs::{is_gone, parse_stat, read_to_end_into, ticks_to_ns, CMDLINE, PID_STAT, PID_STATUS},
+    pidstat::{parse_stat, ticks_per_second, ticks_to_ns, PID_STAT},
     ProcessKey, ProcessMeta,
 };
 use crate::{
+    fsroot::read::{is_gone, read_to_end_into, Extent},
     label,
     vm_label::{self, VmTrust},
+};
+
+/// `/proc/PID/cmdline`: longer ones are cut (anyone can make theirs long).
+const CMDLINE: Extent = Extent {
+    limit: CMDLINE_READ_MAX,
+    single_line: false,
+};
+/// `/proc/PID/status`: about 1.5 KiB.
+const PID_STATUS: Extent = Extent {
+    limit: 16 * 1024,
+    single_line: false,
 };
 
 /// Most bytes of `/proc/PID/cmdline` read (libvirt, Proxmox and the qemu
@@ -105,7 +117,7 @@ impl MetaCache {
             options: MetaOptions::default(),
             own_pid: std::process::id(),
             buf: Vec::with_capacity(CMDLINE_READ_MAX),
-            ticks_per_second: super::procfs::ticks_per_second(),
+            ticks_per_second: ticks_per_second(),
             entries: HashMap::default(),
         }
     }
@@ -530,7 +542,7 @@ mod tests {
     }
 
     fn tps() -> u64 {
-        super::super::procfs::ticks_per_second()
+        super::super::pidstat::ticks_per_second()
     }
 
     #[test]
