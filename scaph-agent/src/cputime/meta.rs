@@ -19,7 +19,7 @@ use std::{
     sync::Arc,
 };
 
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use ::procfs::{process::Process, ProcError, ProcessCGroup};
 
@@ -28,7 +28,7 @@ use super::{
     ProcessKey, ProcessMeta,
 };
 use crate::{
-    fsroot::read::{is_gone, read_to_end_into, Extent},
+    fsroot::read::{is_gone, read_small_file, read_to_end_into, Extent},
     label,
     vm_label::{self, VmTrust},
 };
@@ -82,6 +82,16 @@ impl Default for MetaOptions {
 /// kernel's and our conversions. PIDs are not reused within milliseconds.
 const START_SLACK_NS: u64 = 1_000_000;
 
+/// Full metadata lookups per cycle through [`MetaCache::get_within_budget`].
+///
+/// A lookup is about ten system calls (stat, cmdline, cgroup, exe), some
+/// 20-30 µs: at startup, or after a burst of new processes, reading every
+/// process at once cost close to a second of CPU at 10,000 processes. The
+/// biggest CPU users of the cycle are read first; the others carry their
+/// kernel name meanwhile and get their metadata at the next cycles in which
+/// they run.
+pub const LOOKUPS_PER_CYCLE: usize = 2000;
+
 /// Metadata of processes by key, read once and kept until [`MetaCache::retain`]
 /// or [`MetaCache::remove`] drops it.
 #[derive(Debug)]
@@ -96,6 +106,22 @@ pub struct MetaCache {
     /// `None`: the key's PID now belongs to another process (start time
     /// mismatch), remembered so that it is not read again.
     entries: HashMap<ProcessKey, Option<ProcessMeta>>,
+    /// Full lookups per cycle ([`LOOKUPS_PER_CYCLE`]; fewer in tests).
+    per_cycle: usize,
+    /// Full lookups left in this cycle.
+    budget: usize,
+    /// Processes waiting for their metadata whose name was already given.
+    named: HashSet<ProcessKey>,
+}
+
+/// What [`MetaCache::get_within_budget`] gives.
+#[derive(Debug, PartialEq)]
+pub enum Budgeted {
+    /// As [`MetaCache::get`].
+    Meta(Option<ProcessMeta>),
+    /// Not read this cycle. `comm`: the process's name from its `stat`, the
+    /// first time only, when asked for.
+    Later { comm: Option<String> },
 }
 
 /// What one attempt to read a process's metadata found.
@@ -119,6 +145,9 @@ impl MetaCache {
             buf: Vec::with_capacity(CMDLINE_READ_MAX),
             ticks_per_second: ticks_per_second(),
             entries: HashMap::default(),
+            per_cycle: LOOKUPS_PER_CYCLE,
+            budget: LOOKUPS_PER_CYCLE,
+            named: HashSet::default(),
         }
     }
 
@@ -148,6 +177,59 @@ impl MetaCache {
         }
     }
 
+    /// Starts a cycle: [`LOOKUPS_PER_CYCLE`] full lookups from now on.
+    pub fn start_cycle(&mut self) {
+        self.budget = self.per_cycle;
+    }
+
+    /// Fewer lookups per cycle, for tests of the sources.
+    #[cfg(test)]
+    pub(super) fn set_lookups_per_cycle(&mut self, n: usize) {
+        self.per_cycle = n;
+    }
+
+    /// [`MetaCache::get`] while the cycle's lookups last; then only the name
+    /// (one `stat` read, once per process, and only if `name` is asked).
+    pub fn get_within_budget(&mut self, key: ProcessKey, name: bool) -> Budgeted {
+        if let Some(entry) = self.entries.get(&key) {
+            return Budgeted::Meta(entry.clone());
+        }
+        if self.budget > 0 {
+            self.budget -= 1;
+            self.named.remove(&key);
+            return Budgeted::Meta(self.get(key));
+        }
+        if !name || !self.named.insert(key) {
+            return Budgeted::Later { comm: None };
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        let path = crate::fsroot::pid_dir(&self.proc_root, key.pid).join("stat");
+        let stat = read_small_file(&path, &mut buf, PID_STAT)
+            .ok()
+            .and_then(|()| {
+                parse_stat(&buf)
+                    .map(|s| (s.start_ticks, String::from_utf8_lossy(s.comm).into_owned()))
+            });
+        self.buf = buf;
+        match stat {
+            Some((start_ticks, _))
+                if key.start_ns != 0
+                    && !start_times_match(
+                        key.start_ns,
+                        ticks_to_ns(start_ticks, self.ticks_per_second),
+                        self.ticks_per_second,
+                    ) =>
+            {
+                self.named.remove(&key);
+                self.entries.insert(key, None);
+                Budgeted::Meta(None)
+            }
+            stat => Budgeted::Later {
+                comm: stat.map(|(_, comm)| comm),
+            },
+        }
+    }
+
     /// True when `key` was already looked up (found, or known to be another process).
     pub fn contains(&self, key: &ProcessKey) -> bool {
         self.entries.contains_key(key)
@@ -157,12 +239,14 @@ impl MetaCache {
     /// final samples of exited processes, so memory stays bounded).
     pub fn retain(&mut self, live: impl Fn(&ProcessKey) -> bool) {
         self.entries.retain(|key, _| live(key));
+        self.named.retain(|key| live(key));
         crate::util::shrink_if_sparse(&mut self.entries);
     }
 
     /// Forgets one process.
     pub fn remove(&mut self, key: &ProcessKey) {
         self.entries.remove(key);
+        self.named.remove(key);
     }
 
     /// Number of cached entries.
@@ -205,24 +289,16 @@ impl MetaCache {
         }
         // `cmdline` exists for every live process (empty for kernel threads):
         // not finding it means the process went away while we were reading.
-        // The uid is read before and after the command line: a process may
-        // set a qemu argv and then exec a setuid helper that makes its real
-        // uid root; only a uid that held across the read vouches for it.
-        let uid_before = read_real_uid(&process);
         let mut buf = std::mem::take(&mut self.buf);
         let found = read_cmdline(&process, &mut buf).map(|cut| {
             let cgroup_path =
                 read_cgroup_path(&process).map(|p| Arc::from(label::bound(&p, PATH_MAX_CHARS)));
             let args = Args::new(&buf, cut);
-            let vm_name = vm_name(
-                &args,
-                cgroup_path.as_deref(),
-                &self.options.vm_trust,
-                || {
-                    let uid = uid_before.filter(|&u| read_real_uid(&process) == Some(u))?;
-                    in_host_pid_namespace(&self.proc_root, &process).then_some(uid)
-                },
-            );
+            let vm_name = if vm_label::is_qemu(&args.whole()) {
+                self.vouched_vm_name(&process, cgroup_path.as_deref())
+            } else {
+                None
+            };
             let cmdline = if u32::try_from(process.pid).is_ok_and(|pid| pid == self.own_pid) {
                 self.options.own_cmdline.clone()
             } else {
@@ -238,6 +314,28 @@ impl MetaCache {
         });
         self.buf = buf;
         found.map_or(Lookup::Unknown, Lookup::Found)
+    }
+
+    /// The name of a process whose first `cmdline` read looked like a VM.
+    ///
+    /// The command line is read again between two reads of the real uid: a
+    /// process may set a qemu argv and then exec a setuid helper that makes
+    /// its real uid root; only a uid that held across the read vouches for
+    /// the argv it surrounds. (Reading `status` only here, not for every
+    /// process, is a third of the cost of a lookup.)
+    fn vouched_vm_name(&self, process: &Process, cgroup_path: Option<&str>) -> Option<Arc<str>> {
+        let uid_before = read_real_uid(process);
+        let mut again = Vec::with_capacity(CMDLINE_READ_MAX);
+        let cut = read_cmdline(process, &mut again)?;
+        vm_name(
+            &Args::new(&again, cut),
+            cgroup_path,
+            &self.options.vm_trust,
+            || {
+                let uid = uid_before.filter(|&u| read_real_uid(process) == Some(u))?;
+                in_host_pid_namespace(&self.proc_root, process).then_some(uid)
+            },
+        )
     }
 
     /// The process's start time (ns since boot, tick resolution) and name,
@@ -714,6 +812,54 @@ mod tests {
         assert_eq!(cache.get(old), None);
         assert_eq!(cache.entries.get(&old), Some(&None));
         assert_eq!(cache.get(key(50, proc_ns + 5 * tick_ns)), None);
+    }
+
+    #[test]
+    fn lookups_beyond_the_cycle_budget_give_the_name_once_then_wait() {
+        let procs: Vec<FakeProc> = (1..=3)
+            .map(|pid| FakeProc {
+                pid,
+                start_ticks: 7,
+                exe: Some("/bin/x"),
+                cmdline: Some(b"x\0"),
+                cgroup: None,
+            })
+            .collect();
+        let root = tree(&procs);
+        let mut cache = MetaCache::new(root.path().to_path_buf());
+        cache.per_cycle = 1;
+        cache.start_cycle();
+        let full = |m: &Budgeted| matches!(m, Budgeted::Meta(Some(meta)) if meta.exe.is_some());
+        assert!(full(&cache.get_within_budget(key(1, 0), true)));
+        let later = |comm: Option<&str>| Budgeted::Later {
+            comm: comm.map(str::to_owned),
+        };
+        assert_eq!(
+            cache.get_within_budget(key(2, 0), true),
+            later(Some("fake"))
+        );
+        assert_eq!(
+            cache.get_within_budget(key(2, 0), true),
+            later(None),
+            "named once"
+        );
+        assert_eq!(cache.get_within_budget(key(3, 0), false), later(None));
+        // Cached entries cost nothing.
+        assert!(full(&cache.get_within_budget(key(1, 0), true)));
+        // A PID now owned by another process is known as such at once.
+        let tick_ns = 1_000_000_000 / tps();
+        let old = key(3, ticks_to_ns(7, tps()) + 100 * tick_ns);
+        assert_eq!(cache.get_within_budget(old, true), Budgeted::Meta(None));
+        assert!(cache.contains(&old));
+        // The next cycle reads the next ones.
+        cache.start_cycle();
+        assert!(full(&cache.get_within_budget(key(2, 0), true)));
+        assert_eq!(
+            cache.get_within_budget(key(3, 0), true),
+            later(Some("fake"))
+        );
+        cache.retain(|_| false);
+        assert!(cache.named.is_empty() && cache.is_empty());
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::{
 };
 
 use super::{
-    meta::MetaCache,
+    meta::{Budgeted, MetaCache},
     pidstat::{
         ns_to_ticks, parse_stat, parse_u64, ticks_per_second, ticks_to_ns, StatFields, PID_STAT,
     },
@@ -240,14 +240,25 @@ impl ProcfsSource {
         idle_ns
     }
 
-    /// Fills `meta` of live processes (read once per process, then cached) and
-    /// forgets the metadata of exited ones.
+    /// Fills `meta` of live processes (read once per process, then cached;
+    /// the biggest CPU users first, see [`super::meta::LOOKUPS_PER_CYCLE`])
+    /// and forgets the metadata of exited ones. A process left for a later
+    /// cycle already has its name from `stat`.
     fn attach_meta(&mut self, processes: &mut [ProcessSample]) {
-        for sample in processes {
+        self.meta.start_cycle();
+        let mut live: Vec<usize> = Vec::with_capacity(processes.len());
+        for (i, sample) in processes.iter().enumerate() {
             if sample.exited {
                 self.meta.remove(&sample.key);
             } else {
-                sample.meta = self.meta.get(sample.key);
+                live.push(i);
+            }
+        }
+        live.sort_by_key(|&i| std::cmp::Reverse(processes[i].total_ns));
+        for i in live {
+            let sample = &mut processes[i];
+            if let Budgeted::Meta(meta) = self.meta.get_within_budget(sample.key, false) {
+                sample.meta = meta;
             }
         }
     }
@@ -682,6 +693,28 @@ mod tests {
             .unwrap();
         assert_eq!(find(&s, 300)[0].total_ns, ns(10));
         assert_eq!(find(&s, 300)[0].comm, "renamed");
+    }
+
+    #[test]
+    fn metadata_of_the_biggest_users_comes_first_and_the_rest_follows() {
+        let fake = FakeProc::new(&[(0, 100, 5)]);
+        fake.set_all(&[row(300, "small", 10, 0, 500), row(301, "big", 10, 0, 500)]);
+        let mut src = ProcfsSource::new(fake.root()).unwrap();
+        src.meta.set_lookups_per_cycle(1);
+        let t0 = Instant::now();
+        src.sample_at(t0, boot_at(1000)).unwrap();
+        fake.set_all(&[row(300, "small", 11, 0, 500), row(301, "big", 90, 0, 500)]);
+        let s = src
+            .sample_at(t0 + Duration::from_secs(1), boot_at(1100))
+            .unwrap();
+        assert!(find(&s, 301)[0].meta.is_some(), "the biggest first");
+        let small = find(&s, 300)[0];
+        assert_eq!((small.meta.as_ref(), small.comm.as_str()), (None, "small"));
+        fake.set_all(&[row(300, "small", 12, 0, 500), row(301, "big", 95, 0, 500)]);
+        let s = src
+            .sample_at(t0 + Duration::from_secs(2), boot_at(1200))
+            .unwrap();
+        assert!(find(&s, 300)[0].meta.is_some() && find(&s, 301)[0].meta.is_some());
     }
 
     #[test]
