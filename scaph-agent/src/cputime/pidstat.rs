@@ -54,6 +54,22 @@ pub fn parse_stat(buf: &[u8]) -> Option<StatFields<'_>> {
     })
 }
 
+/// The same four fields through `procfs::process::Stat` (the crate's full
+/// parser): the reference the hand-written one is measured and tested
+/// against (`scaph-bench --only 7`). Not used by the agent.
+#[doc(hidden)]
+#[must_use]
+pub fn parse_stat_with_crate(buf: &[u8]) -> Option<(u32, String, u64, u64)> {
+    use ::procfs::FromRead as _;
+    let stat = ::procfs::process::Stat::from_read(buf).ok()?;
+    Some((
+        u32::try_from(stat.pid).ok()?,
+        stat.comm,
+        stat.utime.saturating_add(stat.stime),
+        stat.starttime,
+    ))
+}
+
 /// A decimal `u64` made of ASCII digits only.
 #[must_use]
 pub fn parse_u64(digits: &[u8]) -> Option<u64> {
@@ -157,6 +173,28 @@ mod tests {
             proptest::prop_assert_eq!(stat.comm, &comm[..]);
             proptest::prop_assert_eq!(stat.cpu_ticks, utime.saturating_add(stime));
             proptest::prop_assert_eq!(stat.start_ticks, start);
+        }
+
+        /// On what the kernel writes (a UTF-8 name here, all fields), both
+        /// parsers agree.
+        #[test]
+        fn the_crate_agrees(
+            pid in 1u32..=4_194_304,
+            comm in "[^\\x00]{0,15}",
+            utime in 0u64..1 << 40,
+            stime in 0u64..1 << 40,
+            start in 0u64..1 << 40,
+        ) {
+            let line = format!(
+                "{pid} ({comm}) S 1 1 1 0 -1 4194560 100 0 0 0 {utime} {stime} 0 0 20 0 1 0 {start} \
+                 1000 100 18446744073709551615 1 1 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"
+            );
+            let ours = parse_stat(line.as_bytes()).unwrap();
+            let theirs = parse_stat_with_crate(line.as_bytes()).unwrap();
+            proptest::prop_assert_eq!(
+                (ours.pid, String::from_utf8_lossy(ours.comm).into_owned(), ours.cpu_ticks, ours.start_ticks),
+                theirs
+            );
         }
     }
 
