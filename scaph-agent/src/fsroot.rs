@@ -106,6 +106,13 @@ pub fn pid_dir(proc_root: &Path, pid: u32) -> PathBuf {
     dir
 }
 
+/// `/proc/self/fd/<fd>`: re-opens one of scaph's own descriptors (an
+/// `O_PATH` handle, say) for reading. Always the running process's.
+#[must_use]
+pub fn own_fd(fd: std::os::fd::RawFd) -> PathBuf {
+    Path::new(DEFAULT_PROC_ROOT).join(format!("self/fd/{fd}"))
+}
+
 /// `<sys_root>/devices/system/cpu`.
 #[must_use]
 pub fn cpu_dir(sys_root: &Path) -> PathBuf {

@@ -116,7 +116,7 @@ impl BpfSource {
     }
 
     fn is_alive(&self, tgid: u32) -> bool {
-        self.proc_root.join(tgid.to_string()).exists()
+        crate::fsroot::pid_dir(&self.proc_root, tgid).exists()
     }
 }
 

@@ -264,7 +264,7 @@ impl MetaCache {
     /// Reads the metadata of `key` from `/proc`, through one directory handle so
     /// that every file comes from the same process.
     fn lookup(&mut self, key: ProcessKey) -> Lookup {
-        let dir = self.proc_root.join(key.pid.to_string());
+        let dir = crate::fsroot::pid_dir(&self.proc_root, key.pid);
         let process = match Process::new_with_root(dir) {
             Ok(process) => process,
             Err(error) => {
@@ -515,7 +515,7 @@ fn in_host_pid_namespace(proc_root: &Path, process: &Process) -> bool {
             .get(std::ffi::OsStr::new("pid"))
             .map(|ns| (ns.device_id, ns.identifier))
     };
-    let Some(host) = Process::new_with_root(proc_root.join("1"))
+    let Some(host) = Process::new_with_root(crate::fsroot::pid_dir(proc_root, 1))
         .ok()
         .and_then(|init| pid_ns(&init))
     else {
