@@ -10,7 +10,10 @@ use std::{
 use scaph_agent::{
     agent::Agent,
     attribution::IdlePolicy,
-    cputime::{bpf::BpfSource, loader::LoadOptions, pidstat, procfs::ProcfsSource, CpuTimeSource},
+    cputime::{
+        bpf::BpfSource, loader::LoadOptions, meta::MetaCache, pidstat, procfs::ProcfsSource,
+        CpuTimeSource, ProcessKey,
+    },
     fsroot::read::{read_small_file, ReadFailure},
     sensors::{EnergySensor, EstimateSensor, LinearModel, Topology},
 };
@@ -97,9 +100,9 @@ pub fn stat_and_first_cycle(quick: bool, table: &mut Table) {
             pidstat::parse_stat_with_crate(l).is_some()
         }));
     }
-    let row = |table: &mut Table, what: &str, v: &[f64]| {
+    let row = |table: &mut Table, what: &str, v: &[f64], unit: &str| {
         let (min, med, max) = stats(v);
-        table.row(what, min, med, max, "ns", "—", true);
+        table.row(what, min, med, max, unit, "—", true);
     };
     row(
         table,
@@ -108,11 +111,13 @@ pub fn stat_and_first_cycle(quick: bool, table: &mut Table) {
             lines.len()
         ),
         &ours,
+        "ns",
     );
     row(
         table,
         "parse one /proc/PID/stat line, procfs crate (`Stat::from_read`)",
         &theirs,
+        "ns",
     );
 
     let pids: Vec<u32> = fs::read_dir("/proc")
@@ -129,11 +134,31 @@ pub fn stat_and_first_cycle(quick: bool, table: &mut Table) {
         table,
         "open + read + parse one /proc/PID/stat, scaph",
         &ours,
+        "ns",
     );
     row(
         table,
         "open + read + parse one /proc/PID/stat, procfs crate",
         &theirs,
+        "ns",
+    );
+
+    // One full metadata lookup (what the first cycle did for every process
+    // before lookups were bounded per cycle).
+    let mut lookups = Vec::new();
+    for _ in 0..3 {
+        let mut cache = MetaCache::new("/proc".into());
+        let c0 = self_cpu();
+        for &pid in &pids {
+            black_box(cache.get(ProcessKey { pid, start_ns: 0 }));
+        }
+        lookups.push((self_cpu() - c0).as_secs_f64() * 1e6 / pids.len() as f64);
+    }
+    row(
+        table,
+        "one full metadata lookup (stat, cmdline, cgroup, exe), CPU per process",
+        &lookups,
+        "µs",
     );
 
     // The first cycle after start: every process is new, so every one's
