@@ -23,6 +23,13 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use ::procfs::{process::Process, ProcError, ProcessCGroup};
 
+mod argv;
+
+pub(crate) use argv::parse_cmdline;
+#[cfg(test)]
+use argv::parse_real_uid;
+use argv::{in_host_pid_namespace, read_real_uid, vm_name, Args};
+
 use super::{
     pidstat::{parse_stat, ticks_per_second, ticks_to_ns, PID_STAT},
     ProcessKey, ProcessMeta,
@@ -36,11 +43,6 @@ use crate::{
 /// `/proc/PID/cmdline`: longer ones are cut (anyone can make theirs long).
 const CMDLINE: Extent = Extent {
     limit: CMDLINE_READ_MAX,
-    single_line: false,
-};
-/// `/proc/PID/status`: about 1.5 KiB.
-const PID_STATUS: Extent = Extent {
-    limit: 16 * 1024,
     single_line: false,
 };
 
@@ -406,133 +408,6 @@ fn read_cmdline(process: &Process, buf: &mut Vec<u8>) -> Option<bool> {
     }
     // Exactly full: there may have been more (one extra byte is not worth a read).
     Some(buf.len() >= CMDLINE_READ_MAX)
-}
-
-/// The arguments of a (possibly cut) `cmdline`, converted lossily when not
-/// UTF-8 (the crate's `cmdline()` would drop the whole line). Empty pieces
-/// are dropped: the trailing NUL, and the padding left by processes that
-/// rewrite their title.
-struct Args<'a> {
-    text: Cow<'a, str>,
-    cut: bool,
-}
-
-impl<'a> Args<'a> {
-    fn new(raw: &'a [u8], cut: bool) -> Self {
-        Self {
-            text: String::from_utf8_lossy(raw),
-            cut,
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &str> {
-        self.text.split('\0').filter(|arg| !arg.is_empty())
-    }
-
-    /// The arguments that were read whole (a cut one is left out).
-    fn whole(&self) -> Vec<&str> {
-        let mut args: Vec<&str> = self.iter().collect();
-        if self.cut && !self.text.ends_with('\0') {
-            args.pop();
-        }
-        args
-    }
-
-    /// Joined by spaces and bounded to `max` characters (empty for 0); ends
-    /// with the cut mark when anything was left out, read or not.
-    fn joined(&self, max: usize) -> Arc<str> {
-        if max == 0 {
-            return Arc::from("");
-        }
-        let joined = self.iter().collect::<Vec<_>>().join(" ");
-        let mut bounded = label::bound(&joined, max).into_owned();
-        if self.cut && !bounded.ends_with(label::CUT) {
-            bounded.push(label::CUT);
-        }
-        Arc::from(bounded)
-    }
-}
-
-/// What scaph makes of a raw `cmdline` (at most [`CMDLINE_READ_MAX`] bytes of
-/// it are read): the line as kept with `max` characters, and the arguments
-/// read whole, which VM detection looks at. For the fuzz targets.
-pub(crate) fn parse_cmdline(raw: &[u8], max: usize) -> (Arc<str>, Vec<String>) {
-    let raw = &raw[..raw.len().min(CMDLINE_READ_MAX)];
-    let args = Args::new(raw, raw.len() >= CMDLINE_READ_MAX);
-    let whole = args.whole().into_iter().map(str::to_owned).collect();
-    (args.joined(max), whole)
-}
-
-/// The name of a VM that is trusted to be one (see [`VmTrust`]).
-fn vm_name(
-    args: &Args<'_>,
-    cgroup_path: Option<&str>,
-    trust: &VmTrust,
-    uid: impl FnOnce() -> Option<u32>,
-) -> Option<Arc<str>> {
-    let whole = args.whole();
-    if !vm_label::is_qemu(&whole) {
-        return None;
-    }
-    let name = vm_label::vm_name(&whole)?;
-    if !trust.trusts(cgroup_path, uid) {
-        log::debug!(
-            "a process that looks like VM {:?} is not run by a trusted user: not a VM",
-            label::value(&name)
-        );
-        return None;
-    }
-    if name.len() > VM_NAME_MAX_BYTES || name.chars().any(char::is_control) {
-        log::info!(
-            "VM name {:?} is too long or has control characters: the VM is left unnamed",
-            label::value(&name)
-        );
-        return None;
-    }
-    Some(Arc::from(name))
-}
-
-/// The real uid from `/proc/PID/status`: an unprivileged user cannot make
-/// it root's (a setuid program changes the effective uid only, and the
-/// owner of `/proc/PID` becomes root for any process that makes itself
-/// non-dumpable).
-fn read_real_uid(process: &Process) -> Option<u32> {
-    let mut file = process.open_relative("status").ok()?;
-    let mut buf = Vec::with_capacity(2048);
-    read_to_end_into(&mut file, &mut buf, PID_STATUS).ok()?;
-    parse_real_uid(&buf)
-}
-
-/// Whether `process` shares the PID namespace of `proc_root`'s PID 1:
-/// containers (docker, podman, LXC, nspawn) have one of their own; the
-/// hypervisor's qemu does not. True when PID 1's cannot be read (scaph
-/// without `CAP_SYS_PTRACE` cannot tell; the cgroup rules still hold).
-fn in_host_pid_namespace(proc_root: &Path, process: &Process) -> bool {
-    let pid_ns = |p: &Process| {
-        p.namespaces()
-            .ok()?
-            .0
-            .get(std::ffi::OsStr::new("pid"))
-            .map(|ns| (ns.device_id, ns.identifier))
-    };
-    let Some(host) = Process::new_with_root(crate::fsroot::pid_dir(proc_root, 1))
-        .ok()
-        .and_then(|init| pid_ns(&init))
-    else {
-        return true;
-    };
-    pid_ns(process) == Some(host)
-}
-
-/// The first number of the `Uid:` line (real, effective, saved, filesystem).
-fn parse_real_uid(status: &[u8]) -> Option<u32> {
-    let line = status
-        .split(|&b| b == b'\n')
-        .find_map(|line| line.strip_prefix(b"Uid:"))?;
-    let real = line
-        .split(u8::is_ascii_whitespace)
-        .find(|field| !field.is_empty())?;
-    std::str::from_utf8(real).ok()?.parse().ok()
 }
 
 /// `exe` cut at [`PATH_MAX_CHARS`] (and lossily converted, when it has to be cut and is not UTF-8).
