@@ -87,8 +87,9 @@ const START_SLACK_NS: u64 = 1_000_000;
 /// Full metadata lookups per cycle through [`MetaCache::get_within_budget`].
 ///
 /// A lookup is about ten system calls (stat, cmdline, cgroup, exe), some
-/// 20-30 µs: at startup, or after a burst of new processes, reading every
-/// process at once cost close to a second of CPU at 10,000 processes. The
+/// 20 µs of CPU: at startup, or after a burst of new processes, reading
+/// every process at once cost 250 ms at 10,000 processes (with 2,000 per
+/// cycle: 135 ms, then about 60 ms for four cycles; `scaph-bench --only 7`). The
 /// biggest CPU users of the cycle are read first; the others carry their
 /// kernel name meanwhile and get their metadata at the next cycles in which
 /// they run.

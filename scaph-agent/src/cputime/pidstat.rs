@@ -3,9 +3,11 @@
 //! the clock-tick conversions that go with it.
 //!
 //! Parsed by hand rather than with `procfs::process::Stat`: the crate parses
-//! all 52 fields and allocates the name, which measured several times slower
-//! per line (see `scaph-bench --only 7`, `BENCHMARKS.md`); only four fields
-//! are needed here.
+//! all 52 fields and allocates the name. Measured with `scaph-bench --only 7`
+//! over 10,000 processes: 0.25 µs a line here against 1.2 µs, and 7.4 µs
+//! against 8.6 µs with the open and read (the hot path of procfs mode, once
+//! per process per cycle). Only four fields are needed; the crate's parse
+//! stays as the reference both are tested against.
 use crate::fsroot::read::Extent;
 
 /// `/proc/PID/stat`: one line, under 1 KiB in practice.
