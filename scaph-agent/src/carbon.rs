@@ -144,7 +144,7 @@ pub fn read(path: &Path) -> Result<f64, CarbonError> {
     let file = File::options()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(format!("/proc/self/fd/{}", handle.as_raw_fd()))
+        .open(crate::fsroot::own_fd(handle.as_raw_fd()))
         .map_err(failed)?;
     let mut bytes = Vec::new();
     file.take(MAX_FILE_BYTES + 1)

@@ -61,11 +61,11 @@ pub struct Cli {
     pub hwmon_root: PathBuf,
 
     /// Root of procfs.
-    #[arg(long, default_value = "/proc", global = true, hide = true)]
+    #[arg(long, default_value = crate::fsroot::DEFAULT_PROC_ROOT, global = true, hide = true)]
     pub proc_root: PathBuf,
 
     /// Root of sysfs (CPU topology).
-    #[arg(long, default_value = "/sys", global = true, hide = true)]
+    #[arg(long, default_value = crate::fsroot::DEFAULT_SYS_ROOT, global = true, hide = true)]
     pub sys_root: PathBuf,
 
     /// Read CPU time from /proc/PID/stat instead of loading the kernel program.

@@ -6,13 +6,17 @@
 //! Not an API: hidden from the documentation, kept in step with the parsers.
 use std::time::Duration;
 
-use procfs::{process::MountInfos, FromBufRead as _, ProcessCGroups};
+use procfs::{
+    process::{MountInfos, StatM},
+    FromBufRead as _, FromRead as _, ProcessCGroups,
+};
 
 use crate::{
     containers::parse as cgroup,
     cputime::{
         meta::{parse_cmdline, pick_cgroup_path, CMDLINE_READ_MAX},
-        procfs::{parse_idle_ticks, parse_stat, MAX_CPUS},
+        pidstat::parse_stat,
+        procfs::{parse_idle_ticks, MAX_CPUS},
     },
     host,
     sensors::{
@@ -47,14 +51,15 @@ pub fn proc_pid_stat(data: &[u8]) {
             "comm outside the line"
         );
     }
-    let _ = host::stat_cpu_ticks(&String::from_utf8_lossy(data));
 }
 
 /// `/proc/stat`: idle ticks per CPU and the scheduler counters.
 pub fn proc_stat(data: &[u8]) {
     let idle = parse_idle_ticks(data);
     assert!(idle.len() <= MAX_CPUS, "{} CPUs", idle.len());
-    let _ = host::parse_activity(&String::from_utf8_lossy(data));
+    if let Ok(stats) = host::kernel_stats(data) {
+        let _ = host::activity(&stats);
+    }
 }
 
 /// `/proc/PID/cmdline`: the bounded line kept for each `--cmdline-max-len`,
@@ -161,26 +166,30 @@ pub fn powercap(data: &[u8]) {
 
 /// `/proc/loadavg`, `/proc/meminfo` and `/proc/PID/statm`.
 pub fn host_files(data: &[u8]) {
-    let text = String::from_utf8_lossy(data);
-    let _ = host::parse_loadavg(&text);
-    let _ = host::parse_meminfo(&text);
-    let _ = host::parse_statm(&text, 4096);
+    let _ = host::load_average(data);
+    if let Ok(info) = host::meminfo(data) {
+        let _ = host::memory(&info);
+    }
+    if let Ok(statm) = StatM::from_read(data) {
+        let _ = host::memory_of(&statm, 4096);
+    }
 }
 
-/// `/proc/self/mounts`: block devices and their unescaped mount points.
+/// Mount points as written in `mounts` and `mountinfo`: unescaped.
 pub fn mounts(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    for (device, mount_point, _) in host::block_mounts(&text) {
-        assert!(device.starts_with("/dev/"));
-        assert!(mount_point.chars().count() <= text.len());
-    }
-    let _ = host::unescape_mount(&text);
+    assert!(host::unescape_mount(&text).len() <= text.len());
 }
 
-/// `/proc/PID/mountinfo` through the procfs crate (scaph reads `mounts`
-/// itself; this is the parser it would use for `mountinfo`).
+/// `/proc/self/mountinfo` through the procfs crate: block devices and their
+/// unescaped mount points.
 pub fn mountinfo(data: &[u8]) {
-    let _ = MountInfos::from_buf_read(data);
+    if let Ok(mounts) = MountInfos::from_buf_read(data) {
+        for (device, mount_point, _) in host::block_mounts(&mounts) {
+            assert!(device.starts_with("/dev/"));
+            assert!(mount_point.len() <= data.len());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod cli_ranges;
 pub mod containers;
 pub mod cputime;
 pub mod exporters;
+pub mod fsroot;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod host;

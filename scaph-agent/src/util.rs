@@ -4,7 +4,7 @@ use std::{
     hash::{BuildHasher, Hash},
 };
 
-use crate::host::HostReader;
+use crate::{fsroot::Roots, host::HostReader};
 
 /// Gives memory back after a map shrank a lot. Maps of per-process state
 /// grow with bursts of short-lived processes; without this they would keep
@@ -76,7 +76,9 @@ impl Default for GrowthTrim {
     fn default() -> Self {
         Self {
             base: None,
-            reader: HostReader::new("/proc".into(), "/sys".into()),
+            // scaph's own memory: always the running process's, whatever
+            // tree `--proc-root` observes.
+            reader: HostReader::with_roots(Roots::running()),
         }
     }
 }

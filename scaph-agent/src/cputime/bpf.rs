@@ -16,7 +16,7 @@ use scaph_common::{maps, CpuState, ProcExit, ProcKey, COMM_LEN};
 use super::{
     flush::Flusher,
     loader::{self, LoadError, LoadOptions, Loaded},
-    meta::MetaCache,
+    meta::{Budgeted, MetaCache},
     slots::{SlotRead, Slots},
     CpuSample, CpuTimeError, CpuTimeMethod, CpuTimeSource, LossCounters, ProcessKey, ProcessSample,
 };
@@ -116,7 +116,7 @@ impl BpfSource {
     }
 
     fn is_alive(&self, tgid: u32) -> bool {
-        self.proc_root.join(tgid.to_string()).exists()
+        crate::fsroot::pid_dir(&self.proc_root, tgid).exists()
     }
 }
 
@@ -312,10 +312,41 @@ impl CpuTimeSource for BpfSource {
 
         let interval = self.last_read.map(|t| now - t).unwrap_or_default();
         self.last_read = Some(now);
+        // Metadata, and with it the name, is read once per process (and
+        // again after an exec); consumers keep what they were given last.
+        // The biggest CPU users first: a cycle's lookups are bounded (see
+        // `meta::LOOKUPS_PER_CYCLE`), the others get their name meanwhile.
+        self.meta.start_cycle();
+        let mut unread: Vec<usize> = (0..processes.len())
+            .filter(|&i| !looked_up[i] && !processes[i].exited)
+            .collect();
+        unread.sort_by_key(|&i| std::cmp::Reverse(processes[i].total_ns));
+        for i in unread {
+            let sample = &mut processes[i];
+            let comm = match self.meta.get_within_budget(sample.key, true) {
+                Budgeted::Meta(meta) => {
+                    sample.meta = meta;
+                    sample
+                        .meta
+                        .as_ref()
+                        .and_then(|m| m.comm.as_deref().map(str::to_owned))
+                }
+                Budgeted::Later { comm } => comm,
+            };
+            let key = ProcKey {
+                tgid: sample.key.pid,
+                reserved: 0,
+                start_ns: sample.key.start_ns,
+            };
+            if let Some(comm) = comm {
+                sample.comm = comm;
+            } else if let Some(Some(comm)) = self.exiting.get(&key) {
+                // Gone before its metadata could be read: the name at exit.
+                sample.comm.clone_from(comm);
+            }
+        }
         let mut exited: Vec<ProcessKey> = Vec::new();
-        for (sample, looked_up) in processes.iter_mut().zip(looked_up) {
-            // Metadata, and with it the name, is read once per process (and
-            // again after an exec); consumers keep what they were given last.
+        for sample in &mut processes {
             let key = ProcKey {
                 tgid: sample.key.pid,
                 reserved: 0,
@@ -323,14 +354,6 @@ impl CpuTimeSource for BpfSource {
             };
             if sample.exited {
                 exited.push(sample.key);
-            } else if !looked_up {
-                sample.meta = self.meta.get(sample.key);
-                if let Some(comm) = sample.meta.as_ref().and_then(|m| m.comm.as_deref()) {
-                    comm.clone_into(&mut sample.comm);
-                } else if let Some(Some(comm)) = self.exiting.get(&key) {
-                    // Gone before its metadata could be read: the name at exit.
-                    sample.comm.clone_from(comm);
-                }
             }
             if !self.renamed.is_empty() {
                 if let Some(comm) = self.renamed.remove(&key) {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use btfparse::{Offset, Readable, TypeInformation};
 use scaph_common::TaskOffsets;
 
-pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+pub const VMLINUX_BTF: &str = crate::fsroot::kernel::VMLINUX_BTF;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {

@@ -10,13 +10,12 @@ use log::{debug, info, warn};
 use scaph_common::{globals, maps, programs};
 
 use super::{btf, CpuTimeMethod};
+// The running kernel's tracefs (not under `--sys-root`): the kernel
+// program attaches to the real scheduler.
+use crate::fsroot::{cpulist, kernel::TRACEFS_ROOTS};
 
 /// The object built from `scaph-ebpf` by build.rs (empty when bpf-linker was missing).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/scaph"));
-
-/// The running kernel's tracefs (not under `--sys-root`): the kernel
-/// program attaches to the real scheduler.
-const TRACEFS_ROOTS: &[&str] = &["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -222,14 +221,11 @@ pub fn cpu_ids() -> usize {
 /// Always the running kernel's list, never under `--sys-root`: the maps are
 /// sized for the CPUs the kernel program will really run on (a simulated
 /// topology only changes how energy is split, not where code runs).
-const POSSIBLE_CPUS: &str = "/sys/devices/system/cpu/possible";
+const POSSIBLE_CPUS: &str = crate::fsroot::kernel::POSSIBLE_CPUS;
 
 /// The highest CPU id in a kernel CPU list such as `0-3,8-11`.
 fn highest_cpu(list: &str) -> Option<u32> {
-    list.trim()
-        .split(',')
-        .filter_map(|range| range.rsplit('-').next()?.trim().parse().ok())
-        .max()
+    cpulist::highest(list)
 }
 
 /// Loads the object with its maps sized by `layout` (`PROC_CPU` holds a

@@ -19,17 +19,31 @@ use std::{
     sync::Arc,
 };
 
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use ::procfs::{process::Process, ProcError, ProcessCGroup};
 
+mod argv;
+
+pub(crate) use argv::parse_cmdline;
+#[cfg(test)]
+use argv::parse_real_uid;
+use argv::{in_host_pid_namespace, read_real_uid, vm_name, Args};
+
 use super::{
-    procfs::{is_gone, parse_stat, read_to_end_into, ticks_to_ns, CMDLINE, PID_STAT, PID_STATUS},
+    pidstat::{parse_stat, ticks_per_second, ticks_to_ns, PID_STAT},
     ProcessKey, ProcessMeta,
 };
 use crate::{
+    fsroot::read::{is_gone, read_small_file, read_to_end_into, Extent},
     label,
     vm_label::{self, VmTrust},
+};
+
+/// `/proc/PID/cmdline`: longer ones are cut (anyone can make theirs long).
+const CMDLINE: Extent = Extent {
+    limit: CMDLINE_READ_MAX,
+    single_line: false,
 };
 
 /// Most bytes of `/proc/PID/cmdline` read (libvirt, Proxmox and the qemu
@@ -70,6 +84,17 @@ impl Default for MetaOptions {
 /// kernel's and our conversions. PIDs are not reused within milliseconds.
 const START_SLACK_NS: u64 = 1_000_000;
 
+/// Full metadata lookups per cycle through [`MetaCache::get_within_budget`].
+///
+/// A lookup is about ten system calls (stat, cmdline, cgroup, exe), some
+/// 20 µs of CPU: at startup, or after a burst of new processes, reading
+/// every process at once cost 250 ms at 10,000 processes (with 2,000 per
+/// cycle: 135 ms, then about 60 ms for four cycles; `scaph-bench --only 7`). The
+/// biggest CPU users of the cycle are read first; the others carry their
+/// kernel name meanwhile and get their metadata at the next cycles in which
+/// they run.
+pub const LOOKUPS_PER_CYCLE: usize = 2000;
+
 /// Metadata of processes by key, read once and kept until [`MetaCache::retain`]
 /// or [`MetaCache::remove`] drops it.
 #[derive(Debug)]
@@ -84,6 +109,22 @@ pub struct MetaCache {
     /// `None`: the key's PID now belongs to another process (start time
     /// mismatch), remembered so that it is not read again.
     entries: HashMap<ProcessKey, Option<ProcessMeta>>,
+    /// Full lookups per cycle ([`LOOKUPS_PER_CYCLE`]; fewer in tests).
+    per_cycle: usize,
+    /// Full lookups left in this cycle.
+    budget: usize,
+    /// Processes waiting for their metadata whose name was already given.
+    named: HashSet<ProcessKey>,
+}
+
+/// What [`MetaCache::get_within_budget`] gives.
+#[derive(Debug, PartialEq)]
+pub enum Budgeted {
+    /// As [`MetaCache::get`].
+    Meta(Option<ProcessMeta>),
+    /// Not read this cycle. `comm`: the process's name from its `stat`, the
+    /// first time only, when asked for.
+    Later { comm: Option<String> },
 }
 
 /// What one attempt to read a process's metadata found.
@@ -105,8 +146,11 @@ impl MetaCache {
             options: MetaOptions::default(),
             own_pid: std::process::id(),
             buf: Vec::with_capacity(CMDLINE_READ_MAX),
-            ticks_per_second: super::procfs::ticks_per_second(),
+            ticks_per_second: ticks_per_second(),
             entries: HashMap::default(),
+            per_cycle: LOOKUPS_PER_CYCLE,
+            budget: LOOKUPS_PER_CYCLE,
+            named: HashSet::default(),
         }
     }
 
@@ -136,6 +180,59 @@ impl MetaCache {
         }
     }
 
+    /// Starts a cycle: [`LOOKUPS_PER_CYCLE`] full lookups from now on.
+    pub fn start_cycle(&mut self) {
+        self.budget = self.per_cycle;
+    }
+
+    /// Fewer lookups per cycle, for tests of the sources.
+    #[cfg(test)]
+    pub(super) fn set_lookups_per_cycle(&mut self, n: usize) {
+        self.per_cycle = n;
+    }
+
+    /// [`MetaCache::get`] while the cycle's lookups last; then only the name
+    /// (one `stat` read, once per process, and only if `name` is asked).
+    pub fn get_within_budget(&mut self, key: ProcessKey, name: bool) -> Budgeted {
+        if let Some(entry) = self.entries.get(&key) {
+            return Budgeted::Meta(entry.clone());
+        }
+        if self.budget > 0 {
+            self.budget -= 1;
+            self.named.remove(&key);
+            return Budgeted::Meta(self.get(key));
+        }
+        if !name || !self.named.insert(key) {
+            return Budgeted::Later { comm: None };
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        let path = crate::fsroot::pid_dir(&self.proc_root, key.pid).join("stat");
+        let stat = read_small_file(&path, &mut buf, PID_STAT)
+            .ok()
+            .and_then(|()| {
+                parse_stat(&buf)
+                    .map(|s| (s.start_ticks, String::from_utf8_lossy(s.comm).into_owned()))
+            });
+        self.buf = buf;
+        match stat {
+            Some((start_ticks, _))
+                if key.start_ns != 0
+                    && !start_times_match(
+                        key.start_ns,
+                        ticks_to_ns(start_ticks, self.ticks_per_second),
+                        self.ticks_per_second,
+                    ) =>
+            {
+                self.named.remove(&key);
+                self.entries.insert(key, None);
+                Budgeted::Meta(None)
+            }
+            stat => Budgeted::Later {
+                comm: stat.map(|(_, comm)| comm),
+            },
+        }
+    }
+
     /// True when `key` was already looked up (found, or known to be another process).
     pub fn contains(&self, key: &ProcessKey) -> bool {
         self.entries.contains_key(key)
@@ -145,12 +242,14 @@ impl MetaCache {
     /// final samples of exited processes, so memory stays bounded).
     pub fn retain(&mut self, live: impl Fn(&ProcessKey) -> bool) {
         self.entries.retain(|key, _| live(key));
+        self.named.retain(|key| live(key));
         crate::util::shrink_if_sparse(&mut self.entries);
     }
 
     /// Forgets one process.
     pub fn remove(&mut self, key: &ProcessKey) {
         self.entries.remove(key);
+        self.named.remove(key);
     }
 
     /// Number of cached entries.
@@ -168,7 +267,7 @@ impl MetaCache {
     /// Reads the metadata of `key` from `/proc`, through one directory handle so
     /// that every file comes from the same process.
     fn lookup(&mut self, key: ProcessKey) -> Lookup {
-        let dir = self.proc_root.join(key.pid.to_string());
+        let dir = crate::fsroot::pid_dir(&self.proc_root, key.pid);
         let process = match Process::new_with_root(dir) {
             Ok(process) => process,
             Err(error) => {
@@ -193,24 +292,16 @@ impl MetaCache {
         }
         // `cmdline` exists for every live process (empty for kernel threads):
         // not finding it means the process went away while we were reading.
-        // The uid is read before and after the command line: a process may
-        // set a qemu argv and then exec a setuid helper that makes its real
-        // uid root; only a uid that held across the read vouches for it.
-        let uid_before = read_real_uid(&process);
         let mut buf = std::mem::take(&mut self.buf);
         let found = read_cmdline(&process, &mut buf).map(|cut| {
             let cgroup_path =
                 read_cgroup_path(&process).map(|p| Arc::from(label::bound(&p, PATH_MAX_CHARS)));
             let args = Args::new(&buf, cut);
-            let vm_name = vm_name(
-                &args,
-                cgroup_path.as_deref(),
-                &self.options.vm_trust,
-                || {
-                    let uid = uid_before.filter(|&u| read_real_uid(&process) == Some(u))?;
-                    in_host_pid_namespace(&self.proc_root, &process).then_some(uid)
-                },
-            );
+            let vm_name = if vm_label::is_qemu(&args.whole()) {
+                self.vouched_vm_name(&process, cgroup_path.as_deref())
+            } else {
+                None
+            };
             let cmdline = if u32::try_from(process.pid).is_ok_and(|pid| pid == self.own_pid) {
                 self.options.own_cmdline.clone()
             } else {
@@ -226,6 +317,28 @@ impl MetaCache {
         });
         self.buf = buf;
         found.map_or(Lookup::Unknown, Lookup::Found)
+    }
+
+    /// The name of a process whose first `cmdline` read looked like a VM.
+    ///
+    /// The command line is read again between two reads of the real uid: a
+    /// process may set a qemu argv and then exec a setuid helper that makes
+    /// its real uid root; only a uid that held across the read vouches for
+    /// the argv it surrounds. (Reading `status` only here, not for every
+    /// process, is a third of the cost of a lookup.)
+    fn vouched_vm_name(&self, process: &Process, cgroup_path: Option<&str>) -> Option<Arc<str>> {
+        let uid_before = read_real_uid(process);
+        let mut again = Vec::with_capacity(CMDLINE_READ_MAX);
+        let cut = read_cmdline(process, &mut again)?;
+        vm_name(
+            &Args::new(&again, cut),
+            cgroup_path,
+            &self.options.vm_trust,
+            || {
+                let uid = uid_before.filter(|&u| read_real_uid(process) == Some(u))?;
+                in_host_pid_namespace(&self.proc_root, process).then_some(uid)
+            },
+        )
     }
 
     /// The process's start time (ns since boot, tick resolution) and name,
@@ -296,133 +409,6 @@ fn read_cmdline(process: &Process, buf: &mut Vec<u8>) -> Option<bool> {
     }
     // Exactly full: there may have been more (one extra byte is not worth a read).
     Some(buf.len() >= CMDLINE_READ_MAX)
-}
-
-/// The arguments of a (possibly cut) `cmdline`, converted lossily when not
-/// UTF-8 (the crate's `cmdline()` would drop the whole line). Empty pieces
-/// are dropped: the trailing NUL, and the padding left by processes that
-/// rewrite their title.
-struct Args<'a> {
-    text: Cow<'a, str>,
-    cut: bool,
-}
-
-impl<'a> Args<'a> {
-    fn new(raw: &'a [u8], cut: bool) -> Self {
-        Self {
-            text: String::from_utf8_lossy(raw),
-            cut,
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &str> {
-        self.text.split('\0').filter(|arg| !arg.is_empty())
-    }
-
-    /// The arguments that were read whole (a cut one is left out).
-    fn whole(&self) -> Vec<&str> {
-        let mut args: Vec<&str> = self.iter().collect();
-        if self.cut && !self.text.ends_with('\0') {
-            args.pop();
-        }
-        args
-    }
-
-    /// Joined by spaces and bounded to `max` characters (empty for 0); ends
-    /// with the cut mark when anything was left out, read or not.
-    fn joined(&self, max: usize) -> Arc<str> {
-        if max == 0 {
-            return Arc::from("");
-        }
-        let joined = self.iter().collect::<Vec<_>>().join(" ");
-        let mut bounded = label::bound(&joined, max).into_owned();
-        if self.cut && !bounded.ends_with(label::CUT) {
-            bounded.push(label::CUT);
-        }
-        Arc::from(bounded)
-    }
-}
-
-/// What scaph makes of a raw `cmdline` (at most [`CMDLINE_READ_MAX`] bytes of
-/// it are read): the line as kept with `max` characters, and the arguments
-/// read whole, which VM detection looks at. For the fuzz targets.
-pub(crate) fn parse_cmdline(raw: &[u8], max: usize) -> (Arc<str>, Vec<String>) {
-    let raw = &raw[..raw.len().min(CMDLINE_READ_MAX)];
-    let args = Args::new(raw, raw.len() >= CMDLINE_READ_MAX);
-    let whole = args.whole().into_iter().map(str::to_owned).collect();
-    (args.joined(max), whole)
-}
-
-/// The name of a VM that is trusted to be one (see [`VmTrust`]).
-fn vm_name(
-    args: &Args<'_>,
-    cgroup_path: Option<&str>,
-    trust: &VmTrust,
-    uid: impl FnOnce() -> Option<u32>,
-) -> Option<Arc<str>> {
-    let whole = args.whole();
-    if !vm_label::is_qemu(&whole) {
-        return None;
-    }
-    let name = vm_label::vm_name(&whole)?;
-    if !trust.trusts(cgroup_path, uid) {
-        log::debug!(
-            "a process that looks like VM {:?} is not run by a trusted user: not a VM",
-            label::value(&name)
-        );
-        return None;
-    }
-    if name.len() > VM_NAME_MAX_BYTES || name.chars().any(char::is_control) {
-        log::info!(
-            "VM name {:?} is too long or has control characters: the VM is left unnamed",
-            label::value(&name)
-        );
-        return None;
-    }
-    Some(Arc::from(name))
-}
-
-/// The real uid from `/proc/PID/status`: an unprivileged user cannot make
-/// it root's (a setuid program changes the effective uid only, and the
-/// owner of `/proc/PID` becomes root for any process that makes itself
-/// non-dumpable).
-fn read_real_uid(process: &Process) -> Option<u32> {
-    let mut file = process.open_relative("status").ok()?;
-    let mut buf = Vec::with_capacity(2048);
-    read_to_end_into(&mut file, &mut buf, PID_STATUS).ok()?;
-    parse_real_uid(&buf)
-}
-
-/// Whether `process` shares the PID namespace of `proc_root`'s PID 1:
-/// containers (docker, podman, LXC, nspawn) have one of their own; the
-/// hypervisor's qemu does not. True when PID 1's cannot be read (scaph
-/// without `CAP_SYS_PTRACE` cannot tell; the cgroup rules still hold).
-fn in_host_pid_namespace(proc_root: &Path, process: &Process) -> bool {
-    let pid_ns = |p: &Process| {
-        p.namespaces()
-            .ok()?
-            .0
-            .get(std::ffi::OsStr::new("pid"))
-            .map(|ns| (ns.device_id, ns.identifier))
-    };
-    let Some(host) = Process::new_with_root(proc_root.join("1"))
-        .ok()
-        .and_then(|init| pid_ns(&init))
-    else {
-        return true;
-    };
-    pid_ns(process) == Some(host)
-}
-
-/// The first number of the `Uid:` line (real, effective, saved, filesystem).
-fn parse_real_uid(status: &[u8]) -> Option<u32> {
-    let line = status
-        .split(|&b| b == b'\n')
-        .find_map(|line| line.strip_prefix(b"Uid:"))?;
-    let real = line
-        .split(u8::is_ascii_whitespace)
-        .find(|field| !field.is_empty())?;
-    std::str::from_utf8(real).ok()?.parse().ok()
 }
 
 /// `exe` cut at [`PATH_MAX_CHARS`] (and lossily converted, when it has to be cut and is not UTF-8).
@@ -530,7 +516,7 @@ mod tests {
     }
 
     fn tps() -> u64 {
-        super::super::procfs::ticks_per_second()
+        super::super::pidstat::ticks_per_second()
     }
 
     #[test]
@@ -702,6 +688,54 @@ mod tests {
         assert_eq!(cache.get(old), None);
         assert_eq!(cache.entries.get(&old), Some(&None));
         assert_eq!(cache.get(key(50, proc_ns + 5 * tick_ns)), None);
+    }
+
+    #[test]
+    fn lookups_beyond_the_cycle_budget_give_the_name_once_then_wait() {
+        let procs: Vec<FakeProc> = (1..=3)
+            .map(|pid| FakeProc {
+                pid,
+                start_ticks: 7,
+                exe: Some("/bin/x"),
+                cmdline: Some(b"x\0"),
+                cgroup: None,
+            })
+            .collect();
+        let root = tree(&procs);
+        let mut cache = MetaCache::new(root.path().to_path_buf());
+        cache.per_cycle = 1;
+        cache.start_cycle();
+        let full = |m: &Budgeted| matches!(m, Budgeted::Meta(Some(meta)) if meta.exe.is_some());
+        assert!(full(&cache.get_within_budget(key(1, 0), true)));
+        let later = |comm: Option<&str>| Budgeted::Later {
+            comm: comm.map(str::to_owned),
+        };
+        assert_eq!(
+            cache.get_within_budget(key(2, 0), true),
+            later(Some("fake"))
+        );
+        assert_eq!(
+            cache.get_within_budget(key(2, 0), true),
+            later(None),
+            "named once"
+        );
+        assert_eq!(cache.get_within_budget(key(3, 0), false), later(None));
+        // Cached entries cost nothing.
+        assert!(full(&cache.get_within_budget(key(1, 0), true)));
+        // A PID now owned by another process is known as such at once.
+        let tick_ns = 1_000_000_000 / tps();
+        let old = key(3, ticks_to_ns(7, tps()) + 100 * tick_ns);
+        assert_eq!(cache.get_within_budget(old, true), Budgeted::Meta(None));
+        assert!(cache.contains(&old));
+        // The next cycle reads the next ones.
+        cache.start_cycle();
+        assert!(full(&cache.get_within_budget(key(2, 0), true)));
+        assert_eq!(
+            cache.get_within_budget(key(3, 0), true),
+            later(Some("fake"))
+        );
+        cache.retain(|_| false);
+        assert!(cache.named.is_empty() && cache.is_empty());
     }
 
     #[test]

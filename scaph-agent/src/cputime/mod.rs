@@ -5,6 +5,7 @@ pub mod btf;
 mod flush;
 pub mod loader;
 pub mod meta;
+pub mod pidstat;
 pub mod procfs;
 mod slots;
 

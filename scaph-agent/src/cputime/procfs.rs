@@ -21,48 +21,29 @@
 use std::{
     collections::{hash_map::Entry, HashMap},
     ffi::OsStr,
-    fs::File,
-    io::{self, Read},
+    io,
     os::unix::ffi::OsStrExt,
     path::{Path, PathBuf},
     time::Instant,
 };
 
 use super::{
-    meta::MetaCache, CpuSample, CpuTimeError, CpuTimeMethod, CpuTimeSource, LossCounters, PerCpu,
-    ProcessKey, ProcessSample,
+    meta::{Budgeted, MetaCache},
+    pidstat::{
+        ns_to_ticks, parse_stat, parse_u64, ticks_per_second, ticks_to_ns, StatFields, PID_STAT,
+    },
+    CpuSample, CpuTimeError, CpuTimeMethod, CpuTimeSource, LossCounters, PerCpu, ProcessKey,
+    ProcessSample,
+};
+use crate::fsroot::{
+    cpulist,
+    read::{read_small_file, Extent, ReadFailure},
 };
 
-/// How much of a file to read.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Extent {
-    /// Most bytes read (a fake root could point at an endless file).
-    limit: usize,
-    /// The file is one line that `/proc` hands out whole in one `read`: stop
-    /// when a short read ends with a newline, saving the `read` that would
-    /// return 0 (a quarter of the system calls per process).
-    single_line: bool,
-}
-
-/// `/proc/PID/stat`: one line, under 1 KiB in practice.
-pub(super) const PID_STAT: Extent = Extent {
-    limit: 64 * 1024,
-    single_line: true,
-};
 /// `/proc/stat`: the `cpuN` lines come first; the rest (interrupt counts,
 /// large on big hosts) is not needed.
 const PROC_STAT: Extent = Extent {
     limit: 1024 * 1024,
-    single_line: false,
-};
-/// `/proc/PID/cmdline`: longer ones are cut (anyone can make theirs long).
-pub(super) const CMDLINE: Extent = Extent {
-    limit: super::meta::CMDLINE_READ_MAX,
-    single_line: false,
-};
-/// `/proc/PID/status`: about 1.5 KiB.
-pub(super) const PID_STATUS: Extent = Extent {
-    limit: 16 * 1024,
     single_line: false,
 };
 
@@ -110,18 +91,6 @@ struct Tracked {
     seen: u64,
 }
 
-/// The fields of `/proc/PID/stat` that this module uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct StatFields<'a> {
-    pub pid: u32,
-    /// Raw `comm`, without the parentheses.
-    pub comm: &'a [u8],
-    /// `utime + stime` in clock ticks.
-    pub cpu_ticks: u64,
-    /// `starttime`: clock ticks since boot.
-    pub start_ticks: u64,
-}
-
 /// Whether a process seen for the first time counts its whole CPU time.
 #[derive(Clone, Copy, Debug)]
 enum NewProcesses {
@@ -131,14 +100,6 @@ enum NewProcesses {
     /// sample) report all their CPU time; older ones were missed and become
     /// baseline.
     CountIfStartedSince(u64),
-}
-
-/// Why a file could not be read.
-#[derive(Debug)]
-pub(super) enum ReadFailure {
-    /// The process is gone (`ENOENT`, `ESRCH`): normal, not worth a log line.
-    Gone,
-    Other(io::Error),
 }
 
 impl ProcfsSource {
@@ -279,14 +240,25 @@ impl ProcfsSource {
         idle_ns
     }
 
-    /// Fills `meta` of live processes (read once per process, then cached) and
-    /// forgets the metadata of exited ones.
+    /// Fills `meta` of live processes (read once per process, then cached;
+    /// the biggest CPU users first, see [`super::meta::LOOKUPS_PER_CYCLE`])
+    /// and forgets the metadata of exited ones. A process left for a later
+    /// cycle already has its name from `stat`.
     fn attach_meta(&mut self, processes: &mut [ProcessSample]) {
-        for sample in processes {
+        self.meta.start_cycle();
+        let mut live: Vec<usize> = Vec::with_capacity(processes.len());
+        for (i, sample) in processes.iter().enumerate() {
             if sample.exited {
                 self.meta.remove(&sample.key);
             } else {
-                sample.meta = self.meta.get(sample.key);
+                live.push(i);
+            }
+        }
+        live.sort_by_key(|&i| std::cmp::Reverse(processes[i].total_ns));
+        for i in live {
+            let sample = &mut processes[i];
+            if let Budgeted::Meta(meta) = self.meta.get_within_budget(sample.key, false) {
+                sample.meta = meta;
             }
         }
     }
@@ -449,26 +421,6 @@ fn parse_pid(name: &OsStr) -> Option<u32> {
     u32::try_from(parse_u64(name.as_bytes())?).ok()
 }
 
-/// Clock ticks per second of `/proc` figures (`USER_HZ`), 100 if unknown.
-pub(super) fn ticks_per_second() -> u64 {
-    match ::procfs::ticks_per_second() {
-        0 => 100,
-        tps => tps,
-    }
-}
-
-/// Clock ticks to ns, saturating.
-pub(super) fn ticks_to_ns(ticks: u64, ticks_per_second: u64) -> u64 {
-    let ns = u128::from(ticks) * 1_000_000_000 / u128::from(ticks_per_second.max(1));
-    u64::try_from(ns).unwrap_or(u64::MAX)
-}
-
-/// ns to clock ticks, truncating as the kernel does.
-fn ns_to_ticks(ns: u64, ticks_per_second: u64) -> u64 {
-    let ticks = u128::from(ns) * u128::from(ticks_per_second) / 1_000_000_000;
-    u64::try_from(ticks).unwrap_or(u64::MAX)
-}
-
 /// `CLOCK_BOOTTIME` in ns: the clock `/proc/PID/stat` start times count in.
 fn boottime_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -490,33 +442,6 @@ fn boottime_ns() -> u64 {
     secs.saturating_mul(1_000_000_000).saturating_add(nanos)
 }
 
-/// Parses `/proc/PID/stat`: `pid (comm) state ppid ... utime stime ... starttime ...`.
-///
-/// `comm` may contain spaces and parentheses, so it ends at the *last* `)`.
-/// `None` on anything malformed.
-pub(crate) fn parse_stat(buf: &[u8]) -> Option<StatFields<'_>> {
-    let open = buf.iter().position(|&b| b == b'(')?;
-    let close = buf.iter().rposition(|&b| b == b')')?;
-    if close < open {
-        return None;
-    }
-    let pid = u32::try_from(parse_u64(buf[..open].trim_ascii())?).ok()?;
-    // Fields after the comm, numbered as in proc(5): the first one is field 3.
-    let mut fields = buf[close + 1..]
-        .split(u8::is_ascii_whitespace)
-        .filter(|f| !f.is_empty());
-    let _state = fields.next()?;
-    let utime = parse_u64(fields.nth(10)?)?; // field 14
-    let stime = parse_u64(fields.next()?)?; // field 15
-    let start_ticks = parse_u64(fields.nth(6)?)?; // field 22
-    Some(StatFields {
-        pid,
-        comm: &buf[open + 1..close],
-        cpu_ticks: utime.saturating_add(stime),
-        start_ticks,
-    })
-}
-
 /// Idle + iowait ticks per CPU from the `cpuN` lines of `/proc/stat`, indexed
 /// by CPU number (`None` for numbers without a line: offline CPUs).
 fn read_idle_ticks(path: &Path, buf: &mut Vec<u8>) -> Result<Vec<Option<u64>>, CpuTimeError> {
@@ -534,7 +459,7 @@ fn read_idle_ticks(path: &Path, buf: &mut Vec<u8>) -> Result<Vec<Option<u64>>, C
 }
 
 /// Most CPU numbers accepted from `/proc/stat` (garbage guard for the vector size).
-pub(crate) const MAX_CPUS: usize = 1 << 16;
+pub(crate) const MAX_CPUS: usize = cpulist::MAX_CPUS as usize;
 
 /// See [`read_idle_ticks`]. Malformed lines are skipped.
 pub(crate) fn parse_idle_ticks(buf: &[u8]) -> Vec<Option<u64>> {
@@ -565,67 +490,6 @@ pub(crate) fn parse_idle_ticks(buf: &[u8]) -> Vec<Option<u64>> {
         idle[cpu] = Some(ticks.saturating_add(iowait));
     }
     idle
-}
-
-/// A decimal `u64` made of ASCII digits only.
-fn parse_u64(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |acc, &b| {
-        let digit = b.checked_sub(b'0').filter(|d| *d < 10)?;
-        acc.checked_mul(10)?.checked_add(u64::from(digit))
-    })
-}
-
-/// Reads the file at `path` into `buf` (cleared first), see [`Extent`].
-pub(super) fn read_small_file(
-    path: &Path,
-    buf: &mut Vec<u8>,
-    extent: Extent,
-) -> Result<(), ReadFailure> {
-    let classify = |error: io::Error| {
-        if is_gone(&error) {
-            ReadFailure::Gone
-        } else {
-            ReadFailure::Other(error)
-        }
-    };
-    let mut file = File::open(path).map_err(classify)?;
-    read_to_end_into(&mut file, buf, extent).map_err(classify)
-}
-
-/// Reads `file` to its end into `buf` (cleared first), see [`Extent`].
-///
-/// Unlike `Read::read_to_end`, does not `fstat` and `lseek` first (useless on
-/// `/proc`, whose files report size 0).
-pub(super) fn read_to_end_into(
-    file: &mut File,
-    buf: &mut Vec<u8>,
-    extent: Extent,
-) -> io::Result<()> {
-    buf.clear();
-    let mut chunk = [0u8; 4096];
-    while buf.len() < extent.limit {
-        let want = chunk.len().min(extent.limit - buf.len());
-        match file.read(&mut chunk[..want]) {
-            Ok(0) => break,
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                if extent.single_line && n < want && chunk[n - 1] == b'\n' {
-                    break;
-                }
-            }
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(())
-}
-
-/// Whether an I/O error means the process went away (`ENOENT`, `ESRCH`).
-pub(super) fn is_gone(error: &io::Error) -> bool {
-    error.kind() == io::ErrorKind::NotFound || error.raw_os_error() == Some(libc::ESRCH)
 }
 
 #[cfg(test)]
@@ -742,91 +606,6 @@ mod tests {
     }
 
     #[test]
-    fn parse_stat_handles_odd_comm() {
-        let line = b"1234 (a) b (c)) S 1 1 1 0 -1 0 0 0 0 0 7 8 0 0 20 0 3 0 555 0 0\n";
-        let stat = parse_stat(line).unwrap();
-        assert_eq!(stat.pid, 1234);
-        assert_eq!(stat.comm, b"a) b (c)");
-        assert_eq!(stat.cpu_ticks, 15);
-        assert_eq!(stat.start_ticks, 555);
-    }
-
-    #[test]
-    fn parse_stat_rejects_garbage() {
-        for garbage in [
-            &b""[..],
-            b"(",
-            b")(",
-            b"(x)",
-            b"1 (x)",
-            b"1 (x) S",
-            b"x (y) S 1 1 1 0 -1 0 0 0 0 0 7 8 0 0 20 0 3 0 555",
-            b"1 (y) S 1 1 1 0 -1 0 0 0 0 0 -7 8 0 0 20 0 3 0 555",
-            b"1 (y) S 1 1 1 0 -1 0 0 0 0 0 7 8 0 0 20 0 3 0",
-            b"99999999999 (y) S 1 1 1 0 -1 0 0 0 0 0 7 8 0 0 20 0 3 0 5",
-            b"1 (y) S 1 1 1 0 -1 0 0 0 0 0 99999999999999999999 8 0 0 20 0 3 0 5",
-            b"\xff\xfe (\xff) \xff",
-        ] {
-            assert_eq!(
-                parse_stat(garbage),
-                None,
-                "{:?}",
-                String::from_utf8_lossy(garbage)
-            );
-        }
-    }
-
-    proptest::proptest! {
-        /// Any bytes: no panic.
-        #[test]
-        fn parse_stat_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
-            let _ = parse_stat(&bytes);
-            let _ = parse_idle_ticks(&bytes);
-        }
-
-        /// Any comm the kernel can print (no NUL, up to 64 bytes, parentheses
-        /// and spaces included) parses back with the right numbers.
-        #[test]
-        fn parse_stat_round_trips(
-            pid in 1u32..=4_194_304,
-            comm in proptest::collection::vec(1u8..=255, 0..64),
-            utime in proptest::num::u64::ANY,
-            stime in proptest::num::u64::ANY,
-            start in proptest::num::u64::ANY,
-        ) {
-            let mut line = format!("{pid} (").into_bytes();
-            line.extend_from_slice(&comm);
-            line.extend_from_slice(
-                format!(") S 1 1 1 0 -1 0 0 0 0 0 {utime} {stime} 0 0 20 0 1 0 {start} 0 0\n").as_bytes(),
-            );
-            let stat = parse_stat(&line).unwrap();
-            proptest::prop_assert_eq!(stat.pid, pid);
-            proptest::prop_assert_eq!(stat.comm, &comm[..]);
-            proptest::prop_assert_eq!(stat.cpu_ticks, utime.saturating_add(stime));
-            proptest::prop_assert_eq!(stat.start_ticks, start);
-        }
-    }
-
-    #[test]
-    fn parse_u64_is_strict() {
-        assert_eq!(parse_u64(b"0"), Some(0));
-        assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
-        assert_eq!(parse_u64(b"18446744073709551616"), None);
-        assert_eq!(parse_u64(b""), None);
-        assert_eq!(parse_u64(b"+1"), None);
-        assert_eq!(parse_u64(b"1a"), None);
-    }
-
-    #[test]
-    fn tick_conversions() {
-        assert_eq!(ticks_to_ns(3, 100), 30_000_000);
-        assert_eq!(ticks_to_ns(u64::MAX, 1), u64::MAX);
-        assert_eq!(ticks_to_ns(5, 0), 5 * SEC);
-        assert_eq!(ns_to_ticks(29_999_999, 100), 2);
-        assert_eq!(ns_to_ticks(u64::MAX, 1000), 18_446_744_073_709);
-    }
-
-    #[test]
     fn new_fails_without_proc_stat() {
         let dir = TempDir::new().unwrap();
         let err = ProcfsSource::new(dir.path().to_path_buf()).unwrap_err();
@@ -914,6 +693,28 @@ mod tests {
             .unwrap();
         assert_eq!(find(&s, 300)[0].total_ns, ns(10));
         assert_eq!(find(&s, 300)[0].comm, "renamed");
+    }
+
+    #[test]
+    fn metadata_of_the_biggest_users_comes_first_and_the_rest_follows() {
+        let fake = FakeProc::new(&[(0, 100, 5)]);
+        fake.set_all(&[row(300, "small", 10, 0, 500), row(301, "big", 10, 0, 500)]);
+        let mut src = ProcfsSource::new(fake.root()).unwrap();
+        src.meta.set_lookups_per_cycle(1);
+        let t0 = Instant::now();
+        src.sample_at(t0, boot_at(1000)).unwrap();
+        fake.set_all(&[row(300, "small", 11, 0, 500), row(301, "big", 90, 0, 500)]);
+        let s = src
+            .sample_at(t0 + Duration::from_secs(1), boot_at(1100))
+            .unwrap();
+        assert!(find(&s, 301)[0].meta.is_some(), "the biggest first");
+        let small = find(&s, 300)[0];
+        assert_eq!((small.meta.as_ref(), small.comm.as_str()), (None, "small"));
+        fake.set_all(&[row(300, "small", 12, 0, 500), row(301, "big", 95, 0, 500)]);
+        let s = src
+            .sample_at(t0 + Duration::from_secs(2), boot_at(1200))
+            .unwrap();
+        assert!(find(&s, 300)[0].meta.is_some() && find(&s, 301)[0].meta.is_some());
     }
 
     #[test]
@@ -1119,26 +920,6 @@ mod tests {
         assert_eq!(s.interval, Duration::from_secs(2));
         assert_eq!(find(&s, 800)[0].total_ns, ns(10));
         assert_eq!(s.idle_ns, [ns(200)]);
-    }
-
-    #[test]
-    fn read_limit_is_respected() {
-        let dir = TempDir::new().unwrap();
-        let path = dir.path().join("big");
-        fs::write(&path, vec![b'x'; 10_000]).unwrap();
-        let mut buf = Vec::new();
-        let extent = |limit, single_line| Extent { limit, single_line };
-        read_small_file(&path, &mut buf, extent(5000, false)).unwrap();
-        assert_eq!(buf.len(), 5000);
-        read_small_file(&path, &mut buf, extent(1 << 20, false)).unwrap();
-        assert_eq!(buf.len(), 10_000);
-        fs::write(&path, b"one line\n").unwrap();
-        read_small_file(&path, &mut buf, PID_STAT).unwrap();
-        assert_eq!(buf, b"one line\n");
-        assert!(matches!(
-            read_small_file(&dir.path().join("none"), &mut buf, extent(10, false)),
-            Err(ReadFailure::Gone)
-        ));
     }
 
     /// A child burning CPU, measured by this source on the real `/proc` and by

@@ -9,16 +9,11 @@
 //! and a warning is logged, because a wrong-but-usable map (everything on one
 //! socket) still conserves energy, whereas refusing to start helps nobody.
 //! (Scaphandre panics in this situation, its most reported crash.)
-use std::{
-    collections::BTreeMap,
-    fs,
-    path::{Path, PathBuf},
-};
+use std::{collections::BTreeMap, fs, path::Path};
 
 use log::{debug, warn};
 
-/// Where the kernel describes CPUs.
-pub const DEFAULT_CPU_ROOT: &str = "/sys/devices/system/cpu";
+use crate::fsroot::{self, cpulist};
 
 /// CPU → socket map of the online CPUs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -33,7 +28,7 @@ pub struct Topology {
 
 impl Topology {
     /// Reads the online CPUs and their packages under `root`
-    /// (normally [`DEFAULT_CPU_ROOT`]).
+    /// (normally `/sys/devices/system/cpu`, see [`fsroot::cpu_dir`]).
     ///
     /// Online CPUs come from `<root>/online`; when that is unreadable, every
     /// `cpuN` folder whose own `online` file is absent or `1` counts. CPUs
@@ -76,7 +71,7 @@ impl Topology {
     /// [`Topology::from_sysfs`] under a sysfs mount point (normally `/sys`).
     #[must_use]
     pub fn from_sys_root(sys_root: &Path) -> Self {
-        Self::from_sysfs(&sys_root.join("devices/system/cpu"))
+        Self::from_sysfs(&fsroot::cpu_dir(sys_root))
     }
 
     /// Builds a topology from `(cpu, socket)` pairs. A CPU listed twice keeps
@@ -137,13 +132,9 @@ impl Topology {
 
 /// Online CPU numbers under `root`, ascending.
 fn online_cpus(root: &Path) -> Vec<u32> {
-    let online = root.join("online");
-    match fs::read_to_string(&online) {
-        Ok(text) => match parse_cpu_list(&text) {
-            Some(list) => return list,
-            None => debug!("{}: cannot parse {text:?} as a CPU list", online.display()),
-        },
-        Err(e) => debug!("reading {}: {e}", online.display()),
+    match cpulist::read(&root.join("online")) {
+        Ok(list) => return list,
+        Err(e) => debug!("{e}"),
     }
     let Ok(entries) = fs::read_dir(root) else {
         return Vec::new();
@@ -153,7 +144,7 @@ fn online_cpus(root: &Path) -> Vec<u32> {
         .filter_map(|entry| {
             let name = entry.file_name();
             let cpu: u32 = name.to_str()?.strip_prefix("cpu")?.parse().ok()?;
-            cpu_dir_online(&entry.path()).then_some(cpu)
+            (cpu < cpulist::MAX_CPUS && cpu_dir_online(&entry.path())).then_some(cpu)
         })
         .collect();
     cpus.sort_unstable();
@@ -163,33 +154,7 @@ fn online_cpus(root: &Path) -> Vec<u32> {
 /// A `cpuN` folder is online unless its `online` file says `0` (cpu0 often
 /// has no such file: it cannot be taken offline).
 fn cpu_dir_online(dir: &Path) -> bool {
-    let path: PathBuf = dir.join("online");
-    fs::read_to_string(path).map_or(true, |s| s.trim() != "0")
-}
-
-/// Parses the kernel's CPU list format (`0-3,8,10-11`). `None` on garbage.
-pub(crate) fn parse_cpu_list(text: &str) -> Option<Vec<u32>> {
-    let text = text.trim();
-    let mut cpus = Vec::new();
-    if text.is_empty() {
-        return Some(cpus);
-    }
-    for part in text.split(',') {
-        let part = part.trim();
-        match part.split_once('-') {
-            Some((lo, hi)) => {
-                let (lo, hi): (u32, u32) = (lo.parse().ok()?, hi.parse().ok()?);
-                if hi < lo {
-                    return None;
-                }
-                cpus.extend(lo..=hi);
-            }
-            None => cpus.push(part.parse().ok()?),
-        }
-    }
-    cpus.sort_unstable();
-    cpus.dedup();
-    Some(cpus)
+    fs::read_to_string(dir.join("online")).map_or(true, |s| s.trim() != "0")
 }
 
 fn read_package_id(path: &Path) -> Option<u32> {
@@ -219,18 +184,6 @@ fn online_cpu_count() -> u32 {
 mod tests {
     use super::*;
     use crate::sensors::testutil::{write_tree, Entry::File};
-
-    #[test]
-    fn cpu_list_formats() {
-        assert_eq!(
-            parse_cpu_list("0-3,8,10-11\n"),
-            Some(vec![0, 1, 2, 3, 8, 10, 11])
-        );
-        assert_eq!(parse_cpu_list("0\n"), Some(vec![0]));
-        assert_eq!(parse_cpu_list("\n"), Some(vec![]));
-        assert_eq!(parse_cpu_list("3-1"), None);
-        assert_eq!(parse_cpu_list("a-b"), None);
-    }
 
     #[test]
     fn from_map_groups_and_sorts() {

@@ -3,6 +3,7 @@
 //! correctness is asserted by the test suite, not here.
 mod accuracy;
 mod kernel;
+mod procstat;
 mod report;
 mod scale;
 mod serve;
@@ -94,12 +95,13 @@ fn main() {
         )
     };
 
-    let measures: [(&str, &str, Measure); 5] = [
+    let measures: [(&str, &str, Measure); 6] = [
         ("1", "1. Kernel program cost", kernel::program_cost),
         ("2", "2. Context-switch storm", kernel::pipe_slowdown),
         ("3", "3. Collection cost at scale (processes waking every second, one cycle per second)", scale::collection_cost),
         ("4", "4–5. Scrape cost and memory at scale (real `scaph prometheus`, processes waking every second)", serve::scrape_and_memory),
         ("6", "6. Accuracy per process against an independent expectation (fake RAPL package at a constant 40 W: a process should get 40 W × its CPU time from wait4 / CPUs of the socket)", accuracy::accuracy),
+        ("7", "7. /proc/PID/stat parsing (scaph vs the procfs crate) and the first cycle at 10,000 processes", procstat::stat_and_first_cycle),
     ];
     for (id, title, measure) in measures {
         if wanted(id) {
