@@ -1,5 +1,11 @@
 //! The measurement cycle: CPU time and energy are read on the agent's own
-//! timer, joined, and published as one `Snapshot`. Exporters only read it.
+//! timer, joined, labelled (containers, pods, units) and published as one
+//! `Snapshot`. Exporters only read it.
+//!
+//! Every read of the host that a cycle needs happens here, on the agent's
+//! thread ([`spawn`]), never on an exporter's async worker.
+mod assemble;
+
 use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -14,12 +20,13 @@ use tokio::sync::watch;
 
 use crate::{
     attribution::{attribute, Accumulator, IdlePolicy},
+    containers::{ContainersConfig, Tracker},
     cputime::{CpuSample, CpuTimeSource},
     host::HostReader,
     metrics::regressions::Regressions,
     processes::ProcessTable,
     sensors::{EnergyReading, EnergySensor, Topology, Utilisation},
-    snapshot::{self, SensorInfo, Snapshot},
+    snapshot::{SensorInfo, Snapshot},
 };
 
 /// How long exited processes stay visible with their final values.
@@ -47,6 +54,8 @@ pub struct Agent {
     heap: crate::util::HeapTrim,
     /// Carbon intensity, asked once per cycle (`--carbon-intensity*`).
     carbon: Option<crate::carbon::IntensitySource>,
+    /// Container, pod and unit labels, and container totals (`--containers`).
+    containers: Option<Tracker>,
 }
 
 impl Agent {
@@ -72,7 +81,18 @@ impl Agent {
             host_reader: None,
             heap: crate::util::HeapTrim::default(),
             carbon: None,
+            containers: None,
         }
+    }
+
+    /// Labels every process with its container, pod and systemd unit, and
+    /// counts energy and CPU time per container (`--containers`). Detects
+    /// the cgroup layout now, and starts the Kubernetes pod watch (on its
+    /// own thread) when the configuration asks for it.
+    #[must_use]
+    pub fn with_containers(mut self, config: Option<&ContainersConfig>) -> Self {
+        self.containers = config.map(Tracker::new);
+        self
     }
 
     /// Also reads host and self statistics each cycle (what the reader's
@@ -147,7 +167,7 @@ impl Agent {
             name: s.name(),
             origin: s.origin(),
         });
-        let mut snapshot = snapshot::build(snapshot::Parts {
+        let mut snapshot = assemble::build(assemble::Parts {
             timestamp: SystemTime::now(),
             sample: &sample,
             cpu_method: self.cpu.method(),
@@ -163,6 +183,9 @@ impl Agent {
             .carbon
             .as_mut()
             .and_then(crate::carbon::IntensitySource::current);
+        if let Some(tracker) = &mut self.containers {
+            tracker.update(&mut snapshot);
+        }
         if let Some(reader) = &mut self.host_reader {
             read_host_stats(reader, &mut snapshot);
         }

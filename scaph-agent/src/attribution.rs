@@ -58,6 +58,20 @@ use crate::{
     sensors::{counts_in_socket, topology::Topology, DomainKind, ZoneEnergy},
 };
 
+/// Relative float rounding allowed wherever a sum of parts is compared with
+/// its whole downstream (the metrics' `others`, the container totals): the
+/// one tolerance of the conservation rule above. Sums of thousands of terms
+/// added in different orders round at about 1e-13 of the whole; anything
+/// beyond this is a real gap (or a bug), never rounding.
+pub const CONSERVATION_TOLERANCE: f64 = 1e-9;
+
+/// True when `gap` between parts and `whole` is more than float rounding
+/// (see [`CONSERVATION_TOLERANCE`]).
+#[must_use]
+pub fn beyond_rounding(gap: f64, whole: f64) -> bool {
+    gap > CONSERVATION_TOLERANCE * (1.0 + whole.abs())
+}
+
 /// What happens to the energy of idle CPU capacity.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum IdlePolicy {

@@ -3,6 +3,7 @@
 //! `sensors` (energy) → `cputime` (CPU time) → `attribution` (pure) →
 //! `snapshot` → `exporters`.
 pub mod agent;
+pub mod amounts;
 pub mod attribution;
 pub mod carbon;
 pub mod cli;

@@ -23,14 +23,15 @@ use std::{
 
 use super::{
     parse::{parse, CgroupLabels, Trees},
-    pods::PodDirectory,
+    pods::{PodDirectory, PodMeta},
     resolve::{Layout, Resolver},
-    ContainersConfig, Workload,
+    workload, ContainersConfig,
 };
 use crate::{
+    amounts::Amounts,
+    attribution::beyond_rounding,
     cputime::ProcessKey,
-    metrics::ledger::Amounts,
-    snapshot::{ProcessSnapshot, Snapshot},
+    snapshot::{ContainerTotals, ProcessSnapshot, Snapshot, Workload},
 };
 
 /// Containers with their own series at most (a node runs a few hundred;
@@ -49,24 +50,18 @@ struct BucketKey {
 
 #[derive(Debug)]
 struct Bucket {
-    workload: Workload,
+    workload: Arc<Workload>,
     amounts: Amounts,
     generation: u64,
 }
 
-/// One update's result.
-#[derive(Debug, Default)]
-pub struct ContainerView {
-    /// Where each process of the snapshot runs.
-    pub by_process: HashMap<ProcessKey, Workload>,
-    /// Containers and pods with their own series, in a stable order.
-    pub containers: Vec<(Workload, Amounts)>,
-    /// Processes outside containers and pods.
-    pub host: Amounts,
-    /// Containers without their own series.
-    pub others: Amounts,
-    /// The cgroup hierarchy could be read (or there is none to read).
-    pub healthy: bool,
+/// The labels made of one parsed path and one pod: the `Arc`s are kept so
+/// that the addresses keying [`Tracker::labelled`] are never reused.
+#[derive(Debug)]
+struct Labelled {
+    _cgroup: Arc<CgroupLabels>,
+    _pod: Option<Arc<PodMeta>>,
+    workload: Arc<Workload>,
 }
 
 /// State kept between updates.
@@ -74,9 +69,11 @@ pub struct ContainerView {
 pub struct Tracker {
     resolver: Resolver,
     parsed: HashMap<Arc<str>, Arc<CgroupLabels>>,
+    /// Labels by (parsed path, pod) address: built once, shared by every
+    /// process of a container and every snapshot until the pod changes.
+    labelled: HashMap<(usize, usize), Labelled>,
     unknown: Arc<CgroupLabels>,
     pods: PodDirectory,
-    node_name: Option<String>,
     /// `--containers-rootless`, `--containers-cgroup-prefix`.
     trees: Trees,
     #[cfg(feature = "kubernetes")]
@@ -110,9 +107,9 @@ impl Tracker {
         Self {
             resolver: Resolver::new(Layout::detect(&config.cgroup_root)),
             parsed: HashMap::new(),
+            labelled: HashMap::new(),
             unknown: Arc::new(CgroupLabels::default()),
             pods,
-            node_name: config.node_name.clone().filter(|n| !n.is_empty()),
             trees: Trees {
                 rootless: config.rootless,
                 prefixes: config.cgroup_prefixes.clone(),
@@ -146,19 +143,15 @@ impl Tracker {
         }
     }
 
-    /// The node name, for `kubernetes_node_name`.
-    #[must_use]
-    pub fn node_name(&self) -> Option<&str> {
-        self.node_name.as_deref()
-    }
-
-    /// Folds one snapshot in (snapshots in order, as for the ledger).
-    pub fn update(&mut self, snap: &Snapshot) -> ContainerView {
+    /// Folds one snapshot in (every snapshot, in order): labels each of its
+    /// processes and sets its container totals.
+    pub fn update(&mut self, snap: &mut Snapshot) {
         self.generation += 1;
         let generation = self.generation;
         let now = Instant::now();
-        if self.parsed.len() > MAX_PARSED {
+        if self.parsed.len() > MAX_PARSED || self.labelled.len() > MAX_PARSED {
             self.parsed.clear();
+            self.labelled.clear();
         }
         // Ids are resolved only for processes whose /proc path does not
         // already name a container (or that were never read: short-lived).
@@ -174,22 +167,19 @@ impl Tracker {
         }
         self.resolver.prepare(ids, now);
 
-        let mut view = ContainerView {
-            healthy: self.resolver.healthy(),
-            ..ContainerView::default()
-        };
+        let intensity = snap.carbon_intensity;
         let pods = self.pods.clone();
         pods.with(|pod_of| {
-            for p in &snap.processes {
+            for p in &mut snap.processes {
                 let cgroup = self.cgroup_of(p, now);
                 let pod = cgroup.pod_uid.as_deref().and_then(pod_of);
-                let workload = Workload { cgroup, pod };
-                let delta = self.delta(p, generation, snap.carbon_intensity);
-                if workload.is_workload() {
+                let workload = self.labels(cgroup.clone(), pod);
+                let delta = self.delta(p, generation, intensity);
+                if cgroup.is_workload() {
                     let key = BucketKey {
-                        owner_uid: workload.cgroup.owner_uid,
-                        pod_uid: workload.cgroup.pod_uid.clone(),
-                        container_id: workload.cgroup.container_id.clone(),
+                        owner_uid: cgroup.owner_uid,
+                        pod_uid: cgroup.pod_uid.clone(),
+                        container_id: cgroup.container_id.clone(),
                     };
                     if let Some(bucket) = self.buckets.get_mut(&key) {
                         bucket.amounts.add(delta);
@@ -210,7 +200,7 @@ impl Tracker {
                 } else {
                     self.host.add(delta);
                 }
-                view.by_process.insert(p.key, workload);
+                p.workload = Some(workload);
             }
         });
 
@@ -227,14 +217,34 @@ impl Tracker {
         });
         self.reconcile(snap);
 
-        view.containers = self
-            .buckets
-            .values()
-            .map(|b| (b.workload.clone(), b.amounts))
-            .collect();
-        view.host = self.host;
-        view.others = self.others;
-        view
+        snap.containers = Some(ContainerTotals {
+            containers: self
+                .buckets
+                .values()
+                .map(|b| (b.workload.clone(), b.amounts))
+                .collect(),
+            host: self.host,
+            others: self.others,
+            healthy: self.resolver.healthy(),
+            seconds: now.elapsed().as_secs_f64(),
+        });
+    }
+
+    /// The labels of `cgroup` with `pod`, shared while both stay the same.
+    fn labels(&mut self, cgroup: Arc<CgroupLabels>, pod: Option<Arc<PodMeta>>) -> Arc<Workload> {
+        let key = (
+            Arc::as_ptr(&cgroup) as usize,
+            pod.as_ref().map_or(0, |p| Arc::as_ptr(p) as usize),
+        );
+        self.labelled
+            .entry(key)
+            .or_insert_with(|| Labelled {
+                workload: Arc::new(workload(&cgroup, pod.as_deref())),
+                _cgroup: cgroup,
+                _pod: pod,
+            })
+            .workload
+            .clone()
     }
 
     /// Energy of processes retired from the snapshot before this tracker
@@ -252,7 +262,7 @@ impl Tracker {
             + self.others.joules
             + self.buckets.values().map(|b| b.amounts.joules).sum::<f64>();
         let gap = everything - named;
-        if gap > 1e-9 * (1.0 + everything.abs()) {
+        if beyond_rounding(gap, everything) {
             self.others.joules += gap;
             if let Some(intensity) = snap.carbon_intensity {
                 // At the step's intensity: the steps it belonged to were not seen.
@@ -369,6 +379,30 @@ mod tests {
             }),
             exited,
             memory: None,
+            workload: None,
+        }
+    }
+
+    /// What one update gave: the container totals, and each process's labels.
+    struct View {
+        containers: Vec<(Arc<Workload>, Amounts)>,
+        host: Amounts,
+        others: Amounts,
+        by_process: HashMap<ProcessKey, Arc<Workload>>,
+    }
+
+    fn run(t: &mut Tracker, mut snap: Snapshot) -> View {
+        t.update(&mut snap);
+        let totals = snap.containers.take().expect("container totals");
+        View {
+            containers: totals.containers,
+            host: totals.host,
+            others: totals.others,
+            by_process: snap
+                .processes
+                .into_iter()
+                .map(|p| (p.key, p.workload.expect("labelled")))
+                .collect(),
         }
     }
 
@@ -406,7 +440,7 @@ mod tests {
             ]
         };
         let mut t = Tracker::with_pods(&no_cgroupfs(), PodDirectory::default());
-        let v = t.update(&snapshot(processes(), 0.0));
+        let v = run(&mut t, snapshot(processes(), 0.0));
         assert_eq!(v.containers.len(), 1);
         assert!(close(v.containers[0].1.joules, 10.0));
         assert!(close(v.host.joules, 4.0));
@@ -421,12 +455,12 @@ mod tests {
             ..no_cgroupfs()
         };
         let mut t = Tracker::with_pods(&rootless, PodDirectory::default());
-        let v = t.update(&snapshot(processes(), 0.0));
+        let v = run(&mut t, snapshot(processes(), 0.0));
         assert_eq!(v.containers.len(), 2);
         let owners: Vec<(Option<u32>, f64)> = v
             .containers
             .iter()
-            .map(|(w, a)| (w.cgroup.owner_uid, a.joules))
+            .map(|(w, a)| (w.owner_uid, a.joules))
             .collect();
         assert!(
             owners.contains(&(None, 10.0)) && owners.contains(&(Some(1000), 4.0)),
@@ -441,34 +475,37 @@ mod tests {
             "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{ID_B}.scope",
             UID.replace('-', "_")
         );
-        let v = t.update(&snapshot(
-            vec![
-                process(1, docker(ID_A), None, 10.0, 1.0, false),
-                process(2, docker(ID_A), None, 5.0, 0.5, false),
-                process(3, Some(pod.clone()), None, 7.0, 0.7, false),
-                process(
-                    4,
-                    Some("/system.slice/ssh.service".into()),
-                    None,
-                    1.0,
-                    0.1,
-                    false,
-                ),
-                process(5, None, None, 2.0, 0.2, false),
-            ],
-            0.0,
-        ));
+        let v = run(
+            &mut t,
+            snapshot(
+                vec![
+                    process(1, docker(ID_A), None, 10.0, 1.0, false),
+                    process(2, docker(ID_A), None, 5.0, 0.5, false),
+                    process(3, Some(pod.clone()), None, 7.0, 0.7, false),
+                    process(
+                        4,
+                        Some("/system.slice/ssh.service".into()),
+                        None,
+                        1.0,
+                        0.1,
+                        false,
+                    ),
+                    process(5, None, None, 2.0, 0.2, false),
+                ],
+                0.0,
+            ),
+        );
         assert_eq!(v.containers.len(), 2);
         let a = v
             .containers
             .iter()
-            .find(|(w, _)| w.cgroup.container_id.as_deref() == Some(ID_A))
+            .find(|(w, _)| w.container_id.as_deref() == Some(ID_A))
             .expect("A");
         assert!(close(a.1.joules, 15.0) && close(a.1.cpu_seconds, 1.5));
         let b = v
             .containers
             .iter()
-            .find(|(w, _)| w.cgroup.pod_uid.as_deref() == Some(UID))
+            .find(|(w, _)| w.pod_uid.as_deref() == Some(UID))
             .expect("pod");
         assert!(close(b.1.joules, 7.0));
         assert!(
@@ -481,25 +518,27 @@ mod tests {
                 pid: 4,
                 start_ns: 1
             }]
-                .cgroup
                 .systemd_unit
                 .as_deref(),
             Some("ssh.service")
         );
 
         // Container A's processes exit: its series stays while they are reported...
-        let v = t.update(&snapshot(
-            vec![
-                process(1, docker(ID_A), None, 12.0, 1.2, true),
-                process(2, docker(ID_A), None, 5.0, 0.5, true),
-                process(3, Some(pod), None, 9.0, 0.9, false),
-            ],
-            3.0,
-        ));
+        let v = run(
+            &mut t,
+            snapshot(
+                vec![
+                    process(1, docker(ID_A), None, 12.0, 1.2, true),
+                    process(2, docker(ID_A), None, 5.0, 0.5, true),
+                    process(3, Some(pod), None, 9.0, 0.9, false),
+                ],
+                3.0,
+            ),
+        );
         let a = v
             .containers
             .iter()
-            .find(|(w, _)| w.cgroup.container_id.as_deref() == Some(ID_A))
+            .find(|(w, _)| w.container_id.as_deref() == Some(ID_A))
             .expect("A kept");
         assert!(
             close(a.1.joules, 17.0),
@@ -507,7 +546,7 @@ mod tests {
             a.1
         );
         // ...and moves into `others` when they are retired.
-        let v = t.update(&snapshot(vec![], 3.0 + 17.0 + 9.0));
+        let v = run(&mut t, snapshot(vec![], 3.0 + 17.0 + 9.0));
         assert!(v.containers.is_empty());
         assert!(close(v.others.joules, 26.0), "{:?}", v.others);
         assert!(close(v.host.joules, 3.0));
@@ -526,27 +565,29 @@ mod tests {
             ..ContainersConfig::default()
         };
         let mut t = Tracker::with_pods(&config, PodDirectory::default());
-        let v = t.update(&snapshot(
-            vec![
-                // Short-lived: never read from /proc, only the kernel's id.
-                process(1, None, Some(scope_id), 1.0, 0.1, true),
-                // Read from /proc after its runtime moved it: the kernel still has the old id.
-                process(2, docker(ID_A), Some(root_id), 1.0, 0.1, false),
-                // The /proc read happened before the move; the id knows better.
-                process(
-                    3,
-                    Some("/system.slice/containerd.service".into()),
-                    Some(scope_id),
-                    1.0,
-                    0.1,
-                    false,
-                ),
-            ],
-            0.0,
-        ));
+        let v = run(
+            &mut t,
+            snapshot(
+                vec![
+                    // Short-lived: never read from /proc, only the kernel's id.
+                    process(1, None, Some(scope_id), 1.0, 0.1, true),
+                    // Read from /proc after its runtime moved it: the kernel still has the old id.
+                    process(2, docker(ID_A), Some(root_id), 1.0, 0.1, false),
+                    // The /proc read happened before the move; the id knows better.
+                    process(
+                        3,
+                        Some("/system.slice/containerd.service".into()),
+                        Some(scope_id),
+                        1.0,
+                        0.1,
+                        false,
+                    ),
+                ],
+                0.0,
+            ),
+        );
         let id_of = |pid| {
             v.by_process[&ProcessKey { pid, start_ns: 1 }]
-                .cgroup
                 .container_id
                 .clone()
         };
@@ -572,18 +613,21 @@ mod tests {
         );
         let mut t = Tracker::with_pods(&no_cgroupfs(), pods);
         let path = format!("/kubepods/burstable/pod{UID}/{ID_A}");
-        let v = t.update(&snapshot(
-            vec![process(1, Some(path), None, 1.0, 0.1, false)],
-            0.0,
-        ));
+        let v = run(
+            &mut t,
+            snapshot(vec![process(1, Some(path), None, 1.0, 0.1, false)], 0.0),
+        );
         let w = &v.containers[0].0;
         assert_eq!(
-            (w.pod_name(), w.pod_namespace(), w.container_name()),
+            (
+                w.pod_name.as_deref(),
+                w.pod_namespace.as_deref(),
+                w.container_name.as_deref()
+            ),
             (Some("web-1"), Some("shop"), Some("nginx"))
         );
         assert_eq!(
-            w.runtime(),
-            None,
+            w.container_runtime, None,
             "cgroupfs path and no runtime in the status"
         );
     }
@@ -594,7 +638,7 @@ mod tests {
         let procs: Vec<ProcessSnapshot> = (0..MAX_CONTAINERS as u32 + 5)
             .map(|i| process(i, docker(&format!("{i:064x}")), None, 1.0, 0.0, false))
             .collect();
-        let v = t.update(&snapshot(procs, 0.0));
+        let v = run(&mut t, snapshot(procs, 0.0));
         assert_eq!(v.containers.len(), MAX_CONTAINERS);
         assert!(close(v.others.joules, 5.0));
     }
@@ -649,12 +693,12 @@ mod tests {
                     }
                 }
                 let procs = live.iter().map(|(&pid, &(c, j, exited))| process(pid, path_of(c), None, j, j / 10.0, exited)).collect();
-                let v = t.update(&snapshot(procs, retired));
+                let v = run(&mut t, snapshot(procs, retired));
                 let total: f64 = retired + live.values().map(|v| v.1).sum::<f64>();
                 let sum: f64 = v.containers.iter().map(|(_, a)| a.joules).sum::<f64>() + v.host.joules + v.others.joules;
                 prop_assert!(close(sum, total), "{} != {}", sum, total);
                 let mut now: HashMap<String, f64> = v.containers.iter()
-                    .map(|(w, a)| (w.cgroup.container_id.clone().unwrap_or_default(), a.joules)).collect();
+                    .map(|(w, a)| (w.container_id.clone().unwrap_or_default(), a.joules)).collect();
                 now.insert("host".into(), v.host.joules);
                 now.insert("others".into(), v.others.joules);
                 for (name, value) in &now {

@@ -66,6 +66,7 @@ fn process(
             resident_bytes: u64::from(pid) * 4096,
             virtual_bytes: u64::from(pid) * 65536,
         }),
+        workload: None,
     }
 }
 
@@ -219,6 +220,7 @@ pub(crate) fn fixture() -> Snapshot {
             virtual_bytes: 300 << 20,
         }),
         carbon_intensity: None,
+        containers: None,
     }
 }
 

@@ -161,6 +161,10 @@ mod tests {
             }),
             ..MetricsConfig::default()
         };
+        let mut tracker = crate::containers::Tracker::with_pods(
+            config.containers.as_ref().expect("--containers"),
+            crate::containers::PodDirectory::default(),
+        );
         let mut state = MetricsState::new(config).untimed();
         let base = golden_fixture();
         let mut retired_pid = None;
@@ -191,6 +195,7 @@ mod tests {
                 snap.retired_joules += gone.energy.map_or(0.0, |e| e.joules_total);
                 retired_pid = Some(gone.key.pid);
             }
+            tracker.update(&mut snap);
             let families = state.update(&snap);
             let family = |def: &names::Def| {
                 families
