@@ -16,6 +16,7 @@ pub mod fuzzing;
 pub mod host;
 pub mod label;
 pub mod metrics;
+pub mod model;
 pub mod open;
 pub mod processes;
 pub mod sensors;

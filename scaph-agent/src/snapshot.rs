@@ -7,11 +7,9 @@ use std::{
 };
 
 pub use crate::amounts::Amounts;
-use crate::{
-    cputime::{CpuTimeMethod, LossCounters, ProcessKey},
-    host::{HostStats, ProcessMemory, SelfStats},
-    sensors::{DomainKind, EnergyOrigin},
-};
+// The host's statistics are plain data defined with their reader (`host`).
+use crate::host::{HostStats, ProcessMemory, SelfStats};
+pub use crate::model::{CpuTimeMethod, DomainKind, EnergyOrigin, LossCounters, ProcessKey};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Snapshot {
