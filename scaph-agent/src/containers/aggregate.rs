@@ -28,10 +28,9 @@ use super::{
     workload, ContainersConfig,
 };
 use crate::{
-    amounts::Amounts,
+    amounts::{grams, Amounts},
     attribution::beyond_rounding,
-    cputime::ProcessKey,
-    snapshot::{ContainerTotals, ProcessSnapshot, Snapshot, Workload},
+    snapshot::{ContainerTotals, ProcessKey, ProcessSnapshot, Snapshot, Workload},
 };
 
 /// Containers with their own series at most (a node runs a few hundred;
@@ -266,7 +265,7 @@ impl Tracker {
             self.others.joules += gap;
             if let Some(intensity) = snap.carbon_intensity {
                 // At the step's intensity: the steps it belonged to were not seen.
-                self.others.grams += crate::carbon::grams(gap, intensity);
+                self.others.grams += grams(gap, intensity);
             }
         }
     }
@@ -410,7 +409,7 @@ mod tests {
         Snapshot::of_processes(
             processes,
             retired_joules,
-            crate::cputime::CpuTimeMethod::BpfRuntime,
+            crate::snapshot::CpuTimeMethod::BpfRuntime,
         )
     }
 

@@ -1,18 +1,18 @@
 //! Carbon counters of the host, its sockets and idle energy
 //! (`scaph_*_co2_grams_total`). Each update adds the joules each counter
 //! grew by since the previous one, times the intensity in force in the
-//! snapshot, divided by 3.6e6 (see [`crate::carbon::grams`]). Processes and
-//! containers get theirs the same way, in the ledger and the container
-//! tracker (see [`super::ledger::Amounts::advance`]), so that Σ processes +
-//! idle = host holds for grams as for joules.
+//! snapshot, divided by 3.6e6 (see [`crate::amounts::grams`]). Processes and
+//! containers get theirs the same way, in the ledger and in the agent's
+//! container tracker (see [`crate::amounts::Amounts::advance`]), so that
+//! Σ processes + idle = host holds for grams as for joules.
 //!
 //! Without an intensity (no carbon option, or no valid value yet) joules
 //! are still followed, so that grams start from the first step that has
 //! one, and no carbon family is shown.
 use std::collections::BTreeMap;
 
-use super::{ledger::Amounts, names, Family};
-use crate::snapshot::{Energy, Snapshot};
+use super::{names, Family};
+use crate::snapshot::{Amounts, Energy, Snapshot};
 
 /// Grams of each host-level counter, by the joules it follows.
 #[derive(Debug, Default)]

@@ -11,8 +11,7 @@ use super::{
 use crate::{
     host::SelfStats,
     label,
-    sensors::DomainKind,
-    snapshot::{ProcessSnapshot, Snapshot},
+    snapshot::{DomainKind, ProcessSnapshot, Snapshot},
 };
 
 const MICRO: f64 = 1e6;
@@ -191,7 +190,7 @@ fn version_number() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cputime::CpuTimeMethod;
+    use crate::snapshot::CpuTimeMethod;
 
     /// `(possible CPUs in the idle entries, online CPUs, process CPU ratio, percentage)`.
     #[test]

@@ -77,7 +77,7 @@ mod tests {
 
     fn process(comm: &str, cmdline: &str, vm_name: Option<&str>) -> ProcessSnapshot {
         ProcessSnapshot {
-            key: crate::cputime::ProcessKey {
+            key: crate::snapshot::ProcessKey {
                 pid: 7,
                 start_ns: 1,
             },

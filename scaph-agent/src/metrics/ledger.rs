@@ -28,9 +28,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use super::regressions::Regressions;
 pub use crate::amounts::Amounts;
 use crate::{
+    amounts::grams,
     attribution::beyond_rounding,
-    cputime::ProcessKey,
-    snapshot::{ProcessSnapshot, Snapshot},
+    snapshot::{ProcessKey, ProcessSnapshot, Snapshot},
 };
 
 /// Time constant of the ranking average, seconds.
@@ -260,7 +260,7 @@ impl Ledger {
         self.retired_grams += retired.grams
             + snap
                 .carbon_intensity
-                .map_or(0.0, |i| crate::carbon::grams(unseen.max(0.0), i));
+                .map_or(0.0, |i| grams(unseen.max(0.0), i));
         self.entries.retain(|_, e| e.generation == generation);
         crate::util::shrink_if_sparse(&mut self.entries);
 
@@ -436,7 +436,7 @@ mod tests {
             Snapshot::of_processes(
                 processes,
                 self.retired,
-                crate::cputime::CpuTimeMethod::Procfs,
+                crate::snapshot::CpuTimeMethod::Procfs,
             )
         }
 
