@@ -19,6 +19,7 @@ use log::{debug, warn};
 use tokio::sync::watch;
 
 use crate::{
+    amounts::Amounts,
     attribution::{attribute, Accumulator, IdlePolicy},
     containers::{ContainersConfig, Tracker},
     cputime::{CpuSample, CpuTimeSource},
@@ -139,9 +140,13 @@ impl Agent {
         let energy_ok = self.sensor.is_none() || reading.is_some();
         let uptime = self.started.elapsed();
         self.processes.update_cpu(&sample, uptime);
+        // The energy accumulator's per-process amounts are this cycle's only
+        // when it was fed this cycle.
+        let mut energy_added = false;
         if let Some(reading) = &reading {
             self.implausible_dropped = reading.implausible_dropped;
             if !reading.zones.is_empty() && !sample.interval.is_zero() {
+                energy_added = true;
                 let split = attribute(
                     &reading.zones,
                     &sample,
@@ -184,7 +189,18 @@ impl Agent {
             .as_mut()
             .and_then(crate::carbon::IntensitySource::current);
         if let Some(tracker) = &mut self.containers {
-            tracker.update(&mut snapshot);
+            let (energy, processes) = (&self.energy, &self.processes);
+            tracker.update(&mut snapshot, |key| Amounts {
+                joules: if energy_added {
+                    energy.process(key).map_or(0.0, |t| t.last_joules)
+                } else {
+                    0.0
+                },
+                cpu_seconds: processes
+                    .get(key)
+                    .map_or(0.0, |p| p.cpu_ns_last as f64 / 1e9),
+                grams: 0.0,
+            });
         }
         if let Some(reader) = &mut self.host_reader {
             read_host_stats(reader, &mut snapshot);
@@ -285,3 +301,6 @@ pub fn spawn(
         })?;
     Ok((rx, handle))
 }
+
+#[cfg(test)]
+mod tests;

@@ -462,6 +462,10 @@ impl Cumulative {
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ProcessTotals {
     pub energy: Cumulative,
+    /// Joules added in the latest cycle (0 when it did not run, or when the
+    /// amount was refused): what the container totals add, so that they are
+    /// made of the very amounts the process totals are.
+    pub last_joules: f64,
     /// Accumulator time when it was first and last in a sample.
     pub first_seen: Duration,
     pub last_seen: Duration,
@@ -574,6 +578,7 @@ impl Accumulator {
         for key in self.last_active.drain(..) {
             if let Some(p) = self.processes.get_mut(&key) {
                 p.energy.watts = 0.0;
+                p.last_joules = 0.0;
             }
         }
         if self.last_active.capacity() > 4 * attribution.processes.len().max(64) {
@@ -585,7 +590,9 @@ impl Accumulator {
                 first_seen: now,
                 ..ProcessTotals::default()
             });
-            count(totals.energy.add(energy.joules, interval));
+            let refused = totals.energy.add(energy.joules, interval);
+            totals.last_joules = if refused { 0.0 } else { energy.joules };
+            count(refused);
             totals.last_seen = now;
             self.last_active.push(*key);
         }

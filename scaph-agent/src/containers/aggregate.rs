@@ -1,8 +1,12 @@
-//! Energy and CPU time per container, from the per-process counters.
+//! Energy and CPU time per container, from the per-process amounts.
 //!
-//! Each update, every process's growth since the previous update is added
-//! to the container it is in *now* (so a process moved into a container
-//! counts there from then on). The series are:
+//! The agent runs every cycle through [`Tracker::update`] with what each
+//! process used during it: the very joules the energy accumulator added to
+//! the process's total, and its CPU time of the cycle. Each is added to the
+//! container the process is in *now* (so a process moved into a container
+//! counts there from then on); grams are those joules at the cycle's
+//! carbon intensity. Nothing is derived back from totals, so nothing needs
+//! reconciling. The series are:
 //!
 //! - one per container or pod (pod-level processes such as a runtime's
 //!   monitor count for the pod, with an empty `container_id`);
@@ -12,9 +16,10 @@
 //!   ago), or beyond [`MAX_CONTAINERS`]. It only grows.
 //!
 //! Σ containers + host + others = Σ of every process the agent reported
-//! (live, exited, retired) = host energy − idle, at every update, and no
-//! series ever decreases: a folded container's total moves into `others`
-//! and is never taken back out of it.
+//! (live, exited, retired) = host energy − idle, at every update (the
+//! conservation of [`crate::attribution`], summed in another order), and no
+//! series ever decreases: amounts are never negative, and a folded
+//! container's total moves into `others` and is never taken back out of it.
 use std::{
     collections::{BTreeMap, HashMap},
     sync::Arc,
@@ -29,7 +34,6 @@ use super::{
 };
 use crate::{
     amounts::{grams, Amounts},
-    attribution::beyond_rounding,
     snapshot::{ContainerTotals, ProcessKey, ProcessSnapshot, Snapshot, Workload},
 };
 
@@ -77,8 +81,6 @@ pub struct Tracker {
     trees: Trees,
     #[cfg(feature = "kubernetes")]
     _watch: Option<super::k8s::PodWatch>,
-    /// Last totals of each process in the snapshot.
-    procs: HashMap<ProcessKey, (Amounts, u64)>,
     buckets: BTreeMap<BucketKey, Bucket>,
     host: Amounts,
     others: Amounts,
@@ -115,7 +117,6 @@ impl Tracker {
             },
             #[cfg(feature = "kubernetes")]
             _watch: None,
-            procs: HashMap::new(),
             buckets: BTreeMap::new(),
             host: Amounts::default(),
             others: Amounts::default(),
@@ -142,9 +143,11 @@ impl Tracker {
         }
     }
 
-    /// Folds one snapshot in (every snapshot, in order): labels each of its
-    /// processes and sets its container totals.
-    pub fn update(&mut self, snap: &mut Snapshot) {
+    /// Folds one cycle in (every cycle, in order): labels each process of
+    /// its snapshot, adds what `used` says each used during the cycle
+    /// (joules and CPU seconds; never negative) to its container, and sets
+    /// the snapshot's container totals.
+    pub fn update(&mut self, snap: &mut Snapshot, used: impl Fn(&ProcessKey) -> Amounts) {
         self.generation += 1;
         let generation = self.generation;
         let now = Instant::now();
@@ -173,7 +176,7 @@ impl Tracker {
                 let cgroup = self.cgroup_of(p, now);
                 let pod = cgroup.pod_uid.as_deref().and_then(pod_of);
                 let workload = self.labels(cgroup.clone(), pod);
-                let delta = self.delta(p, generation, intensity);
+                let delta = cycle_amounts(used(&p.key), intensity);
                 if cgroup.is_workload() {
                     let key = BucketKey {
                         owner_uid: cgroup.owner_uid,
@@ -203,9 +206,6 @@ impl Tracker {
             }
         });
 
-        // Processes that left the snapshot: what they used is already in a series.
-        self.procs.retain(|_, (_, g)| *g == generation);
-        crate::util::shrink_if_sparse(&mut self.procs);
         let others = &mut self.others;
         self.buckets.retain(|_, b| {
             let keep = b.generation == generation;
@@ -214,7 +214,6 @@ impl Tracker {
             }
             keep
         });
-        self.reconcile(snap);
 
         snap.containers = Some(ContainerTotals {
             containers: self
@@ -244,56 +243,6 @@ impl Tracker {
             })
             .workload
             .clone()
-    }
-
-    /// Energy of processes retired from the snapshot before this tracker
-    /// saw them (only when snapshots were skipped) is in the snapshot's
-    /// total but in no series: it goes to `others`. Rounding-size gaps are
-    /// left alone, so `others` stays exactly 0 on a host without churn.
-    fn reconcile(&mut self, snap: &Snapshot) {
-        let mut everything = snap.retired_joules;
-        for p in &snap.processes {
-            if let Some((last, _)) = self.procs.get(&p.key) {
-                everything += last.joules;
-            }
-        }
-        let named: f64 = self.host.joules
-            + self.others.joules
-            + self.buckets.values().map(|b| b.amounts.joules).sum::<f64>();
-        let gap = everything - named;
-        if beyond_rounding(gap, everything) {
-            self.others.joules += gap;
-            if let Some(intensity) = snap.carbon_intensity {
-                // At the step's intensity: the steps it belonged to were not seen.
-                self.others.grams += grams(gap, intensity);
-            }
-        }
-    }
-
-    /// Growth of the process's totals since the previous update.
-    fn delta(
-        &mut self,
-        p: &ProcessSnapshot,
-        generation: u64,
-        grams_per_kwh: Option<f64>,
-    ) -> Amounts {
-        let now = Amounts {
-            joules: p.energy.map_or(0.0, |e| e.joules_total),
-            cpu_seconds: p.cpu_seconds_total,
-            grams: 0.0,
-        };
-        let now = if now.joules.is_finite() && now.cpu_seconds.is_finite() {
-            now
-        } else {
-            Amounts::default()
-        };
-        let entry = self
-            .procs
-            .entry(p.key)
-            .or_insert((Amounts::default(), generation));
-        let delta = Amounts::advance(&mut entry.0, now, grams_per_kwh);
-        entry.1 = generation;
-        delta
     }
 
     /// The cgroup labels of a process: from its `/proc/PID/cgroup` path when
@@ -331,6 +280,55 @@ impl Tracker {
         let labels = Arc::new(parse(path, &self.trees));
         self.parsed.insert(Arc::from(path), labels.clone());
         labels
+    }
+}
+
+/// One process's amounts of one cycle, as added: a negative or non-finite
+/// amount (a bug upstream) adds nothing, so no series goes backwards; grams
+/// are the joules at the cycle's intensity (none without one).
+fn cycle_amounts(used: Amounts, grams_per_kwh: Option<f64>) -> Amounts {
+    let valid = |x: f64| if x.is_finite() { x.max(0.0) } else { 0.0 };
+    let joules = valid(used.joules);
+    Amounts {
+        joules,
+        cpu_seconds: valid(used.cpu_seconds),
+        grams: grams_per_kwh.map_or(0.0, |i| grams(joules, i)),
+    }
+}
+
+/// For tests built on snapshots of totals (the golden fixture): feeds a
+/// [`Tracker`] each process's growth since the previous snapshot, as the
+/// agent would have fed it cycle by cycle.
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct FromTotals {
+    pub tracker: Tracker,
+    last: HashMap<ProcessKey, Amounts>,
+}
+
+#[cfg(test)]
+impl FromTotals {
+    pub fn new(tracker: Tracker) -> Self {
+        Self {
+            tracker,
+            last: HashMap::new(),
+        }
+    }
+
+    pub fn update(&mut self, snap: &mut Snapshot) {
+        let mut used = HashMap::new();
+        for p in &snap.processes {
+            let now = Amounts {
+                joules: p.energy.map_or(0.0, |e| e.joules_total),
+                cpu_seconds: p.cpu_seconds_total,
+                grams: 0.0,
+            };
+            let last = self.last.entry(p.key).or_default();
+            used.insert(p.key, Amounts::advance(last, now, None));
+        }
+        self.last.retain(|k, _| used.contains_key(k));
+        self.tracker
+            .update(snap, |k| used.get(k).copied().unwrap_or_default());
     }
 }
 
@@ -390,7 +388,7 @@ mod tests {
         by_process: HashMap<ProcessKey, Arc<Workload>>,
     }
 
-    fn run(t: &mut Tracker, mut snap: Snapshot) -> View {
+    fn run(t: &mut FromTotals, mut snap: Snapshot) -> View {
         t.update(&mut snap);
         let totals = snap.containers.take().expect("container totals");
         View {
@@ -438,7 +436,7 @@ mod tests {
                 process(2, fake.clone(), None, 4.0, 0.4, false),
             ]
         };
-        let mut t = Tracker::with_pods(&no_cgroupfs(), PodDirectory::default());
+        let mut t = FromTotals::new(Tracker::with_pods(&no_cgroupfs(), PodDirectory::default()));
         let v = run(&mut t, snapshot(processes(), 0.0));
         assert_eq!(v.containers.len(), 1);
         assert!(close(v.containers[0].1.joules, 10.0));
@@ -453,7 +451,7 @@ mod tests {
             rootless: true,
             ..no_cgroupfs()
         };
-        let mut t = Tracker::with_pods(&rootless, PodDirectory::default());
+        let mut t = FromTotals::new(Tracker::with_pods(&rootless, PodDirectory::default()));
         let v = run(&mut t, snapshot(processes(), 0.0));
         assert_eq!(v.containers.len(), 2);
         let owners: Vec<(Option<u32>, f64)> = v
@@ -469,7 +467,7 @@ mod tests {
 
     #[test]
     fn processes_are_grouped_by_container_and_the_totals_hold() {
-        let mut t = Tracker::with_pods(&no_cgroupfs(), PodDirectory::default());
+        let mut t = FromTotals::new(Tracker::with_pods(&no_cgroupfs(), PodDirectory::default()));
         let pod = format!(
             "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{ID_B}.scope",
             UID.replace('-', "_")
@@ -563,7 +561,7 @@ mod tests {
             cgroup_root: dir.path().into(),
             ..ContainersConfig::default()
         };
-        let mut t = Tracker::with_pods(&config, PodDirectory::default());
+        let mut t = FromTotals::new(Tracker::with_pods(&config, PodDirectory::default()));
         let v = run(
             &mut t,
             snapshot(
@@ -610,7 +608,7 @@ mod tests {
                 }],
             },
         );
-        let mut t = Tracker::with_pods(&no_cgroupfs(), pods);
+        let mut t = FromTotals::new(Tracker::with_pods(&no_cgroupfs(), pods));
         let path = format!("/kubepods/burstable/pod{UID}/{ID_A}");
         let v = run(
             &mut t,
@@ -633,7 +631,7 @@ mod tests {
 
     #[test]
     fn beyond_the_cap_containers_count_in_others() {
-        let mut t = Tracker::with_pods(&no_cgroupfs(), PodDirectory::default());
+        let mut t = FromTotals::new(Tracker::with_pods(&no_cgroupfs(), PodDirectory::default()));
         let procs: Vec<ProcessSnapshot> = (0..MAX_CONTAINERS as u32 + 5)
             .map(|i| process(i, docker(&format!("{i:064x}")), None, 1.0, 0.0, false))
             .collect();
@@ -675,7 +673,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(300))]
         #[test]
         fn series_never_decrease_and_add_up(steps in prop::collection::vec(step(), 1..60)) {
-            let mut t = Tracker::with_pods(&no_cgroupfs(), PodDirectory::default());
+            let mut t = FromTotals::new(Tracker::with_pods(&no_cgroupfs(), PodDirectory::default()));
             // pid -> (container, joules, exited)
             let mut live: BTreeMap<u32, (u8, f64, bool)> = BTreeMap::new();
             let (mut retired, mut next_pid) = (0.0, 1u32);
