@@ -1,5 +1,11 @@
 //! The measurement cycle: CPU time and energy are read on the agent's own
-//! timer, joined, and published as one `Snapshot`. Exporters only read it.
+//! timer, joined, labelled (containers, pods, units) and published as one
+//! `Snapshot`. Exporters only read it.
+//!
+//! Every read of the host that a cycle needs happens here, on the agent's
+//! thread ([`spawn`]), never on an exporter's async worker.
+mod assemble;
+
 use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -13,13 +19,15 @@ use log::{debug, warn};
 use tokio::sync::watch;
 
 use crate::{
+    amounts::Amounts,
     attribution::{attribute, Accumulator, IdlePolicy},
+    containers::{ContainersConfig, Tracker},
     cputime::{CpuSample, CpuTimeSource},
     host::HostReader,
     metrics::regressions::Regressions,
     processes::ProcessTable,
     sensors::{EnergyReading, EnergySensor, Topology, Utilisation},
-    snapshot::{self, SensorInfo, Snapshot},
+    snapshot::{SensorInfo, Snapshot},
 };
 
 /// How long exited processes stay visible with their final values.
@@ -47,6 +55,8 @@ pub struct Agent {
     heap: crate::util::HeapTrim,
     /// Carbon intensity, asked once per cycle (`--carbon-intensity*`).
     carbon: Option<crate::carbon::IntensitySource>,
+    /// Container, pod and unit labels, and container totals (`--containers`).
+    containers: Option<Tracker>,
 }
 
 impl Agent {
@@ -72,7 +82,18 @@ impl Agent {
             host_reader: None,
             heap: crate::util::HeapTrim::default(),
             carbon: None,
+            containers: None,
         }
+    }
+
+    /// Labels every process with its container, pod and systemd unit, and
+    /// counts energy and CPU time per container (`--containers`). Detects
+    /// the cgroup layout now, and starts the Kubernetes pod watch (on its
+    /// own thread) when the configuration asks for it.
+    #[must_use]
+    pub fn with_containers(mut self, config: Option<&ContainersConfig>) -> Self {
+        self.containers = config.map(Tracker::new);
+        self
     }
 
     /// Also reads host and self statistics each cycle (what the reader's
@@ -119,9 +140,13 @@ impl Agent {
         let energy_ok = self.sensor.is_none() || reading.is_some();
         let uptime = self.started.elapsed();
         self.processes.update_cpu(&sample, uptime);
+        // The energy accumulator's per-process amounts are this cycle's only
+        // when it was fed this cycle.
+        let mut energy_added = false;
         if let Some(reading) = &reading {
             self.implausible_dropped = reading.implausible_dropped;
             if !reading.zones.is_empty() && !sample.interval.is_zero() {
+                energy_added = true;
                 let split = attribute(
                     &reading.zones,
                     &sample,
@@ -147,7 +172,7 @@ impl Agent {
             name: s.name(),
             origin: s.origin(),
         });
-        let mut snapshot = snapshot::build(snapshot::Parts {
+        let mut snapshot = assemble::build(assemble::Parts {
             timestamp: SystemTime::now(),
             sample: &sample,
             cpu_method: self.cpu.method(),
@@ -163,6 +188,20 @@ impl Agent {
             .carbon
             .as_mut()
             .and_then(crate::carbon::IntensitySource::current);
+        if let Some(tracker) = &mut self.containers {
+            let (energy, processes) = (&self.energy, &self.processes);
+            tracker.update(&mut snapshot, |key| Amounts {
+                joules: if energy_added {
+                    energy.process(key).map_or(0.0, |t| t.last_joules)
+                } else {
+                    0.0
+                },
+                cpu_seconds: processes
+                    .get(key)
+                    .map_or(0.0, |p| p.cpu_ns_last as f64 / 1e9),
+                grams: 0.0,
+            });
+        }
         if let Some(reader) = &mut self.host_reader {
             read_host_stats(reader, &mut snapshot);
         }
@@ -262,3 +301,6 @@ pub fn spawn(
         })?;
     Ok((rx, handle))
 }
+
+#[cfg(test)]
+mod tests;

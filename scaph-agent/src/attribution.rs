@@ -58,6 +58,20 @@ use crate::{
     sensors::{counts_in_socket, topology::Topology, DomainKind, ZoneEnergy},
 };
 
+/// Relative float rounding allowed wherever a sum of parts is compared with
+/// its whole downstream (the metrics' `others`, the container totals): the
+/// one tolerance of the conservation rule above. Sums of thousands of terms
+/// added in different orders round at about 1e-13 of the whole; anything
+/// beyond this is a real gap (or a bug), never rounding.
+pub const CONSERVATION_TOLERANCE: f64 = 1e-9;
+
+/// True when `gap` between parts and `whole` is more than float rounding
+/// (see [`CONSERVATION_TOLERANCE`]).
+#[must_use]
+pub fn beyond_rounding(gap: f64, whole: f64) -> bool {
+    gap > CONSERVATION_TOLERANCE * (1.0 + whole.abs())
+}
+
 /// What happens to the energy of idle CPU capacity.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum IdlePolicy {
@@ -448,6 +462,10 @@ impl Cumulative {
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ProcessTotals {
     pub energy: Cumulative,
+    /// Joules added in the latest cycle (0 when it did not run, or when the
+    /// amount was refused): what the container totals add, so that they are
+    /// made of the very amounts the process totals are.
+    pub last_joules: f64,
     /// Accumulator time when it was first and last in a sample.
     pub first_seen: Duration,
     pub last_seen: Duration,
@@ -560,6 +578,7 @@ impl Accumulator {
         for key in self.last_active.drain(..) {
             if let Some(p) = self.processes.get_mut(&key) {
                 p.energy.watts = 0.0;
+                p.last_joules = 0.0;
             }
         }
         if self.last_active.capacity() > 4 * attribution.processes.len().max(64) {
@@ -571,7 +590,9 @@ impl Accumulator {
                 first_seen: now,
                 ..ProcessTotals::default()
             });
-            count(totals.energy.add(energy.joules, interval));
+            let refused = totals.energy.add(energy.joules, interval);
+            totals.last_joules = if refused { 0.0 } else { energy.joules };
+            count(refused);
             totals.last_seen = now;
             self.last_active.push(*key);
         }

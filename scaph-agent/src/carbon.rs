@@ -20,8 +20,7 @@ use log::{info, warn};
 pub const MAX_INTENSITY: f64 = 5000.0;
 /// Most bytes read from the file: one number fits many times over.
 const MAX_FILE_BYTES: u64 = 4096;
-/// Joules in one kilowatt-hour.
-pub const JOULES_PER_KWH: f64 = 3.6e6;
+pub use crate::amounts::{grams, JOULES_PER_KWH};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum CarbonError {
@@ -36,12 +35,6 @@ pub enum CarbonError {
         "{path}: its first line ({bytes} bytes) is not a number of grams per kWh from 0 to {MAX_INTENSITY}"
     )]
     Invalid { path: PathBuf, bytes: usize },
-}
-
-/// Grams of CO2-equivalent for `joules` at `grams_per_kwh`.
-#[must_use]
-pub fn grams(joules: f64, grams_per_kwh: f64) -> f64 {
-    joules * grams_per_kwh / JOULES_PER_KWH
 }
 
 /// Parses an intensity: a finite number from 0 to [`MAX_INTENSITY`].

@@ -1,8 +1,14 @@
 //! scaph: energy per process, container and VM, from exact kernel CPU time
 //! and RAPL. The modules follow the pipeline:
-//! `sensors` (energy) → `cputime` (CPU time) → `attribution` (pure) →
-//! `snapshot` → `exporters`.
+//! `sensors` (energy) → `cputime` (CPU time, process metadata) →
+//! `attribution` (pure; conservation) → `agent` (one cycle: joins them,
+//! labels containers with `containers`) → `snapshot` (plain data; its
+//! shared types in `model` and `amounts`) → `metrics` (formatting) →
+//! `exporters`. Imports point the same way: the snapshot imports none of its
+//! producers, and the measurement side uses nothing of `metrics` but its
+//! bounded logger of counter regressions.
 pub mod agent;
+pub mod amounts;
 pub mod attribution;
 pub mod carbon;
 pub mod cli;
@@ -16,6 +22,7 @@ pub mod fuzzing;
 pub mod host;
 pub mod label;
 pub mod metrics;
+pub mod model;
 pub mod open;
 pub mod processes;
 pub mod sensors;

@@ -94,7 +94,9 @@ async fn run(cli: Cli) -> Result<()> {
         let mut reader = HostReader::new(cli.proc_root.clone(), cli.sys_root.clone());
         reader.host = cli.scaphandre_compat;
         reader.process_memory = cli.scaphandre_compat;
-        agent = agent.with_host_stats(reader);
+        agent = agent
+            .with_host_stats(reader)
+            .with_containers(cli.metrics_config(false).containers.as_ref());
     }
     let stop = Arc::new(AtomicBool::new(false));
     let (rx, measure) = agent::spawn(agent, cli.exporter.step(), stop.clone())

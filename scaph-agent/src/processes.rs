@@ -73,6 +73,11 @@ impl ProcessTable {
         self.entries.is_empty()
     }
 
+    #[must_use]
+    pub fn get(&self, key: &ProcessKey) -> Option<&ProcessInfo> {
+        self.entries.get(key)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&ProcessKey, &ProcessInfo)> {
         self.entries.iter()
     }

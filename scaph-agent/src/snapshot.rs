@@ -6,13 +6,10 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use crate::{
-    attribution::{Accumulator, Cumulative},
-    cputime::{CpuSample, CpuTimeMethod, LossCounters, ProcessKey},
-    host::{HostStats, ProcessMemory, SelfStats},
-    processes::ProcessTable,
-    sensors::{DomainKind, EnergyOrigin},
-};
+pub use crate::amounts::Amounts;
+// The host's statistics are plain data defined with their reader (`host`).
+use crate::host::{HostStats, ProcessMemory, SelfStats};
+pub use crate::model::{CpuTimeMethod, DomainKind, EnergyOrigin, LossCounters, ProcessKey};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Snapshot {
@@ -57,6 +54,8 @@ pub struct Snapshot {
     /// Carbon intensity in force during this cycle, grams of CO2-equivalent
     /// per kWh; `None` without carbon options or before a first valid value.
     pub carbon_intensity: Option<f64>,
+    /// Energy and CPU time per container (`--containers`).
+    pub containers: Option<ContainerTotals>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,6 +121,9 @@ pub struct ProcessSnapshot {
     pub exited: bool,
     /// Resident and virtual memory, when read (running processes only).
     pub memory: Option<ProcessMemory>,
+    /// Its container, pod and systemd unit (`--containers`; shared by the
+    /// processes of one container).
+    pub workload: Option<Arc<Workload>>,
 }
 
 impl ProcessSnapshot {
@@ -163,138 +165,56 @@ impl Snapshot {
             host_stats: None,
             self_stats: None,
             carbon_intensity: None,
+            containers: None,
         }
     }
 }
 
-impl From<Cumulative> for Energy {
-    fn from(c: Cumulative) -> Self {
-        Self {
-            joules_total: c.joules,
-            watts: c.watts,
-        }
+/// Where a process runs, as labels: what its cgroup path says and what the
+/// API server says about its pod. Every field is optional: a host process
+/// has at most a systemd unit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Workload {
+    /// 64 hex digits.
+    pub container_id: Option<String>,
+    /// `docker`, `containerd`, ... (from the path, else the pod's status).
+    pub container_runtime: Option<&'static str>,
+    /// The container's name in its pod (Kubernetes only).
+    pub container_name: Option<String>,
+    /// With dashes, as the API server writes it.
+    pub pod_uid: Option<String>,
+    /// `guaranteed`, `burstable` or `besteffort`.
+    pub pod_qos: Option<&'static str>,
+    pub pod_name: Option<String>,
+    pub pod_namespace: Option<String>,
+    /// The user whose delegated subtree holds a rootless container or pod.
+    pub owner_uid: Option<u32>,
+    /// The innermost `*.service` or `*.scope` of the cgroup path.
+    pub systemd_unit: Option<String>,
+}
+
+impl Workload {
+    /// In a container or a pod.
+    #[must_use]
+    pub fn is_workload(&self) -> bool {
+        self.container_id.is_some() || self.pod_uid.is_some()
     }
 }
 
-/// What a snapshot is made of.
-pub struct Parts<'a> {
-    pub timestamp: SystemTime,
-    pub sample: &'a CpuSample,
-    pub cpu_method: CpuTimeMethod,
-    pub sensor: Option<SensorInfo>,
-    pub energy: &'a Accumulator,
-    pub processes: &'a ProcessTable,
-    pub implausible_energy_dropped: u64,
-}
-
-/// Joins the cycle's state into one snapshot.
-#[must_use]
-pub fn build(parts: Parts<'_>) -> Snapshot {
-    let Parts {
-        timestamp,
-        sample,
-        cpu_method,
-        sensor,
-        energy,
-        processes,
-        implausible_energy_dropped,
-    } = parts;
-    let has_energy = sensor.is_some() && energy.cycles() > 0;
-    let secs = sample.interval.as_secs_f64();
-    let ratio = |ns: u64| {
-        if secs > 0.0 {
-            ns as f64 / 1e9 / secs
-        } else {
-            0.0
-        }
-    };
-    let sockets = if has_energy {
-        energy
-            .sockets()
-            .iter()
-            .map(|(&id, total)| SocketSnapshot {
-                id,
-                energy: (*total).into(),
-                domains: energy
-                    .domains()
-                    .iter()
-                    .filter(|(k, _)| k.socket == Some(id))
-                    .map(|(k, c)| DomainSnapshot {
-                        kind: k.kind,
-                        name: k.name.clone(),
-                        energy: (*c).into(),
-                    })
-                    .collect(),
-                idle: energy
-                    .unattributed_by_pool()
-                    .get(&crate::attribution::Pool::Socket(id))
-                    .map(|c| (*c).into()),
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let mut rows: Vec<ProcessSnapshot> = processes
-        .iter()
-        .map(|(key, info)| ProcessSnapshot {
-            key: *key,
-            comm: info.comm.clone(),
-            exe: info.meta.as_ref().and_then(|m| m.exe.clone()),
-            cmdline: info
-                .meta
-                .as_ref()
-                .map(|m| m.cmdline.clone())
-                .unwrap_or_default(),
-            vm_name: info.meta.as_ref().and_then(|m| m.vm_name.clone()),
-            cgroup_id: info.cgroup_id,
-            cgroup_path: info.meta.as_ref().and_then(|m| m.cgroup_path.clone()),
-            cpu_seconds_total: info.cpu_ns_total as f64 / 1e9,
-            cpu_ratio: ratio(info.cpu_ns_last),
-            energy: if has_energy {
-                Some(
-                    energy
-                        .process(key)
-                        .map(|t| t.energy.into())
-                        .unwrap_or_default(),
-                )
-            } else {
-                None
-            },
-            exited: info.exited,
-            memory: None,
-        })
-        .collect();
-    // Keys are unique, so an unstable sort is deterministic.
-    rows.sort_unstable_by(|a, b| {
-        let power = |r: &ProcessSnapshot| r.energy.map_or(0.0, |e| e.watts);
-        power(b)
-            .total_cmp(&power(a))
-            .then(b.cpu_ratio.total_cmp(&a.cpu_ratio))
-            .then(a.key.cmp(&b.key))
-    });
-    Snapshot {
-        timestamp,
-        interval: sample.interval,
-        cpu_method,
-        host: has_energy.then(|| energy.host().energy.into()),
-        idle: has_energy.then(|| energy.host().unattributed.into()),
-        sensor,
-        sockets,
-        processes: rows,
-        retired_joules: energy.retired_joules(),
-        cpu_idle_ratio: sample
-            .idle_ns
-            .iter()
-            .map(|&ns| ratio(ns).min(1.0))
-            .collect(),
-        online_cpus: 0,
-        losses: sample.losses,
-        implausible_energy_dropped,
-        energy_regressions: energy.regressions(),
-        cputime_ok: true,
-        energy_ok: true,
-        host_stats: None,
-        self_stats: None,
-        carbon_intensity: None,
-    }
+/// Energy, CPU time and grams per container, counted since the agent
+/// started: Σ containers + host + others = Σ of every process reported
+/// (live, exited, retired), and no value ever decreases.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ContainerTotals {
+    /// Containers and pods with their own series, in a stable order.
+    pub containers: Vec<(Arc<Workload>, Amounts)>,
+    /// Processes outside containers and pods (and of unknown cgroup).
+    pub host: Amounts,
+    /// Containers without their own series any more (their last process
+    /// left the snapshot, or beyond the cap).
+    pub others: Amounts,
+    /// The cgroup hierarchy could be read (or there is none to read).
+    pub healthy: bool,
+    /// Seconds this cycle spent resolving containers.
+    pub seconds: f64,
 }

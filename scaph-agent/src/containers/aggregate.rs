@@ -1,8 +1,12 @@
-//! Energy and CPU time per container, from the per-process counters.
+//! Energy and CPU time per container, from the per-process amounts.
 //!
-//! Each update, every process's growth since the previous update is added
-//! to the container it is in *now* (so a process moved into a container
-//! counts there from then on). The series are:
+//! The agent runs every cycle through [`Tracker::update`] with what each
+//! process used during it: the very joules the energy accumulator added to
+//! the process's total, and its CPU time of the cycle. Each is added to the
+//! container the process is in *now* (so a process moved into a container
+//! counts there from then on); grams are those joules at the cycle's
+//! carbon intensity. Nothing is derived back from totals, so nothing needs
+//! reconciling. The series are:
 //!
 //! - one per container or pod (pod-level processes such as a runtime's
 //!   monitor count for the pod, with an empty `container_id`);
@@ -12,9 +16,10 @@
 //!   ago), or beyond [`MAX_CONTAINERS`]. It only grows.
 //!
 //! Σ containers + host + others = Σ of every process the agent reported
-//! (live, exited, retired) = host energy − idle, at every update, and no
-//! series ever decreases: a folded container's total moves into `others`
-//! and is never taken back out of it.
+//! (live, exited, retired) = host energy − idle, at every update (the
+//! conservation of [`crate::attribution`], summed in another order), and no
+//! series ever decreases: amounts are never negative, and a folded
+//! container's total moves into `others` and is never taken back out of it.
 use std::{
     collections::{BTreeMap, HashMap},
     sync::Arc,
@@ -23,14 +28,13 @@ use std::{
 
 use super::{
     parse::{parse, CgroupLabels, Trees},
-    pods::PodDirectory,
+    pods::{PodDirectory, PodMeta},
     resolve::{Layout, Resolver},
-    ContainersConfig, Workload,
+    workload, ContainersConfig,
 };
 use crate::{
-    cputime::ProcessKey,
-    metrics::ledger::Amounts,
-    snapshot::{ProcessSnapshot, Snapshot},
+    amounts::{grams, Amounts},
+    snapshot::{ContainerTotals, ProcessKey, ProcessSnapshot, Snapshot, Workload},
 };
 
 /// Containers with their own series at most (a node runs a few hundred;
@@ -49,24 +53,18 @@ struct BucketKey {
 
 #[derive(Debug)]
 struct Bucket {
-    workload: Workload,
+    workload: Arc<Workload>,
     amounts: Amounts,
     generation: u64,
 }
 
-/// One update's result.
-#[derive(Debug, Default)]
-pub struct ContainerView {
-    /// Where each process of the snapshot runs.
-    pub by_process: HashMap<ProcessKey, Workload>,
-    /// Containers and pods with their own series, in a stable order.
-    pub containers: Vec<(Workload, Amounts)>,
-    /// Processes outside containers and pods.
-    pub host: Amounts,
-    /// Containers without their own series.
-    pub others: Amounts,
-    /// The cgroup hierarchy could be read (or there is none to read).
-    pub healthy: bool,
+/// The labels made of one parsed path and one pod: the `Arc`s are kept so
+/// that the addresses keying [`Tracker::labelled`] are never reused.
+#[derive(Debug)]
+struct Labelled {
+    _cgroup: Arc<CgroupLabels>,
+    _pod: Option<Arc<PodMeta>>,
+    workload: Arc<Workload>,
 }
 
 /// State kept between updates.
@@ -74,15 +72,15 @@ pub struct ContainerView {
 pub struct Tracker {
     resolver: Resolver,
     parsed: HashMap<Arc<str>, Arc<CgroupLabels>>,
+    /// Labels by (parsed path, pod) address: built once, shared by every
+    /// process of a container and every snapshot until the pod changes.
+    labelled: HashMap<(usize, usize), Labelled>,
     unknown: Arc<CgroupLabels>,
     pods: PodDirectory,
-    node_name: Option<String>,
     /// `--containers-rootless`, `--containers-cgroup-prefix`.
     trees: Trees,
     #[cfg(feature = "kubernetes")]
     _watch: Option<super::k8s::PodWatch>,
-    /// Last totals of each process in the snapshot.
-    procs: HashMap<ProcessKey, (Amounts, u64)>,
     buckets: BTreeMap<BucketKey, Bucket>,
     host: Amounts,
     others: Amounts,
@@ -110,16 +108,15 @@ impl Tracker {
         Self {
             resolver: Resolver::new(Layout::detect(&config.cgroup_root)),
             parsed: HashMap::new(),
+            labelled: HashMap::new(),
             unknown: Arc::new(CgroupLabels::default()),
             pods,
-            node_name: config.node_name.clone().filter(|n| !n.is_empty()),
             trees: Trees {
                 rootless: config.rootless,
                 prefixes: config.cgroup_prefixes.clone(),
             },
             #[cfg(feature = "kubernetes")]
             _watch: None,
-            procs: HashMap::new(),
             buckets: BTreeMap::new(),
             host: Amounts::default(),
             others: Amounts::default(),
@@ -146,19 +143,17 @@ impl Tracker {
         }
     }
 
-    /// The node name, for `kubernetes_node_name`.
-    #[must_use]
-    pub fn node_name(&self) -> Option<&str> {
-        self.node_name.as_deref()
-    }
-
-    /// Folds one snapshot in (snapshots in order, as for the ledger).
-    pub fn update(&mut self, snap: &Snapshot) -> ContainerView {
+    /// Folds one cycle in (every cycle, in order): labels each process of
+    /// its snapshot, adds what `used` says each used during the cycle
+    /// (joules and CPU seconds; never negative) to its container, and sets
+    /// the snapshot's container totals.
+    pub fn update(&mut self, snap: &mut Snapshot, used: impl Fn(&ProcessKey) -> Amounts) {
         self.generation += 1;
         let generation = self.generation;
         let now = Instant::now();
-        if self.parsed.len() > MAX_PARSED {
+        if self.parsed.len() > MAX_PARSED || self.labelled.len() > MAX_PARSED {
             self.parsed.clear();
+            self.labelled.clear();
         }
         // Ids are resolved only for processes whose /proc path does not
         // already name a container (or that were never read: short-lived).
@@ -174,22 +169,19 @@ impl Tracker {
         }
         self.resolver.prepare(ids, now);
 
-        let mut view = ContainerView {
-            healthy: self.resolver.healthy(),
-            ..ContainerView::default()
-        };
+        let intensity = snap.carbon_intensity;
         let pods = self.pods.clone();
         pods.with(|pod_of| {
-            for p in &snap.processes {
+            for p in &mut snap.processes {
                 let cgroup = self.cgroup_of(p, now);
                 let pod = cgroup.pod_uid.as_deref().and_then(pod_of);
-                let workload = Workload { cgroup, pod };
-                let delta = self.delta(p, generation, snap.carbon_intensity);
-                if workload.is_workload() {
+                let workload = self.labels(cgroup.clone(), pod);
+                let delta = cycle_amounts(used(&p.key), intensity);
+                if cgroup.is_workload() {
                     let key = BucketKey {
-                        owner_uid: workload.cgroup.owner_uid,
-                        pod_uid: workload.cgroup.pod_uid.clone(),
-                        container_id: workload.cgroup.container_id.clone(),
+                        owner_uid: cgroup.owner_uid,
+                        pod_uid: cgroup.pod_uid.clone(),
+                        container_id: cgroup.container_id.clone(),
                     };
                     if let Some(bucket) = self.buckets.get_mut(&key) {
                         bucket.amounts.add(delta);
@@ -210,13 +202,10 @@ impl Tracker {
                 } else {
                     self.host.add(delta);
                 }
-                view.by_process.insert(p.key, workload);
+                p.workload = Some(workload);
             }
         });
 
-        // Processes that left the snapshot: what they used is already in a series.
-        self.procs.retain(|_, (_, g)| *g == generation);
-        crate::util::shrink_if_sparse(&mut self.procs);
         let others = &mut self.others;
         self.buckets.retain(|_, b| {
             let keep = b.generation == generation;
@@ -225,66 +214,35 @@ impl Tracker {
             }
             keep
         });
-        self.reconcile(snap);
 
-        view.containers = self
-            .buckets
-            .values()
-            .map(|b| (b.workload.clone(), b.amounts))
-            .collect();
-        view.host = self.host;
-        view.others = self.others;
-        view
+        snap.containers = Some(ContainerTotals {
+            containers: self
+                .buckets
+                .values()
+                .map(|b| (b.workload.clone(), b.amounts))
+                .collect(),
+            host: self.host,
+            others: self.others,
+            healthy: self.resolver.healthy(),
+            seconds: now.elapsed().as_secs_f64(),
+        });
     }
 
-    /// Energy of processes retired from the snapshot before this tracker
-    /// saw them (only when snapshots were skipped) is in the snapshot's
-    /// total but in no series: it goes to `others`. Rounding-size gaps are
-    /// left alone, so `others` stays exactly 0 on a host without churn.
-    fn reconcile(&mut self, snap: &Snapshot) {
-        let mut everything = snap.retired_joules;
-        for p in &snap.processes {
-            if let Some((last, _)) = self.procs.get(&p.key) {
-                everything += last.joules;
-            }
-        }
-        let named: f64 = self.host.joules
-            + self.others.joules
-            + self.buckets.values().map(|b| b.amounts.joules).sum::<f64>();
-        let gap = everything - named;
-        if gap > 1e-9 * (1.0 + everything.abs()) {
-            self.others.joules += gap;
-            if let Some(intensity) = snap.carbon_intensity {
-                // At the step's intensity: the steps it belonged to were not seen.
-                self.others.grams += crate::carbon::grams(gap, intensity);
-            }
-        }
-    }
-
-    /// Growth of the process's totals since the previous update.
-    fn delta(
-        &mut self,
-        p: &ProcessSnapshot,
-        generation: u64,
-        grams_per_kwh: Option<f64>,
-    ) -> Amounts {
-        let now = Amounts {
-            joules: p.energy.map_or(0.0, |e| e.joules_total),
-            cpu_seconds: p.cpu_seconds_total,
-            grams: 0.0,
-        };
-        let now = if now.joules.is_finite() && now.cpu_seconds.is_finite() {
-            now
-        } else {
-            Amounts::default()
-        };
-        let entry = self
-            .procs
-            .entry(p.key)
-            .or_insert((Amounts::default(), generation));
-        let delta = Amounts::advance(&mut entry.0, now, grams_per_kwh);
-        entry.1 = generation;
-        delta
+    /// The labels of `cgroup` with `pod`, shared while both stay the same.
+    fn labels(&mut self, cgroup: Arc<CgroupLabels>, pod: Option<Arc<PodMeta>>) -> Arc<Workload> {
+        let key = (
+            Arc::as_ptr(&cgroup) as usize,
+            pod.as_ref().map_or(0, |p| Arc::as_ptr(p) as usize),
+        );
+        self.labelled
+            .entry(key)
+            .or_insert_with(|| Labelled {
+                workload: Arc::new(workload(&cgroup, pod.as_deref())),
+                _cgroup: cgroup,
+                _pod: pod,
+            })
+            .workload
+            .clone()
     }
 
     /// The cgroup labels of a process: from its `/proc/PID/cgroup` path when
@@ -322,6 +280,55 @@ impl Tracker {
         let labels = Arc::new(parse(path, &self.trees));
         self.parsed.insert(Arc::from(path), labels.clone());
         labels
+    }
+}
+
+/// One process's amounts of one cycle, as added: a negative or non-finite
+/// amount (a bug upstream) adds nothing, so no series goes backwards; grams
+/// are the joules at the cycle's intensity (none without one).
+fn cycle_amounts(used: Amounts, grams_per_kwh: Option<f64>) -> Amounts {
+    let valid = |x: f64| if x.is_finite() { x.max(0.0) } else { 0.0 };
+    let joules = valid(used.joules);
+    Amounts {
+        joules,
+        cpu_seconds: valid(used.cpu_seconds),
+        grams: grams_per_kwh.map_or(0.0, |i| grams(joules, i)),
+    }
+}
+
+/// For tests built on snapshots of totals (the golden fixture): feeds a
+/// [`Tracker`] each process's growth since the previous snapshot, as the
+/// agent would have fed it cycle by cycle.
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct FromTotals {
+    pub tracker: Tracker,
+    last: HashMap<ProcessKey, Amounts>,
+}
+
+#[cfg(test)]
+impl FromTotals {
+    pub fn new(tracker: Tracker) -> Self {
+        Self {
+            tracker,
+            last: HashMap::new(),
+        }
+    }
+
+    pub fn update(&mut self, snap: &mut Snapshot) {
+        let mut used = HashMap::new();
+        for p in &snap.processes {
+            let now = Amounts {
+                joules: p.energy.map_or(0.0, |e| e.joules_total),
+                cpu_seconds: p.cpu_seconds_total,
+                grams: 0.0,
+            };
+            let last = self.last.entry(p.key).or_default();
+            used.insert(p.key, Amounts::advance(last, now, None));
+        }
+        self.last.retain(|k, _| used.contains_key(k));
+        self.tracker
+            .update(snap, |k| used.get(k).copied().unwrap_or_default());
     }
 }
 
@@ -369,6 +376,30 @@ mod tests {
             }),
             exited,
             memory: None,
+            workload: None,
+        }
+    }
+
+    /// What one update gave: the container totals, and each process's labels.
+    struct View {
+        containers: Vec<(Arc<Workload>, Amounts)>,
+        host: Amounts,
+        others: Amounts,
+        by_process: HashMap<ProcessKey, Arc<Workload>>,
+    }
+
+    fn run(t: &mut FromTotals, mut snap: Snapshot) -> View {
+        t.update(&mut snap);
+        let totals = snap.containers.take().expect("container totals");
+        View {
+            containers: totals.containers,
+            host: totals.host,
+            others: totals.others,
+            by_process: snap
+                .processes
+                .into_iter()
+                .map(|p| (p.key, p.workload.expect("labelled")))
+                .collect(),
         }
     }
 
@@ -376,7 +407,7 @@ mod tests {
         Snapshot::of_processes(
             processes,
             retired_joules,
-            crate::cputime::CpuTimeMethod::BpfRuntime,
+            crate::snapshot::CpuTimeMethod::BpfRuntime,
         )
     }
 
@@ -405,8 +436,8 @@ mod tests {
                 process(2, fake.clone(), None, 4.0, 0.4, false),
             ]
         };
-        let mut t = Tracker::with_pods(&no_cgroupfs(), PodDirectory::default());
-        let v = t.update(&snapshot(processes(), 0.0));
+        let mut t = FromTotals::new(Tracker::with_pods(&no_cgroupfs(), PodDirectory::default()));
+        let v = run(&mut t, snapshot(processes(), 0.0));
         assert_eq!(v.containers.len(), 1);
         assert!(close(v.containers[0].1.joules, 10.0));
         assert!(close(v.host.joules, 4.0));
@@ -420,13 +451,13 @@ mod tests {
             rootless: true,
             ..no_cgroupfs()
         };
-        let mut t = Tracker::with_pods(&rootless, PodDirectory::default());
-        let v = t.update(&snapshot(processes(), 0.0));
+        let mut t = FromTotals::new(Tracker::with_pods(&rootless, PodDirectory::default()));
+        let v = run(&mut t, snapshot(processes(), 0.0));
         assert_eq!(v.containers.len(), 2);
         let owners: Vec<(Option<u32>, f64)> = v
             .containers
             .iter()
-            .map(|(w, a)| (w.cgroup.owner_uid, a.joules))
+            .map(|(w, a)| (w.owner_uid, a.joules))
             .collect();
         assert!(
             owners.contains(&(None, 10.0)) && owners.contains(&(Some(1000), 4.0)),
@@ -436,39 +467,42 @@ mod tests {
 
     #[test]
     fn processes_are_grouped_by_container_and_the_totals_hold() {
-        let mut t = Tracker::with_pods(&no_cgroupfs(), PodDirectory::default());
+        let mut t = FromTotals::new(Tracker::with_pods(&no_cgroupfs(), PodDirectory::default()));
         let pod = format!(
             "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{ID_B}.scope",
             UID.replace('-', "_")
         );
-        let v = t.update(&snapshot(
-            vec![
-                process(1, docker(ID_A), None, 10.0, 1.0, false),
-                process(2, docker(ID_A), None, 5.0, 0.5, false),
-                process(3, Some(pod.clone()), None, 7.0, 0.7, false),
-                process(
-                    4,
-                    Some("/system.slice/ssh.service".into()),
-                    None,
-                    1.0,
-                    0.1,
-                    false,
-                ),
-                process(5, None, None, 2.0, 0.2, false),
-            ],
-            0.0,
-        ));
+        let v = run(
+            &mut t,
+            snapshot(
+                vec![
+                    process(1, docker(ID_A), None, 10.0, 1.0, false),
+                    process(2, docker(ID_A), None, 5.0, 0.5, false),
+                    process(3, Some(pod.clone()), None, 7.0, 0.7, false),
+                    process(
+                        4,
+                        Some("/system.slice/ssh.service".into()),
+                        None,
+                        1.0,
+                        0.1,
+                        false,
+                    ),
+                    process(5, None, None, 2.0, 0.2, false),
+                ],
+                0.0,
+            ),
+        );
         assert_eq!(v.containers.len(), 2);
         let a = v
             .containers
             .iter()
-            .find(|(w, _)| w.cgroup.container_id.as_deref() == Some(ID_A))
+            .find(|(w, _)| w.container_id.as_deref() == Some(ID_A))
             .expect("A");
         assert!(close(a.1.joules, 15.0) && close(a.1.cpu_seconds, 1.5));
         let b = v
             .containers
             .iter()
-            .find(|(w, _)| w.cgroup.pod_uid.as_deref() == Some(UID))
+            .find(|(w, _)| w.pod_uid.as_deref() == Some(UID))
             .expect("pod");
         assert!(close(b.1.joules, 7.0));
         assert!(
@@ -481,25 +515,27 @@ mod tests {
                 pid: 4,
                 start_ns: 1
             }]
-                .cgroup
                 .systemd_unit
                 .as_deref(),
             Some("ssh.service")
         );
 
         // Container A's processes exit: its series stays while they are reported...
-        let v = t.update(&snapshot(
-            vec![
-                process(1, docker(ID_A), None, 12.0, 1.2, true),
-                process(2, docker(ID_A), None, 5.0, 0.5, true),
-                process(3, Some(pod), None, 9.0, 0.9, false),
-            ],
-            3.0,
-        ));
+        let v = run(
+            &mut t,
+            snapshot(
+                vec![
+                    process(1, docker(ID_A), None, 12.0, 1.2, true),
+                    process(2, docker(ID_A), None, 5.0, 0.5, true),
+                    process(3, Some(pod), None, 9.0, 0.9, false),
+                ],
+                3.0,
+            ),
+        );
         let a = v
             .containers
             .iter()
-            .find(|(w, _)| w.cgroup.container_id.as_deref() == Some(ID_A))
+            .find(|(w, _)| w.container_id.as_deref() == Some(ID_A))
             .expect("A kept");
         assert!(
             close(a.1.joules, 17.0),
@@ -507,7 +543,7 @@ mod tests {
             a.1
         );
         // ...and moves into `others` when they are retired.
-        let v = t.update(&snapshot(vec![], 3.0 + 17.0 + 9.0));
+        let v = run(&mut t, snapshot(vec![], 3.0 + 17.0 + 9.0));
         assert!(v.containers.is_empty());
         assert!(close(v.others.joules, 26.0), "{:?}", v.others);
         assert!(close(v.host.joules, 3.0));
@@ -525,28 +561,30 @@ mod tests {
             cgroup_root: dir.path().into(),
             ..ContainersConfig::default()
         };
-        let mut t = Tracker::with_pods(&config, PodDirectory::default());
-        let v = t.update(&snapshot(
-            vec![
-                // Short-lived: never read from /proc, only the kernel's id.
-                process(1, None, Some(scope_id), 1.0, 0.1, true),
-                // Read from /proc after its runtime moved it: the kernel still has the old id.
-                process(2, docker(ID_A), Some(root_id), 1.0, 0.1, false),
-                // The /proc read happened before the move; the id knows better.
-                process(
-                    3,
-                    Some("/system.slice/containerd.service".into()),
-                    Some(scope_id),
-                    1.0,
-                    0.1,
-                    false,
-                ),
-            ],
-            0.0,
-        ));
+        let mut t = FromTotals::new(Tracker::with_pods(&config, PodDirectory::default()));
+        let v = run(
+            &mut t,
+            snapshot(
+                vec![
+                    // Short-lived: never read from /proc, only the kernel's id.
+                    process(1, None, Some(scope_id), 1.0, 0.1, true),
+                    // Read from /proc after its runtime moved it: the kernel still has the old id.
+                    process(2, docker(ID_A), Some(root_id), 1.0, 0.1, false),
+                    // The /proc read happened before the move; the id knows better.
+                    process(
+                        3,
+                        Some("/system.slice/containerd.service".into()),
+                        Some(scope_id),
+                        1.0,
+                        0.1,
+                        false,
+                    ),
+                ],
+                0.0,
+            ),
+        );
         let id_of = |pid| {
             v.by_process[&ProcessKey { pid, start_ns: 1 }]
-                .cgroup
                 .container_id
                 .clone()
         };
@@ -570,31 +608,34 @@ mod tests {
                 }],
             },
         );
-        let mut t = Tracker::with_pods(&no_cgroupfs(), pods);
+        let mut t = FromTotals::new(Tracker::with_pods(&no_cgroupfs(), pods));
         let path = format!("/kubepods/burstable/pod{UID}/{ID_A}");
-        let v = t.update(&snapshot(
-            vec![process(1, Some(path), None, 1.0, 0.1, false)],
-            0.0,
-        ));
+        let v = run(
+            &mut t,
+            snapshot(vec![process(1, Some(path), None, 1.0, 0.1, false)], 0.0),
+        );
         let w = &v.containers[0].0;
         assert_eq!(
-            (w.pod_name(), w.pod_namespace(), w.container_name()),
+            (
+                w.pod_name.as_deref(),
+                w.pod_namespace.as_deref(),
+                w.container_name.as_deref()
+            ),
             (Some("web-1"), Some("shop"), Some("nginx"))
         );
         assert_eq!(
-            w.runtime(),
-            None,
+            w.container_runtime, None,
             "cgroupfs path and no runtime in the status"
         );
     }
 
     #[test]
     fn beyond_the_cap_containers_count_in_others() {
-        let mut t = Tracker::with_pods(&no_cgroupfs(), PodDirectory::default());
+        let mut t = FromTotals::new(Tracker::with_pods(&no_cgroupfs(), PodDirectory::default()));
         let procs: Vec<ProcessSnapshot> = (0..MAX_CONTAINERS as u32 + 5)
             .map(|i| process(i, docker(&format!("{i:064x}")), None, 1.0, 0.0, false))
             .collect();
-        let v = t.update(&snapshot(procs, 0.0));
+        let v = run(&mut t, snapshot(procs, 0.0));
         assert_eq!(v.containers.len(), MAX_CONTAINERS);
         assert!(close(v.others.joules, 5.0));
     }
@@ -632,7 +673,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(300))]
         #[test]
         fn series_never_decrease_and_add_up(steps in prop::collection::vec(step(), 1..60)) {
-            let mut t = Tracker::with_pods(&no_cgroupfs(), PodDirectory::default());
+            let mut t = FromTotals::new(Tracker::with_pods(&no_cgroupfs(), PodDirectory::default()));
             // pid -> (container, joules, exited)
             let mut live: BTreeMap<u32, (u8, f64, bool)> = BTreeMap::new();
             let (mut retired, mut next_pid) = (0.0, 1u32);
@@ -649,12 +690,12 @@ mod tests {
                     }
                 }
                 let procs = live.iter().map(|(&pid, &(c, j, exited))| process(pid, path_of(c), None, j, j / 10.0, exited)).collect();
-                let v = t.update(&snapshot(procs, retired));
+                let v = run(&mut t, snapshot(procs, retired));
                 let total: f64 = retired + live.values().map(|v| v.1).sum::<f64>();
                 let sum: f64 = v.containers.iter().map(|(_, a)| a.joules).sum::<f64>() + v.host.joules + v.others.joules;
                 prop_assert!(close(sum, total), "{} != {}", sum, total);
                 let mut now: HashMap<String, f64> = v.containers.iter()
-                    .map(|(w, a)| (w.cgroup.container_id.clone().unwrap_or_default(), a.joules)).collect();
+                    .map(|(w, a)| (w.container_id.clone().unwrap_or_default(), a.joules)).collect();
                 now.insert("host".into(), v.host.joules);
                 now.insert("others".into(), v.others.joules);
                 for (name, value) in &now {

@@ -8,7 +8,10 @@
 //!   that Σ containers (with the series of processes outside containers) +
 //!   idle = host, and a container whose processes all exited keeps its energy.
 //!
-//! Nothing here measures: every figure comes from the snapshot's processes.
+//! The agent runs the [`Tracker`] once per cycle, on its own thread (the
+//! pod watch has a thread of its own): each process of the snapshot leaves
+//! with its labels, and the snapshot with the container totals. The
+//! metrics only format them.
 pub mod aggregate;
 #[cfg(feature = "kubernetes")]
 pub mod k8s;
@@ -16,11 +19,13 @@ pub mod parse;
 pub mod pods;
 pub mod resolve;
 
-use std::{path::PathBuf, sync::Arc};
+use std::path::PathBuf;
 
-pub use aggregate::{ContainerView, Tracker};
+pub use aggregate::Tracker;
 pub use parse::{CgroupLabels, Qos, Runtime, Trees};
 pub use pods::{PodDirectory, PodMeta};
+
+use crate::snapshot::Workload;
 
 /// Default of `--cgroup-root`.
 pub const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -56,50 +61,28 @@ impl Default for ContainersConfig {
     }
 }
 
-/// Where one process runs: what its cgroup path says, and what the API
-/// server says about its pod.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Workload {
-    pub cgroup: Arc<CgroupLabels>,
-    pub pod: Option<Arc<PodMeta>>,
-}
-
-impl Workload {
-    /// The runtime from the path, else from the pod's status.
-    #[must_use]
-    pub fn runtime(&self) -> Option<Runtime> {
-        self.cgroup.runtime.or_else(|| {
-            let id = self.cgroup.container_id.as_deref()?;
-            self.pod.as_ref()?.container(id)?.runtime
-        })
-    }
-
-    /// The container's name in its pod (Kubernetes only).
-    #[must_use]
-    pub fn container_name(&self) -> Option<&str> {
-        let id = self.cgroup.container_id.as_deref()?;
-        Some(self.pod.as_ref()?.container(id)?.name.as_str())
-    }
-
-    #[must_use]
-    pub fn pod_name(&self) -> Option<&str> {
-        self.pod
-            .as_ref()
-            .map(|p| p.name.as_str())
-            .filter(|n| !n.is_empty())
-    }
-
-    #[must_use]
-    pub fn pod_namespace(&self) -> Option<&str> {
-        self.pod
-            .as_ref()
-            .map(|p| p.namespace.as_str())
-            .filter(|n| !n.is_empty())
-    }
-
-    /// In a container or a pod.
-    #[must_use]
-    pub fn is_workload(&self) -> bool {
-        self.cgroup.is_workload()
+/// The labels of a process whose cgroup path says `cgroup`, with what the
+/// API server says about its pod: the runtime from the path, else from the
+/// pod's status; the container's name in its pod; pod names only when not empty.
+#[must_use]
+pub fn workload(cgroup: &CgroupLabels, pod: Option<&PodMeta>) -> Workload {
+    let in_pod = cgroup
+        .container_id
+        .as_deref()
+        .and_then(|id| pod?.container(id));
+    let named = |text: &str| (!text.is_empty()).then(|| text.to_owned());
+    Workload {
+        container_id: cgroup.container_id.clone(),
+        container_runtime: cgroup
+            .runtime
+            .or_else(|| in_pod?.runtime)
+            .map(Runtime::label),
+        container_name: in_pod.map(|c| c.name.clone()),
+        pod_uid: cgroup.pod_uid.clone(),
+        pod_qos: cgroup.pod_qos.map(Qos::label),
+        pod_name: pod.and_then(|p| named(&p.name)),
+        pod_namespace: pod.and_then(|p| named(&p.namespace)),
+        owner_uid: cgroup.owner_uid,
+        systemd_unit: cgroup.systemd_unit.clone(),
     }
 }

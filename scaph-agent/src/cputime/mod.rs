@@ -10,21 +10,12 @@ pub mod procfs;
 mod slots;
 
 use std::{
-    fmt,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
 };
 
-/// One process, stable across PID reuse: its tgid and its start time.
-///
-/// `start_ns` is the start time in ns since boot when the source knows it
-/// (BPF with BTF: exact; procfs: clock-tick resolution), else 0.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ProcessKey {
-    pub pid: u32,
-    pub start_ns: u64,
-}
+pub use crate::model::{CpuTimeMethod, LossCounters, ProcessKey};
 
 /// What a process did during one interval.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -123,51 +114,6 @@ pub struct ProcessMeta {
     /// The VM's name when the process is a qemu/KVM VM that an unprivileged
     /// user cannot have forged (see [`crate::vm_label::VmTrust`]).
     pub vm_name: Option<Arc<str>>,
-}
-
-/// How the CPU times of a sample were measured.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CpuTimeMethod {
-    /// Kernel program reading `sum_exec_runtime` (BTF): exact.
-    BpfRuntime,
-    /// Kernel program summing timestamps at switches (no BTF): includes steal time.
-    BpfTimestamp,
-    /// `/proc/PID/stat` utime+stime (clock ticks) or schedstat (ns).
-    Procfs,
-}
-
-impl CpuTimeMethod {
-    /// The label value used in every exporter (`bpf` or `procfs`).
-    #[must_use]
-    pub const fn source(self) -> &'static str {
-        match self {
-            Self::BpfRuntime | Self::BpfTimestamp => "bpf",
-            Self::Procfs => "procfs",
-        }
-    }
-}
-
-impl fmt::Display for CpuTimeMethod {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::BpfRuntime => "bpf (sched_switch, exact sum_exec_runtime via BTF)",
-            Self::BpfTimestamp => "bpf (sched_switch, timestamp deltas)",
-            Self::Procfs => "procfs (/proc/PID/stat)",
-        })
-    }
-}
-
-/// Counters of what could not be measured. Cumulative since the agent started.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LossCounters {
-    /// On-CPU ns that the kernel program could not record (map full).
-    pub dropped_ns: u64,
-    /// Slices that the kernel program could not record (map full).
-    pub dropped_slices: u64,
-    /// Process exits that could not be recorded (map full).
-    pub dropped_exits: u64,
-    /// Switches whose outgoing task was not the one seen coming in.
-    pub mismatches: u64,
 }
 
 /// CPU time of every process during one interval.

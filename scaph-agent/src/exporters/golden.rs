@@ -65,6 +65,7 @@ fn process(
             resident_bytes: u64::from(pid) * 4096,
             virtual_bytes: u64::from(pid) * 65536,
         }),
+        workload: None,
     }
 }
 
@@ -218,6 +219,7 @@ pub(crate) fn fixture() -> Snapshot {
             virtual_bytes: 300 << 20,
         }),
         carbon_intensity: None,
+        containers: None,
     }
 }
 

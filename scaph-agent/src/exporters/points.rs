@@ -118,6 +118,7 @@ pub(crate) mod tests {
             energy: Some(energy),
             exited,
             memory: None,
+            workload: None,
         };
         Snapshot {
             timestamp: SystemTime::UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456),
@@ -177,6 +178,7 @@ pub(crate) mod tests {
             host_stats: None,
             self_stats: None,
             carbon_intensity: None,
+            containers: None,
         }
     }
 

@@ -3,16 +3,15 @@
 //! help text describes power, every disk is listed, counters never go
 //! backwards, and the cmdline label is space-separated and bounded.
 use super::{
-    collect::{self, ContainerContext, Labels},
     containers,
+    labels::{self, ContainerContext, Labels},
     ledger::View,
     names, Family, MetricsConfig,
 };
 use crate::{
     host::SelfStats,
     label,
-    sensors::DomainKind,
-    snapshot::{ProcessSnapshot, Snapshot},
+    snapshot::{DomainKind, ProcessSnapshot, Snapshot},
 };
 
 const MICRO: f64 = 1e6;
@@ -60,22 +59,22 @@ pub fn energy(snap: &Snapshot) -> Vec<Family> {
 
 /// Scaphandre's labels for a process: pid, exe, cmdline (and vmname, and
 /// its container labels with `--containers`).
-fn labels(
+fn compat_labels(
     p: &ProcessSnapshot,
     config: &MetricsConfig,
     context: Option<&ContainerContext<'_>>,
 ) -> Labels {
-    let mut labels = vec![("pid", p.key.pid.to_string()), ("exe", collect::exe(p))];
+    let mut labels = vec![("pid", p.key.pid.to_string()), ("exe", labels::exe(p))];
     if config.cmdline_max_len > 0 {
-        labels.push(("cmdline", collect::cmdline(p, config.cmdline_max_len)));
+        labels.push(("cmdline", labels::cmdline(p, config.cmdline_max_len)));
     }
     if config.qemu {
-        if let Some(vm) = collect::vm_name(p) {
+        if let Some(vm) = labels::vm_name(p) {
             labels.push(("vmname", vm));
         }
     }
     if let Some(context) = context {
-        if let Some(workload) = context.view.by_process.get(&p.key) {
+        if let Some(workload) = p.workload.as_deref() {
             containers::add_compat_labels(&mut labels, workload, context.node_name);
         }
     }
@@ -96,7 +95,7 @@ pub fn processes(
     let mut memory = Family::new(&names::C_PROCESS_MEMORY);
     let mut virt = Family::new(&names::C_PROCESS_VIRTUAL);
     for p in view.listed.iter().map(|l| l.process).filter(|p| !p.exited) {
-        let labels = labels(p, config, context);
+        let labels = compat_labels(p, config, context);
         if let Some(energy) = p.energy {
             power.push(labels.clone(), energy.watts * MICRO);
         }
@@ -173,7 +172,7 @@ fn cpu_count(snap: &Snapshot) -> f64 {
     if snap.online_cpus > 0 {
         snap.online_cpus as f64
     } else {
-        collect::cpu_count(snap)
+        labels::cpu_count(snap)
     }
 }
 
@@ -191,7 +190,7 @@ fn version_number() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cputime::CpuTimeMethod;
+    use crate::snapshot::CpuTimeMethod;
 
     /// `(possible CPUs in the idle entries, online CPUs, process CPU ratio, percentage)`.
     #[test]

@@ -6,8 +6,8 @@
 //! `container_id=""` and no pod for processes outside containers, and one
 //! with `container_id="[others]"` for containers without their own series
 //! any more: their sum plus idle is the host.
-use super::{collect::Labels, ledger::Amounts, names, Family};
-use crate::containers::{ContainerView, Workload};
+use super::{labels::Labels, names, Family};
+use crate::snapshot::{Amounts, ContainerTotals, Workload};
 
 /// `container_id` of the series that holds containers without their own series.
 pub const OTHERS_CONTAINER_ID: &str = "[others]";
@@ -23,22 +23,26 @@ fn push(labels: &mut Labels, name: &'static str, value: Option<&str>) {
 /// Container, pod and unit labels for one process (those that apply).
 pub fn add_process_labels(labels: &mut Labels, w: &Workload) {
     add_workload_labels(labels, w);
-    push(labels, "systemd_unit", w.cgroup.systemd_unit.as_deref());
+    push(labels, "systemd_unit", w.systemd_unit.as_deref());
 }
 
 /// The labels that identify a container or pod.
 fn add_workload_labels(labels: &mut Labels, w: &Workload) {
-    push(labels, "container_id", w.cgroup.container_id.as_deref());
-    push(labels, "container_runtime", w.runtime().map(|r| r.label()));
-    push(labels, "container_name", w.container_name());
-    push(labels, "pod_uid", w.cgroup.pod_uid.as_deref());
-    push(labels, "pod_qos", w.cgroup.pod_qos.map(|q| q.label()));
-    push(labels, "kubernetes_pod_name", w.pod_name());
-    push(labels, "kubernetes_pod_namespace", w.pod_namespace());
+    push(labels, "container_id", w.container_id.as_deref());
+    push(labels, "container_runtime", w.container_runtime);
+    push(labels, "container_name", w.container_name.as_deref());
+    push(labels, "pod_uid", w.pod_uid.as_deref());
+    push(labels, "pod_qos", w.pod_qos);
+    push(labels, "kubernetes_pod_name", w.pod_name.as_deref());
+    push(
+        labels,
+        "kubernetes_pod_namespace",
+        w.pod_namespace.as_deref(),
+    );
     push(
         labels,
         "container_owner_uid",
-        w.cgroup.owner_uid.map(|uid| uid.to_string()).as_deref(),
+        w.owner_uid.map(|uid| uid.to_string()).as_deref(),
     );
 }
 
@@ -49,18 +53,22 @@ pub fn add_compat_labels(labels: &mut Labels, w: &Workload, node_name: Option<&s
     if !w.is_workload() {
         return;
     }
-    let runtime = w.runtime().map(|r| r.label());
-    let scheduler = if w.cgroup.pod_uid.is_some() {
+    let runtime = w.container_runtime;
+    let scheduler = if w.pod_uid.is_some() {
         Some("kubernetes")
     } else {
         runtime
     };
     push(labels, "container_scheduler", scheduler);
     push(labels, "container_runtime", runtime);
-    push(labels, "container_id", w.cgroup.container_id.as_deref());
-    if w.cgroup.pod_uid.is_some() {
-        push(labels, "kubernetes_pod_name", w.pod_name());
-        push(labels, "kubernetes_pod_namespace", w.pod_namespace());
+    push(labels, "container_id", w.container_id.as_deref());
+    if w.pod_uid.is_some() {
+        push(labels, "kubernetes_pod_name", w.pod_name.as_deref());
+        push(
+            labels,
+            "kubernetes_pod_namespace",
+            w.pod_namespace.as_deref(),
+        );
         push(labels, "kubernetes_node_name", node_name);
     }
 }
@@ -68,7 +76,7 @@ pub fn add_compat_labels(labels: &mut Labels, w: &Workload, node_name: Option<&s
 /// `scaph_container_energy_joules_total` (with an energy source) and
 /// `scaph_container_cpu_seconds_total`.
 #[must_use]
-pub fn families(view: &ContainerView, has_energy: bool) -> [Family; 2] {
+pub fn families(view: &ContainerTotals, has_energy: bool) -> [Family; 2] {
     let mut energy = Family::new(&names::CONTAINER_ENERGY);
     let mut cpu = Family::new(&names::CONTAINER_CPU);
     for (labels, amounts) in series(view) {
@@ -82,7 +90,7 @@ pub fn families(view: &ContainerView, has_energy: bool) -> [Family; 2] {
 
 /// `scaph_container_co2_grams_total`, on the series of [`families`].
 #[must_use]
-pub fn co2_family(view: &ContainerView) -> Family {
+pub fn co2_family(view: &ContainerTotals) -> Family {
     let mut co2 = Family::new(&names::CONTAINER_CO2);
     for (labels, amounts) in series(view) {
         co2.push(labels, amounts.grams);
@@ -91,7 +99,7 @@ pub fn co2_family(view: &ContainerView) -> Family {
 }
 
 /// Every container series' labels and amounts.
-fn series(view: &ContainerView) -> Vec<(Labels, Amounts)> {
+fn series(view: &ContainerTotals) -> Vec<(Labels, Amounts)> {
     let mut series: Vec<(Labels, Amounts)> = vec![
         (vec![("container_id", String::new())], view.host),
         (
@@ -121,22 +129,21 @@ mod tests {
     use crate::containers::{
         parse::{parse, Trees},
         pods::PodMeta,
+        workload as labels_of,
     };
 
     const ID: &str = "4f1d5e2a3b6c7d8e9f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6";
     const UID: &str = "8b0c9a2e-4d3f-4e6a-9b1c-2d3e4f5a6b7c";
 
-    fn workload(path: &str, pod: Option<PodMeta>) -> Workload {
-        Workload {
-            cgroup: Arc::new(parse(
-                path,
-                &Trees {
-                    rootless: true,
-                    ..Trees::default()
-                },
-            )),
-            pod: pod.map(Arc::new),
-        }
+    fn workload(path: &str, pod: Option<PodMeta>) -> Arc<Workload> {
+        let cgroup = parse(
+            path,
+            &Trees {
+                rootless: true,
+                ..Trees::default()
+            },
+        );
+        Arc::new(labels_of(&cgroup, pod.as_ref()))
     }
 
     fn names(labels: &Labels) -> Vec<&'static str> {
@@ -227,7 +234,7 @@ mod tests {
     #[test]
     fn container_families_have_host_others_and_pod_level_series() {
         let pod_level = format!("/kubepods/burstable/pod{UID}/crio-conmon-{ID}");
-        let view = ContainerView {
+        let view = ContainerTotals {
             containers: vec![
                 (
                     workload(&format!("/docker/{ID}"), None),
@@ -256,7 +263,7 @@ mod tests {
                 cpu_seconds: 0.2,
                 grams: 0.0,
             },
-            ..ContainerView::default()
+            ..ContainerTotals::default()
         };
         let [energy, cpu] = families(&view, true);
         assert_eq!(energy.samples.len(), 4);

@@ -26,73 +26,15 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::regressions::Regressions;
+pub use crate::amounts::Amounts;
 use crate::{
-    cputime::ProcessKey,
-    snapshot::{ProcessSnapshot, Snapshot},
+    amounts::grams,
+    attribution::beyond_rounding,
+    snapshot::{ProcessKey, ProcessSnapshot, Snapshot},
 };
 
 /// Time constant of the ranking average, seconds.
 const RANK_TAU_SECS: f64 = 60.0;
-/// Relative float rounding tolerated in `others` before it counts as a
-/// regression (sums of thousands of terms round at about 1e-13).
-const ROUNDING: f64 = 1e-9;
-
-/// Energy (joules), CPU time (seconds) and the emissions of that energy
-/// (grams, 0 without a carbon intensity).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Amounts {
-    pub joules: f64,
-    pub cpu_seconds: f64,
-    /// Grams of CO2-equivalent: never read from the input, only grown by
-    /// [`Amounts::advance`] from joules deltas at the intensity in force.
-    pub grams: f64,
-}
-
-impl Amounts {
-    /// `self − other`, never below zero.
-    #[must_use]
-    pub fn minus(self, other: Self) -> Self {
-        Self {
-            joules: (self.joules - other.joules).max(0.0),
-            cpu_seconds: (self.cpu_seconds - other.cpu_seconds).max(0.0),
-            grams: (self.grams - other.grams).max(0.0),
-        }
-    }
-
-    pub fn add(&mut self, other: Self) {
-        self.joules += other.joules;
-        self.cpu_seconds += other.cpu_seconds;
-        self.grams += other.grams;
-    }
-
-    /// Moves `last` (the previous totals, grams included) to `now`'s joules
-    /// and CPU time, never backwards, and returns the growth: its grams are
-    /// the joules grown at `grams_per_kwh` (none without one).
-    #[must_use]
-    pub fn advance(last: &mut Self, now: Self, grams_per_kwh: Option<f64>) -> Self {
-        let grown = Self {
-            grams: last.grams,
-            ..now.max(*last)
-        };
-        let mut delta = grown.minus(*last);
-        delta.grams = grams_per_kwh.map_or(0.0, |i| crate::carbon::grams(delta.joules, i));
-        *last = Self {
-            grams: last.grams + delta.grams,
-            ..grown
-        };
-        delta
-    }
-
-    /// Field-wise maximum.
-    #[must_use]
-    pub fn max(self, other: Self) -> Self {
-        Self {
-            joules: self.joules.max(other.joules),
-            cpu_seconds: self.cpu_seconds.max(other.cpu_seconds),
-            grams: self.grams.max(other.grams),
-        }
-    }
-}
 
 /// `now` is lower than `before`, or not a number (held as well).
 fn below(now: f64, before: f64) -> bool {
@@ -285,7 +227,7 @@ impl Ledger {
             entry.rank += alpha * (rate - entry.rank);
             entry.generation = generation;
             if self.per_exe {
-                self.exe.add(super::collect::exe(p), delta, generation);
+                self.exe.add(super::labels::exe(p), delta, generation);
             }
             if self.per_cgroup {
                 // Grouped by the bounded value, so two long names that are cut
@@ -318,7 +260,7 @@ impl Ledger {
         self.retired_grams += retired.grams
             + snap
                 .carbon_intensity
-                .map_or(0.0, |i| crate::carbon::grams(unseen.max(0.0), i));
+                .map_or(0.0, |i| grams(unseen.max(0.0), i));
         self.entries.retain(|_, e| e.generation == generation);
         crate::util::shrink_if_sparse(&mut self.entries);
 
@@ -375,7 +317,7 @@ impl Ledger {
                 everything.cpu_seconds,
             ),
         ] {
-            let held = below(now, before - ROUNDING * (1.0 + scale.abs()));
+            let held = now.is_nan() || beyond_rounding(before - now, scale);
             if held && !self.others_held[i] {
                 self.regressions.note(name, || name.to_owned(), before, now);
             }
@@ -488,12 +430,13 @@ mod tests {
                     }),
                     exited,
                     memory: None,
+                    workload: None,
                 })
                 .collect();
             Snapshot::of_processes(
                 processes,
                 self.retired,
-                crate::cputime::CpuTimeMethod::Procfs,
+                crate::snapshot::CpuTimeMethod::Procfs,
             )
         }
 

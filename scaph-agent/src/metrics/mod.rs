@@ -3,7 +3,10 @@
 //! - [`names`]: every metric's name, type, unit and help text.
 //! - [`ledger`]: which processes get their own series, and the bookkeeping
 //!   that keeps counters monotonic and the totals right.
+//! - [`labels`]: the labels collectors share (a leaf).
 //! - [`collect`]: one function per collector turning a snapshot into families.
+//! - [`containers`]: container labels and series, formatted from what the
+//!   agent resolved (the snapshot's workloads and container totals).
 //! - [`text`]: the Prometheus text encoding.
 //!
 //! [`MetricsState`] is fed every snapshot, in order, by the exporter that
@@ -12,6 +15,7 @@ mod carbon;
 pub mod collect;
 mod compat;
 pub mod containers;
+pub mod labels;
 pub mod ledger;
 pub mod names;
 pub mod regressions;
@@ -25,10 +29,7 @@ use std::{
 
 pub use text::{encode, Family, Sample, CONTENT_TYPE};
 
-use crate::{
-    containers::{ContainersConfig, Tracker},
-    snapshot::Snapshot,
-};
+use crate::{containers::ContainersConfig, snapshot::Snapshot};
 
 /// Default of `--max-processes`.
 pub const DEFAULT_MAX_PROCESSES: usize = 500;
@@ -51,7 +52,9 @@ pub struct MetricsConfig {
     pub per_cgroup: bool,
     /// Add a `vmname` label to qemu processes (Scaphandre's `--qemu`).
     pub qemu: bool,
-    /// `--containers`: container labels on process series, and `scaph_container_*`.
+    /// `--containers`: container labels on process series, and
+    /// `scaph_container_*` (the agent resolves them: `Agent::with_containers`
+    /// takes the same configuration).
     pub containers: Option<ContainersConfig>,
 }
 
@@ -74,8 +77,6 @@ impl Default for MetricsConfig {
 pub struct MetricsState {
     config: MetricsConfig,
     ledger: ledger::Ledger,
-    /// Container attribution, with `--containers`.
-    containers: Option<Tracker>,
     /// Last exposed value of every counter series, by [`series_id`], and
     /// whether it was held at that value.
     counters: HashMap<u128, (f64, bool)>,
@@ -93,11 +94,9 @@ impl MetricsState {
     #[must_use]
     pub fn new(config: MetricsConfig) -> Self {
         let ledger = ledger::Ledger::new(config.max_processes, config.per_exe, config.per_cgroup);
-        let containers = config.containers.as_ref().map(Tracker::new);
         Self {
             config,
             ledger,
-            containers,
             counters: HashMap::new(),
             regressions: regressions::Regressions::default(),
             energy_regressions: 0,
@@ -166,15 +165,13 @@ impl MetricsState {
         });
 
         let started = Instant::now();
-        let workloads = self.containers.as_mut().map(|tracker| tracker.update(snap));
-        let container_seconds = self.elapsed(started);
-
-        let started = Instant::now();
         let view = self.ledger.update(snap);
-        let node_name = self.containers.as_ref().and_then(Tracker::node_name);
-        let context = workloads
+        let context = config
+            .containers
             .as_ref()
-            .map(|w| collect::ContainerContext { view: w, node_name });
+            .map(|c| labels::ContainerContext {
+                node_name: c.node_name.as_deref().filter(|n| !n.is_empty()),
+            });
         let (processes, success) = collect::processes(snap, &view, config, context.as_ref());
         families.extend(processes);
         outcomes.push(collect::Outcome {
@@ -183,18 +180,25 @@ impl MetricsState {
             seconds: self.elapsed(started),
         });
 
-        if let Some(workloads) = &workloads {
+        if config.containers.is_some() {
             let started = Instant::now();
-            families.extend(containers::families(workloads, snap.host.is_some()));
-            if snap.host.is_some() && snap.carbon_intensity.is_some() {
-                families.push(containers::co2_family(workloads));
+            let totals = snap.containers.as_ref();
+            if let Some(totals) = totals {
+                families.extend(containers::families(totals, snap.host.is_some()));
+                if snap.host.is_some() && snap.carbon_intensity.is_some() {
+                    families.push(containers::co2_family(totals));
+                }
             }
-            let seconds = container_seconds + self.elapsed(started);
-            let success = workloads.healthy && snap.cputime_ok;
+            // Resolving happened in the agent's cycle: its time counts here.
+            let resolving = if self.timed {
+                totals.map_or(0.0, |t| t.seconds)
+            } else {
+                0.0
+            };
             outcomes.push(collect::Outcome {
                 name: "containers",
-                success,
-                seconds,
+                success: totals.is_some_and(|t| t.healthy) && snap.cputime_ok,
+                seconds: resolving + self.elapsed(started),
             });
         }
 
@@ -517,8 +521,8 @@ mod tests {
     }
 
     /// --containers: process series carry their container's labels, and
-    /// Σ container series + idle = host (the retired 5 J of the fixture are
-    /// in `[others]`).
+    /// Σ container series + idle = host, but for the fixture's 5 J retired
+    /// before the tracker started (in a real agent it starts with the agent).
     #[test]
     fn containers_label_processes_and_add_up_to_the_host() {
         let id = "4f1d5e2a3b6c7d8e9f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6";
@@ -532,6 +536,12 @@ mod tests {
             compat: true,
             ..MetricsConfig::default()
         };
+        let mut tracker =
+            crate::containers::aggregate::FromTotals::new(crate::containers::Tracker::with_pods(
+                config.containers.as_ref().expect("--containers"),
+                crate::containers::PodDirectory::default(),
+            ));
+        tracker.update(&mut snap);
         let mut state = MetricsState::new(config).untimed();
         let text = encode(&state.update(&snap));
         let value = |line: &str| {
@@ -548,7 +558,7 @@ mod tests {
         };
         let containers = sum("scaph_container_energy_joules_total{");
         assert!(
-            (containers + sum("scaph_idle_energy_joules_total ") - 100.0).abs() < 1e-9,
+            (containers + sum("scaph_idle_energy_joules_total ") + 5.0 - 100.0).abs() < 1e-9,
             "{text}"
         );
         let labels = format!(
@@ -558,7 +568,7 @@ mod tests {
         assert!(text.contains(&format!(
             "scaph_container_energy_joules_total{{container_id=\"{id}\",container_runtime=\"docker\"}} 40"
         )));
-        assert!(text.contains("scaph_container_energy_joules_total{container_id=\"[others]\"} 5"));
+        assert!(text.contains("scaph_container_energy_joules_total{container_id=\"[others]\"} 0"));
         assert!(
             text.contains(&format!(
                 "container_scheduler=\"docker\",container_runtime=\"docker\",container_id=\"{id}\""

@@ -17,37 +17,12 @@ pub(crate) mod testutil;
 pub mod topology;
 pub mod vm;
 
+pub use crate::model::{DomainKind, EnergyOrigin};
 pub use estimate::{EstimateSensor, LinearModel};
 pub use hwmon::HwmonSensor;
 pub use powercap::PowercapSensor;
 pub use topology::Topology;
 pub use vm::VmSensor;
-
-/// What kind of RAPL domain (or pseudo-domain) a zone measures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum DomainKind {
-    /// Whole CPU package (`package-N`).
-    Package,
-    /// Cores of a package (`core`, PP0). Part of `Package`.
-    Core,
-    /// Integrated GPU / uncore (`uncore`, PP1). Part of `Package`.
-    Uncore,
-    /// Memory attached to a package (`dram`). Not part of `Package`.
-    Dram,
-    /// Whole platform (`psys`): host-wide, not tied to a socket.
-    Psys,
-}
-
-/// Where a sensor's numbers come from: exporters label every value with it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EnergyOrigin {
-    /// Read from hardware counters (RAPL through powercap).
-    Measured,
-    /// Computed from CPU utilisation with a linear model: not a measurement.
-    Estimated,
-    /// Read from the tree the hypervisor's qemu exporter writes (`--vm`).
-    Vm,
-}
 
 /// Energy of one zone over one interval.
 #[derive(Clone, Debug, PartialEq)]

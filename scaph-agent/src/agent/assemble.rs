@@ -1,0 +1,143 @@
+//! Joins one cycle's state (the CPU sample, the energy accumulator and the
+//! process table) into a [`Snapshot`]: the measurement side's producers are
+//! read here, so the snapshot itself stays plain data.
+use std::time::SystemTime;
+
+use crate::{
+    attribution::{Accumulator, Cumulative, Pool},
+    cputime::{CpuSample, CpuTimeMethod},
+    processes::ProcessTable,
+    snapshot::{DomainSnapshot, Energy, ProcessSnapshot, SensorInfo, Snapshot, SocketSnapshot},
+};
+
+fn to_energy(c: &Cumulative) -> Energy {
+    Energy {
+        joules_total: c.joules,
+        watts: c.watts,
+    }
+}
+
+/// What a snapshot is made of.
+pub struct Parts<'a> {
+    pub timestamp: SystemTime,
+    pub sample: &'a CpuSample,
+    pub cpu_method: CpuTimeMethod,
+    pub sensor: Option<SensorInfo>,
+    pub energy: &'a Accumulator,
+    pub processes: &'a ProcessTable,
+    pub implausible_energy_dropped: u64,
+}
+
+/// Joins the cycle's state into one snapshot.
+#[must_use]
+pub fn build(parts: Parts<'_>) -> Snapshot {
+    let Parts {
+        timestamp,
+        sample,
+        cpu_method,
+        sensor,
+        energy,
+        processes,
+        implausible_energy_dropped,
+    } = parts;
+    let has_energy = sensor.is_some() && energy.cycles() > 0;
+    let secs = sample.interval.as_secs_f64();
+    let ratio = |ns: u64| {
+        if secs > 0.0 {
+            ns as f64 / 1e9 / secs
+        } else {
+            0.0
+        }
+    };
+    let sockets = if has_energy {
+        energy
+            .sockets()
+            .iter()
+            .map(|(&id, total)| SocketSnapshot {
+                id,
+                energy: to_energy(total),
+                domains: energy
+                    .domains()
+                    .iter()
+                    .filter(|(k, _)| k.socket == Some(id))
+                    .map(|(k, c)| DomainSnapshot {
+                        kind: k.kind,
+                        name: k.name.clone(),
+                        energy: to_energy(c),
+                    })
+                    .collect(),
+                idle: energy
+                    .unattributed_by_pool()
+                    .get(&Pool::Socket(id))
+                    .map(to_energy),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut rows: Vec<ProcessSnapshot> = processes
+        .iter()
+        .map(|(key, info)| ProcessSnapshot {
+            key: *key,
+            comm: info.comm.clone(),
+            exe: info.meta.as_ref().and_then(|m| m.exe.clone()),
+            cmdline: info
+                .meta
+                .as_ref()
+                .map(|m| m.cmdline.clone())
+                .unwrap_or_default(),
+            vm_name: info.meta.as_ref().and_then(|m| m.vm_name.clone()),
+            cgroup_id: info.cgroup_id,
+            cgroup_path: info.meta.as_ref().and_then(|m| m.cgroup_path.clone()),
+            cpu_seconds_total: info.cpu_ns_total as f64 / 1e9,
+            cpu_ratio: ratio(info.cpu_ns_last),
+            energy: if has_energy {
+                Some(
+                    energy
+                        .process(key)
+                        .map(|t| to_energy(&t.energy))
+                        .unwrap_or_default(),
+                )
+            } else {
+                None
+            },
+            exited: info.exited,
+            memory: None,
+            workload: None,
+        })
+        .collect();
+    // Keys are unique, so an unstable sort is deterministic.
+    rows.sort_unstable_by(|a, b| {
+        let power = |r: &ProcessSnapshot| r.energy.map_or(0.0, |e| e.watts);
+        power(b)
+            .total_cmp(&power(a))
+            .then(b.cpu_ratio.total_cmp(&a.cpu_ratio))
+            .then(a.key.cmp(&b.key))
+    });
+    Snapshot {
+        timestamp,
+        interval: sample.interval,
+        cpu_method,
+        host: has_energy.then(|| to_energy(&energy.host().energy)),
+        idle: has_energy.then(|| to_energy(&energy.host().unattributed)),
+        sensor,
+        sockets,
+        processes: rows,
+        retired_joules: energy.retired_joules(),
+        cpu_idle_ratio: sample
+            .idle_ns
+            .iter()
+            .map(|&ns| ratio(ns).min(1.0))
+            .collect(),
+        online_cpus: 0,
+        losses: sample.losses,
+        implausible_energy_dropped,
+        energy_regressions: energy.regressions(),
+        cputime_ok: true,
+        energy_ok: true,
+        host_stats: None,
+        self_stats: None,
+        carbon_intensity: None,
+        containers: None,
+    }
+}

@@ -1,0 +1,141 @@
+//! The cycle end to end with scripted sources: what the snapshot carries.
+use std::{collections::VecDeque, sync::Arc, time::Duration};
+
+use super::*;
+use crate::{
+    cputime::{CpuTimeError, CpuTimeMethod, PerCpu, ProcessKey, ProcessMeta, ProcessSample},
+    sensors::{DomainKind, EnergyOrigin, SensorError, ZoneEnergy},
+};
+
+const ID: &str = "4f1d5e2a3b6c7d8e9f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6";
+
+/// Hands out one prepared sample per call (the first is the baseline).
+struct Script(VecDeque<CpuSample>);
+
+impl CpuTimeSource for Script {
+    fn method(&self) -> CpuTimeMethod {
+        CpuTimeMethod::BpfRuntime
+    }
+
+    fn sample(&mut self) -> Result<CpuSample, CpuTimeError> {
+        Ok(self.0.pop_front().unwrap_or_default())
+    }
+}
+
+/// 10 J per poll on socket 0 (none on the baseline poll).
+struct TenJoules(bool);
+
+impl EnergySensor for TenJoules {
+    fn name(&self) -> &'static str {
+        "scripted"
+    }
+
+    fn origin(&self) -> EnergyOrigin {
+        EnergyOrigin::Measured
+    }
+
+    fn poll(&mut self, _: &Utilisation) -> Result<EnergyReading, SensorError> {
+        let zones = if std::mem::replace(&mut self.0, true) {
+            vec![ZoneEnergy {
+                socket: Some(0),
+                kind: DomainKind::Package,
+                name: "package-0".into(),
+                path: None,
+                joules: 10.0,
+            }]
+        } else {
+            Vec::new()
+        };
+        Ok(EnergyReading {
+            interval: Duration::from_secs(1),
+            zones,
+            implausible_dropped: 0,
+        })
+    }
+}
+
+fn process(pid: u32, cgroup: &str, ms: u64, exited: bool) -> ProcessSample {
+    let mut per_cpu_ns = PerCpu::default();
+    per_cpu_ns.add(pid % 2, ms * 1_000_000);
+    ProcessSample {
+        key: ProcessKey { pid, start_ns: 1 },
+        comm: format!("p{pid}"),
+        meta: Some(ProcessMeta {
+            cgroup_path: Some(Arc::from(cgroup)),
+            ..ProcessMeta::default()
+        }),
+        per_cpu_ns,
+        total_ns: ms * 1_000_000,
+        exited,
+        ..ProcessSample::default()
+    }
+}
+
+fn sample(processes: Vec<ProcessSample>) -> CpuSample {
+    CpuSample {
+        interval: Duration::from_secs(1),
+        processes,
+        idle_ns: vec![500_000_000; 2],
+        ..CpuSample::default()
+    }
+}
+
+/// Every cycle, Σ containers + host + others + idle = host energy and
+/// Σ container CPU = Σ process CPU, while a container's process exits and
+/// is retired (retention 0); each process carries its labels.
+#[test]
+fn containers_are_labelled_and_add_up_every_cycle() {
+    let docker = format!("/system.slice/docker-{ID}.scope");
+    let ssh = "/system.slice/ssh.service";
+    let samples = [
+        vec![],
+        vec![process(1, &docker, 300, false), process(2, ssh, 100, false)],
+        vec![process(1, &docker, 200, true), process(2, ssh, 400, false)],
+        vec![process(2, ssh, 250, false)],
+        vec![process(3, &docker, 50, false)],
+    ];
+    let cpu = Script(samples.into_iter().map(sample).collect());
+    let config = ContainersConfig {
+        cgroup_root: "/nonexistent".into(),
+        ..ContainersConfig::default()
+    };
+    let mut agent = Agent::new(
+        Box::new(cpu),
+        Some(Box::new(TenJoules(false))),
+        Topology::from_map(vec![(0, 0), (1, 0)]),
+        IdlePolicy::Unattributed,
+    )
+    .with_retention(Duration::ZERO)
+    .with_containers(Some(&config));
+    agent.baseline();
+    let mut cpu_seconds = 0.0;
+    for cycle in 1..=4 {
+        let snap = agent.cycle();
+        let totals = snap.containers.as_ref().expect("container totals");
+        let mut joules = totals.host.joules + totals.others.joules;
+        let mut cpu = totals.host.cpu_seconds + totals.others.cpu_seconds;
+        for (_, amounts) in &totals.containers {
+            joules += amounts.joules;
+            cpu += amounts.cpu_seconds;
+        }
+        let host = snap.host.expect("host energy").joules_total;
+        let idle = snap.idle.expect("idle energy").joules_total;
+        assert!(
+            (joules + idle - host).abs() < 1e-9,
+            "cycle {cycle}: {joules} + {idle} != {host}"
+        );
+        cpu_seconds += [0.4, 0.6, 0.25, 0.05][cycle - 1];
+        assert!((cpu - cpu_seconds).abs() < 1e-9, "cycle {cycle}: {cpu} s");
+        for p in &snap.processes {
+            let w = p.workload.as_deref().expect("labelled");
+            let want = if p.key.pid == 2 { None } else { Some(ID) };
+            assert_eq!(w.container_id.as_deref(), want, "pid {}", p.key.pid);
+        }
+        if cycle == 4 {
+            assert!(
+                totals.others.joules > 0.0,
+                "the first container's energy moved into others when its process was retired"
+            );
+        }
+    }
+}
