@@ -124,8 +124,8 @@ pub unsafe fn account(
         (from, NO_SLOT)
     };
     match from.map(|from| runtime.wrapping_sub(from)) {
-        // SAFETY: the caller's contract.
         Some(ran) if ran < MAX_SLICE_NS => {
+            // SAFETY: the caller's contract.
             slot = unsafe { record_btf(state, task, off, tgid, ran, slot) }
         }
         _ => state.dropped_slices += 1, // never guessed
