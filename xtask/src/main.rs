@@ -31,7 +31,7 @@ enum Task {
     },
     /// Measure overhead, scale and accuracy (root) and write BENCHMARKS.md.
     Bench {
-        /// Fewer and shorter runs (under 3 minutes), to keep the harness alive in CI.
+        /// Fewer and shorter runs (about 3 to 4 minutes), to keep the harness alive in CI.
         #[arg(long)]
         quick: bool,
     },

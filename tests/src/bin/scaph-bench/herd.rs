@@ -58,6 +58,13 @@ impl Drop for Herd {
         // SAFETY: a plain syscall on our own process group.
         unsafe { libc::kill(-group, libc::SIGKILL) };
         let _ = self.child.wait();
+        // The sleepers, orphaned, are reaped by init: wait until they are
+        // gone, so that the next measure does not see them (at most 10 s).
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        // SAFETY: signal 0 only checks whether the group still has a process.
+        while unsafe { libc::kill(-group, 0) } == 0 && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         if let Some(old) = self.restore_pid_max.take() {
             let _ = std::fs::write(PID_MAX, old);
         }
