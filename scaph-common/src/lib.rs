@@ -4,7 +4,8 @@
 //! kernel writes are exactly the bytes userspace reads.
 #![no_std]
 
-/// Map names, as the loader looks them up in the object file.
+/// Map names, as the loader looks them up in the object file (the names of
+/// the statics in scaph-ebpf's `maps.rs`).
 pub mod maps {
     /// `Array<ProcCpuValue>`, memory-mappable (`BPF_F_MMAPABLE`), indexed by
     /// `cpu × slots + slot`: cumulative on-CPU ns of the process owning each
@@ -48,8 +49,12 @@ pub mod programs {
     pub const EXEC_BTF: &str = "sched_process_exec_btf";
     /// `tracepoint/sched/sched_process_exec`.
     pub const EXEC_TP: &str = "sched_process_exec_tp";
-    /// `tp_btf/sched_switch` that does nothing: never attached by the agent;
-    /// the benchmark measures it for the cost of a program's invocation.
+}
+
+/// The benchmark's reference object (`scaph-bench-floor`, never shipped in scaph's).
+pub mod bench {
+    /// `tp_btf/sched_switch` that does nothing: the benchmark measures it for
+    /// the cost of invoking a program on that tracepoint.
     pub const SWITCH_FLOOR: &str = "sched_switch_floor";
 }
 

@@ -31,7 +31,7 @@ enum Task {
     },
     /// Measure overhead, scale and accuracy (root) and write BENCHMARKS.md.
     Bench {
-        /// Fewer and shorter runs (under 3 minutes), to keep the harness alive in CI.
+        /// Fewer and shorter runs (about 3 to 4 minutes), to keep the harness alive in CI.
         #[arg(long)]
         quick: bool,
     },
@@ -168,6 +168,13 @@ fn test(args: &[String]) -> Result<()> {
         ]),
     );
     if have_toolchain {
+        // The kernel crate, linted on its own as aya-template does: for the
+        // bpf target, with the toolchain that builds it, and panic=abort
+        // (its binaries hold their own panic handler).
+        suite.step(
+            "cargo clippy -D warnings (kernel crate)",
+            &mut kernel_clippy(),
+        );
         // Unit tests of every default member: no root needed.
         suite.tests(
             "unit tests",
@@ -191,6 +198,22 @@ fn test(args: &[String]) -> Result<()> {
     // A smoke run of the fuzz targets (the long run is `cargo xtask fuzz`).
     suite.outcome("fuzz smoke", fuzz::run(FUZZ_SMOKE_SECONDS, false));
     suite.finish()
+}
+
+/// `cargo clippy` of scaph-ebpf for the bpf target, as aya-build builds it.
+fn kernel_clippy() -> Command {
+    let mut cmd = Command::new("rustup");
+    cmd.current_dir(workspace_root())
+        .args(["run", setup::EBPF_TOOLCHAIN, "cargo", "clippy"])
+        .args(["--package", "scaph-ebpf", "--bins", "--lib"])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+        .args(["--", "-D", "warnings"])
+        .env("RUSTFLAGS", "-C panic=abort")
+        // The toolchain's own rustc, not the one that runs xtask.
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CARGO");
+    cmd
 }
 
 /// Builds the agent and the integration test binaries, then runs each of

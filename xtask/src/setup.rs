@@ -9,7 +9,7 @@ use std::process::Command;
 use anyhow::{bail, Context as _, Result};
 
 /// The toolchain aya-build uses for the kernel crate (its default).
-const EBPF_TOOLCHAIN: &str = "nightly";
+pub const EBPF_TOOLCHAIN: &str = "nightly";
 const LLVM_MAJOR: &str = "22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const CARGO_FUZZ_VERSION: &str = "0.13.2";

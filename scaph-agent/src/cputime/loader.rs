@@ -116,11 +116,13 @@ pub(super) fn missing_map(name: &'static str) -> LoadError {
     }))
 }
 
-/// The compiled kernel object (for tools that load one of its programs alone).
-#[must_use]
-pub fn object() -> &'static [u8] {
-    OBJECT
-}
+/// Where build.rs left the benchmark's reference object (the
+/// `scaph-bench-floor` binary of scaph-ebpf, holding only
+/// [`scaph_common::bench::SWITCH_FLOOR`]): built beside the agent's object
+/// but never embedded in it. Only `scaph-bench` reads it, at run time, on
+/// the machine that built it; it is missing when the kernel program was not built.
+#[doc(hidden)]
+pub const BENCH_FLOOR_OBJECT: &str = concat!(env!("OUT_DIR"), "/scaph-bench-floor");
 
 /// Loads the program: the exact BTF variant when the kernel's BTF gives the
 /// needed offsets, else the classic tracepoint variant.
@@ -409,6 +411,13 @@ mod tests {
         \tfield:pid_t prev_pid;\toffset:24;\tsize:4;\tsigned:1;\n\
         \tfield:char next_comm[16];\toffset:40;\tsize:16;\tsigned:0;\n\
         \tfield:pid_t next_pid;\toffset:56;\tsize:4;\tsigned:1;\n";
+
+    // The benchmark's empty program lives in an object of its own.
+    #[test]
+    fn shipped_object_holds_no_benchmark_program() {
+        let name = scaph_common::bench::SWITCH_FLOOR.as_bytes();
+        assert!(!OBJECT.windows(name.len()).any(|w| w == name));
+    }
 
     #[test]
     fn reads_field_offsets_from_a_format_file() {

@@ -2,6 +2,8 @@
 //! `cargo xtask bench [--quick]` (root, release build). It reports numbers;
 //! correctness is asserted by the test suite, not here.
 mod accuracy;
+mod daemon;
+mod herd;
 mod kernel;
 mod procstat;
 mod report;
@@ -54,6 +56,11 @@ type Measure = fn(bool, &mut Table);
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, n] = &args[..] {
+        if flag == herd::HERD_ARG {
+            herd::run(n.parse().expect("--herd N: a number of processes"));
+        }
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let out = args
         .iter()
@@ -95,13 +102,14 @@ fn main() {
         )
     };
 
-    let measures: [(&str, &str, Measure); 6] = [
+    let measures: [(&str, &str, Measure); 7] = [
         ("1", "1. Kernel program cost", kernel::program_cost),
         ("2", "2. Context-switch storm", kernel::pipe_slowdown),
         ("3", "3. Collection cost at scale (processes waking every second, one cycle per second)", scale::collection_cost),
         ("4", "4–5. Scrape cost and memory at scale (real `scaph prometheus`, processes waking every second)", serve::scrape_and_memory),
         ("6", "6. Accuracy per process against an independent expectation (fake RAPL package at a constant 40 W: a process should get 40 W × its CPU time from wait4 / CPUs of the socket)", accuracy::accuracy),
         ("7", "7. /proc/PID/stat parsing (scaph vs the procfs crate) and the first cycle at 10,000 processes", procstat::stat_and_first_cycle),
+        ("8", "8. Whole daemon, from outside (real `scaph prometheus`: all its threads, default options, fake RAPL package, one scrape per step; processes waking every second)", daemon::whole_daemon),
     ];
     for (id, title, measure) in measures {
         if wanted(id) {

@@ -1,6 +1,28 @@
 //! The markdown tables of BENCHMARKS.md.
 use std::fmt::Write as _;
 
+/// How a figure compares with its target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// No target.
+    None,
+    Met,
+    Missed,
+    /// The measurement cannot tell (a confidence interval spans the target).
+    Undecided,
+}
+
+impl Verdict {
+    /// Met or missed.
+    pub fn of(met: bool) -> Self {
+        if met {
+            Self::Met
+        } else {
+            Self::Missed
+        }
+    }
+}
+
 pub struct Table {
     title: String,
     rows: Vec<String>,
@@ -27,14 +49,32 @@ impl Table {
         met: bool,
     ) {
         let verdict = if target == "—" {
-            ""
+            Verdict::None
         } else if met {
-            "met"
+            Verdict::Met
         } else {
-            "**MISSED**"
+            Verdict::Missed
+        };
+        self.verdict_row(what, [min, median, max], unit, target, verdict);
+    }
+
+    /// A row whose three columns the label names, with its verdict.
+    pub fn verdict_row(
+        &mut self,
+        what: &str,
+        [a, b, c]: [f64; 3],
+        unit: &str,
+        target: &str,
+        verdict: Verdict,
+    ) {
+        let verdict = match verdict {
+            Verdict::None => "",
+            Verdict::Met => "met",
+            Verdict::Missed => "**MISSED**",
+            Verdict::Undecided => "undecided",
         };
         self.rows.push(format!(
-            "| {what} | {min:.3} | {median:.3} | {max:.3} | {unit} | {target} | {verdict} |"
+            "| {what} | {a:.3} | {b:.3} | {c:.3} | {unit} | {target} | {verdict} |"
         ));
     }
 

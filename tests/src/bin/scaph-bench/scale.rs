@@ -9,8 +9,9 @@ use scaph_agent::{
 };
 
 use crate::{
+    herd::Herd,
     report::Table,
-    util::{self_cpu, stats, Sleepers},
+    util::{self_cpu, stats},
 };
 
 fn agent(cpu: Box<dyn CpuTimeSource>) -> Agent {
@@ -41,7 +42,7 @@ fn measure(mut agent: Agent, cycles: usize) -> (Vec<f64>, Vec<f64>, usize) {
 pub fn collection_cost(quick: bool, table: &mut Table) {
     let cycles = if quick { 4 } else { 10 };
     for n in [1_000, 10_000] {
-        let sleepers = Sleepers::spawn(n, 1000);
+        let sleepers = Herd::spawn(n);
         std::thread::sleep(Duration::from_secs(2));
         let bpf = BpfSource::new("/proc".into(), LoadOptions::default()).expect("kernel program");
         let runs: [(&str, Box<dyn CpuTimeSource>); 2] = [

@@ -8,18 +8,21 @@ use std::{
 };
 
 use crate::{
+    herd::Herd,
     report::Table,
-    util::{fork_child, percentile, reap, rss_bytes, Sleepers},
+    util::{fork_child, percentile, reap, rss_bytes},
 };
 
 /// A running `scaph prometheus`, killed on drop.
-struct Scaph {
+pub struct Scaph {
     child: Child,
     port: u16,
 }
 
 impl Scaph {
-    fn start(extra: &[&str]) -> Self {
+    /// Starts `scaph [GLOBAL] prometheus` on a free local port, with
+    /// `--step 2`, and returns at once.
+    pub fn spawn<S: AsRef<std::ffi::OsStr>>(global: &[S]) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -29,7 +32,7 @@ impl Scaph {
             .with_file_name("scaph");
         let child = Command::new(bin)
             .args(["--no-header"])
-            .args(extra)
+            .args(global)
             .args([
                 "prometheus",
                 "-a",
@@ -43,7 +46,12 @@ impl Scaph {
             .stderr(Stdio::null())
             .spawn()
             .expect("starting scaph prometheus");
-        let scaph = Self { child, port };
+        Self { child, port }
+    }
+
+    /// Starts scaph and waits until it serves process metrics.
+    fn start(extra: &[&str]) -> Self {
+        let scaph = Self::spawn(extra);
         let until = Instant::now() + Duration::from_secs(30);
         while scaph
             .scrape()
@@ -58,8 +66,12 @@ impl Scaph {
         scaph
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// GET /metrics; the body on success.
-    fn scrape(&self) -> Option<String> {
+    pub fn scrape(&self) -> Option<String> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
@@ -74,7 +86,7 @@ impl Scaph {
             .then(|| response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()))?
     }
 
-    fn rss(&self) -> u64 {
+    pub fn rss(&self) -> u64 {
         rss_bytes(self.child.id()).expect("scaph RSS")
     }
 }
@@ -103,7 +115,7 @@ fn proc_cpu_entries() -> usize {
 }
 
 pub fn scrape_and_memory(quick: bool, table: &mut Table) {
-    let sleepers = Sleepers::spawn(10_000, 1000);
+    let sleepers = Herd::spawn(10_000);
     for (label, extra) in [
         ("default `--max-processes 500`", &[][..]),
         (

@@ -61,40 +61,6 @@ pub fn reap(pid: i32, block: bool) -> Option<u64> {
     (ret == pid).then(|| (tv(usage.ru_utime) + tv(usage.ru_stime)).as_nanos() as u64)
 }
 
-/// `n` processes that each wake every `wake_ms` (so they show up in every
-/// measurement cycle) until killed.
-pub struct Sleepers(Vec<i32>);
-
-impl Sleepers {
-    pub fn spawn(n: usize, wake_ms: u64) -> Self {
-        let pids = (0..n)
-            .map(|_| {
-                fork_child(|| loop {
-                    let ts = libc::timespec {
-                        tv_sec: (wake_ms / 1000) as i64,
-                        tv_nsec: ((wake_ms % 1000) * 1_000_000) as i64,
-                    };
-                    // SAFETY: plain syscall.
-                    unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
-                })
-            })
-            .collect();
-        Self(pids)
-    }
-}
-
-impl Drop for Sleepers {
-    fn drop(&mut self) {
-        for &pid in &self.0 {
-            // SAFETY: our own children.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        for &pid in &self.0 {
-            reap(pid, true);
-        }
-    }
-}
-
 /// (min, median, max) of the values.
 pub fn stats(values: &[f64]) -> (f64, f64, f64) {
     let mut v = values.to_vec();
@@ -127,4 +93,87 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
         .parse()
         .ok()?;
     Some(kb * 1024)
+}
+
+/// The mean of some samples with its two-sided 95 % confidence interval
+/// (Student's t, samples taken as independent).
+#[derive(Clone, Copy, Debug)]
+pub struct MeanInterval {
+    pub low: f64,
+    pub mean: f64,
+    pub high: f64,
+}
+
+impl MeanInterval {
+    pub fn of(values: &[f64]) -> Self {
+        let n = values.len();
+        if n < 2 {
+            let mean = values.first().copied().unwrap_or(f64::NAN);
+            return Self {
+                low: f64::NEG_INFINITY,
+                mean,
+                high: f64::INFINITY,
+            };
+        }
+        let mean = values.iter().sum::<f64>() / n as f64;
+        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+        let half = t_975(n - 1) * (var / n as f64).sqrt();
+        Self {
+            low: mean - half,
+            mean,
+            high: mean + half,
+        }
+    }
+
+    /// Whether the interval lies wholly on one side of `target`.
+    pub fn decides(&self, target: f64) -> bool {
+        self.high <= target || self.low > target
+    }
+}
+
+/// The 97.5th percentile of Student's t with `df` degrees of freedom
+/// (exact to three decimals up to 10, then the Cornish-Fisher expansion,
+/// within 0.1 % from there on).
+fn t_975(df: usize) -> f64 {
+    const TABLE: [f64; 10] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    ];
+    if let Some(&t) = df.checked_sub(1).and_then(|i| TABLE.get(i)) {
+        return t;
+    }
+    let (z, df) = (1.959_964_f64, df as f64);
+    z + (z.powi(3) + z) / (4.0 * df)
+        + (5.0 * z.powi(5) + 16.0 * z.powi(3) + 3.0 * z) / (96.0 * df * df)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn t_quantiles_match_the_tables() {
+        for (df, t) in [
+            (1, 12.706),
+            (10, 2.228),
+            (20, 2.086),
+            (30, 2.042),
+            (120, 1.980),
+        ] {
+            assert!(
+                (t_975(df) - t).abs() < 0.003,
+                "df {df}: {} vs {t}",
+                t_975(df)
+            );
+        }
+    }
+
+    #[test]
+    fn an_interval_decides_only_when_it_excludes_the_target() {
+        let tight = MeanInterval::of(&[1.0, 1.2, 0.8, 1.1, 0.9]);
+        assert!((tight.mean - 1.0).abs() < 1e-12);
+        assert!(tight.low < 1.0 && tight.high > 1.0 && tight.high < 5.0);
+        assert!(tight.decides(5.0));
+        assert!(!MeanInterval::of(&[0.0, 10.0, 2.0, 8.0]).decides(5.0));
+        assert!(!MeanInterval::of(&[3.0]).decides(5.0));
+    }
 }
