@@ -19,8 +19,9 @@ use scaph_agent::{
 };
 
 use crate::{
+    herd::Herd,
     report::Table,
-    util::{self_cpu, stats, Sleepers},
+    util::{self_cpu, stats},
 };
 
 /// The `stat` lines of every process now running.
@@ -86,7 +87,7 @@ fn agent(cpu: Box<dyn CpuTimeSource>) -> Agent {
 }
 
 pub fn stat_and_first_cycle(quick: bool, table: &mut Table) {
-    let sleepers = Sleepers::spawn(if quick { 2_000 } else { 10_000 }, 1000);
+    let sleepers = Herd::spawn(if quick { 2_000 } else { 10_000 });
     std::thread::sleep(Duration::from_secs(2));
 
     let lines = stat_lines();
