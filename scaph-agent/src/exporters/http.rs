@@ -72,6 +72,46 @@ pub fn bracketed(host: &str) -> Cow<'_, str> {
     }
 }
 
+/// Which redirects the client follows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Redirects {
+    /// None: the redirect is the answer.
+    #[default]
+    None,
+    /// Up to [`MAX_REDIRECTS`], anywhere (reqwest's default; it drops
+    /// `Authorization` and cookies when the host changes).
+    Follow,
+    /// Up to [`MAX_REDIRECTS`] within the first request's origin (scheme,
+    /// host and port): a header carrying a token never leaves it.
+    SameOrigin,
+}
+
+/// Redirects followed at most in a row (reqwest's default).
+pub const MAX_REDIRECTS: usize = 10;
+
+impl Redirects {
+    fn policy(self) -> reqwest::redirect::Policy {
+        use reqwest::redirect::Policy;
+        match self {
+            Self::None => Policy::none(),
+            Self::Follow => Policy::limited(MAX_REDIRECTS),
+            Self::SameOrigin => Policy::custom(|attempt| {
+                let same = attempt
+                    .previous()
+                    .first()
+                    .is_some_and(|first| first.origin() == attempt.url().origin());
+                if attempt.previous().len() > MAX_REDIRECTS {
+                    attempt.error("too many redirects")
+                } else if same {
+                    attempt.follow()
+                } else {
+                    attempt.stop()
+                }
+            }),
+        }
+    }
+}
+
 /// How the client reaches its server.
 #[derive(Debug, Default)]
 pub struct ClientOptions {
@@ -83,42 +123,68 @@ pub struct ClientOptions {
     pub no_tls_check: bool,
     /// A client certificate chain and its key, PEM, for mutual TLS.
     pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    pub redirects: Redirects,
 }
 
+/// The CA errors say their cause in one line (the option that names the
+/// file is added by the caller).
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("{path}: {why}")]
-    Ca { path: PathBuf, why: String },
+    #[error("{}: {error}", path.display())]
+    CaRead {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{}: no PEM certificate in it", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("{}: {error}", path.display())]
+    CaParse {
+        path: PathBuf,
+        error: reqwest::Error,
+    },
     #[error("setting up the HTTP client: {0}")]
     Build(#[source] reqwest::Error),
 }
 
-/// The CA certificates of a PEM file, at least one.
+/// A PEM file of CA certificates: its text (for clients other than
+/// reqwest's) and its certificates, at least one.
+#[derive(Debug)]
+pub struct CaCertificates {
+    pub pem: Vec<u8>,
+    pub certificates: Vec<reqwest::Certificate>,
+}
+
+/// The CA certificates of a PEM file, read and parsed once.
 ///
 /// # Errors
 /// When the file cannot be read or holds no certificate.
-pub fn ca_certificates(path: &Path) -> Result<Vec<reqwest::Certificate>, ClientError> {
-    let ca = |why: String| ClientError::Ca {
+pub fn ca_certificates(path: &Path) -> Result<CaCertificates, ClientError> {
+    let pem = std::fs::read(path).map_err(|error| ClientError::CaRead {
         path: path.to_path_buf(),
-        why,
-    };
-    let pem = std::fs::read(path).map_err(|e| ca(e.to_string()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(ca("no PEM certificate in it".into()));
+        error,
+    })?;
+    let certificates =
+        reqwest::Certificate::from_pem_bundle(&pem).map_err(|error| ClientError::CaParse {
+            path: path.to_path_buf(),
+            error,
+        })?;
+    if certificates.is_empty() {
+        return Err(ClientError::NoCertificate {
+            path: path.to_path_buf(),
+        });
     }
-    Ok(certs)
+    Ok(CaCertificates { pem, certificates })
 }
 
-/// The one HTTP client builder: rustls, scaph's user agent, no redirects
-/// (headers that carry tokens or passwords never follow to another host).
+/// The one HTTP client builder: rustls, scaph's user agent, redirects as
+/// `options` say.
 ///
 /// # Errors
 /// A client identity that does not parse, or a TLS backend that fails.
 pub fn client(options: &ClientOptions) -> Result<reqwest::Client, ClientError> {
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("scaph/", env!("CARGO_PKG_VERSION")))
-        .redirect(reqwest::redirect::Policy::none())
+        .redirect(options.redirects.policy())
         .danger_accept_invalid_certs(options.no_tls_check);
     if let Some(timeout) = options.timeout {
         builder = builder.timeout(timeout);
@@ -165,14 +231,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("ca.pem");
         std::fs::write(&file, "not a certificate\n").expect("write");
-        assert!(matches!(
-            ca_certificates(&file),
-            Err(ClientError::Ca { .. })
-        ));
+        let err = ca_certificates(&file).expect_err("no certificate");
+        assert!(matches!(err, ClientError::NoCertificate { .. }), "{err}");
+        assert!(err
+            .to_string()
+            .ends_with("ca.pem: no PEM certificate in it"));
         let missing = dir.path().join("missing.pem");
         assert!(matches!(
             ca_certificates(&missing),
-            Err(ClientError::Ca { .. })
+            Err(ClientError::CaRead { .. })
         ));
     }
 }
