@@ -7,10 +7,10 @@ pub use crate::exporters::{
     json::JsonArgs, otlp::OtlpArgs, prometheus::PrometheusArgs, prometheus_push::PushArgs,
     qemu::QemuArgs, riemann::RiemannArgs, stdout::StdoutArgs, warp10::Warp10Args,
 };
-use crate::exporters::{ExporterArgs, WithArgs};
 use crate::{
     cli_ranges as ranges,
     cputime::meta::{MetaOptions, CMDLINE_READ_MAX},
+    exporters::{ExporterArgs, WithArgs},
     metrics::{MetricsConfig, DEFAULT_CMDLINE_MAX_LEN, DEFAULT_MAX_PROCESSES},
     vm_label::VmTrust,
 };

@@ -209,6 +209,44 @@ mod tests {
         assert_eq!(*seen.lock().expect("lock"), [0], "no metrics asked for");
     }
 
+    /// Fails once and asks to be called again 50 ms later.
+    struct Retrying {
+        calls: Arc<Mutex<Vec<std::time::Instant>>>,
+        retry_at: Option<std::time::Instant>,
+    }
+
+    impl Sink for Retrying {
+        async fn send(&mut self, _: &Measurement) -> Result<(), ExportError> {
+            let now = std::time::Instant::now();
+            let mut calls = self.calls.lock().expect("lock");
+            calls.push(now);
+            self.retry_at = (calls.len() == 1).then(|| now + Duration::from_millis(50));
+            Ok(())
+        }
+
+        fn retry_at(&self) -> Option<std::time::Instant> {
+            self.retry_at
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sink_is_called_again_when_it_asks() {
+        let (tx, rx) = watch::channel(None);
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let sink = Retrying {
+            calls: calls.clone(),
+            retry_at: None,
+        };
+        let driver = tokio::spawn(run(rx, None, sink, None));
+        tx.send_replace(Some(Arc::new(sample_snapshot(EnergyOrigin::Measured))));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        drop(tx);
+        driver.await.expect("joined").expect("no error");
+        let calls = calls.lock().expect("lock");
+        assert_eq!(calls.len(), 2, "one measurement, sent again once");
+        assert!(calls[1] - calls[0] >= Duration::from_millis(50));
+    }
+
     #[tokio::test]
     async fn the_timeout_ends_it() {
         let (_tx, rx) = watch::channel(None);
