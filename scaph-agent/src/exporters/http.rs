@@ -242,4 +242,69 @@ mod tests {
             Err(ClientError::CaRead { .. })
         ));
     }
+
+    /// A server on a thread that answers each request with `answer(path)`
+    /// and records the paths asked for.
+    fn server(
+        answer: impl Fn(&str) -> String + Send + 'static,
+    ) -> (u16, std::sync::mpsc::Receiver<String>) {
+        use std::io::{BufRead as _, BufReader, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                let path = line.split(' ').nth(1).unwrap_or_default().to_owned();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {}
+                let reply = answer(&path);
+                let _ = tx.send(path);
+                let _ = stream.write_all(reply.as_bytes());
+            }
+        });
+        (port, rx)
+    }
+
+    fn redirect_to(location: &str) -> String {
+        format!("HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    }
+
+    const OK: &str = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+    async fn status(redirects: Redirects, url: &str) -> u16 {
+        let client = client(&ClientOptions {
+            redirects,
+            ..ClientOptions::default()
+        })
+        .expect("client");
+        client
+            .get(url)
+            .send()
+            .await
+            .expect("answer")
+            .status()
+            .as_u16()
+    }
+
+    #[tokio::test]
+    async fn redirects_are_followed_as_asked() {
+        let (other, to_other) = server(|_| OK.to_owned());
+        let (port, asked) = server(move |path| match path {
+            "/here" => redirect_to("/there"),
+            "/away" => redirect_to(&format!("http://127.0.0.1:{other}/elsewhere")),
+            _ => OK.to_owned(),
+        });
+        let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+        assert_eq!(status(Redirects::None, &url("/here")).await, 302);
+        assert_eq!(status(Redirects::SameOrigin, &url("/here")).await, 200);
+        assert_eq!(status(Redirects::SameOrigin, &url("/away")).await, 302);
+        assert!(to_other.try_recv().is_err(), "another origin is not asked");
+        assert_eq!(status(Redirects::Follow, &url("/away")).await, 200);
+        assert_eq!(to_other.try_recv().as_deref(), Ok("/elsewhere"));
+        let paths: Vec<String> = asked.try_iter().collect();
+        assert_eq!(paths, ["/here", "/here", "/there", "/away", "/away"]);
+    }
 }
