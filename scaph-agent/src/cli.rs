@@ -10,6 +10,7 @@ pub use crate::exporters::{
 use crate::{
     cli_ranges as ranges,
     cputime::meta::{MetaOptions, CMDLINE_READ_MAX},
+    exporters::{ExporterArgs, WithArgs},
     metrics::{MetricsConfig, DEFAULT_CMDLINE_MAX_LEN, DEFAULT_MAX_PROCESSES},
     vm_label::VmTrust,
 };
@@ -202,11 +203,8 @@ impl Cli {
     /// and scaph's own command line without its options.
     #[must_use]
     pub fn meta_options(&self) -> MetaOptions {
-        let matches = match &self.exporter {
-            Exporter::Stdout(a) => a.regex_filter.is_some(),
-            Exporter::Json(a) => a.process_regex.is_some(),
-            _ => false,
-        };
+        let exporter = self.exporter.summary();
+        let matches = exporter.matches_cmdlines;
         let shown = self.cmdline_max_len();
         MetaOptions {
             cmdline_chars: if matches {
@@ -215,7 +213,7 @@ impl Cli {
                 shown
             },
             vm_trust: VmTrust::resolve(&self.vm_trusted_users),
-            own_cmdline: format!("scaph {}", self.exporter.name()).into(),
+            own_cmdline: format!("scaph {}", exporter.name).into(),
         }
     }
 
@@ -309,7 +307,8 @@ pub enum IdlePolicyChoice {
     Proportional,
 }
 
-/// The exporters; each one's options are declared in its own module.
+/// The exporters; each one's options are declared in its own module, with
+/// their [`ExporterArgs`].
 #[derive(Debug, Subcommand)]
 pub enum Exporter {
     /// Print host, sockets and top consumers to the terminal.
@@ -332,39 +331,55 @@ pub enum Exporter {
 }
 
 impl Exporter {
-    #[must_use]
-    pub fn name(&self) -> &'static str {
+    /// Calls `work` with the chosen exporter's options: the one place that
+    /// tells the exporters apart.
+    pub fn with_args<'a, W: WithArgs<'a>>(&'a self, work: W) -> W::Output {
         match self {
-            Self::Stdout(_) => "stdout",
-            Self::Json(_) => "json",
-            Self::Prometheus(_) => "prometheus",
-            Self::PrometheusPush(_) => "prometheus-push",
-            Self::Riemann(_) => "riemann",
-            Self::Warp10(_) => "warp10",
-            Self::Qemu(_) => "qemu",
-            Self::Otlp(_) => "otlp",
+            Self::Stdout(a) => work.call(a),
+            Self::Json(a) => work.call(a),
+            Self::Prometheus(a) => work.call(a),
+            Self::PrometheusPush(a) => work.call(a),
+            Self::Riemann(a) => work.call(a),
+            Self::Warp10(a) => work.call(a),
+            Self::Otlp(a) => work.call(a),
+            Self::Qemu(a) => work.call(a),
         }
     }
 
-    /// Time between two measurements (kept within the accepted range even
-    /// for arguments built without the command line).
+    /// The subcommand's name.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        self.summary().name
+    }
+
+    /// Time between two measurements.
     #[must_use]
     pub fn step(&self) -> Duration {
-        let max = Duration::from_secs(ranges::MAX_STEP_SECS);
-        let secs = |s: u64| Duration::from_secs(s.clamp(1, ranges::MAX_STEP_SECS));
-        match self {
-            Self::Stdout(a) => secs(a.step),
-            Self::Json(a) => {
-                let step = Duration::from_secs(a.step)
-                    .saturating_add(Duration::from_nanos(u64::from(a.step_nano)));
-                step.clamp(ranges::MIN_JSON_STEP, max)
-            }
-            Self::Prometheus(a) => secs(a.step),
-            Self::PrometheusPush(a) => secs(a.step),
-            Self::Riemann(a) => secs(a.dispatch_interval),
-            Self::Warp10(a) => secs(a.step),
-            Self::Qemu(a) => secs(a.step),
-            Self::Otlp(a) => secs(a.step),
+        self.summary().step
+    }
+
+    fn summary(&self) -> Summary {
+        self.with_args(Summarize)
+    }
+}
+
+/// What the command line itself needs of the chosen exporter's options.
+struct Summary {
+    name: &'static str,
+    step: Duration,
+    matches_cmdlines: bool,
+}
+
+struct Summarize;
+
+impl WithArgs<'_> for Summarize {
+    type Output = Summary;
+
+    fn call<A: ExporterArgs>(self, args: &A) -> Summary {
+        Summary {
+            name: args.name(),
+            step: args.step(),
+            matches_cmdlines: args.matches_cmdlines(),
         }
     }
 }

@@ -1,29 +1,19 @@
 //! `scaph`: wires the command line to the measurement loop and an exporter.
 use std::{
+    future::Future,
+    pin::Pin,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
-    time::Duration,
 };
 
 use anyhow::{Context as _, Result};
 use scaph_agent::{
     agent::{self, Agent, SnapshotRx},
     attribution::IdlePolicy,
-    cli::{Cli, Exporter as ExporterChoice, IdlePolicyChoice},
-    exporters::{
-        driver,
-        json::JsonExporter,
-        otlp::OtlpSink,
-        prometheus::{Publisher, Server},
-        prometheus_push::PushSink,
-        qemu::QemuExporter,
-        riemann::RiemannSink,
-        stdout::StdoutExporter,
-        warp10::Warp10Sink,
-        Sink,
-    },
+    cli::{Cli, IdlePolicyChoice},
+    exporters::{driver, prometheus::Server, ExporterArgs, Sink as _, SinkContext, WithArgs},
     host::HostReader,
     metrics::MetricsState,
     open,
@@ -75,22 +65,38 @@ async fn run(cli: Cli) -> Result<()> {
             cli.exporter.name()
         );
     }
+    cli.exporter.with_args(Run { cli: &cli }).await
+}
+
+/// The rest of `run`, with the chosen exporter's options.
+struct Run<'a> {
+    cli: &'a Cli,
+}
+
+impl<'a> WithArgs<'a> for Run<'a> {
+    type Output = Pin<Box<dyn Future<Output = Result<()>> + 'a>>;
+
+    fn call<A: ExporterArgs>(self, args: &'a A) -> Self::Output {
+        Box::pin(run_with(self.cli, args))
+    }
+}
+
+async fn run_with<A: ExporterArgs>(cli: &Cli, args: &A) -> Result<()> {
     // Bind and read the web configuration before loading anything: a busy
     // port or a broken file is reported at once.
-    let server = match &cli.exporter {
-        ExporterChoice::Prometheus(args) => Some(Server::bind(args).await?),
-        _ => None,
-    };
-    let cpu = open::cputime(&cli)?;
+    let server = args.listen().await?;
+    let cpu = open::cputime(cli)?;
     let topology = Topology::from_sys_root(&cli.sys_root);
-    let sensor = open::sensor(&cli, &topology)?;
+    let sensor = open::sensor(cli, &topology)?;
     let policy = match cli.idle_policy {
         IdlePolicyChoice::Unattributed => IdlePolicy::Unattributed,
         IdlePolicyChoice::Proportional => IdlePolicy::Proportional,
     };
     let mut agent = Agent::new(cpu, sensor, topology, policy).with_retention(cli.retention);
     agent = agent.with_carbon(cli.carbon_source());
-    if uses_metrics(&cli.exporter) {
+    // Exporters built on the metrics module show scaph's own footprint, and
+    // Scaphandre's host statistics with --scaphandre-compat.
+    if args.uses_metrics() {
         let mut reader = HostReader::new(cli.proc_root.clone(), cli.sys_root.clone());
         reader.host = cli.scaphandre_compat;
         reader.process_memory = cli.scaphandre_compat;
@@ -99,10 +105,10 @@ async fn run(cli: Cli) -> Result<()> {
             .with_containers(cli.metrics_config(false).containers.as_ref());
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let (rx, measure) = agent::spawn(agent, cli.exporter.step(), stop.clone())
+    let (rx, measure) = agent::spawn(agent, args.step(), stop.clone())
         .context("starting the measurement thread")?;
 
-    let exporter = export(&cli, server, rx);
+    let exporter = export(cli, args, server, rx);
     let result = tokio::select! {
         r = exporter => r,
         r = shutdown_signal() => r,
@@ -112,21 +118,6 @@ async fn run(cli: Cli) -> Result<()> {
     // kernel program, which detaches it.
     let _ = tokio::task::spawn_blocking(move || measure.join()).await;
     result
-}
-
-/// Exporters built on the metrics module (they show scaph's own footprint,
-/// and Scaphandre's host statistics with --scaphandre-compat).
-fn uses_metrics(exporter: &ExporterChoice) -> bool {
-    match exporter {
-        ExporterChoice::Stdout(args) => args.raw_metrics,
-        ExporterChoice::Json(_) => false,
-        ExporterChoice::Prometheus(_)
-        | ExporterChoice::PrometheusPush(_)
-        | ExporterChoice::Riemann(_)
-        | ExporterChoice::Warp10(_)
-        | ExporterChoice::Otlp(_) => true,
-        ExporterChoice::Qemu(_) => false,
-    }
 }
 
 async fn shutdown_signal() -> Result<()> {
@@ -139,69 +130,32 @@ async fn shutdown_signal() -> Result<()> {
     Ok(())
 }
 
-/// Runs the chosen exporter's sink until measurement stops (or its `--timeout`).
-async fn export(cli: &Cli, server: Option<Server>, rx: SnapshotRx) -> Result<()> {
-    // The metric families, for the exporters built on them (with their `--qemu`).
-    let metrics = |qemu: bool| {
-        uses_metrics(&cli.exporter).then(|| MetricsState::new(cli.metrics_config(qemu)))
-    };
-    match &cli.exporter {
-        ExporterChoice::Stdout(args) => {
-            let sink = StdoutExporter::from_args(args)?;
-            drive(rx, metrics(false), sink, seconds(args.timeout)).await
-        }
-        ExporterChoice::Json(args) => {
-            let sink = JsonExporter::from_args(args, cli.cmdline_max_len())?;
-            drive(rx, None, sink, args.timeout.and_then(seconds)).await
-        }
-        ExporterChoice::Prometheus(args) => {
-            let Some(server) = server else {
-                return Ok(());
-            };
-            let metrics = MetricsState::new(cli.metrics_config(args.qemu));
-            let (publisher, exposition) = Publisher::new(&metrics.before_first_measurement());
-            // Serving ends the exporter; when measurement stops, the
-            // publisher goes and serving ends with an error saying so.
-            let serving = server.serve(exposition);
-            tokio::pin!(serving);
-            tokio::select! {
-                served = &mut serving => return served.context("serving metrics"),
-                driven = drive(rx, Some(metrics), publisher, None) => driven?,
-            }
-            serving.await.context("serving metrics")
-        }
-        ExporterChoice::PrometheusPush(args) => {
-            // Each push must end before the next step.
-            let timeout = cli
-                .exporter
-                .step()
-                .clamp(Duration::from_secs(1), Duration::from_secs(10));
-            let sink = PushSink::new(args, timeout).context("pushing metrics")?;
-            drive(rx, metrics(args.qemu), sink, None).await
-        }
-        ExporterChoice::Riemann(args) => {
-            drive(rx, metrics(args.qemu), RiemannSink::new(args)?, None).await
-        }
-        ExporterChoice::Warp10(args) => {
-            drive(rx, metrics(args.qemu), Warp10Sink::new(args)?, None).await
-        }
-        ExporterChoice::Otlp(args) => {
-            drive(rx, metrics(args.qemu), OtlpSink::new(args)?, None).await
-        }
-        ExporterChoice::Qemu(args) => drive(rx, None, QemuExporter::from_args(args)?, None).await,
-    }
-}
-
-async fn drive<S: Sink>(
+/// Runs the exporter's sink until measurement stops (or its `--timeout`);
+/// the pull exporter serves what its sink publishes meanwhile.
+async fn export<A: ExporterArgs>(
+    cli: &Cli,
+    args: &A,
+    server: Option<Server>,
     rx: SnapshotRx,
-    metrics: Option<MetricsState>,
-    sink: S,
-    timeout: Option<Duration>,
 ) -> Result<()> {
-    Ok(driver::run(rx, metrics, sink, timeout).await?)
-}
-
-/// Negative: no limit.
-fn seconds(timeout: i64) -> Option<Duration> {
-    (timeout >= 0).then(|| Duration::from_secs(timeout.unsigned_abs()))
+    let metrics = args
+        .uses_metrics()
+        .then(|| MetricsState::new(cli.metrics_config(args.qemu())));
+    let context = SinkContext {
+        cmdline_max_len: cli.cmdline_max_len(),
+        metrics: metrics.as_ref(),
+    };
+    let sink = args.sink(&context)?;
+    let Some((server, exposition)) = server.zip(sink.exposition()) else {
+        return Ok(driver::run(rx, metrics, sink, args.timeout()).await?);
+    };
+    // Serving ends the exporter; when measurement stops, the publisher goes
+    // and serving ends with an error saying so.
+    let serving = server.serve(exposition);
+    tokio::pin!(serving);
+    tokio::select! {
+        served = &mut serving => return served.context("serving metrics"),
+        driven = driver::run(rx, metrics, sink, args.timeout()) => driven?,
+    }
+    serving.await.context("serving metrics")
 }

@@ -240,15 +240,29 @@ impl Receiver {
         }
     }
 
-    /// The next message that holds `service`, within `timeout`.
+    /// The events of the next step that holds `service`, within `timeout`.
+    /// A step's events span several messages past scaph's 1000 events per
+    /// message (a busy machine has that many processes): its messages are
+    /// merged (they share the step's time), and the step is complete when a
+    /// message of the next one arrives.
     fn wait_for(&self, service: &str, timeout: Duration) -> Option<Batch> {
         let deadline = Instant::now() + timeout;
+        let mut step: Option<Batch> = None;
         loop {
-            let left = deadline.checked_duration_since(Instant::now())?;
-            match self.batches.recv_timeout(left) {
-                Ok(batch) if batch.service(service).is_some() => return Some(batch),
-                Ok(_) => {}
-                Err(_) => return None,
+            let found = step.as_ref().is_some_and(|s| s.service(service).is_some());
+            let batch = deadline
+                .checked_duration_since(Instant::now())
+                .and_then(|left| self.batches.recv_timeout(left).ok());
+            let Some(batch) = batch else {
+                return step.filter(|_| found);
+            };
+            let time = |b: &Batch| b.events.first().map(|e| e.time);
+            match &mut step {
+                Some(current) if time(current) == time(&batch) => {
+                    current.events.extend(batch.events);
+                }
+                _ if found => return step,
+                _ => step = Some(batch),
             }
         }
     }
@@ -305,7 +319,7 @@ fn riemann_events_decode_independently_and_survive_a_receiver_restart() {
     let batch = receiver
         .wait_for(&process_service, Duration::from_secs(20))
         .expect("events from scaph within 20 s");
-    eprintln!("{} events in one message", batch.events.len());
+    eprintln!("{} events in one step", batch.events.len());
 
     let power = batch
         .service("scaph_host_power_microwatts")

@@ -4,10 +4,12 @@
 //!
 //! Two halves, joined by a watch channel that holds the latest measurement:
 //! measuring (every snapshot, in order, so the metrics' bookkeeping never
-//! misses one) and sending (one `send` at a time, on an async task, or on a
-//! thread of its own for a [`Sink::BLOCKING`] sink). A sink that waits on a
-//! server never delays measurement, and measurement never waits for it.
-use std::{sync::Arc, time::Duration};
+//! misses one), on a thread of its own; and sending (one `send` at a time,
+//! on an async task, or on a thread of its own for a [`Sink::BLOCKING`]
+//! sink). A sink that waits on a server never delays measurement,
+//! measurement never waits for it, and neither runs on the thread that
+//! waits for signals or on the workers that serve scrapes.
+use std::{future::Future, sync::Arc, time::Duration};
 
 use tokio::{sync::watch, task::JoinHandle};
 
@@ -30,7 +32,9 @@ pub async fn run<S: Sink>(
 ) -> Result<(), ExportError> {
     let (tx, rx) = watch::channel(None);
     let mut sending = spawn_sender(sink, rx);
-    let measuring = async {
+    // The metrics' update is CPU work (and container resolution reads
+    // files): a blocking-pool thread, never a worker or the caller's thread.
+    let measuring = on_own_thread(async move {
         let measure = measure(snapshots, metrics, tx);
         match timeout {
             Some(limit) => {
@@ -38,11 +42,15 @@ pub async fn run<S: Sink>(
             }
             None => measure.await,
         }
-    };
+        Ok(())
+    });
     // Measuring ends with measurement, or at the timeout: its sender is
     // dropped then, and the sending half ends after the last measurement.
     let failed = tokio::select! {
-        () = measuring => None,
+        measured = measuring => {
+            joined(measured)?;
+            None
+        }
         result = &mut sending => Some(result),
     };
     match failed {
@@ -61,13 +69,31 @@ fn joined(
     }
 }
 
+/// Runs `work` on a blocking-pool thread (waiting there blocks that thread only).
+fn on_own_thread<F>(work: F) -> JoinHandle<Result<(), ExportError>>
+where
+    F: Future<Output = Result<(), ExportError>> + Send + 'static,
+{
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || runtime.block_on(work))
+}
+
 /// Every snapshot, in order, through the metrics; the latest is published.
+/// Ends when measurement stops or when the sending half has ended.
 async fn measure(
     mut snapshots: SnapshotRx,
     mut metrics: Option<MetricsState>,
     tx: watch::Sender<Option<Arc<Measurement>>>,
 ) {
-    while snapshots.changed().await.is_ok() {
+    loop {
+        tokio::select! {
+            changed = snapshots.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = tx.closed() => return,
+        }
         let snapshot = snapshots.borrow_and_update().clone();
         if let Some(snapshot) = snapshot {
             let families = metrics
@@ -80,23 +106,37 @@ async fn measure(
 
 fn spawn_sender<S: Sink>(sink: S, rx: MeasurementRx) -> JoinHandle<Result<(), ExportError>> {
     if S::BLOCKING {
-        let runtime = tokio::runtime::Handle::current();
-        // A blocking-pool thread, not a worker: waiting for the next
-        // measurement there blocks that thread only.
-        tokio::task::spawn_blocking(move || runtime.block_on(send_each(sink, rx)))
+        on_own_thread(send_each(sink, rx))
     } else {
         tokio::spawn(send_each(sink, rx))
     }
 }
 
+/// The latest measurement, at each new one and whenever the sink asks to
+/// be called again ([`Sink::retry_at`]).
 async fn send_each<S: Sink>(mut sink: S, mut rx: MeasurementRx) -> Result<(), ExportError> {
-    while rx.changed().await.is_ok() {
-        let latest = rx.borrow_and_update().clone();
-        if let Some(measurement) = latest {
-            sink.send(&measurement).await?;
+    let mut latest = None;
+    loop {
+        let retry_at = sink.retry_at().filter(|_| latest.is_some());
+        let retry = async {
+            match retry_at {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                latest = rx.borrow_and_update().clone();
+            }
+            () = retry => {}
+        }
+        if let Some(measurement) = &latest {
+            sink.send(measurement).await?;
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -167,6 +207,44 @@ mod tests {
         let result = driver.await.expect("joined");
         assert!(matches!(result, Err(ExportError::Io(_))), "{result:?}");
         assert_eq!(*seen.lock().expect("lock"), [0], "no metrics asked for");
+    }
+
+    /// Fails once and asks to be called again 50 ms later.
+    struct Retrying {
+        calls: Arc<Mutex<Vec<std::time::Instant>>>,
+        retry_at: Option<std::time::Instant>,
+    }
+
+    impl Sink for Retrying {
+        async fn send(&mut self, _: &Measurement) -> Result<(), ExportError> {
+            let now = std::time::Instant::now();
+            let mut calls = self.calls.lock().expect("lock");
+            calls.push(now);
+            self.retry_at = (calls.len() == 1).then(|| now + Duration::from_millis(50));
+            Ok(())
+        }
+
+        fn retry_at(&self) -> Option<std::time::Instant> {
+            self.retry_at
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sink_is_called_again_when_it_asks() {
+        let (tx, rx) = watch::channel(None);
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let sink = Retrying {
+            calls: calls.clone(),
+            retry_at: None,
+        };
+        let driver = tokio::spawn(run(rx, None, sink, None));
+        tx.send_replace(Some(Arc::new(sample_snapshot(EnergyOrigin::Measured))));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        drop(tx);
+        driver.await.expect("joined").expect("no error");
+        let calls = calls.lock().expect("lock");
+        assert_eq!(calls.len(), 2, "one measurement, sent again once");
+        assert!(calls[1] - calls[0] >= Duration::from_millis(50));
     }
 
     #[tokio::test]

@@ -8,20 +8,25 @@
 //! Field names follow Scaphandre's report where they exist (`consumption` in
 //! microwatts, `exe`, `cmdline`, `pid`, `sockets[].domains[]`), next to
 //! base-unit fields (`power_watts`, `energy_joules`).
-use std::{borrow::Cow, io::Write, path::PathBuf, time::UNIX_EPOCH};
+use std::{
+    borrow::Cow,
+    io::Write,
+    path::PathBuf,
+    time::{Duration, UNIX_EPOCH},
+};
 
 use anyhow::Context as _;
 use regex::Regex;
 use serde::Serialize;
 
-use super::{json_file::FileOutput, ExportError, Measurement, Sink};
+use super::{json_file::FileOutput, ExportError, ExporterArgs, Measurement, Sink, SinkContext};
 use crate::{
     cli_ranges as ranges, label,
     snapshot::{Energy, ProcessSnapshot, Snapshot},
 };
 
 /// `scaph json` options.
-#[derive(Debug, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct JsonArgs {
     /// Stop after this many seconds (default: run until interrupted).
     #[arg(short, long, allow_negative_numbers = true, value_parser = ranges::timeout)]
@@ -50,6 +55,42 @@ pub struct JsonArgs {
     pub process_regex: Option<String>,
 }
 
+impl ExporterArgs for JsonArgs {
+    type Sink = JsonSink<Box<dyn Write + Send>>;
+
+    fn name(&self) -> &'static str {
+        "json"
+    }
+
+    fn step(&self) -> Duration {
+        let step = Duration::from_secs(self.step)
+            .saturating_add(Duration::from_nanos(u64::from(self.step_nano)));
+        step.clamp(
+            ranges::MIN_JSON_STEP,
+            Duration::from_secs(ranges::MAX_STEP_SECS),
+        )
+    }
+
+    fn uses_metrics(&self) -> bool {
+        false
+    }
+
+    fn matches_cmdlines(&self) -> bool {
+        self.process_regex.is_some()
+    }
+
+    /// Negative: no limit.
+    fn timeout(&self) -> Option<Duration> {
+        self.timeout
+            .and_then(|t| u64::try_from(t).ok())
+            .map(Duration::from_secs)
+    }
+
+    fn sink(&self, context: &SinkContext<'_>) -> anyhow::Result<Self::Sink> {
+        JsonSink::from_args(self, context.cmdline_max_len)
+    }
+}
+
 /// Which processes a line lists.
 #[derive(Debug)]
 pub struct Consumers {
@@ -61,12 +102,12 @@ pub struct Consumers {
     pub cmdline_max_len: usize,
 }
 
-pub struct JsonExporter<W: Write> {
+pub struct JsonSink<W: Write> {
     out: W,
     consumers: Consumers,
 }
 
-impl JsonExporter<Box<dyn Write + Send>> {
+impl JsonSink<Box<dyn Write + Send>> {
     /// The exporter of `scaph json`, showing command lines cut to
     /// `cmdline_max_len` characters.
     ///
@@ -92,7 +133,7 @@ impl JsonExporter<Box<dyn Write + Send>> {
     }
 }
 
-impl<W: Write> JsonExporter<W> {
+impl<W: Write> JsonSink<W> {
     pub fn new(out: W, consumers: Consumers) -> Self {
         Self { out, consumers }
     }
@@ -103,7 +144,7 @@ impl<W: Write> JsonExporter<W> {
     }
 }
 
-impl<W: Write + Send + 'static> Sink for JsonExporter<W> {
+impl<W: Write + Send + 'static> Sink for JsonSink<W> {
     /// Files and pipes can block.
     const BLOCKING: bool = true;
 

@@ -285,7 +285,7 @@ mod tests {
 
     use super::*;
     use crate::exporters::{
-        json::{Consumers, JsonExporter},
+        json::{Consumers, JsonSink},
         points::tests::sample_snapshot,
         Measurement, Sink as _,
     };
@@ -407,7 +407,7 @@ mod tests {
             regex: None,
             cmdline_max_len: 0,
         };
-        let mut exporter = JsonExporter::new(out, consumers);
+        let mut exporter = JsonSink::new(out, consumers);
         let measurement = Measurement {
             snapshot: std::sync::Arc::new(sample_snapshot(crate::sensors::EnergyOrigin::Measured)),
             families: Vec::new(),

@@ -5,7 +5,7 @@
 //! therefore see the same numbers, and a slow or stuck one holds nothing but
 //! its own connection. The server itself (limits, TLS, authentication) is
 //! [`super::web`]; this file only says what each path answers.
-use std::{path::PathBuf, sync::Arc};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -22,7 +22,7 @@ use super::{
         reload::{Active, Reloader},
         Limits, Reply,
     },
-    ExportError, Measurement, Sink,
+    ExportError, ExporterArgs, Measurement, Sink, SinkContext,
 };
 use crate::{
     cli_ranges as ranges,
@@ -31,7 +31,7 @@ use crate::{
 };
 
 /// `scaph prometheus` options.
-#[derive(Debug, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct PrometheusArgs {
     /// Address to listen on.
     #[arg(short, long, default_value = "0.0.0.0")]
@@ -69,6 +69,36 @@ pub struct PrometheusArgs {
     pub web_max_connections_per_client: u32,
 }
 
+impl ExporterArgs for PrometheusArgs {
+    type Sink = Publisher;
+
+    fn name(&self) -> &'static str {
+        "prometheus"
+    }
+
+    fn step(&self) -> Duration {
+        super::step(self.step)
+    }
+
+    fn qemu(&self) -> bool {
+        self.qemu
+    }
+
+    async fn listen(&self) -> anyhow::Result<Option<Server>> {
+        Server::bind(self).await.map(Some)
+    }
+
+    /// Its exposition starts with scaph's own metrics, before the first
+    /// measurement.
+    fn sink(&self, context: &SinkContext<'_>) -> anyhow::Result<Self::Sink> {
+        let before_first = context
+            .metrics
+            .map(crate::metrics::MetricsState::before_first_measurement)
+            .unwrap_or_default();
+        Ok(Publisher::new(&before_first))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("the measurement loop stopped; nothing more to serve")]
@@ -91,13 +121,11 @@ impl Publisher {
     /// A publisher whose exposition starts as `before_first` (scaph's own
     /// metrics before the first measurement).
     #[must_use]
-    pub fn new(before_first: &[Family]) -> (Self, Exposition) {
-        let (tx, rx) = watch::channel(Bytes::from(encode(before_first)));
-        let publisher = Self {
-            tx,
+    pub fn new(before_first: &[Family]) -> Self {
+        Self {
+            tx: watch::Sender::new(Bytes::from(encode(before_first))),
             trim: GrowthTrim::default(),
-        };
-        (publisher, rx)
+        }
     }
 }
 
@@ -113,6 +141,10 @@ impl Sink for Publisher {
             );
         }
         Ok(())
+    }
+
+    fn exposition(&self) -> Option<Exposition> {
+        Some(self.tx.subscribe())
     }
 }
 

@@ -15,16 +15,17 @@ use std::{
     time::{Duration, Instant},
 };
 
+use anyhow::Context as _;
 use base64::Engine as _;
 use log::{info, warn};
 use reqwest::header::CONTENT_TYPE;
 
 use super::{
-    http::{self, ClientError, ClientOptions, HttpTarget, Scheme},
+    http::{self, ClientError, ClientOptions, HttpTarget, Redirects, Scheme},
     points::hostname,
     retry::Retry,
     secret::{self, SecretError},
-    ExportError, Measurement, Sink,
+    ExportError, ExporterArgs, Measurement, Sink, SinkContext,
 };
 use crate::{
     cli_ranges as ranges,
@@ -35,7 +36,7 @@ use crate::{
 pub const PASSWORD_ENV: &str = "SCAPH_PUSH_PASSWORD";
 
 /// `scaph prometheus-push` options.
-#[derive(Debug, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct PushArgs {
     /// Pushgateway host.
     #[arg(short = 'H', long, default_value = "localhost")]
@@ -46,8 +47,8 @@ pub struct PushArgs {
     pub port: u16,
 
     /// http or https.
-    #[arg(short = 'S', long, default_value = "http")]
-    pub scheme: String,
+    #[arg(short = 'S', long, default_value = "http", value_parser = scheme)]
+    pub scheme: Scheme,
 
     /// Seconds between measurements (one push each).
     #[arg(short, long, default_value_t = 30, value_parser = ranges::step)]
@@ -83,6 +84,40 @@ pub struct PushArgs {
     pub qemu: bool,
 }
 
+/// `--scheme`: parsed like a value enum, with Scaphandre's free-text
+/// option's message (and its help) kept.
+fn scheme(text: &str) -> Result<Scheme, String> {
+    Scheme::parse(text).ok_or_else(|| PushError::Scheme(text.to_owned()).to_string())
+}
+
+impl ExporterArgs for PushArgs {
+    type Sink = PushSink;
+
+    fn name(&self) -> &'static str {
+        "prometheus-push"
+    }
+
+    fn step(&self) -> Duration {
+        super::step(self.step)
+    }
+
+    fn qemu(&self) -> bool {
+        self.qemu
+    }
+
+    fn sink(&self, _: &SinkContext<'_>) -> anyhow::Result<Self::Sink> {
+        // Each push must end before the next step.
+        let timeout = self
+            .step()
+            .clamp(Duration::from_secs(1), Duration::from_secs(10));
+        match PushSink::from_args(self, timeout) {
+            // As they always read: not under "pushing metrics".
+            Err(e @ (PushError::Password(_) | PushError::NoPassword)) => Err(e.into()),
+            other => Ok(other.context("pushing metrics")?),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
     #[error("--scheme {0:?}: use http or https")]
@@ -90,7 +125,7 @@ pub enum PushError {
     #[error("{0}")]
     Client(#[source] ClientError),
     #[error("--ca-file {0}")]
-    Ca(#[source] ClientError),
+    Ca(ClientError),
     #[error("the pushgateway password: {0}")]
     Password(#[from] SecretError),
     #[error("--username needs a password: --password-file or ${PASSWORD_ENV}")]
@@ -208,10 +243,9 @@ impl PushSink {
     /// The sink of `scaph prometheus-push`; `timeout` limits each request.
     ///
     /// # Errors
-    /// A bad scheme, an unusable CA file or an unreadable password.
-    pub fn new(args: &PushArgs, timeout: Duration) -> Result<Self, PushError> {
-        let scheme =
-            Scheme::parse(&args.scheme).ok_or_else(|| PushError::Scheme(args.scheme.clone()))?;
+    /// An unusable CA file, or an unreadable password.
+    pub fn from_args(args: &PushArgs, timeout: Duration) -> Result<Self, PushError> {
+        let scheme = args.scheme;
         let target = PushTarget {
             server: HttpTarget {
                 scheme,
@@ -228,12 +262,14 @@ impl PushSink {
             .as_deref()
             .map(http::ca_certificates)
             .transpose()
-            .map_err(PushError::Ca)?;
+            .map_err(PushError::Ca)?
+            .map(|ca| ca.certificates);
         let client = http::client(&ClientOptions {
             timeout: Some(timeout),
             ca,
             no_tls_check: args.no_tls_check,
             identity: None,
+            redirects: Redirects::Follow,
         })
         .map_err(PushError::Client)?;
         let url = target.url();
@@ -247,7 +283,7 @@ impl PushSink {
             client,
             url,
             auth,
-            retry: Retry::every_step(module_path!()),
+            retry: Retry::every_step(module_path!()).recovery_at(log::Level::Warn),
         })
     }
 }
@@ -406,7 +442,7 @@ mod tests {
         assert!(!format!("{auth:?}").contains("pa:ss"), "{auth:?}");
         let (port, server) = one_request();
         let port = port.to_string();
-        let sink = PushSink::new(
+        let sink = PushSink::from_args(
             &args(&[
                 "-H",
                 "127.0.0.1",
@@ -457,7 +493,7 @@ mod tests {
         let file = dir.path().join("ca.pem");
         std::fs::write(&file, "not a certificate\n").expect("write");
         let second = Duration::from_secs(1);
-        let sink = |extra: &[&str]| PushSink::new(&args(extra), second).err();
+        let sink = |extra: &[&str]| PushSink::from_args(&args(extra), second).err();
         let garbage = sink(&["--ca-file", file.to_str().expect("utf-8")]);
         assert!(matches!(garbage, Some(PushError::Ca(_))), "{garbage:?}");
         let missing = dir.path().join("missing.pem");
@@ -466,8 +502,19 @@ mod tests {
             missing.is_some_and(|e| e.to_string().starts_with("--ca-file ")),
             "the option is named"
         );
-        let ftp = sink(&["-S", "ftp"]);
-        assert!(matches!(ftp, Some(PushError::Scheme(_))), "{ftp:?}");
         assert!(sink(&["-S", "https"]).is_none());
+        // A bad scheme is refused by the parser, in the same words.
+        let ftp = <crate::cli::Cli as clap::Parser>::try_parse_from([
+            "scaph",
+            "prometheus-push",
+            "-S",
+            "ftp",
+        ])
+        .expect_err("ftp");
+        assert!(
+            ftp.to_string()
+                .contains("--scheme \"ftp\": use http or https"),
+            "{ftp}"
+        );
     }
 }

@@ -40,8 +40,8 @@ use log::{debug, info, warn};
 
 use super::{
     qemu_fs::{TreeError, TreeRoot},
-    retry::Retry,
-    ExportError, Measurement, Sink,
+    retry::{Retry, Throttle},
+    ExportError, ExporterArgs, Measurement, Sink, SinkContext,
 };
 use crate::{cputime::ProcessKey, snapshot::Snapshot, vm_label};
 
@@ -74,6 +74,26 @@ pub struct QemuArgs {
     /// Most VM trees kept at once; more VMs are refused (logged, counted).
     #[arg(long, default_value_t = DEFAULT_MAX_VMS, value_name = "N")]
     pub max_vms: usize,
+}
+
+impl ExporterArgs for QemuArgs {
+    type Sink = QemuSink;
+
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    fn step(&self) -> Duration {
+        super::step(self.step)
+    }
+
+    fn uses_metrics(&self) -> bool {
+        false
+    }
+
+    fn sink(&self, _: &SinkContext<'_>) -> anyhow::Result<Self::Sink> {
+        QemuSink::from_args(self)
+    }
 }
 
 /// A cumulative µJ counter that wraps at [`MAX_ENERGY_RANGE_UJ`], fed joules.
@@ -130,7 +150,8 @@ enum Notice {
     New,
     /// Already logged.
     Known,
-    /// Past the names remembered: the count of those, to log when a power of two.
+    /// Past the names remembered, and a line is due ([`Throttle`]): the
+    /// count of those so far.
     Overflow(u64),
 }
 
@@ -140,10 +161,11 @@ enum Notice {
 struct NameLog {
     seen: HashSet<String>,
     overflow: u64,
+    throttle: Throttle,
 }
 
 impl NameLog {
-    fn note(&mut self, name: &str) -> Notice {
+    fn note(&mut self, name: &str, now: Instant) -> Notice {
         let key: String = name.chars().take(NAME_SHOWN).collect();
         if self.seen.contains(&key) {
             Notice::Known
@@ -152,7 +174,10 @@ impl NameLog {
             Notice::New
         } else {
             self.overflow += 1;
-            Notice::Overflow(self.overflow)
+            match self.throttle.due(now) {
+                Some(_) => Notice::Overflow(self.overflow),
+                None => Notice::Known,
+            }
         }
     }
 }
@@ -171,7 +196,7 @@ fn shown(name: &str) -> String {
 
 /// The qemu exporter's state: one counter per VM, the last energy total of
 /// each VM process.
-pub struct QemuExporter {
+pub struct QemuSink {
     root: TreeRoot,
     grace: Duration,
     max_vms: usize,
@@ -189,7 +214,7 @@ pub struct QemuExporter {
     warned_no_energy: bool,
 }
 
-impl QemuExporter {
+impl QemuSink {
     /// The exporter of `scaph qemu`.
     ///
     /// # Errors
@@ -315,19 +340,19 @@ impl QemuExporter {
             return true;
         }
         if self.vms.len() >= self.max_vms {
-            match self.over_limit.note(name) {
+            match self.over_limit.note(name, now) {
                 Notice::New => warn!(
                     "qemu: VM {} (pid {pid}) not written: --max-vms {} reached",
                     shown(name),
                     self.max_vms
                 ),
-                Notice::Overflow(n) if n.is_power_of_two() => {
+                Notice::Overflow(n) => {
                     warn!(
                         "qemu: {n} more VMs not written: --max-vms {} reached",
                         self.max_vms
                     );
                 }
-                _ => {}
+                Notice::Known => {}
             }
             return false;
         }
@@ -355,16 +380,16 @@ impl QemuExporter {
                 continue;
             };
             if vm_label::as_dir_name(&name).is_none() {
-                match self.bad_names.note(&name) {
+                match self.bad_names.note(&name, now) {
                     Notice::New => warn!(
                         "qemu: VM name {} (pid {}) cannot be a folder name; skipped",
                         shown(&name),
                         p.key.pid
                     ),
-                    Notice::Overflow(n) if n.is_power_of_two() => {
+                    Notice::Overflow(n) => {
                         warn!("qemu: {n} more VM names that cannot be folder names; skipped");
                     }
-                    _ => {}
+                    Notice::Known => {}
                 }
                 continue;
             }
@@ -433,7 +458,7 @@ impl QemuExporter {
     }
 }
 
-impl Sink for QemuExporter {
+impl Sink for QemuSink {
     /// File I/O: off the async workers.
     const BLOCKING: bool = true;
 
@@ -525,7 +550,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let t0 = Instant::now();
-        let mut exp = QemuExporter::new_at(root, 120 * SEC, 256, t0).unwrap();
+        let mut exp = QemuSink::new_at(root, 120 * SEC, 256, t0).unwrap();
         exp.export_at(&with_vm_energy(2.0), t0);
         let zone = root.join("vm1/intel-rapl:0");
         assert_eq!(
@@ -551,7 +576,7 @@ mod tests {
         drop(exp);
 
         // A new exporter (restart): its agent's totals start again from 0.
-        let mut exp = QemuExporter::new_at(root, 120 * SEC, 256, t0 + 2 * SEC).unwrap();
+        let mut exp = QemuSink::new_at(root, 120 * SEC, 256, t0 + 2 * SEC).unwrap();
         assert_eq!(exp.counters()["vm1"], 5_500_000);
         exp.export_at(&with_vm_energy(1.0), t0 + 3 * SEC);
         assert_eq!(
@@ -565,7 +590,7 @@ mod tests {
     fn the_guest_sensor_reads_what_is_written() {
         let dir = tempfile::tempdir().unwrap();
         let t0 = Instant::now();
-        let mut exp = QemuExporter::new_at(dir.path(), 120 * SEC, 256, t0).unwrap();
+        let mut exp = QemuSink::new_at(dir.path(), 120 * SEC, 256, t0).unwrap();
         exp.export_at(&with_vm_energy(1.0), t0);
         let mut guest = VmSensor::new(&dir.path().join("vm1")).unwrap();
         guest.poll_at(t0).unwrap();
@@ -580,7 +605,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let t0 = Instant::now();
-        let mut exp = QemuExporter::new_at(root, 10 * SEC, 256, t0).unwrap();
+        let mut exp = QemuSink::new_at(root, 10 * SEC, 256, t0).unwrap();
         exp.export_at(&with_vm_energy(1.0), t0);
         let mut without = sample_snapshot(EnergyOrigin::Measured);
         without.processes.remove(0);
@@ -599,7 +624,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let t0 = Instant::now();
-        let mut exp = QemuExporter::new_at(root, 10 * SEC, 256, t0).unwrap();
+        let mut exp = QemuSink::new_at(root, 10 * SEC, 256, t0).unwrap();
         exp.export_at(&with_vm_energy(1.0), t0);
         // Idle for longer than the grace period, but still running.
         exp.export_at(&with_vm_energy(1.0), t0 + 30 * SEC);
@@ -627,7 +652,7 @@ mod tests {
         fs::write(root.join("old/intel-rapl:0/energy_uj"), "42\n").unwrap();
         fs::create_dir_all(root.join("not-a-vm")).unwrap();
         let t0 = Instant::now();
-        let mut exp = QemuExporter::new_at(root, 10 * SEC, 256, t0).unwrap();
+        let mut exp = QemuSink::new_at(root, 10 * SEC, 256, t0).unwrap();
         assert_eq!(exp.counters(), HashMap::from([("old".to_owned(), 42)]));
         exp.export_at(&sample_snapshot(EnergyOrigin::Measured), t0 + 11 * SEC);
         assert!(!root.join("old").exists());
@@ -638,7 +663,7 @@ mod tests {
     fn unusable_names_and_other_processes_are_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let t0 = Instant::now();
-        let mut exp = QemuExporter::new_at(dir.path(), 10 * SEC, 256, t0).unwrap();
+        let mut exp = QemuSink::new_at(dir.path(), 10 * SEC, 256, t0).unwrap();
         let mut snap = with_vm_energy(1.0);
         snap.processes[0].vm_name = Some("../evil".into());
         exp.export_at(&snap, t0);
@@ -650,7 +675,7 @@ mod tests {
     fn two_processes_of_one_vm_add_up() {
         let dir = tempfile::tempdir().unwrap();
         let t0 = Instant::now();
-        let mut exp = QemuExporter::new_at(dir.path(), 10 * SEC, 256, t0).unwrap();
+        let mut exp = QemuSink::new_at(dir.path(), 10 * SEC, 256, t0).unwrap();
         let mut snap = with_vm_energy(1.0);
         let mut twin = snap.processes[0].clone();
         twin.key.pid = 4343;
@@ -682,7 +707,7 @@ mod tests {
     fn no_more_than_max_vms_trees() {
         let dir = tempfile::tempdir().unwrap();
         let t0 = Instant::now();
-        let mut exp = QemuExporter::new_at(dir.path(), 10 * SEC, 3, t0).unwrap();
+        let mut exp = QemuSink::new_at(dir.path(), 10 * SEC, 3, t0).unwrap();
         exp.export_at(&with_vms(5), t0);
         assert_eq!(exp.counters().len(), 3);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 3);
@@ -690,27 +715,33 @@ mod tests {
         exp.export_at(&with_vms(5), t0 + SEC);
         assert_eq!(exp.over_limit.seen.len(), 2);
         // Adopting trees after a restart respects the limit too.
-        let exp = QemuExporter::new_at(dir.path(), 10 * SEC, 2, t0).unwrap();
+        let exp = QemuSink::new_at(dir.path(), 10 * SEC, 2, t0).unwrap();
         assert_eq!(exp.counters().len(), 2);
     }
 
     #[test]
     fn refused_names_are_remembered_up_to_a_bound() {
+        let t0 = Instant::now();
         let mut log = NameLog::default();
-        assert_eq!(log.note("a"), Notice::New);
-        assert_eq!(log.note("a"), Notice::Known);
+        assert_eq!(log.note("a", t0), Notice::New);
+        assert_eq!(log.note("a", t0), Notice::Known);
         let long = "x".repeat(10_000);
-        assert_eq!(log.note(&long), Notice::New);
+        assert_eq!(log.note(&long, t0), Notice::New);
         assert_eq!(
             log.seen.iter().map(String::len).max(),
             Some(NAME_SHOWN),
             "kept cut"
         );
         for i in 2..MAX_NAMES_LOGGED {
-            assert_eq!(log.note(&i.to_string()), Notice::New);
+            assert_eq!(log.note(&i.to_string(), t0), Notice::New);
         }
-        assert_eq!(log.note("one too many"), Notice::Overflow(1));
-        assert_eq!(log.note("and another"), Notice::Overflow(2));
+        // The ones past the bound: counted, told at most once a minute.
+        assert_eq!(log.note("one too many", t0), Notice::Overflow(1));
+        assert_eq!(log.note("and another", t0), Notice::Known);
+        assert_eq!(
+            log.note("a minute later", t0 + Duration::from_secs(60)),
+            Notice::Overflow(3)
+        );
         assert_eq!(log.seen.len(), MAX_NAMES_LOGGED);
     }
 
@@ -728,7 +759,7 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), dir.path().join("vm0")).unwrap();
         let t0 = Instant::now();
-        let mut exp = QemuExporter::new_at(dir.path(), 10 * SEC, 256, t0).unwrap();
+        let mut exp = QemuSink::new_at(dir.path(), 10 * SEC, 256, t0).unwrap();
         exp.export_at(&with_vms(2), t0);
         assert_eq!(read_uj(dir.path(), "vm1"), 1_000_000);
         assert_eq!(
@@ -750,7 +781,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let t0 = Instant::now();
-        let mut exp = QemuExporter::new_at(root, 10 * SEC, 1, t0).unwrap();
+        let mut exp = QemuSink::new_at(root, 10 * SEC, 1, t0).unwrap();
         exp.export_at(&with_vm_energy(2.0), t0);
         let mut without = sample_snapshot(EnergyOrigin::Measured);
         without.processes.remove(0);
@@ -773,7 +804,7 @@ mod tests {
     fn a_tree_removed_under_scaph_is_written_again() {
         let dir = tempfile::tempdir().unwrap();
         let t0 = Instant::now();
-        let mut exp = QemuExporter::new_at(dir.path(), 10 * SEC, 256, t0).unwrap();
+        let mut exp = QemuSink::new_at(dir.path(), 10 * SEC, 256, t0).unwrap();
         exp.export_at(&with_vm_energy(1.0), t0);
         fs::remove_dir_all(dir.path().join("vm1/intel-rapl:0")).unwrap();
         exp.export_at(&with_vm_energy(2.0), t0 + SEC);

@@ -3,16 +3,42 @@
 //!
 //! - Retry: at the next measurement, or (with [`Retry::backoff`]) after a
 //!   wait that doubles from `min` to `max` and resets on success.
-//! - Log: the first failure of a streak, then at most one line per
-//!   [`LOG_EVERY`] while it lasts (each with the count so far), and the
-//!   recovery, all at `warn`. An unreachable server or a full disk never
-//!   floods the log, and whoever saw the failure sees its end.
+//! - Log ([`Throttle`]): the first failure, then at most one line per
+//!   [`LOG_EVERY`] (each with the count so far), at `warn`; the end of a
+//!   streak whose failure was logged, at `info` (prometheus-push: `warn`,
+//!   as it always was). A server that is down, one
+//!   that fails every other step, or a full disk never floods the log.
 use std::time::{Duration, Instant};
 
-use log::warn;
+use log::{log, warn, Level};
 
-/// At most one line per streak of failures per this period, besides the first.
+/// At most one line per this period for one recurring condition.
 pub const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Rate limit for a log line about a condition that recurs: the first
+/// occurrence, then at most one per [`LOG_EVERY`]. Every rate-limited
+/// line of the exporters goes through one.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    last: Option<Instant>,
+    /// Occurrences not logged since the last line.
+    held: u64,
+}
+
+impl Throttle {
+    /// Counts one occurrence at `now`; returns how many occurred since the
+    /// last line (this one included) when a line is due now.
+    pub fn due(&mut self, now: Instant) -> Option<u64> {
+        self.held += 1;
+        let due = self
+            .last
+            .is_none_or(|at| now.saturating_duration_since(at) >= LOG_EVERY);
+        due.then(|| {
+            self.last = Some(now);
+            std::mem::take(&mut self.held)
+        })
+    }
+}
 
 /// A streak of failures, as a log line tells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,7 +59,12 @@ pub struct Retry {
     next_wait: Duration,
     not_before: Option<Instant>,
     failures: u64,
-    last_logged: Option<Instant>,
+    /// Kept across streaks: a destination that fails every other step is
+    /// still logged at most once per [`LOG_EVERY`].
+    throttle: Throttle,
+    /// Whether a failure of the current streak was logged (then so is its end).
+    streak_logged: bool,
+    recovery_level: Level,
 }
 
 impl Retry {
@@ -54,14 +85,33 @@ impl Retry {
             next_wait: min,
             not_before: None,
             failures: 0,
-            last_logged: None,
+            throttle: Throttle {
+                last: None,
+                held: 0,
+            },
+            streak_logged: false,
+            recovery_level: Level::Info,
         }
+    }
+
+    /// Logs the end of a streak at `level` instead of `info`.
+    #[must_use]
+    pub const fn recovery_at(mut self, level: Level) -> Self {
+        self.recovery_level = level;
+        self
     }
 
     /// Whether an attempt may be made at `now`.
     #[must_use]
     pub fn ready(&self, now: Instant) -> bool {
         self.not_before.is_none_or(|t| now >= t)
+    }
+
+    /// When the next attempt is due after a failure that waits (`None`:
+    /// no failure, or the next measurement).
+    #[must_use]
+    pub const fn retry_at(&self) -> Option<Instant> {
+        self.not_before
     }
 
     /// Failures in a row so far.
@@ -79,11 +129,8 @@ impl Retry {
             self.not_before = Some(now + wait);
         }
         self.next_wait = (wait * 2).min(self.max);
-        let due = self
-            .last_logged
-            .is_none_or(|at| now.saturating_duration_since(at) >= LOG_EVERY);
-        due.then(|| {
-            self.last_logged = Some(now);
+        self.throttle.due(now).map(|_| {
+            self.streak_logged = true;
             Streak {
                 failures: self.failures,
                 wait,
@@ -98,14 +145,21 @@ impl Retry {
         }
     }
 
-    /// Records a success; logs `message(failures)` when it ends a streak.
-    pub fn succeeded(&mut self, message: impl FnOnce(u64) -> String) {
+    /// Records a success. Returns the failures of the streak it ends when
+    /// a failure of that streak was logged (its end deserves a line too).
+    pub fn record_success(&mut self) -> Option<u64> {
         self.next_wait = self.min;
         self.not_before = None;
-        self.last_logged = None;
         let failures = std::mem::take(&mut self.failures);
-        if failures > 0 {
-            warn!(target: self.target, "{}", message(failures));
+        std::mem::take(&mut self.streak_logged).then_some(failures)
+    }
+
+    /// Records a success; logs `message(failures)` (at `info` unless
+    /// [`Retry::recovery_at`] says otherwise) when it ends a streak that
+    /// was logged.
+    pub fn succeeded(&mut self, message: impl FnOnce(u64) -> String) {
+        if let Some(failures) = self.record_success() {
+            log!(target: self.target, self.recovery_level, "{}", message(failures));
         }
     }
 }
@@ -137,19 +191,17 @@ mod tests {
         let waits: Vec<u64> = (0..5)
             .map(|_| {
                 r.record_failure(t0);
-                r.not_before.map_or(0, |t| (t - t0).as_secs())
+                r.retry_at().map_or(0, |t| (t - t0).as_secs())
             })
             .collect();
         assert_eq!(waits, [1, 2, 4, 5, 5]);
         assert!(!r.ready(t0 + 4 * SEC));
         assert!(r.ready(t0 + 5 * SEC));
-        r.succeeded(|n| {
-            assert_eq!(n, 5);
-            String::new()
-        });
+        assert_eq!(r.record_success(), Some(5));
         assert!(r.ready(t0));
+        assert_eq!(r.retry_at(), None);
         r.record_failure(t0);
-        assert_eq!(r.not_before, Some(t0 + SEC));
+        assert_eq!(r.retry_at(), Some(t0 + SEC));
     }
 
     #[test]
@@ -161,6 +213,7 @@ mod tests {
             assert!(r.ready(t0));
         }
         assert_eq!(r.failures(), 3);
+        assert_eq!(r.retry_at(), None);
     }
 
     #[test]
@@ -175,10 +228,44 @@ mod tests {
             logged,
             [true, false, false, false, true, false, false, true]
         );
-        // A new streak is logged at once.
-        r.succeeded(|_| String::new());
-        let streak = r.record_failure(t0 + 121 * SEC).expect("logged");
+        assert_eq!(
+            r.record_success(),
+            Some(8),
+            "a logged streak's end is logged"
+        );
+        // A new streak within the minute is not logged, nor is its end.
+        assert_eq!(r.record_failure(t0 + 121 * SEC), None);
+        assert_eq!(r.record_success(), None);
+        let streak = r.record_failure(t0 + 180 * SEC).expect("logged");
         assert_eq!(streak.failures, 1);
         assert_eq!(streak.next_try(), "");
+    }
+
+    /// A destination failing every other step: one failure line (and its
+    /// recovery) per minute, not two lines per step.
+    #[test]
+    fn alternating_failures_are_logged_once_a_minute() {
+        let t0 = Instant::now();
+        let mut r = Retry::every_step(module_path!());
+        let mut lines = 0;
+        for s in 0..120 {
+            let now = t0 + s * SEC;
+            if s % 2 == 0 {
+                lines += usize::from(r.record_failure(now).is_some());
+            } else {
+                lines += usize::from(r.record_success().is_some());
+            }
+        }
+        assert_eq!(lines, 4, "two failures and their two recoveries");
+    }
+
+    #[test]
+    fn throttle_counts_what_it_held_back() {
+        let t0 = Instant::now();
+        let mut t = Throttle::default();
+        assert_eq!(t.due(t0), Some(1));
+        assert_eq!(t.due(t0 + SEC), None);
+        assert_eq!(t.due(t0 + 30 * SEC), None);
+        assert_eq!(t.due(t0 + 60 * SEC), Some(3));
     }
 }

@@ -33,9 +33,10 @@ use tokio::{
 };
 
 use super::{
+    http,
     points::{self, Point},
     retry::Retry,
-    ExportError, Measurement, Sink,
+    ExportError, ExporterArgs, Measurement, Sink, SinkContext,
 };
 
 /// The Riemann protocol's messages, generated from `proto/riemann.proto`.
@@ -98,6 +99,26 @@ pub struct RiemannArgs {
     pub key: Option<PathBuf>,
 }
 
+impl ExporterArgs for RiemannArgs {
+    type Sink = RiemannSink;
+
+    fn name(&self) -> &'static str {
+        "riemann"
+    }
+
+    fn step(&self) -> Duration {
+        super::step(self.dispatch_interval)
+    }
+
+    fn qemu(&self) -> bool {
+        self.qemu
+    }
+
+    fn sink(&self, _: &SinkContext<'_>) -> anyhow::Result<Self::Sink> {
+        RiemannSink::from_args(self)
+    }
+}
+
 /// Turns measurements into events and sends them.
 pub struct RiemannSink {
     client: RiemannClient,
@@ -108,7 +129,7 @@ pub struct RiemannSink {
 impl RiemannSink {
     /// # Errors
     /// When `--mtls` is given and its files cannot be used.
-    pub fn new(args: &RiemannArgs) -> anyhow::Result<Self> {
+    pub fn from_args(args: &RiemannArgs) -> anyhow::Result<Self> {
         let tls = if args.mtls {
             let file = |f: &Option<PathBuf>, what: &str| {
                 f.clone().with_context(|| format!("--mtls needs --{what}"))
@@ -258,6 +279,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Stream for T {}
 pub struct RiemannClient {
     address: String,
     port: u16,
+    /// `tcp://host:port` or `tls://host:port`, for messages.
+    server: String,
     tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
     conn: Option<Box<dyn Stream>>,
     retry: Retry,
@@ -274,9 +297,12 @@ impl RiemannClient {
     ) -> Self {
         let tls =
             tls.map(|(config, name)| (tokio_rustls::TlsConnector::from(Arc::new(config)), name));
+        let scheme = if tls.is_some() { "tls" } else { "tcp" };
+        let server = format!("{scheme}://{}:{port}", http::bracketed(&address));
         Self {
             address,
             port,
+            server,
             tls,
             conn: None,
             retry: Retry::backoff(
@@ -289,9 +315,8 @@ impl RiemannClient {
 
     /// `tcp://host:port` or `tls://host:port`, for messages.
     #[must_use]
-    pub fn describe(&self) -> String {
-        let scheme = if self.tls.is_some() { "tls" } else { "tcp" };
-        format!("{scheme}://{}:{}", self.address, self.port)
+    pub fn describe(&self) -> &str {
+        &self.server
     }
 
     /// Sends `events` in messages of [`EVENTS_PER_MSG`], each acknowledged
@@ -326,7 +351,7 @@ impl RiemannClient {
         }
         match result {
             Ok(()) => {
-                let server = self.describe();
+                let server = &self.server;
                 self.retry.succeeded(|n| {
                     format!("riemann: {server} works again after {n} failed attempts")
                 });
@@ -334,7 +359,7 @@ impl RiemannClient {
             }
             Err(e) => {
                 self.conn = None;
-                let server = self.describe();
+                let server = &self.server;
                 self.retry.failed(now, |streak| {
                     format!(
                         "riemann: sending to {server} failed ({} times in a row): {e}{}",
@@ -705,5 +730,13 @@ mod tests {
         std::fs::write(&empty, "").unwrap();
         let err = tls_config(&empty, &empty, &empty).unwrap_err();
         assert!(format!("{err:#}").contains("no certificate"), "{err:#}");
+    }
+
+    #[test]
+    fn an_ipv6_server_is_shown_in_brackets() {
+        let client = RiemannClient::new("::1".into(), 5555, None);
+        assert_eq!(client.describe(), "tcp://[::1]:5555");
+        let client = RiemannClient::new("riemann.local".into(), 5555, None);
+        assert_eq!(client.describe(), "tcp://riemann.local:5555");
     }
 }

@@ -1,10 +1,13 @@
 //! `scaph stdout`: a summary for people, refreshed every step.
-use std::io::{IsTerminal as _, Write};
+use std::{
+    io::{IsTerminal as _, Write},
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use regex::Regex;
 
-use super::{ExportError, Measurement, Sink};
+use super::{ExportError, ExporterArgs, Measurement, Sink, SinkContext};
 use crate::{
     cli_ranges as ranges, label, metrics,
     sensors::EnergyOrigin,
@@ -12,7 +15,7 @@ use crate::{
 };
 
 /// `scaph stdout` options.
-#[derive(Debug, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct StdoutArgs {
     /// Stop after this many seconds (negative: run until interrupted).
     #[arg(short, long, default_value_t = 10, allow_negative_numbers = true, value_parser = ranges::timeout)]
@@ -35,13 +38,42 @@ pub struct StdoutArgs {
     pub raw_metrics: bool,
 }
 
+impl ExporterArgs for StdoutArgs {
+    type Sink = StdoutSink<std::io::Stdout>;
+
+    fn name(&self) -> &'static str {
+        "stdout"
+    }
+
+    fn step(&self) -> Duration {
+        super::step(self.step)
+    }
+
+    fn uses_metrics(&self) -> bool {
+        self.raw_metrics
+    }
+
+    fn matches_cmdlines(&self) -> bool {
+        self.regex_filter.is_some()
+    }
+
+    /// Negative: no limit.
+    fn timeout(&self) -> Option<Duration> {
+        u64::try_from(self.timeout).ok().map(Duration::from_secs)
+    }
+
+    fn sink(&self, _: &SinkContext<'_>) -> anyhow::Result<Self::Sink> {
+        StdoutSink::from_args(self)
+    }
+}
+
 /// Which processes to list.
 pub enum Selection {
     Top(usize),
     Matching(Regex),
 }
 
-pub struct StdoutExporter<W: Write> {
+pub struct StdoutSink<W: Write> {
     out: W,
     selection: Selection,
     /// Bold headings when the output is a terminal; plain text when piped.
@@ -50,7 +82,7 @@ pub struct StdoutExporter<W: Write> {
     raw: bool,
 }
 
-impl StdoutExporter<std::io::Stdout> {
+impl StdoutSink<std::io::Stdout> {
     /// The exporter of `scaph stdout`.
     ///
     /// # Errors
@@ -68,7 +100,7 @@ impl StdoutExporter<std::io::Stdout> {
     }
 }
 
-impl<W: Write> StdoutExporter<W> {
+impl<W: Write> StdoutSink<W> {
     pub fn new(out: W, selection: Selection, styled: bool) -> Self {
         Self {
             out,
@@ -96,7 +128,7 @@ impl<W: Write> StdoutExporter<W> {
     }
 }
 
-impl<W: Write + Send + 'static> Sink for StdoutExporter<W> {
+impl<W: Write + Send + 'static> Sink for StdoutSink<W> {
     /// A terminal or a pipe can block.
     const BLOCKING: bool = true;
 

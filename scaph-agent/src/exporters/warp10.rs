@@ -36,10 +36,10 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 pub use super::http::Scheme;
 use super::{
-    http::{self, ClientOptions, HttpTarget},
+    http::{self, ClientOptions, HttpTarget, Redirects},
     points,
-    retry::Retry,
-    secret, ExportError, Measurement, Sink,
+    retry::{Retry, Throttle},
+    secret, ExportError, ExporterArgs, Measurement, Sink, SinkContext,
 };
 
 /// Undelivered data kept for the next attempt, at most.
@@ -117,6 +117,26 @@ impl Warp10Args {
     }
 }
 
+impl ExporterArgs for Warp10Args {
+    type Sink = Warp10Sink;
+
+    fn name(&self) -> &'static str {
+        "warp10"
+    }
+
+    fn step(&self) -> Duration {
+        super::step(self.step)
+    }
+
+    fn qemu(&self) -> bool {
+        self.qemu
+    }
+
+    fn sink(&self, _: &SinkContext<'_>) -> anyhow::Result<Self::Sink> {
+        Warp10Sink::from_args(self)
+    }
+}
+
 /// What one POST came to.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -138,19 +158,24 @@ pub struct Warp10Sink {
     backlog: VecDeque<String>,
     backlog_bytes: usize,
     retry: Retry,
+    /// Batches dropped from a full backlog since the last line about it.
+    dropped: usize,
+    overflow: Throttle,
 }
 
 impl Warp10Sink {
     /// # Errors
     /// When the token cannot be an HTTP header value, or the HTTP client
     /// cannot be built.
-    pub fn new(args: &Warp10Args) -> anyhow::Result<Self> {
+    pub fn from_args(args: &Warp10Args) -> anyhow::Result<Self> {
         let mut token = reqwest::header::HeaderValue::from_str(&args.token()?).map_err(|_| {
             anyhow::anyhow!("the write token has characters an HTTP header cannot carry")
         })?;
         token.set_sensitive(true);
         let client = http::client(&ClientOptions {
             timeout: Some(REQUEST_TIMEOUT),
+            // The token header never leaves the server's origin.
+            redirects: Redirects::SameOrigin,
             ..ClientOptions::default()
         })?;
         let url = args.url();
@@ -162,6 +187,8 @@ impl Warp10Sink {
             host: points::hostname(),
             backlog: VecDeque::new(),
             backlog_bytes: 0,
+            dropped: 0,
+            overflow: Throttle::default(),
             retry: Retry::backoff(
                 module_path!(),
                 Duration::from_secs(1),
@@ -238,9 +265,13 @@ impl Warp10Sink {
             }
         }
         if dropped > 0 {
-            warn!(
-                "warp10: backlog over {MAX_BACKLOG_BYTES} bytes, {dropped} oldest batches dropped"
-            );
+            self.dropped += dropped;
+            if self.overflow.due(Instant::now()).is_some() {
+                let dropped = std::mem::take(&mut self.dropped);
+                warn!(
+                    "warp10: backlog over {MAX_BACKLOG_BYTES} bytes, {dropped} oldest batches dropped"
+                );
+            }
         }
     }
 
@@ -477,7 +508,7 @@ mod tests {
     }
 
     fn exporter(port: u16) -> Warp10Sink {
-        Warp10Sink::new(&Warp10Args {
+        Warp10Sink::from_args(&Warp10Args {
             host: "127.0.0.1".into(),
             port,
             scheme: Scheme::Http,
@@ -577,11 +608,11 @@ mod tests {
             step: 2,
             qemu: false,
         };
-        assert!(Warp10Sink::new(&args).is_err());
+        assert!(Warp10Sink::from_args(&args).is_err());
         args.write_token = Some("good-token".into());
-        assert!(Warp10Sink::new(&args).is_ok());
+        assert!(Warp10Sink::from_args(&args).is_ok());
         args.write_token = None;
-        assert!(Warp10Sink::new(&args).is_err(), "no token at all");
+        assert!(Warp10Sink::from_args(&args).is_err(), "no token at all");
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub enum Compression {
 
 /// `scaph otlp` options. Each has an `OTEL_EXPORTER_OTLP_*` counterpart that
 /// it overrides.
-#[derive(Clone, Debug, Default, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct OtlpArgs {
     /// Collector URL [env: OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT]
     /// (http/protobuf: /v1/metrics is added to a URL without a path).

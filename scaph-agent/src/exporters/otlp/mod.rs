@@ -9,11 +9,11 @@
 //! - [`send`]: the HTTP and gRPC transports.
 //!
 //! A collector that is down or refuses a request is retried with backoff
-//! (1 s doubling to [`MAX_BACKOFF`], at the next measurement after the wait)
+//! (1 s doubling to [`MAX_BACKOFF`], on its own timer: [`Sink::retry_at`])
 //! and logged as [`super::retry`] says; scaph never stops for it. Only the
-//! latest measurement is sent: cumulative sums carry everything before
-//! them, so nothing is lost by skipping the ones a down collector missed,
-//! and memory stays at one request.
+//! latest measurement waits to be sent: cumulative sums carry everything
+//! before them, so nothing is lost by skipping the ones a down collector
+//! missed, and memory stays at one request.
 pub mod config;
 pub mod encode;
 pub mod send;
@@ -24,10 +24,34 @@ use log::{info, warn};
 
 pub use config::OtlpArgs;
 
-use super::{points, retry::Retry, ExportError, Measurement, Sink};
+use super::{
+    points,
+    retry::{Retry, Throttle},
+    ExportError, ExporterArgs, Measurement, Sink, SinkContext,
+};
 
 /// Longest wait between two attempts to reach a collector that is down.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+impl ExporterArgs for OtlpArgs {
+    type Sink = OtlpSink;
+
+    fn name(&self) -> &'static str {
+        "otlp"
+    }
+
+    fn step(&self) -> Duration {
+        super::step(self.step)
+    }
+
+    fn qemu(&self) -> bool {
+        self.qemu
+    }
+
+    fn sink(&self, _: &SinkContext<'_>) -> anyhow::Result<Self::Sink> {
+        OtlpSink::from_args(self)
+    }
+}
 
 /// Encodes each measurement as one request and exports it.
 pub struct OtlpSink {
@@ -36,12 +60,14 @@ pub struct OtlpSink {
     /// Start of the cumulative sums: the first measurement's.
     start: Option<SystemTime>,
     retry: Retry,
+    /// Answers that rejected some points (a collector's limits: every step).
+    rejected: Throttle,
 }
 
 impl OtlpSink {
     /// # Errors
     /// Bad options, variables or TLS files.
-    pub fn new(args: &OtlpArgs) -> anyhow::Result<Self> {
+    pub fn from_args(args: &OtlpArgs) -> anyhow::Result<Self> {
         let settings = config::resolve(args, &|name| std::env::var(name).ok())?;
         let transport = send::Transport::new(&settings)?;
         info!(
@@ -56,13 +82,15 @@ impl OtlpSink {
             resource: encode::resource(&points::hostname()),
             start: None,
             retry: Retry::backoff(module_path!(), Duration::from_secs(1), MAX_BACKOFF),
+            rejected: Throttle::default(),
         })
     }
 }
 
 impl Sink for OtlpSink {
-    /// A failed export is not sent again: the next measurement's cumulative
-    /// sums carry everything it held.
+    /// A failed export is never replayed: the attempt after the backoff
+    /// sends the latest measurement, whose cumulative sums carry everything
+    /// the failed one held.
     async fn send(&mut self, measurement: &Measurement) -> Result<(), ExportError> {
         if !self.retry.ready(Instant::now()) {
             return Ok(());
@@ -71,16 +99,18 @@ impl Sink for OtlpSink {
             .start
             .get_or_insert_with(|| encode::counting_since(measurement));
         let request = encode::request(measurement, &self.resource, since);
-        match self.transport.export(request).await {
+        let result = self.transport.export(request).await;
+        let now = Instant::now();
+        match result {
             Ok(answer) => {
                 let url = self.transport.url();
                 self.retry.succeeded(|n| {
                     format!("otlp: {url} accepts metrics again after {n} failed attempts")
                 });
-                if let Some(partial) = answer
+                let partial = answer
                     .partial_success
-                    .filter(|p| p.rejected_data_points > 0)
-                {
+                    .filter(|p| p.rejected_data_points > 0);
+                if let Some(partial) = partial.filter(|_| self.rejected.due(now).is_some()) {
                     warn!(
                         "otlp: the collector rejected {} data points: {}",
                         partial.rejected_data_points,
@@ -93,7 +123,7 @@ impl Sink for OtlpSink {
                     );
                 }
             }
-            Err(e) => self.retry.failed(Instant::now(), |streak| {
+            Err(e) => self.retry.failed(now, |streak| {
                 format!(
                     "otlp: export failed ({} in a row{}, then with backoff up to {MAX_BACKOFF:?}): {}",
                     streak.failures,
@@ -103,6 +133,12 @@ impl Sink for OtlpSink {
             }),
         }
         Ok(())
+    }
+
+    /// After a failure, the measurement is sent again when the backoff ends,
+    /// without waiting for the next one.
+    fn retry_at(&self) -> Option<Instant> {
+        self.retry.retry_at()
     }
 }
 

@@ -16,7 +16,7 @@ use tonic::{
 };
 
 use super::config::{Protocol, Settings};
-use crate::exporters::http::{self, ClientOptions, HttpTarget, Scheme};
+use crate::exporters::http::{self, ClientOptions, HttpTarget, Redirects, Scheme};
 
 /// Longest answer body read from an HTTP collector.
 const MAX_ANSWER_BYTES: usize = 64 << 10;
@@ -84,38 +84,35 @@ impl Transport {
     /// # Errors
     /// When a TLS file cannot be read or used.
     pub fn new(settings: &Settings) -> Result<Self, SendError> {
+        // Read and checked here for both transports (tonic would only fail
+        // at the first connection).
         let ca = settings
             .ca_file
-            .as_ref()
-            .map(|p| Ok::<_, SendError>((p, read(p)?)));
-        let ca = ca.transpose()?;
-        if let Some((path, pem)) = &ca {
-            // Checked here for both transports (tonic would only fail at the first connection).
-            let certs = reqwest::Certificate::from_pem_bundle(pem).unwrap_or_default();
-            if certs.is_empty() {
-                return Err(SendError::NoCertificate {
-                    path: (*path).clone(),
-                });
-            }
-        }
+            .as_deref()
+            .map(http::ca_certificates)
+            .transpose()
+            .map_err(|e| match e {
+                http::ClientError::CaRead { path, error } => SendError::File {
+                    path,
+                    source: error,
+                },
+                http::ClientError::NoCertificate { path }
+                | http::ClientError::CaParse { path, .. } => SendError::NoCertificate { path },
+                other => other.into(),
+            })?;
         let identity = match (&settings.client_cert, &settings.client_key) {
             (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
             _ => None,
         };
         match settings.protocol {
             Protocol::HttpProtobuf => {
-                let ca = match &ca {
-                    Some((_, pem)) => Some(
-                        reqwest::Certificate::from_pem_bundle(pem)
-                            .map_err(http::ClientError::Build)?,
-                    ),
-                    None => None,
-                };
+                // No redirects: the headers (credentials) would follow.
                 let client = http::client(&ClientOptions {
                     timeout: Some(settings.timeout),
-                    ca,
+                    ca: ca.map(|ca| ca.certificates),
                     no_tls_check: false,
                     identity,
+                    redirects: Redirects::None,
                 })?;
                 let mut headers = reqwest::header::HeaderMap::new();
                 for (k, v) in &settings.headers {
@@ -151,7 +148,7 @@ impl Transport {
                 if url.scheme() == "https" {
                     let mut tls = ClientTlsConfig::new();
                     tls = match &ca {
-                        Some((_, pem)) => tls.ca_certificate(Certificate::from_pem(pem)),
+                        Some(ca) => tls.ca_certificate(Certificate::from_pem(&ca.pem)),
                         None => tls.with_webpki_roots(),
                     };
                     if let Some((cert, key)) = &identity {

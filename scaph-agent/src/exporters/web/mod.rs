@@ -34,6 +34,7 @@ use self::{
     slots::{Slot, Slots},
     watchdog::Watchdog,
 };
+use super::retry::Throttle;
 
 pub type Reply = Response<Full<Bytes>>;
 
@@ -129,28 +130,16 @@ where
     }
 }
 
-/// Reports connections refused over the caps, at most once a minute.
+/// Reports connections refused over the caps, at most once a minute
+/// ([`Throttle`]).
 #[derive(Default)]
-struct Refused {
-    count: u64,
-    since: Option<tokio::time::Instant>,
-}
+struct Refused(Throttle);
 
 impl Refused {
     fn one(&mut self, peer: SocketAddr, open: usize) {
-        self.count += 1;
         debug!("connection from {peer} closed: over the connection caps");
-        let now = tokio::time::Instant::now();
-        if self
-            .since
-            .is_none_or(|since| now - since >= Duration::from_secs(60))
-        {
-            warn!(
-                "{} connection(s) closed at once: over the connection caps ({open} open)",
-                self.count
-            );
-            self.count = 0;
-            self.since = Some(now);
+        if let Some(count) = self.0.due(std::time::Instant::now()) {
+            warn!("{count} connection(s) closed at once: over the connection caps ({open} open)");
         }
     }
 }
