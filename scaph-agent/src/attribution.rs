@@ -59,10 +59,12 @@ use crate::{
 };
 
 /// Relative float rounding allowed wherever a sum of parts is compared with
-/// its whole downstream (the metrics' `others`, the container totals): the
-/// one tolerance of the conservation rule above. Sums of thousands of terms
-/// added in different orders round at about 1e-13 of the whole; anything
-/// beyond this is a real gap (or a bug), never rounding.
+/// its whole downstream (today one place: the metrics' `others`, everything
+/// minus the listed series): the one tolerance of the conservation rule
+/// above. Container totals need none: they are sums of the very per-cycle
+/// amounts, never differences. Sums of thousands of terms added in
+/// different orders round at about 1e-13 of the whole; anything beyond this
+/// is a real gap (or a bug), never rounding.
 pub const CONSERVATION_TOLERANCE: f64 = 1e-9;
 
 /// True when `gap` between parts and `whole` is more than float rounding
@@ -462,10 +464,11 @@ impl Cumulative {
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ProcessTotals {
     pub energy: Cumulative,
-    /// Joules added in the latest cycle (0 when it did not run, or when the
-    /// amount was refused): what the container totals add, so that they are
-    /// made of the very amounts the process totals are.
-    pub last_joules: f64,
+    /// Joules added by the latest interval it ran in (0 when the amount was
+    /// refused), and that interval's cycle: read them through
+    /// [`Accumulator::joules_in_cycle`], which says 0 for any other cycle.
+    last_joules: f64,
+    last_cycle: u64,
     /// Accumulator time when it was first and last in a sample.
     pub first_seen: Duration,
     pub last_seen: Duration,
@@ -521,11 +524,19 @@ impl Accumulator {
     }
 
     /// Adds one interval: its `zones` (for per-domain counters) and their
-    /// `attribution`, at accumulator time `now`.
+    /// `attribution`, at accumulator time `now`, in the caller's `cycle`
+    /// (a number that differs between calls: what
+    /// [`Accumulator::joules_in_cycle`] asks about).
     ///
     /// Sockets, domains and processes absent from this interval keep their
     /// joules and show 0 W.
-    pub fn add(&mut self, zones: &[ZoneEnergy], attribution: &Attribution, now: Duration) {
+    pub fn add(
+        &mut self,
+        zones: &[ZoneEnergy],
+        attribution: &Attribution,
+        now: Duration,
+        cycle: u64,
+    ) {
         let interval = attribution.interval;
         self.cycles += 1;
         let mut held = 0;
@@ -578,7 +589,6 @@ impl Accumulator {
         for key in self.last_active.drain(..) {
             if let Some(p) = self.processes.get_mut(&key) {
                 p.energy.watts = 0.0;
-                p.last_joules = 0.0;
             }
         }
         if self.last_active.capacity() > 4 * attribution.processes.len().max(64) {
@@ -592,6 +602,7 @@ impl Accumulator {
             });
             let refused = totals.energy.add(energy.joules, interval);
             totals.last_joules = if refused { 0.0 } else { energy.joules };
+            totals.last_cycle = cycle;
             count(refused);
             totals.last_seen = now;
             self.last_active.push(*key);
@@ -664,6 +675,18 @@ impl Accumulator {
     #[must_use]
     pub fn process(&self, key: &ProcessKey) -> Option<&ProcessTotals> {
         self.processes.get(key)
+    }
+
+    /// The joules [`Accumulator::add`] gave `key` in `cycle`: 0 when it was
+    /// not in that cycle's attribution, its amount was refused, or nothing
+    /// was added in that cycle. The container totals add exactly these, so
+    /// they are made of the very amounts the process totals are.
+    #[must_use]
+    pub fn joules_in_cycle(&self, key: &ProcessKey, cycle: u64) -> f64 {
+        self.processes
+            .get(key)
+            .filter(|t| t.last_cycle == cycle)
+            .map_or(0.0, |t| t.last_joules)
     }
 
     /// Every process kept (running, or exited and not expired), in no order.
@@ -1025,12 +1048,14 @@ mod tests {
             &zones,
             &attribute(&zones, &s1, &t, SEC, IdlePolicy::Unattributed),
             SEC,
+            1,
         );
         let s2 = sample(vec![bpf(1, vec![SEC_NS, 0])], vec![]);
         acc.add(
             &zones,
             &attribute(&zones, &s2, &t, SEC, IdlePolicy::Unattributed),
             2 * SEC,
+            2,
         );
 
         assert_eq!(acc.cycles(), 2);
@@ -1048,6 +1073,9 @@ mod tests {
         let p2 = acc.process(&key(2)).unwrap();
         assert!(close(p2.energy.joules, 2.5));
         assert_eq!(p2.energy.watts, 0.0, "not in the last interval");
+        assert!(close(acc.joules_in_cycle(&key(1), 2), 5.0));
+        assert_eq!(acc.joules_in_cycle(&key(1), 1), 0.0, "not the latest cycle");
+        assert_eq!(acc.joules_in_cycle(&key(2), 2), 0.0, "did not run in it");
         assert!(close(acc.sockets()[&0].joules, 20.0));
         let core = DomainKey {
             socket: Some(0),
@@ -1079,14 +1107,14 @@ mod tests {
             attributed: 0.0,
             unattributed: 5.0,
         };
-        acc.add(&[], &a, SEC);
+        acc.add(&[], &a, SEC, 1);
         a.host.energy = f64::NAN;
-        acc.add(&[], &a, 2 * SEC);
+        acc.add(&[], &a, 2 * SEC, 2);
         a.host.energy = -3.0;
-        acc.add(&[], &a, 3 * SEC);
+        acc.add(&[], &a, 3 * SEC, 3);
         assert_eq!(acc.host().energy.joules, 5.0);
         assert_eq!(acc.regressions(), 2, "both refusals are counted");
-        acc.add(&[package(0, -1.0)], &Attribution::default(), 4 * SEC);
+        acc.add(&[package(0, -1.0)], &Attribution::default(), 4 * SEC, 4);
         assert_eq!(acc.regressions(), 3, "a negative zone delta too");
     }
 

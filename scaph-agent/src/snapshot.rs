@@ -7,9 +7,8 @@ use std::{
 };
 
 pub use crate::amounts::Amounts;
-// The host's statistics are plain data defined with their reader (`host`).
-use crate::host::{HostStats, ProcessMemory, SelfStats};
 pub use crate::model::{CpuTimeMethod, DomainKind, EnergyOrigin, LossCounters, ProcessKey};
+use crate::model::{HostStats, ProcessMemory, SelfStats};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Snapshot {
@@ -207,7 +206,7 @@ impl Workload {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ContainerTotals {
     /// Containers and pods with their own series, in a stable order.
-    pub containers: Vec<(Arc<Workload>, Amounts)>,
+    pub containers: Vec<ContainerSeries>,
     /// Processes outside containers and pods (and of unknown cgroup).
     pub host: Amounts,
     /// Containers without their own series any more (their last process
@@ -217,4 +216,15 @@ pub struct ContainerTotals {
     pub healthy: bool,
     /// Seconds this cycle spent resolving containers.
     pub seconds: f64,
+}
+
+/// The totals of one container or pod with its own series.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContainerSeries {
+    pub workload: Arc<Workload>,
+    pub amounts: Amounts,
+    /// When this series started (a number that only grows): a container
+    /// that left (its totals moved into `others`) and came back has the same
+    /// labels but a new series starting from 0, and a new `since` says so.
+    pub since: u64,
 }

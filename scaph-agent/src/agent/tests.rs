@@ -80,11 +80,14 @@ fn sample(processes: Vec<ProcessSample>) -> CpuSample {
     }
 }
 
-/// Every cycle, Σ containers + host + others + idle = host energy and
-/// Σ container CPU = Σ process CPU, while a container's process exits and
-/// is retired (retention 0); each process carries its labels.
+/// Every cycle, Σ containers + host + others + idle = host energy,
+/// Σ container CPU = Σ process CPU and, at a fixed carbon intensity,
+/// Σ container grams = Σ container joules × intensity, while a container's
+/// process exits and is retired (retention 0); each process carries its
+/// labels.
 #[test]
 fn containers_are_labelled_and_add_up_every_cycle() {
+    const INTENSITY: f64 = 412.0;
     let docker = format!("/system.slice/docker-{ID}.scope");
     let ssh = "/system.slice/ssh.service";
     let samples = [
@@ -106,18 +109,25 @@ fn containers_are_labelled_and_add_up_every_cycle() {
         IdlePolicy::Unattributed,
     )
     .with_retention(Duration::ZERO)
+    .with_carbon(Some(crate::carbon::IntensitySource::Fixed(INTENSITY)))
     .with_containers(Some(&config));
     agent.baseline();
     let mut cpu_seconds = 0.0;
     for cycle in 1..=4 {
         let snap = agent.cycle();
         let totals = snap.containers.as_ref().expect("container totals");
-        let mut joules = totals.host.joules + totals.others.joules;
-        let mut cpu = totals.host.cpu_seconds + totals.others.cpu_seconds;
-        for (_, amounts) in &totals.containers {
+        let (mut joules, mut cpu, mut grams) = (0.0, 0.0, 0.0);
+        let series = totals.containers.iter().map(|c| &c.amounts);
+        for amounts in series.chain([&totals.host, &totals.others]) {
             joules += amounts.joules;
             cpu += amounts.cpu_seconds;
+            grams += amounts.grams;
         }
+        assert!(
+            (grams - joules * INTENSITY / 3.6e6).abs() < 1e-12,
+            "cycle {cycle}: {grams} g for {joules} J"
+        );
+        assert!(grams > 0.0, "cycle {cycle}: no grams");
         let host = snap.host.expect("host energy").joules_total;
         let idle = snap.idle.expect("idle energy").joules_total;
         assert!(

@@ -13,7 +13,10 @@
 //! - `host`: processes outside containers and pods (and of unknown cgroup);
 //! - `others`: containers without their own series any more, because their
 //!   last process left the snapshot (it exited longer than `--retention`
-//!   ago), or beyond [`MAX_CONTAINERS`]. It only grows.
+//!   ago), or beyond [`MAX_CONTAINERS`]. It only grows. A container that
+//!   comes back later starts a new series from 0 (with a new
+//!   [`ContainerSeries::since`], so that the counter guard reads it as a
+//!   new series, not as a decrease).
 //!
 //! Σ containers + host + others = Σ of every process the agent reported
 //! (live, exited, retired) = host energy − idle, at every update (the
@@ -34,7 +37,7 @@ use super::{
 };
 use crate::{
     amounts::{grams, Amounts},
-    snapshot::{ContainerTotals, ProcessKey, ProcessSnapshot, Snapshot, Workload},
+    snapshot::{ContainerSeries, ContainerTotals, ProcessKey, ProcessSnapshot, Snapshot, Workload},
 };
 
 /// Containers with their own series at most (a node runs a few hundred;
@@ -55,6 +58,9 @@ struct BucketKey {
 struct Bucket {
     workload: Arc<Workload>,
     amounts: Amounts,
+    /// The update that created it.
+    since: u64,
+    /// The latest update that added to it.
     generation: u64,
 }
 
@@ -65,6 +71,8 @@ struct Labelled {
     _cgroup: Arc<CgroupLabels>,
     _pod: Option<Arc<PodMeta>>,
     workload: Arc<Workload>,
+    /// The latest update that used it.
+    generation: u64,
 }
 
 /// State kept between updates.
@@ -74,6 +82,8 @@ pub struct Tracker {
     parsed: HashMap<Arc<str>, Arc<CgroupLabels>>,
     /// Labels by (parsed path, pod) address: built once, shared by every
     /// process of a container and every snapshot until the pod changes.
+    /// Only those some process used in the latest update are kept (each pod
+    /// watch event makes a new pod `Arc`, hence a new key).
     labelled: HashMap<(usize, usize), Labelled>,
     unknown: Arc<CgroupLabels>,
     pods: PodDirectory,
@@ -151,9 +161,8 @@ impl Tracker {
         self.generation += 1;
         let generation = self.generation;
         let now = Instant::now();
-        if self.parsed.len() > MAX_PARSED || self.labelled.len() > MAX_PARSED {
+        if self.parsed.len() > MAX_PARSED {
             self.parsed.clear();
-            self.labelled.clear();
         }
         // Ids are resolved only for processes whose /proc path does not
         // already name a container (or that were never read: short-lived).
@@ -175,7 +184,7 @@ impl Tracker {
             for p in &mut snap.processes {
                 let cgroup = self.cgroup_of(p, now);
                 let pod = cgroup.pod_uid.as_deref().and_then(pod_of);
-                let workload = self.labels(cgroup.clone(), pod);
+                let workload = self.labels(cgroup.clone(), pod, generation);
                 let delta = cycle_amounts(used(&p.key), intensity);
                 if cgroup.is_workload() {
                     let key = BucketKey {
@@ -193,6 +202,7 @@ impl Tracker {
                             Bucket {
                                 workload: workload.clone(),
                                 amounts: delta,
+                                since: generation,
                                 generation,
                             },
                         );
@@ -214,12 +224,18 @@ impl Tracker {
             }
             keep
         });
+        self.labelled.retain(|_, l| l.generation == generation);
+        crate::util::shrink_if_sparse(&mut self.labelled);
 
         snap.containers = Some(ContainerTotals {
             containers: self
                 .buckets
                 .values()
-                .map(|b| (b.workload.clone(), b.amounts))
+                .map(|b| ContainerSeries {
+                    workload: b.workload.clone(),
+                    amounts: b.amounts,
+                    since: b.since,
+                })
                 .collect(),
             host: self.host,
             others: self.others,
@@ -228,21 +244,26 @@ impl Tracker {
         });
     }
 
-    /// The labels of `cgroup` with `pod`, shared while both stay the same.
-    fn labels(&mut self, cgroup: Arc<CgroupLabels>, pod: Option<Arc<PodMeta>>) -> Arc<Workload> {
+    /// The labels of `cgroup` with `pod`, shared while both stay the same;
+    /// marks them used in update `generation`.
+    fn labels(
+        &mut self,
+        cgroup: Arc<CgroupLabels>,
+        pod: Option<Arc<PodMeta>>,
+        generation: u64,
+    ) -> Arc<Workload> {
         let key = (
             Arc::as_ptr(&cgroup) as usize,
             pod.as_ref().map_or(0, |p| Arc::as_ptr(p) as usize),
         );
-        self.labelled
-            .entry(key)
-            .or_insert_with(|| Labelled {
-                workload: Arc::new(workload(&cgroup, pod.as_deref())),
-                _cgroup: cgroup,
-                _pod: pod,
-            })
-            .workload
-            .clone()
+        let labelled = self.labelled.entry(key).or_insert_with(|| Labelled {
+            workload: Arc::new(workload(&cgroup, pod.as_deref())),
+            _cgroup: cgroup,
+            _pod: pod,
+            generation,
+        });
+        labelled.generation = generation;
+        labelled.workload.clone()
     }
 
     /// The cgroup labels of a process: from its `/proc/PID/cgroup` path when
@@ -283,16 +304,18 @@ impl Tracker {
     }
 }
 
-/// One process's amounts of one cycle, as added: a negative or non-finite
-/// amount (a bug upstream) adds nothing, so no series goes backwards; grams
-/// are the joules at the cycle's intensity (none without one).
+/// One process's amounts of one cycle, as added: its joules and CPU
+/// seconds (never negative: the accumulator refuses negative or non-finite
+/// joules, CPU time is a count of ns) and their grams at the cycle's
+/// intensity (none without one).
 fn cycle_amounts(used: Amounts, grams_per_kwh: Option<f64>) -> Amounts {
-    let valid = |x: f64| if x.is_finite() { x.max(0.0) } else { 0.0 };
-    let joules = valid(used.joules);
+    debug_assert!(
+        used.joules >= 0.0 && used.cpu_seconds >= 0.0,
+        "a negative amount: {used:?}"
+    );
     Amounts {
-        joules,
-        cpu_seconds: valid(used.cpu_seconds),
-        grams: grams_per_kwh.map_or(0.0, |i| grams(joules, i)),
+        grams: grams_per_kwh.map_or(0.0, |i| grams(used.joules, i)),
+        ..used
     }
 }
 
@@ -383,6 +406,7 @@ mod tests {
     /// What one update gave: the container totals, and each process's labels.
     struct View {
         containers: Vec<(Arc<Workload>, Amounts)>,
+        since: Vec<u64>,
         host: Amounts,
         others: Amounts,
         by_process: HashMap<ProcessKey, Arc<Workload>>,
@@ -392,7 +416,12 @@ mod tests {
         t.update(&mut snap);
         let totals = snap.containers.take().expect("container totals");
         View {
-            containers: totals.containers,
+            since: totals.containers.iter().map(|c| c.since).collect(),
+            containers: totals
+                .containers
+                .into_iter()
+                .map(|c| (c.workload, c.amounts))
+                .collect(),
             host: totals.host,
             others: totals.others,
             by_process: snap
@@ -547,6 +576,51 @@ mod tests {
         assert!(v.containers.is_empty());
         assert!(close(v.others.joules, 26.0), "{:?}", v.others);
         assert!(close(v.host.joules, 3.0));
+    }
+
+    /// A container that comes back after its totals moved into `others`
+    /// starts a new series: from 0, with a new `since`.
+    #[test]
+    fn a_container_that_comes_back_starts_a_new_series() {
+        let mut t = FromTotals::new(Tracker::with_pods(&no_cgroupfs(), PodDirectory::default()));
+        let in_a = |pid, joules| process(pid, docker(ID_A), None, joules, 0.0, false);
+        let first = run(&mut t, snapshot(vec![in_a(1, 30.0)], 0.0)).since;
+        let again = run(&mut t, snapshot(vec![in_a(1, 31.0)], 0.0)).since;
+        assert_eq!(first, again, "one series while it stays");
+        let gone = run(&mut t, snapshot(vec![], 31.0));
+        assert!(gone.containers.is_empty() && close(gone.others.joules, 31.0));
+        let back = run(&mut t, snapshot(vec![in_a(2, 2.0)], 31.0));
+        assert!(close(back.containers[0].1.joules, 2.0));
+        assert!(back.since[0] > first[0], "{:?} after {first:?}", back.since);
+    }
+
+    /// Labels are kept only while some process uses them: every pod watch
+    /// event makes new ones, and the old ones must not pile up.
+    #[test]
+    fn labels_no_process_uses_are_dropped() {
+        let pods = PodDirectory::default();
+        let meta = |name: &str| PodMeta {
+            name: name.into(),
+            namespace: "shop".into(),
+            containers: Vec::new(),
+        };
+        let mut t = FromTotals::new(Tracker::with_pods(&no_cgroupfs(), pods.clone()));
+        let path = format!("/kubepods/burstable/pod{UID}/{ID_A}");
+        for i in 0..100 {
+            pods.apply(UID.into(), meta(&format!("web-{i}")));
+            let v = run(
+                &mut t,
+                snapshot(
+                    vec![process(1, Some(path.clone()), None, 1.0, 0.1, false)],
+                    0.0,
+                ),
+            );
+            assert_eq!(
+                v.containers[0].0.pod_name.as_deref(),
+                Some(format!("web-{i}").as_str())
+            );
+        }
+        assert_eq!(t.tracker.labelled.len(), 1);
     }
 
     #[test]
