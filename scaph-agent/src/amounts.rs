@@ -18,8 +18,11 @@ pub fn grams(joules: f64, grams_per_kwh: f64) -> f64 {
 pub struct Amounts {
     pub joules: f64,
     pub cpu_seconds: f64,
-    /// Grams of CO2-equivalent: never read from the input, only grown by
-    /// [`Amounts::advance`] from joules deltas at the intensity in force.
+    /// Grams of CO2-equivalent: never read from the input, only grown from
+    /// joules deltas at the intensity in force: per cycle for containers
+    /// (the agent's tracker), per snapshot seen for the metrics' own
+    /// counters ([`Amounts::advance`]); see `metrics::carbon` for when the
+    /// two differ.
     pub grams: f64,
 }
 

@@ -1,10 +1,20 @@
 //! Carbon counters of the host, its sockets and idle energy
 //! (`scaph_*_co2_grams_total`). Each update adds the joules each counter
-//! grew by since the previous one, times the intensity in force in the
-//! snapshot, divided by 3.6e6 (see [`crate::amounts::grams`]). Processes and
-//! containers get theirs the same way, in the ledger and in the agent's
-//! container tracker (see [`crate::amounts::Amounts::advance`]), so that
-//! Σ processes + idle = host holds for grams as for joules.
+//! grew by since the previous snapshot these metrics saw, times the
+//! intensity in force in the newer snapshot, divided by 3.6e6 (see
+//! [`crate::amounts::grams`]). Processes get theirs the same way, in the
+//! ledger ([`crate::amounts::Amounts::advance`]), so Σ processes + idle =
+//! host holds for grams as for joules.
+//!
+//! Containers differ: the agent's tracker adds each cycle's joules at that
+//! cycle's intensity. The two agree while the metrics see every snapshot,
+//! or while the intensity stays the same; when an exporter skips snapshots
+//! (the channel keeps only the latest) across a change of intensity, the
+//! skipped joules are counted at the newer intensity here and at their own
+//! in the containers, so Σ container grams + idle grams can differ from
+//! the host's grams by those joules times the change. Joules are exact
+//! either way. Counting every gram once per cycle on the measurement side,
+//! carried in the snapshot, would remove the gap.
 //!
 //! Without an intensity (no carbon option, or no valid value yet) joules
 //! are still followed, so that grams start from the first step that has
@@ -157,15 +167,15 @@ mod tests {
         const INTENSITY: f64 = 300.0;
         let config = MetricsConfig {
             max_processes: 1,
-            containers: Some(ContainersConfig {
-                cgroup_root: "/nonexistent".into(),
-                ..ContainersConfig::default()
-            }),
+            containers: Some(crate::metrics::ContainerLabels::default()),
             ..MetricsConfig::default()
         };
         let mut tracker =
             crate::containers::aggregate::FromTotals::new(crate::containers::Tracker::with_pods(
-                config.containers.as_ref().expect("--containers"),
+                &ContainersConfig {
+                    cgroup_root: "/nonexistent".into(),
+                    ..ContainersConfig::default()
+                },
                 crate::containers::PodDirectory::default(),
             ));
         let mut state = MetricsState::new(config).untimed();

@@ -19,6 +19,13 @@
 //! Ranking uses a one-minute moving average of power (CPU share without an
 //! energy source), so a process that pauses for one cycle is not folded.
 //!
+//! The ledger reads the snapshot's per-process *totals* and turns them back
+//! into per-update growth, although the agent computed per-cycle amounts:
+//! an exporter's channel keeps only the latest snapshot, so the ledger must
+//! merge the cycles it did not see, and only totals survive a skipped
+//! snapshot. Which processes are listed, and so what `others` holds, is a
+//! choice of the exposition (`--max-processes`), not a measurement.
+//!
 //! Inputs that would make a counter go backwards (a process's totals lower
 //! than at the previous update, `others` shrinking by more than float
 //! rounding of the totals) are held at the old value and counted in
