@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use crate::{
     amounts::Amounts,
-    attribution::{attribute, Accumulator, IdlePolicy},
+    attribution::{attribute, Accumulator, IdlePolicy, Stamp},
     containers::{ContainersConfig, Tracker},
     cputime::{CpuSample, CpuTimeSource},
     host::HostReader,
@@ -144,6 +144,10 @@ impl Agent {
         let reading = self.poll_energy(&utilisation(&sample));
         let energy_ok = self.sensor.is_none() || reading.is_some();
         let uptime = self.started.elapsed();
+        let intensity = self
+            .carbon
+            .as_mut()
+            .and_then(crate::carbon::IntensitySource::current);
         self.processes.update_cpu(&sample, uptime);
         if let Some(reading) = &reading {
             self.implausible_dropped = reading.implausible_dropped;
@@ -155,7 +159,12 @@ impl Agent {
                     sample.interval,
                     self.policy,
                 );
-                self.energy.add(&reading.zones, &split, uptime, cycle);
+                let stamp = Stamp {
+                    now: uptime,
+                    cycle,
+                    grams_per_kwh: intensity,
+                };
+                self.energy.add(&reading.zones, &split, stamp);
                 let held = self.energy.regressions();
                 self.regressions_log.log(
                     "the energy accumulator",
@@ -185,18 +194,14 @@ impl Agent {
         snapshot.cputime_ok = cputime_ok;
         snapshot.online_cpus = self.topology.num_cpus();
         snapshot.energy_ok = energy_ok;
-        snapshot.carbon_intensity = self
-            .carbon
-            .as_mut()
-            .and_then(crate::carbon::IntensitySource::current);
+        snapshot.carbon_intensity = intensity;
         if let Some(tracker) = &mut self.containers {
             let (energy, processes) = (&self.energy, &self.processes);
             tracker.update(&mut snapshot, |key| Amounts {
-                joules: energy.joules_in_cycle(key, cycle),
                 cpu_seconds: processes
                     .get(key)
                     .map_or(0.0, |p| p.cpu_ns_last as f64 / 1e9),
-                grams: 0.0,
+                ..energy.added_in_cycle(key, cycle)
             });
         }
         if let Some(reader) = &mut self.host_reader {

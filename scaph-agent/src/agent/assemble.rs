@@ -7,7 +7,9 @@ use crate::{
     attribution::{Accumulator, Cumulative, Pool},
     cputime::{CpuSample, CpuTimeMethod},
     processes::ProcessTable,
-    snapshot::{DomainSnapshot, Energy, ProcessSnapshot, SensorInfo, Snapshot, SocketSnapshot},
+    snapshot::{
+        Co2Totals, DomainSnapshot, Energy, ProcessSnapshot, SensorInfo, Snapshot, SocketSnapshot,
+    },
 };
 
 fn to_energy(c: &Cumulative) -> Energy {
@@ -101,6 +103,7 @@ pub fn build(parts: Parts<'_>) -> Snapshot {
             } else {
                 None
             },
+            co2_grams_total: energy.process(key).map_or(0.0, |t| t.energy.grams),
             exited: info.exited,
             memory: None,
             workload: None,
@@ -138,6 +141,16 @@ pub fn build(parts: Parts<'_>) -> Snapshot {
         host_stats: None,
         self_stats: None,
         carbon_intensity: None,
+        co2: has_energy.then(|| Co2Totals {
+            host: energy.host().energy.grams,
+            idle: energy.host().unattributed.grams,
+            sockets: energy
+                .sockets()
+                .iter()
+                .map(|(&id, total)| (id, total.grams))
+                .collect(),
+            retired: energy.retired_grams(),
+        }),
         containers: None,
     }
 }

@@ -4,8 +4,8 @@
 //! process used during it: the very joules the energy accumulator added to
 //! the process's total, and its CPU time of the cycle. Each is added to the
 //! container the process is in *now* (so a process moved into a container
-//! counts there from then on); grams are those joules at the cycle's
-//! carbon intensity. Nothing is derived back from totals, so nothing needs
+//! counts there from then on), with the grams the accumulator counted for
+//! those joules. Nothing is derived back from totals, so nothing needs
 //! reconciling. The series are:
 //!
 //! - one per container or pod (pod-level processes such as a runtime's
@@ -36,7 +36,7 @@ use super::{
     workload, ContainersConfig,
 };
 use crate::{
-    amounts::{grams, Amounts},
+    amounts::Amounts,
     snapshot::{ContainerSeries, ContainerTotals, ProcessKey, ProcessSnapshot, Snapshot, Workload},
 };
 
@@ -155,8 +155,9 @@ impl Tracker {
 
     /// Folds one cycle in (every cycle, in order): labels each process of
     /// its snapshot, adds what `used` says each used during the cycle
-    /// (joules and CPU seconds; never negative) to its container, and sets
-    /// the snapshot's container totals.
+    /// (joules, CPU seconds and grams; never negative: the accumulator
+    /// refuses negative or non-finite joules, CPU time is a count of ns) to
+    /// its container, and sets the snapshot's container totals.
     pub fn update(&mut self, snap: &mut Snapshot, used: impl Fn(&ProcessKey) -> Amounts) {
         self.generation += 1;
         let generation = self.generation;
@@ -178,14 +179,17 @@ impl Tracker {
         }
         self.resolver.prepare(ids, now);
 
-        let intensity = snap.carbon_intensity;
         let pods = self.pods.clone();
         pods.with(|pod_of| {
             for p in &mut snap.processes {
                 let cgroup = self.cgroup_of(p, now);
                 let pod = cgroup.pod_uid.as_deref().and_then(pod_of);
                 let workload = self.labels(cgroup.clone(), pod, generation);
-                let delta = cycle_amounts(used(&p.key), intensity);
+                let delta = used(&p.key);
+                debug_assert!(
+                    delta.joules >= 0.0 && delta.cpu_seconds >= 0.0 && delta.grams >= 0.0,
+                    "a negative amount: {delta:?}"
+                );
                 if cgroup.is_workload() {
                     let key = BucketKey {
                         owner_uid: cgroup.owner_uid,
@@ -304,21 +308,6 @@ impl Tracker {
     }
 }
 
-/// One process's amounts of one cycle, as added: its joules and CPU
-/// seconds (never negative: the accumulator refuses negative or non-finite
-/// joules, CPU time is a count of ns) and their grams at the cycle's
-/// intensity (none without one).
-fn cycle_amounts(used: Amounts, grams_per_kwh: Option<f64>) -> Amounts {
-    debug_assert!(
-        used.joules >= 0.0 && used.cpu_seconds >= 0.0,
-        "a negative amount: {used:?}"
-    );
-    Amounts {
-        grams: grams_per_kwh.map_or(0.0, |i| grams(used.joules, i)),
-        ..used
-    }
-}
-
 /// For tests built on snapshots of totals (the golden fixture): feeds a
 /// [`Tracker`] each process's growth since the previous snapshot, as the
 /// agent would have fed it cycle by cycle.
@@ -344,10 +333,10 @@ impl FromTotals {
             let now = Amounts {
                 joules: p.energy.map_or(0.0, |e| e.joules_total),
                 cpu_seconds: p.cpu_seconds_total,
-                grams: 0.0,
+                grams: p.co2_grams_total,
             };
             let last = self.last.entry(p.key).or_default();
-            used.insert(p.key, Amounts::advance(last, now, None));
+            used.insert(p.key, Amounts::advance(last, now));
         }
         self.last.retain(|k, _| used.contains_key(k));
         self.tracker
@@ -397,6 +386,7 @@ mod tests {
                 joules_total: joules,
                 watts: 0.0,
             }),
+            co2_grams_total: 0.0,
             exited,
             memory: None,
             workload: None,

@@ -94,8 +94,6 @@ pub struct MetricsState {
     energy_regressions: u64,
     /// Measure collector durations (off only for reproducible test output).
     timed: bool,
-    /// Grams of host, idle and socket energy (with a carbon intensity).
-    carbon: carbon::Totals,
 }
 
 impl MetricsState {
@@ -109,7 +107,6 @@ impl MetricsState {
             regressions: regressions::Regressions::default(),
             energy_regressions: 0,
             timed: true,
-            carbon: carbon::Totals::default(),
         }
     }
 
@@ -165,7 +162,7 @@ impl MetricsState {
         let started = Instant::now();
         let (energy, success) = collect::energy(snap, config);
         families.extend(energy);
-        families.extend(self.carbon.update(snap));
+        families.extend(carbon::families(snap));
         outcomes.push(collect::Outcome {
             name: "energy",
             success,
