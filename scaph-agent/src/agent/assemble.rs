@@ -79,34 +79,28 @@ pub fn build(parts: Parts<'_>) -> Snapshot {
     };
     let mut rows: Vec<ProcessSnapshot> = processes
         .iter()
-        .map(|(key, info)| ProcessSnapshot {
-            key: *key,
-            comm: info.comm.clone(),
-            exe: info.meta.as_ref().and_then(|m| m.exe.clone()),
-            cmdline: info
-                .meta
-                .as_ref()
-                .map(|m| m.cmdline.clone())
-                .unwrap_or_default(),
-            vm_name: info.meta.as_ref().and_then(|m| m.vm_name.clone()),
-            cgroup_id: info.cgroup_id,
-            cgroup_path: info.meta.as_ref().and_then(|m| m.cgroup_path.clone()),
-            cpu_seconds_total: info.cpu_ns_total as f64 / 1e9,
-            cpu_ratio: ratio(info.cpu_ns_last),
-            energy: if has_energy {
-                Some(
-                    energy
-                        .process(key)
-                        .map(|t| to_energy(&t.energy))
-                        .unwrap_or_default(),
-                )
-            } else {
-                None
-            },
-            co2_grams_total: energy.process(key).map_or(0.0, |t| t.energy.grams),
-            exited: info.exited,
-            memory: None,
-            workload: None,
+        .map(|(key, info)| {
+            let totals = energy.process(key).map(|t| t.energy).unwrap_or_default();
+            ProcessSnapshot {
+                key: *key,
+                comm: info.comm.clone(),
+                exe: info.meta.as_ref().and_then(|m| m.exe.clone()),
+                cmdline: info
+                    .meta
+                    .as_ref()
+                    .map(|m| m.cmdline.clone())
+                    .unwrap_or_default(),
+                vm_name: info.meta.as_ref().and_then(|m| m.vm_name.clone()),
+                cgroup_id: info.cgroup_id,
+                cgroup_path: info.meta.as_ref().and_then(|m| m.cgroup_path.clone()),
+                cpu_seconds_total: info.cpu_ns_total as f64 / 1e9,
+                cpu_ratio: ratio(info.cpu_ns_last),
+                energy: has_energy.then(|| to_energy(&totals)),
+                co2_grams_total: totals.grams,
+                exited: info.exited,
+                memory: None,
+                workload: None,
+            }
         })
         .collect();
     // Keys are unique, so an unstable sort is deterministic.
