@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use crate::{
     amounts::Amounts,
-    attribution::{attribute, Accumulator, IdlePolicy},
+    attribution::{attribute, Accumulator, IdlePolicy, Stamp},
     containers::{ContainersConfig, Tracker},
     cputime::{CpuSample, CpuTimeSource},
     host::HostReader,
@@ -42,6 +42,8 @@ pub struct Agent {
     policy: IdlePolicy,
     processes: ProcessTable,
     energy: Accumulator,
+    /// Cycles run so far (numbers each cycle's energy amounts).
+    cycles: u64,
     implausible_dropped: u64,
     started: Instant,
     retention: Duration,
@@ -73,6 +75,7 @@ impl Agent {
             policy,
             processes: ProcessTable::default(),
             energy: Accumulator::new(),
+            cycles: 0,
             implausible_dropped: 0,
             started: Instant::now(),
             retention: DEFAULT_RETENTION,
@@ -129,6 +132,8 @@ impl Agent {
     /// One measurement cycle.
     pub fn cycle(&mut self) -> Snapshot {
         let started = Instant::now();
+        self.cycles += 1;
+        let cycle = self.cycles;
         let mut cputime_ok = true;
         let sample = self.cpu.sample().unwrap_or_else(|e| {
             warn!("reading CPU time: {e}");
@@ -139,14 +144,14 @@ impl Agent {
         let reading = self.poll_energy(&utilisation(&sample));
         let energy_ok = self.sensor.is_none() || reading.is_some();
         let uptime = self.started.elapsed();
+        let intensity = self
+            .carbon
+            .as_mut()
+            .and_then(crate::carbon::IntensitySource::current);
         self.processes.update_cpu(&sample, uptime);
-        // The energy accumulator's per-process amounts are this cycle's only
-        // when it was fed this cycle.
-        let mut energy_added = false;
         if let Some(reading) = &reading {
             self.implausible_dropped = reading.implausible_dropped;
             if !reading.zones.is_empty() && !sample.interval.is_zero() {
-                energy_added = true;
                 let split = attribute(
                     &reading.zones,
                     &sample,
@@ -154,7 +159,12 @@ impl Agent {
                     sample.interval,
                     self.policy,
                 );
-                self.energy.add(&reading.zones, &split, uptime);
+                let stamp = Stamp {
+                    now: uptime,
+                    cycle,
+                    grams_per_kwh: intensity,
+                };
+                self.energy.add(&reading.zones, &split, stamp);
                 let held = self.energy.regressions();
                 self.regressions_log.log(
                     "the energy accumulator",
@@ -184,22 +194,14 @@ impl Agent {
         snapshot.cputime_ok = cputime_ok;
         snapshot.online_cpus = self.topology.num_cpus();
         snapshot.energy_ok = energy_ok;
-        snapshot.carbon_intensity = self
-            .carbon
-            .as_mut()
-            .and_then(crate::carbon::IntensitySource::current);
+        snapshot.carbon_intensity = intensity;
         if let Some(tracker) = &mut self.containers {
             let (energy, processes) = (&self.energy, &self.processes);
             tracker.update(&mut snapshot, |key| Amounts {
-                joules: if energy_added {
-                    energy.process(key).map_or(0.0, |t| t.last_joules)
-                } else {
-                    0.0
-                },
                 cpu_seconds: processes
                     .get(key)
                     .map_or(0.0, |p| p.cpu_ns_last as f64 / 1e9),
-                grams: 0.0,
+                ..energy.added_in_cycle(key, cycle)
             });
         }
         if let Some(reader) = &mut self.host_reader {

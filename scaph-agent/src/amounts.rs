@@ -1,7 +1,8 @@
 //! Energy, CPU time and emissions counted together, and the one conversion
-//! from joules to grams of CO2-equivalent. Plain arithmetic shared by the
-//! measurement side (container totals) and the metrics (process series):
-//! neither imports the other for it.
+//! from joules to grams of CO2-equivalent (made once per cycle, by the
+//! energy accumulator). Plain arithmetic shared by the measurement side
+//! (container totals) and the metrics (process series): neither imports the
+//! other for it.
 
 /// Joules in one kilowatt-hour.
 pub const JOULES_PER_KWH: f64 = 3.6e6;
@@ -18,8 +19,8 @@ pub fn grams(joules: f64, grams_per_kwh: f64) -> f64 {
 pub struct Amounts {
     pub joules: f64,
     pub cpu_seconds: f64,
-    /// Grams of CO2-equivalent: never read from the input, only grown by
-    /// [`Amounts::advance`] from joules deltas at the intensity in force.
+    /// Grams of CO2-equivalent of those joules (0 without a carbon
+    /// intensity), counted by the agent every cycle at that cycle's intensity.
     pub grams: f64,
 }
 
@@ -40,21 +41,13 @@ impl Amounts {
         self.grams += other.grams;
     }
 
-    /// Moves `last` (the previous totals, grams included) to `now`'s joules
-    /// and CPU time, never backwards, and returns the growth: its grams are
-    /// the joules grown at `grams_per_kwh` (none without one).
+    /// Moves `last` (the previous totals) to `now`, never backwards, and
+    /// returns the growth.
     #[must_use]
-    pub fn advance(last: &mut Self, now: Self, grams_per_kwh: Option<f64>) -> Self {
-        let grown = Self {
-            grams: last.grams,
-            ..now.max(*last)
-        };
-        let mut delta = grown.minus(*last);
-        delta.grams = grams_per_kwh.map_or(0.0, |i| grams(delta.joules, i));
-        *last = Self {
-            grams: last.grams + delta.grams,
-            ..grown
-        };
+    pub fn advance(last: &mut Self, now: Self) -> Self {
+        let grown = now.max(*last);
+        let delta = grown.minus(*last);
+        *last = grown;
         delta
     }
 

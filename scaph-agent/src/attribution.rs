@@ -54,15 +54,18 @@ use std::{collections::BTreeMap, time::Duration};
 use smallvec::SmallVec;
 
 use crate::{
+    amounts::Amounts,
     cputime::{CpuSample, ProcessKey},
     sensors::{counts_in_socket, topology::Topology, DomainKind, ZoneEnergy},
 };
 
 /// Relative float rounding allowed wherever a sum of parts is compared with
-/// its whole downstream (the metrics' `others`, the container totals): the
-/// one tolerance of the conservation rule above. Sums of thousands of terms
-/// added in different orders round at about 1e-13 of the whole; anything
-/// beyond this is a real gap (or a bug), never rounding.
+/// its whole downstream (today one place: the metrics' `others`, everything
+/// minus the listed series): the one tolerance of the conservation rule
+/// above. Container totals need none: they are sums of the very per-cycle
+/// amounts, never differences. Sums of thousands of terms added in
+/// different orders round at about 1e-13 of the whole; anything beyond this
+/// is a real gap (or a bug), never rounding.
 pub const CONSERVATION_TOLERANCE: f64 = 1e-9;
 
 /// True when `gap` between parts and `whole` is more than float rounding
@@ -434,38 +437,66 @@ impl PoolEnergies {
     }
 }
 
-/// A cumulative energy counter and the power of its last interval.
+/// A cumulative energy counter, its emissions and the power of its last
+/// interval.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Cumulative {
     /// Joules since the accumulator started (or since first seen). Never decreases.
     pub joules: f64,
     /// Average watts over the last interval it was updated in.
     pub watts: f64,
+    /// Grams of CO2-equivalent of those joules, each interval's at the
+    /// carbon intensity in force during it (none without one). Every
+    /// counter grows by the same rule in the same interval, so the grams
+    /// add up as the joules do. Never decreases.
+    pub grams: f64,
 }
 
 impl Cumulative {
-    /// Adds one interval's joules; a negative or non-finite amount (which
-    /// would make the counter go backwards or poison it) adds nothing, and
-    /// the return value says so.
+    /// Adds one interval's joules (and their grams at `grams_per_kwh`); a
+    /// negative or non-finite amount (which would make the counter go
+    /// backwards or poison it) adds nothing, and the return value says so.
     #[must_use]
-    fn add(&mut self, joules: f64, interval: Duration) -> bool {
+    fn add(&mut self, joules: f64, interval: Duration, grams_per_kwh: Option<f64>) -> bool {
         let held = !(joules.is_finite() && joules >= 0.0);
         let joules = if held { 0.0 } else { joules };
         self.joules += joules;
+        self.grams += grams_of(joules, grams_per_kwh);
         let secs = interval.as_secs_f64();
         self.watts = if secs > 0.0 { joules / secs } else { 0.0 };
         held
     }
 }
 
+/// Grams of `joules` at `grams_per_kwh`, 0 without an intensity (or with a
+/// nonsensical one, which `carbon` never hands out).
+fn grams_of(joules: f64, grams_per_kwh: Option<f64>) -> f64 {
+    grams_per_kwh
+        .filter(|i| i.is_finite() && *i >= 0.0)
+        .map_or(0.0, |i| crate::amounts::grams(joules, i))
+}
+
+/// The cycle an [`Accumulator::add`] belongs to.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Stamp {
+    /// Accumulator time: monotonic, since the accumulator started.
+    pub now: Duration,
+    /// A number that differs between cycles (see
+    /// [`Accumulator::added_in_cycle`]).
+    pub cycle: u64,
+    /// Carbon intensity in force during the interval, g/kWh.
+    pub grams_per_kwh: Option<f64>,
+}
+
 /// Cumulative totals of one process.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ProcessTotals {
     pub energy: Cumulative,
-    /// Joules added in the latest cycle (0 when it did not run, or when the
-    /// amount was refused): what the container totals add, so that they are
-    /// made of the very amounts the process totals are.
-    pub last_joules: f64,
+    /// Joules and grams added by the latest interval it ran in (0 when the
+    /// amount was refused), and that interval's cycle: read them through
+    /// [`Accumulator::added_in_cycle`], which says 0 for any other cycle.
+    last_added: (f64, f64),
+    last_cycle: u64,
     /// Accumulator time when it was first and last in a sample.
     pub first_seen: Duration,
     pub last_seen: Duration,
@@ -497,6 +528,8 @@ pub struct Accumulator {
     /// Energy of processes removed by [`Accumulator::retire`]: kept so that
     /// Σ processes + retired + unattributed still equals the host energy.
     retired: f64,
+    /// The grams of the same energy.
+    retired_grams: f64,
     /// Processes updated in the last cycle (their `watts` is reset next cycle).
     last_active: Vec<ProcessKey>,
     /// Amounts refused because they would have made a counter go backwards.
@@ -521,19 +554,24 @@ impl Accumulator {
     }
 
     /// Adds one interval: its `zones` (for per-domain counters) and their
-    /// `attribution`, at accumulator time `now`.
+    /// `attribution`, in the cycle `stamp` says (and at its intensity).
     ///
     /// Sockets, domains and processes absent from this interval keep their
     /// joules and show 0 W.
-    pub fn add(&mut self, zones: &[ZoneEnergy], attribution: &Attribution, now: Duration) {
+    pub fn add(&mut self, zones: &[ZoneEnergy], attribution: &Attribution, stamp: Stamp) {
+        let Stamp {
+            now,
+            cycle,
+            grams_per_kwh: i,
+        } = stamp;
         let interval = attribution.interval;
         self.cycles += 1;
         let mut held = 0;
         let mut count = |h: bool| held += u64::from(h);
         let host = &attribution.host;
-        count(self.host.energy.add(host.energy, interval));
-        count(self.host.attributed.add(host.attributed, interval));
-        count(self.host.unattributed.add(host.unattributed, interval));
+        count(self.host.energy.add(host.energy, interval, i));
+        count(self.host.attributed.add(host.attributed, interval, i));
+        count(self.host.unattributed.add(host.unattributed, interval, i));
 
         for counter in self.sockets.values_mut() {
             counter.watts = 0.0;
@@ -543,7 +581,7 @@ impl Accumulator {
                 self.sockets
                     .entry(socket)
                     .or_default()
-                    .add(s.measured, interval),
+                    .add(s.measured, interval, i),
             );
         }
 
@@ -555,7 +593,7 @@ impl Accumulator {
                 self.unattributed
                     .entry(*pool)
                     .or_default()
-                    .add(split.unattributed, interval),
+                    .add(split.unattributed, interval, i),
             );
         }
 
@@ -572,13 +610,17 @@ impl Accumulator {
             *this_interval.entry(key).or_default() += zone.joules;
         }
         for (key, joules) in this_interval {
-            count(self.domains.entry(key).or_default().add(joules, interval));
+            count(
+                self.domains
+                    .entry(key)
+                    .or_default()
+                    .add(joules, interval, i),
+            );
         }
 
         for key in self.last_active.drain(..) {
             if let Some(p) = self.processes.get_mut(&key) {
                 p.energy.watts = 0.0;
-                p.last_joules = 0.0;
             }
         }
         if self.last_active.capacity() > 4 * attribution.processes.len().max(64) {
@@ -590,8 +632,13 @@ impl Accumulator {
                 first_seen: now,
                 ..ProcessTotals::default()
             });
-            let refused = totals.energy.add(energy.joules, interval);
-            totals.last_joules = if refused { 0.0 } else { energy.joules };
+            let refused = totals.energy.add(energy.joules, interval, i);
+            totals.last_added = if refused {
+                (0.0, 0.0)
+            } else {
+                (energy.joules, grams_of(energy.joules, i))
+            };
+            totals.last_cycle = cycle;
             count(refused);
             totals.last_seen = now;
             self.last_active.push(*key);
@@ -621,6 +668,7 @@ impl Accumulator {
     pub fn retire(&mut self, key: &ProcessKey) {
         if let Some(totals) = self.processes.remove(key) {
             self.retired += totals.energy.joules;
+            self.retired_grams += totals.energy.grams;
         }
         crate::util::shrink_if_sparse(&mut self.processes);
     }
@@ -629,6 +677,12 @@ impl Accumulator {
     #[must_use]
     pub fn retired_joules(&self) -> f64 {
         self.retired
+    }
+
+    /// Grams of all retired processes.
+    #[must_use]
+    pub fn retired_grams(&self) -> f64 {
+        self.retired_grams
     }
 
     /// Intervals added so far.
@@ -666,6 +720,25 @@ impl Accumulator {
         self.processes.get(key)
     }
 
+    /// The joules and grams [`Accumulator::add`] gave `key` in `cycle`
+    /// (its CPU seconds are the process table's: 0 here): 0 when it was not
+    /// in that cycle's attribution, its amount was refused, or nothing was
+    /// added in that cycle. The container totals add exactly these, so they
+    /// are made of the very amounts the process totals are.
+    #[must_use]
+    pub fn added_in_cycle(&self, key: &ProcessKey, cycle: u64) -> Amounts {
+        let (joules, grams) = self
+            .processes
+            .get(key)
+            .filter(|t| t.last_cycle == cycle)
+            .map_or((0.0, 0.0), |t| t.last_added);
+        Amounts {
+            joules,
+            cpu_seconds: 0.0,
+            grams,
+        }
+    }
+
     /// Every process kept (running, or exited and not expired), in no order.
     pub fn processes(&self) -> impl Iterator<Item = (&ProcessKey, &ProcessTotals)> {
         self.processes.iter()
@@ -693,6 +766,14 @@ mod tests {
 
     const SEC: Duration = Duration::from_secs(1);
     const SEC_NS: u64 = 1_000_000_000;
+
+    fn stamp(now: Duration, cycle: u64) -> Stamp {
+        Stamp {
+            now,
+            cycle,
+            grams_per_kwh: None,
+        }
+    }
 
     fn key(pid: u32) -> ProcessKey {
         ProcessKey {
@@ -1024,13 +1105,13 @@ mod tests {
         acc.add(
             &zones,
             &attribute(&zones, &s1, &t, SEC, IdlePolicy::Unattributed),
-            SEC,
+            stamp(SEC, 1),
         );
         let s2 = sample(vec![bpf(1, vec![SEC_NS, 0])], vec![]);
         acc.add(
             &zones,
             &attribute(&zones, &s2, &t, SEC, IdlePolicy::Unattributed),
-            2 * SEC,
+            stamp(2 * SEC, 2),
         );
 
         assert_eq!(acc.cycles(), 2);
@@ -1048,6 +1129,14 @@ mod tests {
         let p2 = acc.process(&key(2)).unwrap();
         assert!(close(p2.energy.joules, 2.5));
         assert_eq!(p2.energy.watts, 0.0, "not in the last interval");
+        assert!(close(acc.added_in_cycle(&key(1), 2).joules, 5.0));
+        let nothing = Amounts::default();
+        assert_eq!(
+            acc.added_in_cycle(&key(1), 1),
+            nothing,
+            "not the latest cycle"
+        );
+        assert_eq!(acc.added_in_cycle(&key(2), 2), nothing, "did not run in it");
         assert!(close(acc.sockets()[&0].joules, 20.0));
         let core = DomainKey {
             socket: Some(0),
@@ -1079,15 +1168,52 @@ mod tests {
             attributed: 0.0,
             unattributed: 5.0,
         };
-        acc.add(&[], &a, SEC);
+        acc.add(&[], &a, stamp(SEC, 1));
         a.host.energy = f64::NAN;
-        acc.add(&[], &a, 2 * SEC);
+        acc.add(&[], &a, stamp(2 * SEC, 2));
         a.host.energy = -3.0;
-        acc.add(&[], &a, 3 * SEC);
+        acc.add(&[], &a, stamp(3 * SEC, 3));
         assert_eq!(acc.host().energy.joules, 5.0);
         assert_eq!(acc.regressions(), 2, "both refusals are counted");
-        acc.add(&[package(0, -1.0)], &Attribution::default(), 4 * SEC);
+        acc.add(
+            &[package(0, -1.0)],
+            &Attribution::default(),
+            stamp(4 * SEC, 4),
+        );
         assert_eq!(acc.regressions(), 3, "a negative zone delta too");
+    }
+
+    /// Every counter's grams grow by its joules of the interval at that
+    /// interval's intensity (a new intensity applies only to later joules),
+    /// so processes + idle = host in grams as in joules.
+    #[test]
+    fn grams_follow_each_intervals_intensity() {
+        let t = topo(&[2]);
+        let zones = [package(0, 360.0)];
+        let s = sample(vec![bpf(1, vec![SEC_NS, 0])], vec![]);
+        let a = attribute(&zones, &s, &t, SEC, IdlePolicy::Unattributed);
+        let mut acc = Accumulator::new();
+        let mut want = 0.0;
+        let intensities = [Some(360.0), Some(36.0), None, Some(0.0), Some(5000.0)];
+        for (cycle, intensity) in (1u32..).zip(intensities) {
+            let stamp = Stamp {
+                now: SEC * cycle,
+                cycle: cycle.into(),
+                grams_per_kwh: intensity,
+            };
+            acc.add(&zones, &a, stamp);
+            want += intensity.map_or(0.0, |i| 360.0 * i / 3.6e6);
+            assert!(close(acc.host().energy.grams, want), "cycle {cycle}");
+            assert!(close(acc.sockets()[&0].grams, want));
+            let process = acc.process(&key(1)).expect("process").energy.grams;
+            let idle = acc.unattributed_by_pool()[&Pool::Socket(0)].grams;
+            assert!(close(process + idle, want), "cycle {cycle}");
+            let added = acc.added_in_cycle(&key(1), cycle.into());
+            assert!(close(
+                added.grams,
+                intensity.map_or(0.0, |i| 180.0 * i / 3.6e6)
+            ));
+        }
     }
 
     /// A random host and interval, for the property tests.

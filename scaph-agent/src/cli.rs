@@ -253,17 +253,24 @@ impl Cli {
             per_exe: self.per_exe,
             per_cgroup: self.per_cgroup,
             qemu,
-            containers: self
-                .containers
-                .then(|| crate::containers::ContainersConfig {
-                    cgroup_root: self.cgroup_root.clone(),
-                    node_name: self.node_name.clone(),
-                    kubeconfig: self.kubeconfig.clone(),
-                    kubernetes: true,
-                    rootless: self.containers_rootless,
-                    cgroup_prefixes: self.containers_cgroup_prefix.clone(),
-                }),
+            containers: self.containers.then(|| crate::metrics::ContainerLabels {
+                node_name: self.node_name.clone(),
+            }),
         }
+    }
+
+    /// `--containers` and its options, for the agent (which resolves them).
+    #[must_use]
+    pub fn containers_config(&self) -> Option<crate::containers::ContainersConfig> {
+        self.containers
+            .then(|| crate::containers::ContainersConfig {
+                cgroup_root: self.cgroup_root.clone(),
+                node_name: self.node_name.clone(),
+                kubeconfig: self.kubeconfig.clone(),
+                kubernetes: true,
+                rootless: self.containers_rootless,
+                cgroup_prefixes: self.containers_cgroup_prefix.clone(),
+            })
     }
 }
 
@@ -515,12 +522,15 @@ mod tests {
             "node-1",
         ])
         .expect("prometheus --containers");
-        let containers = cli.metrics_config(false).containers.expect("--containers");
+        let containers = cli.containers_config().expect("--containers");
         assert_eq!(containers.cgroup_root, PathBuf::from("/host/sys/fs/cgroup"));
         assert_eq!(containers.node_name.as_deref(), Some("node-1"));
         assert!(containers.kubernetes);
+        let labels = cli.metrics_config(false).containers.expect("--containers");
+        assert_eq!(labels.node_name.as_deref(), Some("node-1"));
         let cli = Cli::try_parse_from(["scaph", "prometheus"]).expect("prometheus");
         assert_eq!(cli.metrics_config(false).containers, None);
+        assert_eq!(cli.containers_config(), None);
         let cli = Cli::try_parse_from([
             "scaph",
             "prometheus",
@@ -528,12 +538,7 @@ mod tests {
             "--containers-rootless",
         ])
         .expect("rootless");
-        assert!(
-            cli.metrics_config(false)
-                .containers
-                .expect("--containers")
-                .rootless
-        );
+        assert!(cli.containers_config().expect("--containers").rootless);
         let cli = Cli::try_parse_from([
             "scaph",
             "prometheus",
@@ -545,8 +550,7 @@ mod tests {
         ])
         .expect("prefixes");
         assert_eq!(
-            cli.metrics_config(false)
-                .containers
+            cli.containers_config()
                 .expect("--containers")
                 .cgroup_prefixes,
             ["/lxc.payload.ct1", "/scaph-test-1"]

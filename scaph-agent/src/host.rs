@@ -20,6 +20,8 @@ use procfs::{
     FromRead as _, FromReadSI as _, KernelStats, Meminfo, ProcError,
 };
 
+// The statistics are plain data shared with the snapshot (`model`).
+pub use crate::model::{Activity, Disk, HostStats, LoadAverage, Memory, ProcessMemory, SelfStats};
 use crate::{
     cputime::pidstat::{self, parse_stat, PID_STAT},
     fsroot::{
@@ -38,76 +40,6 @@ pub enum HostError {
     },
     #[error("{path}: no {what} in it")]
     Parse { path: PathBuf, what: &'static str },
-}
-
-/// Load averages, as `/proc/loadavg` gives them.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct LoadAverage {
-    pub one: f64,
-    pub five: f64,
-    pub fifteen: f64,
-}
-
-/// Memory and swap, bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Memory {
-    pub total: u64,
-    pub available: u64,
-    pub free: u64,
-    pub swap_total: u64,
-    pub swap_free: u64,
-}
-
-/// Scheduler activity from `/proc/stat`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Activity {
-    pub forks_total: u64,
-    pub context_switches_total: u64,
-    pub running: u64,
-    pub blocked: u64,
-}
-
-/// One mounted block-device filesystem.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Disk {
-    /// Device as mounted (`/dev/nvme0n1p2`).
-    pub name: String,
-    pub mount_point: String,
-    pub file_system: String,
-    /// `SSD`, `HDD` or `Unknown` (from the block device's `queue/rotational`).
-    pub kind: &'static str,
-    pub removable: bool,
-    pub total_bytes: u64,
-    pub available_bytes: u64,
-}
-
-/// Everything host-wide, from one cycle.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct HostStats {
-    pub load: Option<LoadAverage>,
-    pub memory: Option<Memory>,
-    pub activity: Option<Activity>,
-    /// One entry per mount point (Scaphandre kept only the last disk).
-    pub disks: Vec<Disk>,
-    /// False when some part could not be read.
-    pub complete: bool,
-}
-
-/// scaph's own footprint.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct SelfStats {
-    pub cpu_seconds_total: f64,
-    /// Share of one CPU used since the previous cycle.
-    pub cpu_ratio: f64,
-    pub resident_bytes: u64,
-    pub virtual_bytes: u64,
-}
-
-/// Memory of one process, bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ProcessMemory {
-    pub resident_bytes: u64,
-    pub virtual_bytes: u64,
 }
 
 /// What to read each cycle, and the state needed to turn counters into rates.

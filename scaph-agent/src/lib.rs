@@ -3,10 +3,10 @@
 //! `sensors` (energy) → `cputime` (CPU time, process metadata) →
 //! `attribution` (pure; conservation) → `agent` (one cycle: joins them,
 //! labels containers with `containers`) → `snapshot` (plain data; its
-//! shared types in `model` and `amounts`) → `metrics` (formatting) →
-//! `exporters`. Imports point the same way: the snapshot imports none of its
-//! producers, and the measurement side uses nothing of `metrics` but its
-//! bounded logger of counter regressions.
+//! shared types, host statistics included, in `model` and `amounts`) →
+//! `metrics` (formatting) → `exporters`. Imports point the same way: the
+//! snapshot imports none of its producers, and the measurement side uses
+//! nothing of `metrics` but its bounded logger of counter regressions.
 pub mod agent;
 pub mod amounts;
 pub mod attribution;

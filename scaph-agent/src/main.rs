@@ -102,7 +102,7 @@ async fn run_with<A: ExporterArgs>(cli: &Cli, args: &A) -> Result<()> {
         reader.process_memory = cli.scaphandre_compat;
         agent = agent
             .with_host_stats(reader)
-            .with_containers(cli.metrics_config(false).containers.as_ref());
+            .with_containers(cli.containers_config().as_ref());
     }
     let stop = Arc::new(AtomicBool::new(false));
     let (rx, measure) = agent::spawn(agent, args.step(), stop.clone())

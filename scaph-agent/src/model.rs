@@ -1,7 +1,8 @@
-//! Plain types that the producers (CPU time sources, energy sensors) and
-//! the [`crate::snapshot`] share: defined here so that the snapshot imports
-//! none of its producers, and the producers re-export them where callers
-//! have always found them (`cputime::ProcessKey`, `sensors::DomainKind`).
+//! Plain types that the producers (CPU time sources, energy sensors, the
+//! host statistics reader) and the [`crate::snapshot`] share: defined here
+//! so that the snapshot imports none of its producers, and the producers
+//! re-export them where callers have always found them
+//! (`cputime::ProcessKey`, `sensors::DomainKind`, `host::HostStats`).
 use std::fmt;
 
 /// One process, stable across PID reuse: its tgid and its start time.
@@ -83,4 +84,74 @@ pub enum EnergyOrigin {
     Estimated,
     /// Read from the tree the hypervisor's qemu exporter writes (`--vm`).
     Vm,
+}
+
+/// Load averages, as `/proc/loadavg` gives them.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LoadAverage {
+    pub one: f64,
+    pub five: f64,
+    pub fifteen: f64,
+}
+
+/// Memory and swap, bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Memory {
+    pub total: u64,
+    pub available: u64,
+    pub free: u64,
+    pub swap_total: u64,
+    pub swap_free: u64,
+}
+
+/// Scheduler activity from `/proc/stat`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Activity {
+    pub forks_total: u64,
+    pub context_switches_total: u64,
+    pub running: u64,
+    pub blocked: u64,
+}
+
+/// One mounted block-device filesystem.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Disk {
+    /// Device as mounted (`/dev/nvme0n1p2`).
+    pub name: String,
+    pub mount_point: String,
+    pub file_system: String,
+    /// `SSD`, `HDD` or `Unknown` (from the block device's `queue/rotational`).
+    pub kind: &'static str,
+    pub removable: bool,
+    pub total_bytes: u64,
+    pub available_bytes: u64,
+}
+
+/// Everything host-wide, from one cycle.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HostStats {
+    pub load: Option<LoadAverage>,
+    pub memory: Option<Memory>,
+    pub activity: Option<Activity>,
+    /// One entry per mount point (Scaphandre kept only the last disk).
+    pub disks: Vec<Disk>,
+    /// False when some part could not be read.
+    pub complete: bool,
+}
+
+/// scaph's own footprint.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SelfStats {
+    pub cpu_seconds_total: f64,
+    /// Share of one CPU used since the previous cycle.
+    pub cpu_ratio: f64,
+    pub resident_bytes: u64,
+    pub virtual_bytes: u64,
+}
+
+/// Memory of one process, bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessMemory {
+    pub resident_bytes: u64,
+    pub virtual_bytes: u64,
 }

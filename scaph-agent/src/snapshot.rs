@@ -7,9 +7,8 @@ use std::{
 };
 
 pub use crate::amounts::Amounts;
-// The host's statistics are plain data defined with their reader (`host`).
-use crate::host::{HostStats, ProcessMemory, SelfStats};
 pub use crate::model::{CpuTimeMethod, DomainKind, EnergyOrigin, LossCounters, ProcessKey};
+use crate::model::{HostStats, ProcessMemory, SelfStats};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Snapshot {
@@ -54,6 +53,8 @@ pub struct Snapshot {
     /// Carbon intensity in force during this cycle, grams of CO2-equivalent
     /// per kWh; `None` without carbon options or before a first valid value.
     pub carbon_intensity: Option<f64>,
+    /// Grams of CO2-equivalent of the host-level counters (with `host`).
+    pub co2: Option<Co2Totals>,
     /// Energy and CPU time per container (`--containers`).
     pub containers: Option<ContainerTotals>,
 }
@@ -117,6 +118,9 @@ pub struct ProcessSnapshot {
     pub cpu_ratio: f64,
     /// Energy attributed to the process; `None` without an energy source.
     pub energy: Option<Energy>,
+    /// Grams of CO2-equivalent of that energy (0 without a carbon
+    /// intensity; see [`Co2Totals`]).
+    pub co2_grams_total: f64,
     /// The process has exited; its values are final.
     pub exited: bool,
     /// Resident and virtual memory, when read (running processes only).
@@ -165,9 +169,24 @@ impl Snapshot {
             host_stats: None,
             self_stats: None,
             carbon_intensity: None,
+            co2: None,
             containers: None,
         }
     }
+}
+
+/// Grams of CO2-equivalent since the agent started, counted every cycle:
+/// each counter's joules of the cycle at the intensity in force during it.
+/// Σ processes + retired + idle = host holds for grams as for joules, and
+/// no value ever decreases.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Co2Totals {
+    pub host: f64,
+    pub idle: f64,
+    /// By socket id, as [`Snapshot::sockets`].
+    pub sockets: Vec<(u32, f64)>,
+    /// Of the processes counted in [`Snapshot::retired_joules`].
+    pub retired: f64,
 }
 
 /// Where a process runs, as labels: what its cgroup path says and what the
@@ -207,7 +226,7 @@ impl Workload {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ContainerTotals {
     /// Containers and pods with their own series, in a stable order.
-    pub containers: Vec<(Arc<Workload>, Amounts)>,
+    pub containers: Vec<ContainerSeries>,
     /// Processes outside containers and pods (and of unknown cgroup).
     pub host: Amounts,
     /// Containers without their own series any more (their last process
@@ -217,4 +236,15 @@ pub struct ContainerTotals {
     pub healthy: bool,
     /// Seconds this cycle spent resolving containers.
     pub seconds: f64,
+}
+
+/// The totals of one container or pod with its own series.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContainerSeries {
+    pub workload: Arc<Workload>,
+    pub amounts: Amounts,
+    /// When this series started (a number that only grows): a container
+    /// that left (its totals moved into `others`) and came back has the same
+    /// labels but a new series starting from 0, and a new `since` says so.
+    pub since: u64,
 }

@@ -7,7 +7,9 @@ use crate::{
     attribution::{Accumulator, Cumulative, Pool},
     cputime::{CpuSample, CpuTimeMethod},
     processes::ProcessTable,
-    snapshot::{DomainSnapshot, Energy, ProcessSnapshot, SensorInfo, Snapshot, SocketSnapshot},
+    snapshot::{
+        Co2Totals, DomainSnapshot, Energy, ProcessSnapshot, SensorInfo, Snapshot, SocketSnapshot,
+    },
 };
 
 fn to_energy(c: &Cumulative) -> Energy {
@@ -77,33 +79,28 @@ pub fn build(parts: Parts<'_>) -> Snapshot {
     };
     let mut rows: Vec<ProcessSnapshot> = processes
         .iter()
-        .map(|(key, info)| ProcessSnapshot {
-            key: *key,
-            comm: info.comm.clone(),
-            exe: info.meta.as_ref().and_then(|m| m.exe.clone()),
-            cmdline: info
-                .meta
-                .as_ref()
-                .map(|m| m.cmdline.clone())
-                .unwrap_or_default(),
-            vm_name: info.meta.as_ref().and_then(|m| m.vm_name.clone()),
-            cgroup_id: info.cgroup_id,
-            cgroup_path: info.meta.as_ref().and_then(|m| m.cgroup_path.clone()),
-            cpu_seconds_total: info.cpu_ns_total as f64 / 1e9,
-            cpu_ratio: ratio(info.cpu_ns_last),
-            energy: if has_energy {
-                Some(
-                    energy
-                        .process(key)
-                        .map(|t| to_energy(&t.energy))
-                        .unwrap_or_default(),
-                )
-            } else {
-                None
-            },
-            exited: info.exited,
-            memory: None,
-            workload: None,
+        .map(|(key, info)| {
+            let totals = energy.process(key).map(|t| t.energy).unwrap_or_default();
+            ProcessSnapshot {
+                key: *key,
+                comm: info.comm.clone(),
+                exe: info.meta.as_ref().and_then(|m| m.exe.clone()),
+                cmdline: info
+                    .meta
+                    .as_ref()
+                    .map(|m| m.cmdline.clone())
+                    .unwrap_or_default(),
+                vm_name: info.meta.as_ref().and_then(|m| m.vm_name.clone()),
+                cgroup_id: info.cgroup_id,
+                cgroup_path: info.meta.as_ref().and_then(|m| m.cgroup_path.clone()),
+                cpu_seconds_total: info.cpu_ns_total as f64 / 1e9,
+                cpu_ratio: ratio(info.cpu_ns_last),
+                energy: has_energy.then(|| to_energy(&totals)),
+                co2_grams_total: totals.grams,
+                exited: info.exited,
+                memory: None,
+                workload: None,
+            }
         })
         .collect();
     // Keys are unique, so an unstable sort is deterministic.
@@ -138,6 +135,16 @@ pub fn build(parts: Parts<'_>) -> Snapshot {
         host_stats: None,
         self_stats: None,
         carbon_intensity: None,
+        co2: has_energy.then(|| Co2Totals {
+            host: energy.host().energy.grams,
+            idle: energy.host().unattributed.grams,
+            sockets: energy
+                .sockets()
+                .iter()
+                .map(|(&id, total)| (id, total.grams))
+                .collect(),
+            retired: energy.retired_grams(),
+        }),
         containers: None,
     }
 }

@@ -80,21 +80,27 @@ fn sample(processes: Vec<ProcessSample>) -> CpuSample {
     }
 }
 
-/// Every cycle, Σ containers + host + others + idle = host energy and
-/// Σ container CPU = Σ process CPU, while a container's process exits and
-/// is retired (retention 0); each process carries its labels.
-#[test]
-fn containers_are_labelled_and_add_up_every_cycle() {
+/// Every cycle, Σ containers + host + others + idle = host energy,
+/// Σ container CPU = Σ process CPU and, at a fixed carbon intensity,
+/// Σ container grams = Σ container joules × intensity and
+/// Σ container grams + idle grams = host grams, while a container's
+/// process exits and is retired (retention 0); each process carries its
+/// labels.
+fn samples() -> [Vec<ProcessSample>; 5] {
     let docker = format!("/system.slice/docker-{ID}.scope");
     let ssh = "/system.slice/ssh.service";
-    let samples = [
+    [
         vec![],
         vec![process(1, &docker, 300, false), process(2, ssh, 100, false)],
         vec![process(1, &docker, 200, true), process(2, ssh, 400, false)],
         vec![process(2, ssh, 250, false)],
         vec![process(3, &docker, 50, false)],
-    ];
-    let cpu = Script(samples.into_iter().map(sample).collect());
+    ]
+}
+
+/// An agent with `samples`, 10 J per cycle, retention 0 and `--containers`.
+fn agent_with_containers(carbon: crate::carbon::IntensitySource) -> Agent {
+    let cpu = Script(samples().into_iter().map(sample).collect());
     let config = ContainersConfig {
         cgroup_root: "/nonexistent".into(),
         ..ContainersConfig::default()
@@ -106,18 +112,82 @@ fn containers_are_labelled_and_add_up_every_cycle() {
         IdlePolicy::Unattributed,
     )
     .with_retention(Duration::ZERO)
+    .with_carbon(Some(carbon))
     .with_containers(Some(&config));
     agent.baseline();
+    agent
+}
+
+/// An exporter that misses a snapshot while the intensity changes still
+/// shows Σ process grams + idle = host grams, and Σ container grams + idle
+/// = host grams: every gram was counted once, in its cycle, by the agent.
+#[test]
+fn grams_add_up_in_the_metrics_across_a_skipped_snapshot() {
+    use crate::metrics::{names, ContainerLabels, MetricsConfig, MetricsState};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("intensity");
+    std::fs::write(&file, "100\n").expect("write");
+    let mut agent = agent_with_containers(crate::carbon::IntensitySource::file(file.clone()));
+    let mut metrics = MetricsState::new(MetricsConfig {
+        containers: Some(ContainerLabels::default()),
+        ..MetricsConfig::default()
+    })
+    .untimed();
+    for (cycle, intensity) in (1..=4).zip([100, 700, 50, 300]) {
+        std::fs::write(&file, format!("{intensity}\n")).expect("write");
+        let snap = agent.cycle();
+        if cycle == 2 {
+            continue; // the exporter never sees it
+        }
+        let families = metrics.update(&snap);
+        let sum = |def: &names::Def| {
+            families
+                .iter()
+                .find(|f| f.def.name == def.name)
+                .map_or(f64::NAN, |f| f.samples.iter().map(|s| s.value).sum())
+        };
+        let (host, idle) = (sum(&names::HOST_CO2), sum(&names::IDLE_CO2));
+        let processes = sum(&names::PROCESS_CO2);
+        let containers = sum(&names::CONTAINER_CO2);
+        assert!(host > 0.0, "cycle {cycle}: {host} g");
+        assert!(
+            (processes + idle - host).abs() < 1e-12,
+            "cycle {cycle}: processes {processes} + idle {idle} != host {host}"
+        );
+        assert!(
+            (containers + idle - host).abs() < 1e-12,
+            "cycle {cycle}: containers {containers} + idle {idle} != host {host}"
+        );
+    }
+}
+
+#[test]
+fn containers_are_labelled_and_add_up_every_cycle() {
+    const INTENSITY: f64 = 412.0;
+    let mut agent = agent_with_containers(crate::carbon::IntensitySource::Fixed(INTENSITY));
     let mut cpu_seconds = 0.0;
     for cycle in 1..=4 {
         let snap = agent.cycle();
         let totals = snap.containers.as_ref().expect("container totals");
-        let mut joules = totals.host.joules + totals.others.joules;
-        let mut cpu = totals.host.cpu_seconds + totals.others.cpu_seconds;
-        for (_, amounts) in &totals.containers {
+        let (mut joules, mut cpu, mut grams) = (0.0, 0.0, 0.0);
+        let series = totals.containers.iter().map(|c| &c.amounts);
+        for amounts in series.chain([&totals.host, &totals.others]) {
             joules += amounts.joules;
             cpu += amounts.cpu_seconds;
+            grams += amounts.grams;
         }
+        assert!(
+            (grams - joules * INTENSITY / 3.6e6).abs() < 1e-12,
+            "cycle {cycle}: {grams} g for {joules} J"
+        );
+        assert!(grams > 0.0, "cycle {cycle}: no grams");
+        let co2 = snap.co2.as_ref().expect("grams");
+        assert!(
+            (grams + co2.idle - co2.host).abs() < 1e-12,
+            "cycle {cycle}: {grams} + {} g != {} g",
+            co2.idle,
+            co2.host
+        );
         let host = snap.host.expect("host energy").joules_total;
         let idle = snap.idle.expect("idle energy").joules_total;
         assert!(

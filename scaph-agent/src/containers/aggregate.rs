@@ -4,8 +4,8 @@
 //! process used during it: the very joules the energy accumulator added to
 //! the process's total, and its CPU time of the cycle. Each is added to the
 //! container the process is in *now* (so a process moved into a container
-//! counts there from then on); grams are those joules at the cycle's
-//! carbon intensity. Nothing is derived back from totals, so nothing needs
+//! counts there from then on), with the grams the accumulator counted for
+//! those joules. Nothing is derived back from totals, so nothing needs
 //! reconciling. The series are:
 //!
 //! - one per container or pod (pod-level processes such as a runtime's
@@ -13,7 +13,10 @@
 //! - `host`: processes outside containers and pods (and of unknown cgroup);
 //! - `others`: containers without their own series any more, because their
 //!   last process left the snapshot (it exited longer than `--retention`
-//!   ago), or beyond [`MAX_CONTAINERS`]. It only grows.
+//!   ago), or beyond [`MAX_CONTAINERS`]. It only grows. A container that
+//!   comes back later starts a new series from 0 (with a new
+//!   [`ContainerSeries::since`], so that the counter guard reads it as a
+//!   new series, not as a decrease).
 //!
 //! Σ containers + host + others = Σ of every process the agent reported
 //! (live, exited, retired) = host energy − idle, at every update (the
@@ -33,8 +36,8 @@ use super::{
     workload, ContainersConfig,
 };
 use crate::{
-    amounts::{grams, Amounts},
-    snapshot::{ContainerTotals, ProcessKey, ProcessSnapshot, Snapshot, Workload},
+    amounts::Amounts,
+    snapshot::{ContainerSeries, ContainerTotals, ProcessKey, ProcessSnapshot, Snapshot, Workload},
 };
 
 /// Containers with their own series at most (a node runs a few hundred;
@@ -55,6 +58,9 @@ struct BucketKey {
 struct Bucket {
     workload: Arc<Workload>,
     amounts: Amounts,
+    /// The update that created it.
+    since: u64,
+    /// The latest update that added to it.
     generation: u64,
 }
 
@@ -65,6 +71,8 @@ struct Labelled {
     _cgroup: Arc<CgroupLabels>,
     _pod: Option<Arc<PodMeta>>,
     workload: Arc<Workload>,
+    /// The latest update that used it.
+    generation: u64,
 }
 
 /// State kept between updates.
@@ -74,6 +82,8 @@ pub struct Tracker {
     parsed: HashMap<Arc<str>, Arc<CgroupLabels>>,
     /// Labels by (parsed path, pod) address: built once, shared by every
     /// process of a container and every snapshot until the pod changes.
+    /// Only those some process used in the latest update are kept (each pod
+    /// watch event makes a new pod `Arc`, hence a new key).
     labelled: HashMap<(usize, usize), Labelled>,
     unknown: Arc<CgroupLabels>,
     pods: PodDirectory,
@@ -145,15 +155,15 @@ impl Tracker {
 
     /// Folds one cycle in (every cycle, in order): labels each process of
     /// its snapshot, adds what `used` says each used during the cycle
-    /// (joules and CPU seconds; never negative) to its container, and sets
-    /// the snapshot's container totals.
+    /// (joules, CPU seconds and grams; never negative: the accumulator
+    /// refuses negative or non-finite joules, CPU time is a count of ns) to
+    /// its container, and sets the snapshot's container totals.
     pub fn update(&mut self, snap: &mut Snapshot, used: impl Fn(&ProcessKey) -> Amounts) {
         self.generation += 1;
         let generation = self.generation;
         let now = Instant::now();
-        if self.parsed.len() > MAX_PARSED || self.labelled.len() > MAX_PARSED {
+        if self.parsed.len() > MAX_PARSED {
             self.parsed.clear();
-            self.labelled.clear();
         }
         // Ids are resolved only for processes whose /proc path does not
         // already name a container (or that were never read: short-lived).
@@ -169,14 +179,17 @@ impl Tracker {
         }
         self.resolver.prepare(ids, now);
 
-        let intensity = snap.carbon_intensity;
         let pods = self.pods.clone();
         pods.with(|pod_of| {
             for p in &mut snap.processes {
                 let cgroup = self.cgroup_of(p, now);
                 let pod = cgroup.pod_uid.as_deref().and_then(pod_of);
-                let workload = self.labels(cgroup.clone(), pod);
-                let delta = cycle_amounts(used(&p.key), intensity);
+                let workload = self.labels(cgroup.clone(), pod, generation);
+                let delta = used(&p.key);
+                debug_assert!(
+                    delta.joules >= 0.0 && delta.cpu_seconds >= 0.0 && delta.grams >= 0.0,
+                    "a negative amount: {delta:?}"
+                );
                 if cgroup.is_workload() {
                     let key = BucketKey {
                         owner_uid: cgroup.owner_uid,
@@ -193,6 +206,7 @@ impl Tracker {
                             Bucket {
                                 workload: workload.clone(),
                                 amounts: delta,
+                                since: generation,
                                 generation,
                             },
                         );
@@ -214,12 +228,18 @@ impl Tracker {
             }
             keep
         });
+        self.labelled.retain(|_, l| l.generation == generation);
+        crate::util::shrink_if_sparse(&mut self.labelled);
 
         snap.containers = Some(ContainerTotals {
             containers: self
                 .buckets
                 .values()
-                .map(|b| (b.workload.clone(), b.amounts))
+                .map(|b| ContainerSeries {
+                    workload: b.workload.clone(),
+                    amounts: b.amounts,
+                    since: b.since,
+                })
                 .collect(),
             host: self.host,
             others: self.others,
@@ -228,21 +248,26 @@ impl Tracker {
         });
     }
 
-    /// The labels of `cgroup` with `pod`, shared while both stay the same.
-    fn labels(&mut self, cgroup: Arc<CgroupLabels>, pod: Option<Arc<PodMeta>>) -> Arc<Workload> {
+    /// The labels of `cgroup` with `pod`, shared while both stay the same;
+    /// marks them used in update `generation`.
+    fn labels(
+        &mut self,
+        cgroup: Arc<CgroupLabels>,
+        pod: Option<Arc<PodMeta>>,
+        generation: u64,
+    ) -> Arc<Workload> {
         let key = (
             Arc::as_ptr(&cgroup) as usize,
             pod.as_ref().map_or(0, |p| Arc::as_ptr(p) as usize),
         );
-        self.labelled
-            .entry(key)
-            .or_insert_with(|| Labelled {
-                workload: Arc::new(workload(&cgroup, pod.as_deref())),
-                _cgroup: cgroup,
-                _pod: pod,
-            })
-            .workload
-            .clone()
+        let labelled = self.labelled.entry(key).or_insert_with(|| Labelled {
+            workload: Arc::new(workload(&cgroup, pod.as_deref())),
+            _cgroup: cgroup,
+            _pod: pod,
+            generation,
+        });
+        labelled.generation = generation;
+        labelled.workload.clone()
     }
 
     /// The cgroup labels of a process: from its `/proc/PID/cgroup` path when
@@ -283,19 +308,6 @@ impl Tracker {
     }
 }
 
-/// One process's amounts of one cycle, as added: a negative or non-finite
-/// amount (a bug upstream) adds nothing, so no series goes backwards; grams
-/// are the joules at the cycle's intensity (none without one).
-fn cycle_amounts(used: Amounts, grams_per_kwh: Option<f64>) -> Amounts {
-    let valid = |x: f64| if x.is_finite() { x.max(0.0) } else { 0.0 };
-    let joules = valid(used.joules);
-    Amounts {
-        joules,
-        cpu_seconds: valid(used.cpu_seconds),
-        grams: grams_per_kwh.map_or(0.0, |i| grams(joules, i)),
-    }
-}
-
 /// For tests built on snapshots of totals (the golden fixture): feeds a
 /// [`Tracker`] each process's growth since the previous snapshot, as the
 /// agent would have fed it cycle by cycle.
@@ -321,10 +333,10 @@ impl FromTotals {
             let now = Amounts {
                 joules: p.energy.map_or(0.0, |e| e.joules_total),
                 cpu_seconds: p.cpu_seconds_total,
-                grams: 0.0,
+                grams: p.co2_grams_total,
             };
             let last = self.last.entry(p.key).or_default();
-            used.insert(p.key, Amounts::advance(last, now, None));
+            used.insert(p.key, Amounts::advance(last, now));
         }
         self.last.retain(|k, _| used.contains_key(k));
         self.tracker
@@ -374,6 +386,7 @@ mod tests {
                 joules_total: joules,
                 watts: 0.0,
             }),
+            co2_grams_total: 0.0,
             exited,
             memory: None,
             workload: None,
@@ -383,6 +396,7 @@ mod tests {
     /// What one update gave: the container totals, and each process's labels.
     struct View {
         containers: Vec<(Arc<Workload>, Amounts)>,
+        since: Vec<u64>,
         host: Amounts,
         others: Amounts,
         by_process: HashMap<ProcessKey, Arc<Workload>>,
@@ -392,7 +406,12 @@ mod tests {
         t.update(&mut snap);
         let totals = snap.containers.take().expect("container totals");
         View {
-            containers: totals.containers,
+            since: totals.containers.iter().map(|c| c.since).collect(),
+            containers: totals
+                .containers
+                .into_iter()
+                .map(|c| (c.workload, c.amounts))
+                .collect(),
             host: totals.host,
             others: totals.others,
             by_process: snap
@@ -547,6 +566,51 @@ mod tests {
         assert!(v.containers.is_empty());
         assert!(close(v.others.joules, 26.0), "{:?}", v.others);
         assert!(close(v.host.joules, 3.0));
+    }
+
+    /// A container that comes back after its totals moved into `others`
+    /// starts a new series: from 0, with a new `since`.
+    #[test]
+    fn a_container_that_comes_back_starts_a_new_series() {
+        let mut t = FromTotals::new(Tracker::with_pods(&no_cgroupfs(), PodDirectory::default()));
+        let in_a = |pid, joules| process(pid, docker(ID_A), None, joules, 0.0, false);
+        let first = run(&mut t, snapshot(vec![in_a(1, 30.0)], 0.0)).since;
+        let again = run(&mut t, snapshot(vec![in_a(1, 31.0)], 0.0)).since;
+        assert_eq!(first, again, "one series while it stays");
+        let gone = run(&mut t, snapshot(vec![], 31.0));
+        assert!(gone.containers.is_empty() && close(gone.others.joules, 31.0));
+        let back = run(&mut t, snapshot(vec![in_a(2, 2.0)], 31.0));
+        assert!(close(back.containers[0].1.joules, 2.0));
+        assert!(back.since[0] > first[0], "{:?} after {first:?}", back.since);
+    }
+
+    /// Labels are kept only while some process uses them: every pod watch
+    /// event makes new ones, and the old ones must not pile up.
+    #[test]
+    fn labels_no_process_uses_are_dropped() {
+        let pods = PodDirectory::default();
+        let meta = |name: &str| PodMeta {
+            name: name.into(),
+            namespace: "shop".into(),
+            containers: Vec::new(),
+        };
+        let mut t = FromTotals::new(Tracker::with_pods(&no_cgroupfs(), pods.clone()));
+        let path = format!("/kubepods/burstable/pod{UID}/{ID_A}");
+        for i in 0..100 {
+            pods.apply(UID.into(), meta(&format!("web-{i}")));
+            let v = run(
+                &mut t,
+                snapshot(
+                    vec![process(1, Some(path.clone()), None, 1.0, 0.1, false)],
+                    0.0,
+                ),
+            );
+            assert_eq!(
+                v.containers[0].0.pod_name.as_deref(),
+                Some(format!("web-{i}").as_str())
+            );
+        }
+        assert_eq!(t.tracker.labelled.len(), 1);
     }
 
     #[test]

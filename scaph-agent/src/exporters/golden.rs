@@ -60,6 +60,7 @@ fn process(
         cpu_seconds_total: cpu.0,
         cpu_ratio: cpu.1,
         energy: Some(energy(e.0, e.1)),
+        co2_grams_total: 0.0,
         exited,
         memory: (!exited).then_some(ProcessMemory {
             resident_bytes: u64::from(pid) * 4096,
@@ -219,6 +220,7 @@ pub(crate) fn fixture() -> Snapshot {
             virtual_bytes: 300 << 20,
         }),
         carbon_intensity: None,
+        co2: None,
         containers: None,
     }
 }

@@ -116,6 +116,7 @@ pub(crate) mod tests {
             cpu_seconds_total: 3.5,
             cpu_ratio: if exited { 0.0 } else { 0.5 },
             energy: Some(energy),
+            co2_grams_total: 0.0,
             exited,
             memory: None,
             workload: None,
@@ -178,6 +179,7 @@ pub(crate) mod tests {
             host_stats: None,
             self_stats: None,
             carbon_intensity: None,
+            co2: None,
             containers: None,
         }
     }

@@ -1,77 +1,46 @@
 //! Carbon counters of the host, its sockets and idle energy
-//! (`scaph_*_co2_grams_total`). Each update adds the joules each counter
-//! grew by since the previous one, times the intensity in force in the
-//! snapshot, divided by 3.6e6 (see [`crate::amounts::grams`]). Processes and
-//! containers get theirs the same way, in the ledger and in the agent's
-//! container tracker (see [`crate::amounts::Amounts::advance`]), so that
-//! Σ processes + idle = host holds for grams as for joules.
+//! (`scaph_*_co2_grams_total`), formatted from the snapshot's grams. The
+//! agent counts every gram once per cycle: each counter's joules of the
+//! cycle at the intensity in force during it (see
+//! [`crate::attribution::Cumulative::grams`]); processes and containers get
+//! theirs from the same amounts, so Σ processes + idle = host and
+//! Σ containers + idle = host hold for grams as for joules, whichever
+//! snapshots an exporter sees.
 //!
-//! Without an intensity (no carbon option, or no valid value yet) joules
-//! are still followed, so that grams start from the first step that has
-//! one, and no carbon family is shown.
-use std::collections::BTreeMap;
-
+//! Without an intensity (no carbon option, or no valid value yet) no carbon
+//! family is shown; grams start from the first cycle that has one.
 use super::{names, Family};
-use crate::snapshot::{Amounts, Energy, Snapshot};
+use crate::snapshot::Snapshot;
 
-/// Grams of each host-level counter, by the joules it follows.
-#[derive(Debug, Default)]
-pub struct Totals {
-    host: Amounts,
-    idle: Amounts,
-    sockets: BTreeMap<u32, Amounts>,
-}
-
-fn advance(last: &mut Amounts, energy: Energy, intensity: Option<f64>) {
-    let now = Amounts {
-        joules: if energy.joules_total.is_finite() {
-            energy.joules_total
-        } else {
-            last.joules // not a number: no growth this time
-        },
-        ..Amounts::default()
+/// The carbon families to show for `snap`.
+#[must_use]
+pub fn families(snap: &Snapshot) -> Vec<Family> {
+    let Some(intensity) = snap.carbon_intensity else {
+        return Vec::new();
     };
-    let _ = Amounts::advance(last, now, intensity);
-}
-
-impl Totals {
-    /// Folds one snapshot in and returns the carbon families to show.
-    pub fn update(&mut self, snap: &Snapshot) -> Vec<Family> {
-        let intensity = snap.carbon_intensity;
-        let (Some(host), Some(idle)) = (snap.host, snap.idle) else {
-            return intensity.map_or_else(Vec::new, |i| {
-                vec![Family::single(&names::CARBON_INTENSITY, i)]
-            });
-        };
-        advance(&mut self.host, host, intensity);
-        advance(&mut self.idle, idle, intensity);
-        for socket in &snap.sockets {
-            advance(
-                self.sockets.entry(socket.id).or_default(),
-                socket.energy,
-                intensity,
-            );
-        }
-        let Some(intensity) = intensity else {
-            return Vec::new();
-        };
-        let mut sockets = Family::new(&names::SOCKET_CO2);
-        for (id, amounts) in &self.sockets {
-            sockets.push(vec![("socket_id", id.to_string())], amounts.grams);
-        }
-        vec![
-            Family::single(&names::CARBON_INTENSITY, intensity),
-            Family::single(&names::HOST_CO2, self.host.grams),
-            sockets,
-            Family::single(&names::IDLE_CO2, self.idle.grams),
-        ]
+    let intensity_family = Family::single(&names::CARBON_INTENSITY, intensity);
+    let (Some(co2), true) = (&snap.co2, snap.host.is_some() && snap.idle.is_some()) else {
+        return vec![intensity_family];
+    };
+    let mut sockets = Family::new(&names::SOCKET_CO2);
+    for (id, grams) in &co2.sockets {
+        sockets.push(vec![("socket_id", id.to_string())], *grams);
     }
+    vec![
+        intensity_family,
+        Family::single(&names::HOST_CO2, co2.host),
+        sockets,
+        Family::single(&names::IDLE_CO2, co2.idle),
+    ]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exporters::golden_fixture;
+    use crate::{
+        exporters::golden_fixture,
+        snapshot::{Co2Totals, Energy},
+    };
 
     fn grams(families: &[Family], name: &str) -> f64 {
         families
@@ -81,70 +50,38 @@ mod tests {
             .map_or(f64::NAN, |s| s.value)
     }
 
-    /// Host joules at each step, the intensity in force during it, and the
-    /// host grams then: a new intensity applies only to joules after it.
+    /// The snapshot's grams, shown only with an intensity; with an
+    /// intensity but no energy, only the intensity.
     #[test]
-    fn each_step_counts_at_the_intensity_in_force() {
-        let steps: [(f64, Option<f64>, f64); 6] = [
-            (100.0, Some(360.0), 0.01),          // the first 100 J at 360 g/kWh
-            (460.0, Some(360.0), 0.01 + 0.036),  // +360 J
-            (820.0, Some(36.0), 0.046 + 0.0036), // +360 J at a tenth
-            (820.0, Some(5000.0), 0.0496),       // no joules, no grams
-            (1180.0, None, 0.0496),              // no intensity: not counted
-            (1540.0, Some(0.0), 0.0496),         // a zero-carbon step
-        ];
-        let mut totals = Totals::default();
+    fn the_snapshots_grams_are_shown_with_an_intensity() {
         let mut snap = golden_fixture();
-        for (joules, intensity, want) in steps {
-            snap.host = Some(Energy {
-                joules_total: joules,
-                watts: 0.0,
-            });
-            snap.carbon_intensity = intensity;
-            let families = totals.update(&snap);
-            if intensity.is_some() {
-                let got = grams(&families, names::HOST_CO2.name);
-                assert!(
-                    (got - want).abs() < 1e-12,
-                    "{joules} J: {got} g, want {want}"
-                );
-            } else {
-                assert!(
-                    families.is_empty(),
-                    "no carbon families without an intensity"
-                );
-            }
-        }
-    }
-
-    /// With one intensity throughout, grams are joules × intensity / 3.6e6.
-    #[test]
-    fn a_fixed_intensity_gives_joules_times_intensity() {
-        let mut totals = Totals::default();
-        let mut snap = golden_fixture();
+        snap.co2 = Some(Co2Totals {
+            host: 0.5,
+            idle: 0.125,
+            sockets: vec![(0, 0.25), (1, 0.25)],
+            retired: 0.01,
+        });
+        assert!(families(&snap).is_empty(), "no intensity, no family");
         snap.carbon_intensity = Some(412.0);
-        let mut families = Vec::new();
-        for step in 1..=1000 {
-            let scale = f64::from(step);
-            snap.host = Some(Energy {
-                joules_total: 100.0 * scale + 0.1 * scale * scale,
-                watts: 0.0,
-            });
-            families = totals.update(&snap);
-        }
-        let joules = snap.host.map_or(0.0, |h| h.joules_total);
-        let want = joules * 412.0 / 3.6e6;
-        let got = grams(&families, names::HOST_CO2.name);
-        assert!(((got - want) / want).abs() < 1e-12, "{got} vs {want}");
-        let idle = snap.idle.map_or(0.0, |i| i.joules_total) * 412.0 / 3.6e6;
-        assert!((grams(&families, names::IDLE_CO2.name) - idle).abs() < 1e-12);
+        let shown = families(&snap);
+        assert_eq!(grams(&shown, names::CARBON_INTENSITY.name), 412.0);
+        assert_eq!(grams(&shown, names::HOST_CO2.name), 0.5);
+        assert_eq!(grams(&shown, names::IDLE_CO2.name), 0.125);
+        let sockets = shown
+            .iter()
+            .find(|f| f.def.name == names::SOCKET_CO2.name)
+            .expect("sockets");
+        assert_eq!(sockets.samples.len(), 2);
+        snap.host = None;
+        assert_eq!(families(&snap).len(), 1, "only the intensity");
     }
 
     /// The golden host over six steps, every joule scaled by the step, with
     /// one listed process (`--max-processes 1`): the top process changes at
     /// step 3 (the old one is folded into pid=""), and the exited one is
-    /// retired at step 4. At one intensity every process series, `pid=""`
-    /// and the containers too, holds its joules × intensity / 3.6e6, and
+    /// retired at step 4. With the grams an agent counts at one intensity,
+    /// every process series, `pid=""` and the containers too, holds its
+    /// joules × intensity / 3.6e6 through the ledger's bookkeeping, and
     /// Σ processes + idle = host in grams as in joules (the containers' sum
     /// is checked where they are counted: this fixture retires energy the
     /// tracker was never fed).
@@ -157,15 +94,15 @@ mod tests {
         const INTENSITY: f64 = 300.0;
         let config = MetricsConfig {
             max_processes: 1,
-            containers: Some(ContainersConfig {
-                cgroup_root: "/nonexistent".into(),
-                ..ContainersConfig::default()
-            }),
+            containers: Some(crate::metrics::ContainerLabels::default()),
             ..MetricsConfig::default()
         };
         let mut tracker =
             crate::containers::aggregate::FromTotals::new(crate::containers::Tracker::with_pods(
-                config.containers.as_ref().expect("--containers"),
+                &ContainersConfig {
+                    cgroup_root: "/nonexistent".into(),
+                    ..ContainersConfig::default()
+                },
                 crate::containers::PodDirectory::default(),
             ));
         let mut state = MetricsState::new(config).untimed();
@@ -198,6 +135,21 @@ mod tests {
                 snap.retired_joules += gone.energy.map_or(0.0, |e| e.joules_total);
                 retired_pid = Some(gone.key.pid);
             }
+            // The grams the agent would have counted at one intensity.
+            let co2 = |e: Option<Energy>| e.map_or(0.0, |e| e.joules_total * INTENSITY / 3.6e6);
+            for p in &mut snap.processes {
+                p.co2_grams_total = co2(p.energy);
+            }
+            snap.co2 = Some(Co2Totals {
+                host: co2(snap.host),
+                idle: co2(snap.idle),
+                sockets: snap
+                    .sockets
+                    .iter()
+                    .map(|s| (s.id, co2(Some(s.energy))))
+                    .collect(),
+                retired: snap.retired_joules * INTENSITY / 3.6e6,
+            });
             tracker.update(&mut snap);
             let families = state.update(&snap);
             let family = |def: &names::Def| {

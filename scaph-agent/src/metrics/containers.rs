@@ -9,6 +9,9 @@
 use super::{labels::Labels, names, Family};
 use crate::snapshot::{Amounts, ContainerTotals, Workload};
 
+/// A series' labels, amounts and owner (see [`super::Sample::owner`]).
+type Series = (Labels, Amounts, u64);
+
 /// `container_id` of the series that holds containers without their own series.
 pub const OTHERS_CONTAINER_ID: &str = "[others]";
 
@@ -79,11 +82,11 @@ pub fn add_compat_labels(labels: &mut Labels, w: &Workload, node_name: Option<&s
 pub fn families(view: &ContainerTotals, has_energy: bool) -> [Family; 2] {
     let mut energy = Family::new(&names::CONTAINER_ENERGY);
     let mut cpu = Family::new(&names::CONTAINER_CPU);
-    for (labels, amounts) in series(view) {
+    for (labels, amounts, owner) in series(view) {
         if has_energy {
-            energy.push(labels.clone(), amounts.joules);
+            energy.push_owned(labels.clone(), amounts.joules, owner);
         }
-        cpu.push(labels, amounts.cpu_seconds);
+        cpu.push_owned(labels, amounts.cpu_seconds, owner);
     }
     [energy, cpu]
 }
@@ -92,31 +95,34 @@ pub fn families(view: &ContainerTotals, has_energy: bool) -> [Family; 2] {
 #[must_use]
 pub fn co2_family(view: &ContainerTotals) -> Family {
     let mut co2 = Family::new(&names::CONTAINER_CO2);
-    for (labels, amounts) in series(view) {
-        co2.push(labels, amounts.grams);
+    for (labels, amounts, owner) in series(view) {
+        co2.push_owned(labels, amounts.grams, owner);
     }
     co2
 }
 
-/// Every container series' labels and amounts.
-fn series(view: &ContainerTotals) -> Vec<(Labels, Amounts)> {
-    let mut series: Vec<(Labels, Amounts)> = vec![
-        (vec![("container_id", String::new())], view.host),
+/// Every container series' labels, amounts and owner: a container's
+/// series is owned by its start, so that one which comes back after its
+/// totals moved into `others` is a new series to the counter guard.
+fn series(view: &ContainerTotals) -> Vec<Series> {
+    let mut series: Vec<Series> = vec![
+        (vec![("container_id", String::new())], view.host, 0),
         (
             vec![("container_id", OTHERS_CONTAINER_ID.to_owned())],
             view.others,
+            0,
         ),
     ];
-    for (workload, amounts) in &view.containers {
+    for container in &view.containers {
         let mut labels = Labels::new();
-        add_workload_labels(&mut labels, workload);
+        add_workload_labels(&mut labels, &container.workload);
         if labels
             .first()
             .is_none_or(|(name, _)| *name != "container_id")
         {
             labels.insert(0, ("container_id", String::new())); // a pod-level series
         }
-        series.push((labels, *amounts));
+        series.push((labels, container.amounts, container.since));
     }
     series
 }
@@ -131,6 +137,10 @@ mod tests {
         pods::PodMeta,
         workload as labels_of,
     };
+    use crate::{
+        metrics::{ContainerLabels, MetricsConfig, MetricsState},
+        snapshot::ContainerSeries,
+    };
 
     const ID: &str = "4f1d5e2a3b6c7d8e9f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6";
     const UID: &str = "8b0c9a2e-4d3f-4e6a-9b1c-2d3e4f5a6b7c";
@@ -144,6 +154,18 @@ mod tests {
             },
         );
         Arc::new(labels_of(&cgroup, pod.as_ref()))
+    }
+
+    fn series_of(workload: Arc<Workload>, joules: f64, since: u64) -> ContainerSeries {
+        ContainerSeries {
+            workload,
+            amounts: Amounts {
+                joules,
+                cpu_seconds: joules / 10.0,
+                grams: 0.0,
+            },
+            since,
+        }
     }
 
     fn names(labels: &Labels) -> Vec<&'static str> {
@@ -236,22 +258,8 @@ mod tests {
         let pod_level = format!("/kubepods/burstable/pod{UID}/crio-conmon-{ID}");
         let view = ContainerTotals {
             containers: vec![
-                (
-                    workload(&format!("/docker/{ID}"), None),
-                    Amounts {
-                        joules: 3.0,
-                        cpu_seconds: 0.3,
-                        grams: 0.0,
-                    },
-                ),
-                (
-                    workload(&pod_level, None),
-                    Amounts {
-                        joules: 1.0,
-                        cpu_seconds: 0.1,
-                        grams: 0.0,
-                    },
-                ),
+                series_of(workload(&format!("/docker/{ID}"), None), 3.0, 1),
+                series_of(workload(&pod_level, None), 1.0, 1),
             ],
             host: Amounts {
                 joules: 5.0,
@@ -290,5 +298,49 @@ mod tests {
             energy.samples.is_empty(),
             "no energy source, no energy series"
         );
+    }
+
+    /// A container whose last process was retired moves into `others`; a
+    /// later process with the same id starts its series over. Even when the
+    /// exporter never saw the cycle without it, the lower value is a new
+    /// series (a new owner), not a counter going backwards.
+    #[test]
+    fn a_container_that_comes_back_is_a_new_series() {
+        let mut state = MetricsState::new(MetricsConfig {
+            containers: Some(ContainerLabels::default()),
+            ..MetricsConfig::default()
+        })
+        .untimed();
+        let docker = workload(&format!("/docker/{ID}"), None);
+        let mut snap = crate::exporters::golden_fixture();
+        let mut exposed = |containers: Vec<ContainerSeries>| {
+            snap.containers = Some(ContainerTotals {
+                containers,
+                healthy: true,
+                ..ContainerTotals::default()
+            });
+            let families = state.update(&snap);
+            let energy = families
+                .iter()
+                .find(|f| f.def.name == names::CONTAINER_ENERGY.name)
+                .expect("container energy");
+            let violations = families
+                .iter()
+                .find(|f| f.def.name == names::MONOTONICITY_VIOLATIONS.name)
+                .map(|f| f.samples[0].value);
+            (energy.samples[2].value, violations)
+        };
+        assert_eq!(
+            exposed(vec![series_of(docker.clone(), 30.0, 1)]),
+            (30.0, Some(0.0))
+        );
+        // Retired into others (a snapshot the exporter skipped), then back.
+        assert_eq!(
+            exposed(vec![series_of(docker.clone(), 2.0, 7)]),
+            (2.0, Some(0.0))
+        );
+        // The same series going backwards is still held and counted (its
+        // energy and its CPU time).
+        assert_eq!(exposed(vec![series_of(docker, 1.0, 7)]), (2.0, Some(2.0)));
     }
 }

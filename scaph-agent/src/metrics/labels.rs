@@ -90,6 +90,7 @@ mod tests {
             cpu_seconds_total: 0.0,
             cpu_ratio: 0.0,
             energy: None,
+            co2_grams_total: 0.0,
             exited: false,
             memory: None,
             workload: None,

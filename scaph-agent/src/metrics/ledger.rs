@@ -19,6 +19,13 @@
 //! Ranking uses a one-minute moving average of power (CPU share without an
 //! energy source), so a process that pauses for one cycle is not folded.
 //!
+//! The ledger reads the snapshot's per-process *totals* and turns them back
+//! into per-update growth, although the agent computed per-cycle amounts:
+//! an exporter's channel keeps only the latest snapshot, so the ledger must
+//! merge the cycles it did not see, and only totals survive a skipped
+//! snapshot. Which processes are listed, and so what `others` holds, is a
+//! choice of the exposition (`--max-processes`), not a measurement.
+//!
 //! Inputs that would make a counter go backwards (a process's totals lower
 //! than at the previous update, `others` shrinking by more than float
 //! rounding of the totals) are held at the old value and counted in
@@ -28,7 +35,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use super::regressions::Regressions;
 pub use crate::amounts::Amounts;
 use crate::{
-    amounts::grams,
     attribution::beyond_rounding,
     snapshot::{ProcessKey, ProcessSnapshot, Snapshot},
 };
@@ -128,12 +134,8 @@ pub struct Ledger {
     entries: HashMap<ProcessKey, Entry>,
     generation: u64,
     /// CPU seconds of processes no longer in the snapshot (the snapshot
-    /// keeps the joules of those, not their CPU time).
+    /// keeps the joules and grams of those, not their CPU time).
     retired_cpu_seconds: f64,
-    /// Grams of the same processes (the snapshot has no grams at all).
-    retired_grams: f64,
-    /// The snapshot's retired joules at the previous update.
-    retired_joules: f64,
     others: Amounts,
     exe: Groups,
     cgroup: Groups,
@@ -152,8 +154,6 @@ impl Ledger {
             entries: HashMap::new(),
             generation: 0,
             retired_cpu_seconds: 0.0,
-            retired_grams: 0.0,
-            retired_joules: 0.0,
             others: Amounts::default(),
             exe: Groups::default(),
             cgroup: Groups::default(),
@@ -181,7 +181,7 @@ impl Ledger {
             let now = Amounts {
                 joules: p.energy.map_or(0.0, |e| e.joules_total),
                 cpu_seconds: p.cpu_seconds_total,
-                grams: 0.0,
+                grams: p.co2_grams_total,
             };
             let rate = p.energy.map_or(p.cpu_ratio, |e| e.watts);
             let rate = if rate.is_finite() { rate.max(0.0) } else { 0.0 };
@@ -223,7 +223,7 @@ impl Ledger {
             if entry.exposure == Exposure::Unlisted {
                 entry.offset = entry.last;
             }
-            let delta = Amounts::advance(&mut entry.last, now, snap.carbon_intensity);
+            let delta = Amounts::advance(&mut entry.last, now);
             entry.rank += alpha * (rate - entry.rank);
             entry.generation = generation;
             if self.per_exe {
@@ -253,14 +253,6 @@ impl Ledger {
             retired.add(*last);
         }
         self.retired_cpu_seconds += retired.cpu_seconds;
-        // Joules retired without a ledger entry to carry their grams (never
-        // seen, or grown after the last update) count at this step's intensity.
-        let unseen = (snap.retired_joules - self.retired_joules) - retired.joules;
-        self.retired_joules = snap.retired_joules;
-        self.retired_grams += retired.grams
-            + snap
-                .carbon_intensity
-                .map_or(0.0, |i| grams(unseen.max(0.0), i));
         self.entries.retain(|_, e| e.generation == generation);
         crate::util::shrink_if_sparse(&mut self.entries);
 
@@ -282,7 +274,7 @@ impl Ledger {
         let mut everything = Amounts {
             joules: snap.retired_joules,
             cpu_seconds: self.retired_cpu_seconds,
-            grams: self.retired_grams,
+            grams: snap.co2.as_ref().map_or(0.0, |c| c.retired),
         };
         for e in snap
             .processes
@@ -428,6 +420,7 @@ mod tests {
                         joules_total: j,
                         watts: w,
                     }),
+                    co2_grams_total: 0.0,
                     exited,
                     memory: None,
                     workload: None,

@@ -29,7 +29,7 @@ use std::{
 
 pub use text::{encode, Family, Sample, CONTENT_TYPE};
 
-use crate::{containers::ContainersConfig, snapshot::Snapshot};
+use crate::snapshot::Snapshot;
 
 /// Default of `--max-processes`.
 pub const DEFAULT_MAX_PROCESSES: usize = 500;
@@ -53,9 +53,17 @@ pub struct MetricsConfig {
     /// Add a `vmname` label to qemu processes (Scaphandre's `--qemu`).
     pub qemu: bool,
     /// `--containers`: container labels on process series, and
-    /// `scaph_container_*` (the agent resolves them: `Agent::with_containers`
-    /// takes the same configuration).
-    pub containers: Option<ContainersConfig>,
+    /// `scaph_container_*`.
+    pub containers: Option<ContainerLabels>,
+}
+
+/// What the metrics need of `--containers`: the agent resolves containers
+/// (`Agent::with_containers`, with the only `ContainersConfig`), the metrics
+/// only show them, with the node's name in Scaphandre's labels.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerLabels {
+    /// `--node-name`.
+    pub node_name: Option<String>,
 }
 
 impl Default for MetricsConfig {
@@ -86,8 +94,6 @@ pub struct MetricsState {
     energy_regressions: u64,
     /// Measure collector durations (off only for reproducible test output).
     timed: bool,
-    /// Grams of host, idle and socket energy (with a carbon intensity).
-    carbon: carbon::Totals,
 }
 
 impl MetricsState {
@@ -101,7 +107,6 @@ impl MetricsState {
             regressions: regressions::Regressions::default(),
             energy_regressions: 0,
             timed: true,
-            carbon: carbon::Totals::default(),
         }
     }
 
@@ -157,7 +162,7 @@ impl MetricsState {
         let started = Instant::now();
         let (energy, success) = collect::energy(snap, config);
         families.extend(energy);
-        families.extend(self.carbon.update(snap));
+        families.extend(carbon::families(snap));
         outcomes.push(collect::Outcome {
             name: "energy",
             success,
@@ -525,20 +530,21 @@ mod tests {
     /// before the tracker started (in a real agent it starts with the agent).
     #[test]
     fn containers_label_processes_and_add_up_to_the_host() {
+        use crate::containers::ContainersConfig;
         let id = "4f1d5e2a3b6c7d8e9f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6";
         let mut snap = golden_fixture();
         snap.processes[0].cgroup_path = Some(format!("/system.slice/docker-{id}.scope").into());
         let config = MetricsConfig {
-            containers: Some(ContainersConfig {
-                cgroup_root: "/nonexistent".into(),
-                ..ContainersConfig::default()
-            }),
+            containers: Some(ContainerLabels::default()),
             compat: true,
             ..MetricsConfig::default()
         };
         let mut tracker =
             crate::containers::aggregate::FromTotals::new(crate::containers::Tracker::with_pods(
-                config.containers.as_ref().expect("--containers"),
+                &ContainersConfig {
+                    cgroup_root: "/nonexistent".into(),
+                    ..ContainersConfig::default()
+                },
                 crate::containers::PodDirectory::default(),
             ));
         tracker.update(&mut snap);
