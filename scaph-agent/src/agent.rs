@@ -152,13 +152,17 @@ impl Agent {
         if let Some(reading) = &reading {
             self.implausible_dropped = reading.implausible_dropped;
             if !reading.zones.is_empty() && !sample.interval.is_zero() {
-                let split = attribute(
+                let mut split = attribute(
                     &reading.zones,
                     &sample,
                     &self.topology,
                     sample.interval,
                     self.policy,
                 );
+                // The CPU times set the shares; the energy read has its own
+                // interval, which differs from the CPU sample's when either
+                // read was delayed (a loaded host): watts divide by it.
+                split.interval = reading.interval;
                 let stamp = Stamp {
                     now: uptime,
                     cycle,

@@ -154,6 +154,8 @@ pub struct SocketEnergy {
 /// Everything one interval's split produced.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Attribution {
+    /// What watts divide by: the CPU interval as `attribute` returns it;
+    /// the agent replaces it by the energy reading's own interval.
     pub interval: Duration,
     pub policy: IdlePolicy,
     /// Sum of the pools: `energy` is the host energy

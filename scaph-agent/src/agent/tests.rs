@@ -209,3 +209,59 @@ fn containers_are_labelled_and_add_up_every_cycle() {
         }
     }
 }
+
+/// 10 J per poll, said to cover 2 s (none on the baseline poll).
+struct TenJoulesOverTwoSeconds(bool);
+
+impl EnergySensor for TenJoulesOverTwoSeconds {
+    fn name(&self) -> &'static str {
+        "scripted"
+    }
+
+    fn origin(&self) -> EnergyOrigin {
+        EnergyOrigin::Measured
+    }
+
+    fn poll(&mut self, u: &Utilisation) -> Result<EnergyReading, SensorError> {
+        let mut reading = TenJoules(std::mem::replace(&mut self.0, true)).poll(u)?;
+        reading.interval = Duration::from_secs(2);
+        Ok(reading)
+    }
+}
+
+/// When the energy read covers 2 s and the CPU sample 1 s (one of the two
+/// reads was delayed), host power is the energy over its own 2 s, and the
+/// processes' and idle power still add up to it.
+#[test]
+fn power_divides_energy_by_the_energy_reads_own_interval() {
+    let cpu = Script(
+        [
+            vec![],
+            vec![process(1, "/", 300, false), process(2, "/", 100, false)],
+        ]
+        .into_iter()
+        .map(sample)
+        .collect(),
+    );
+    let mut agent = Agent::new(
+        Box::new(cpu),
+        Some(Box::new(TenJoulesOverTwoSeconds(false))),
+        Topology::from_map(vec![(0, 0), (1, 0)]),
+        IdlePolicy::Unattributed,
+    );
+    agent.baseline();
+    let snapshot = agent.cycle();
+    let host = snapshot.host.expect("host energy");
+    assert!((host.watts - 5.0).abs() < 1e-9, "{}", host.watts);
+    let processes: f64 = snapshot
+        .processes
+        .iter()
+        .filter_map(|p| p.energy.map(|e| e.watts))
+        .sum();
+    let idle = snapshot.idle.expect("idle").watts;
+    assert!(
+        (processes + idle - 5.0).abs() < 1e-9,
+        "{processes} + {idle}"
+    );
+    assert!(processes > 0.0);
+}
