@@ -86,7 +86,7 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::{
-        cputime::{CpuTimeMethod, LossCounters, ProcessKey},
+        cputime::{CpuTimeMethod, ProcessKey},
         metrics::{MetricsConfig, MetricsState},
         sensors::{DomainKind, EnergyOrigin},
         snapshot::{DomainSnapshot, Energy, ProcessSnapshot, SensorInfo, Snapshot, SocketSnapshot},
@@ -168,19 +168,9 @@ pub(crate) mod tests {
                 ),
                 process(99, "gone", None, &[], e(0.0, 5.0), true),
             ],
-            retired_joules: 0.0,
             cpu_idle_ratio: vec![0.5, 0.5],
             online_cpus: 2,
-            losses: LossCounters::default(),
-            implausible_energy_dropped: 0,
-            energy_regressions: 0,
-            cputime_ok: true,
-            energy_ok: true,
-            host_stats: None,
-            self_stats: None,
-            carbon_intensity: None,
-            co2: None,
-            containers: None,
+            ..Snapshot::of_processes(Vec::new(), 0.0, CpuTimeMethod::Procfs)
         }
     }
 
