@@ -186,9 +186,12 @@ impl MetaCache {
         }
     }
 
-    /// Starts a cycle: [`LOOKUPS_PER_CYCLE`] full lookups from now on.
+    /// Starts a cycle: [`LOOKUPS_PER_CYCLE`] full lookups from now on. Maps
+    /// that a burst of processes left sparse give their memory back.
     pub fn start_cycle(&mut self) {
         self.budget = self.per_cycle;
+        crate::util::shrink_if_sparse(&mut self.entries);
+        crate::util::shrink_if_sparse(&mut self.pending);
     }
 
     /// Fewer lookups per cycle, for tests of the sources.
@@ -267,7 +270,6 @@ impl MetaCache {
                 });
             }
         }
-        crate::util::shrink_if_sparse(&mut self.pending);
     }
 
     /// Number of processes waiting for their metadata.
@@ -780,6 +782,18 @@ mod tests {
         );
         cache.retain(|_| false);
         assert!(cache.pending.is_empty() && cache.is_empty());
+        // After a burst, the pending set gives its memory back.
+        cache.per_cycle = 0;
+        cache.start_cycle();
+        for pid in 1000..3000 {
+            cache.get_within_budget(key(pid, 0), false);
+        }
+        let peak = cache.pending.capacity();
+        for pid in 1010..3000 {
+            cache.remove(&key(pid, 0));
+        }
+        cache.start_cycle();
+        assert!(cache.pending.capacity() < peak / 4, "{peak}");
     }
 
     /// The bpf source's path: lookups left over go to processes reported
