@@ -181,6 +181,7 @@ pub fn mounts(data: &[u8]) {
 /// `/proc/self/mountinfo` through the procfs crate, line by line: block
 /// devices and their unescaped mount points.
 pub fn mountinfo(data: &[u8]) {
+    // Both ways of ending: whole, or cut at the read bound (odd lengths).
     let mounts = host::mount_infos(data, data.len() % 2 == 1);
     for (device, mount_point, _) in host::block_mounts(&mounts) {
         assert!(device.starts_with("/dev/"));
