@@ -713,6 +713,27 @@ mod tests {
         crate::fuzzing::host_files(b"MemTotal: 18014398509481984 kB\n");
     }
 
+    proptest::proptest! {
+        /// Any value with any unit the crate knows: refused or read, never
+        /// a panic (the tests build with overflow checks, as fuzzing does).
+        #[test]
+        fn any_meminfo_value_and_unit_is_safe(
+            values in proptest::collection::vec(proptest::prelude::any::<u64>(), 1..20),
+            unit in proptest::sample::select(vec!["", "B", "kB", "KiB", "MB", "mB", "GiB", "gB"]),
+        ) {
+            let mut text = String::new();
+            for (field, value) in ["MemTotal", "MemFree", "MemAvailable", "Buffers"]
+                .iter()
+                .cycle()
+                .zip(&values)
+            {
+                text.push_str(&format!("{field}: {value} {unit}\n"));
+            }
+            let _ = meminfo(text.as_bytes());
+            crate::fuzzing::host_files(text.as_bytes());
+        }
+    }
+
     /// scaph's own figures are the running process's, whatever the tree.
     #[test]
     fn self_and_process_memory() {
