@@ -11,8 +11,9 @@
 //! - [`kernel`]: what loading the kernel program needs (tracefs, the kernel's
 //!   BTF, the possible CPUs that size its maps). The program runs on this
 //!   kernel whatever tree is observed.
-//! - [`Roots::running`]: scaph's own process (its resident memory, to decide
-//!   when to give heap back), which is always the running one.
+//! - [`own_file`] and [`own_fd`]: scaph's own process (its CPU time and
+//!   memory, its descriptors), always the running one in `/proc/self`,
+//!   whatever tree `--proc-root` observes.
 pub mod cpulist;
 pub mod read;
 
@@ -104,6 +105,13 @@ pub fn pid_dir(proc_root: &Path, pid: u32) -> PathBuf {
     dir.push(proc_root);
     dir.push(pid.to_string());
     dir
+}
+
+/// `/proc/self/<rel>`: a file of scaph's own process (`stat`, `statm`).
+/// Always the running process's.
+#[must_use]
+pub fn own_file(rel: &str) -> PathBuf {
+    Path::new(DEFAULT_PROC_ROOT).join("self").join(rel)
 }
 
 /// `/proc/self/fd/<fd>`: re-opens one of scaph's own descriptors (an

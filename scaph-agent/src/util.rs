@@ -101,7 +101,7 @@ impl GrowthTrim {
         true
     }
 
-    fn resident_bytes(&self) -> Option<u64> {
+    fn resident_bytes(&mut self) -> Option<u64> {
         self.reader.self_memory().map(|m| m.resident_bytes)
     }
 

@@ -315,7 +315,8 @@ impl CpuTimeSource for BpfSource {
         // Metadata, and with it the name, is read once per process (and
         // again after an exec); consumers keep what they were given last.
         // The biggest CPU users first: a cycle's lookups are bounded (see
-        // `meta::LOOKUPS_PER_CYCLE`), the others get their name meanwhile.
+        // `meta::LOOKUPS_PER_CYCLE`), the others get their name meanwhile
+        // and their metadata with the lookups a later cycle leaves over.
         self.meta.start_cycle();
         let mut unread: Vec<usize> = (0..processes.len())
             .filter(|&i| !looked_up[i] && !processes[i].exited)
@@ -371,6 +372,13 @@ impl CpuTimeSource for BpfSource {
         if !exited.is_empty() {
             let exited: HashSet<ProcessKey> = exited.into_iter().collect();
             self.meta.retain(|k| !exited.contains(k));
+        }
+        // The lookups left over: processes reported without metadata in
+        // earlier cycles, whether or not they ran since.
+        let reported = processes.len();
+        self.meta.deliver_pending(&mut processes);
+        if processes.len() > reported {
+            processes.sort_unstable_by_key(|p| p.key);
         }
         Ok(CpuSample {
             interval,

@@ -2,6 +2,11 @@
 //! it is a VM), read from `/proc/PID` once per process and cached, for both
 //! CPU-time sources.
 //!
+//! Lookups are bounded per cycle ([`LOOKUPS_PER_CYCLE`]): a process reported
+//! beyond the bound waits in a pending set, and the lookups later cycles
+//! leave over read it whether or not it runs again
+//! ([`MetaCache::deliver_pending`]).
+//!
 //! Metadata never changes the CPU figures, so every failure here degrades to
 //! "unknown" (`None`, an empty `cmdline`) instead of an error: a process may
 //! vanish between two reads, `exe` is unreadable for other users' processes
@@ -19,7 +24,7 @@ use std::{
     sync::Arc,
 };
 
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use rustc_hash::FxHashMap as HashMap;
 
 use ::procfs::{process::Process, ProcError, ProcessCGroup};
 
@@ -32,7 +37,7 @@ use argv::{in_host_pid_namespace, read_real_uid, vm_name, Args};
 
 use super::{
     pidstat::{parse_stat, ticks_per_second, ticks_to_ns, PID_STAT},
-    ProcessKey, ProcessMeta,
+    ProcessKey, ProcessMeta, ProcessSample,
 };
 use crate::{
     fsroot::read::{is_gone, read_small_file, read_to_end_into, Extent},
@@ -91,8 +96,8 @@ const START_SLACK_NS: u64 = 1_000_000;
 /// every process at once cost 250 ms at 10,000 processes (with 2,000 per
 /// cycle: 135 ms, then about 60 ms for four cycles; `scaph-bench --only 7`). The
 /// biggest CPU users of the cycle are read first; the others carry their
-/// kernel name meanwhile and get their metadata at the next cycles in which
-/// they run.
+/// kernel name meanwhile and wait in a pending set, read with the lookups
+/// that later cycles leave over, whether or not they run again.
 pub const LOOKUPS_PER_CYCLE: usize = 2000;
 
 /// Metadata of processes by key, read once and kept until [`MetaCache::retain`]
@@ -113,8 +118,9 @@ pub struct MetaCache {
     per_cycle: usize,
     /// Full lookups left in this cycle.
     budget: usize,
-    /// Processes waiting for their metadata whose name was already given.
-    named: HashSet<ProcessKey>,
+    /// Processes reported without their metadata (the cycle's lookups ran
+    /// out), by key; `true` once their name was given.
+    pending: HashMap<ProcessKey, bool>,
 }
 
 /// What [`MetaCache::get_within_budget`] gives.
@@ -150,7 +156,7 @@ impl MetaCache {
             entries: HashMap::default(),
             per_cycle: LOOKUPS_PER_CYCLE,
             budget: LOOKUPS_PER_CYCLE,
-            named: HashSet::default(),
+            pending: HashMap::default(),
         }
     }
 
@@ -180,9 +186,12 @@ impl MetaCache {
         }
     }
 
-    /// Starts a cycle: [`LOOKUPS_PER_CYCLE`] full lookups from now on.
+    /// Starts a cycle: [`LOOKUPS_PER_CYCLE`] full lookups from now on. Maps
+    /// that a burst of processes left sparse give their memory back.
     pub fn start_cycle(&mut self) {
         self.budget = self.per_cycle;
+        crate::util::shrink_if_sparse(&mut self.entries);
+        crate::util::shrink_if_sparse(&mut self.pending);
     }
 
     /// Fewer lookups per cycle, for tests of the sources.
@@ -191,20 +200,24 @@ impl MetaCache {
         self.per_cycle = n;
     }
 
-    /// [`MetaCache::get`] while the cycle's lookups last; then only the name
-    /// (one `stat` read, once per process, and only if `name` is asked).
+    /// [`MetaCache::get`] while the cycle's lookups last; then the process
+    /// waits in the pending set (see [`MetaCache::deliver_pending`]) and only
+    /// its name is read (one `stat` read, once per process, and only if
+    /// `name` is asked).
     pub fn get_within_budget(&mut self, key: ProcessKey, name: bool) -> Budgeted {
         if let Some(entry) = self.entries.get(&key) {
             return Budgeted::Meta(entry.clone());
         }
         if self.budget > 0 {
             self.budget -= 1;
-            self.named.remove(&key);
+            self.pending.remove(&key);
             return Budgeted::Meta(self.get(key));
         }
-        if !name || !self.named.insert(key) {
+        let named = self.pending.entry(key).or_insert(false);
+        if !name || *named {
             return Budgeted::Later { comm: None };
         }
+        *named = true;
         let mut buf = std::mem::take(&mut self.buf);
         let path = crate::fsroot::pid_dir(&self.proc_root, key.pid).join("stat");
         let stat = read_small_file(&path, &mut buf, PID_STAT)
@@ -223,7 +236,7 @@ impl MetaCache {
                         self.ticks_per_second,
                     ) =>
             {
-                self.named.remove(&key);
+                self.pending.remove(&key);
                 self.entries.insert(key, None);
                 Budgeted::Meta(None)
             }
@@ -231,6 +244,38 @@ impl MetaCache {
                 comm: stat.map(|(_, comm)| comm),
             },
         }
+    }
+
+    /// Spends the lookups this cycle left over on pending processes (those
+    /// reported earlier without metadata), whether or not they ran since,
+    /// and appends a sample for each one found: no CPU time, its name and
+    /// metadata, so that the consumer's table fills in. Call it once the
+    /// cycle's own lookups are done and exited processes are forgotten. A
+    /// process found gone or replaced leaves the set; it is read again if
+    /// it is reported again.
+    pub fn deliver_pending(&mut self, out: &mut Vec<ProcessSample>) {
+        if self.budget == 0 || self.pending.is_empty() {
+            return;
+        }
+        let keys: Vec<ProcessKey> = self.pending.keys().take(self.budget).copied().collect();
+        self.budget -= keys.len();
+        for key in keys {
+            self.pending.remove(&key);
+            if let Some(meta) = self.get(key) {
+                out.push(ProcessSample {
+                    key,
+                    comm: meta.comm.as_deref().unwrap_or_default().to_owned(),
+                    meta: Some(meta),
+                    ..ProcessSample::default()
+                });
+            }
+        }
+    }
+
+    /// Number of processes waiting for their metadata.
+    #[must_use]
+    pub fn pending(&self) -> usize {
+        self.pending.len()
     }
 
     /// True when `key` was already looked up (found, or known to be another process).
@@ -242,14 +287,15 @@ impl MetaCache {
     /// final samples of exited processes, so memory stays bounded).
     pub fn retain(&mut self, live: impl Fn(&ProcessKey) -> bool) {
         self.entries.retain(|key, _| live(key));
-        self.named.retain(|key| live(key));
+        self.pending.retain(|key, _| live(key));
         crate::util::shrink_if_sparse(&mut self.entries);
+        crate::util::shrink_if_sparse(&mut self.pending);
     }
 
     /// Forgets one process.
     pub fn remove(&mut self, key: &ProcessKey) {
         self.entries.remove(key);
-        self.named.remove(key);
+        self.pending.remove(key);
     }
 
     /// Number of cached entries.
@@ -735,7 +781,66 @@ mod tests {
             later(Some("fake"))
         );
         cache.retain(|_| false);
-        assert!(cache.named.is_empty() && cache.is_empty());
+        assert!(cache.pending.is_empty() && cache.is_empty());
+        // After a burst, the pending set gives its memory back.
+        cache.per_cycle = 0;
+        cache.start_cycle();
+        for pid in 1000..3000 {
+            cache.get_within_budget(key(pid, 0), false);
+        }
+        let peak = cache.pending.capacity();
+        for pid in 1010..3000 {
+            cache.remove(&key(pid, 0));
+        }
+        cache.start_cycle();
+        assert!(cache.pending.capacity() < peak / 4, "{peak}");
+    }
+
+    /// The bpf source's path: lookups left over go to processes reported
+    /// earlier without metadata, as samples with no CPU time.
+    #[test]
+    fn pending_processes_are_read_with_the_lookups_left_over() {
+        let procs: Vec<FakeProc> = (1..=5)
+            .map(|pid| FakeProc {
+                pid,
+                start_ticks: 7,
+                exe: Some("/bin/x"),
+                cmdline: Some(b"x\0"),
+                cgroup: Some("0::/system.slice/x.service\n"),
+            })
+            .collect();
+        let root = tree(&procs);
+        let mut cache = MetaCache::new(root.path().to_path_buf());
+        cache.per_cycle = 2;
+        cache.start_cycle();
+        for pid in 1..=5 {
+            cache.get_within_budget(key(pid, 0), true);
+        }
+        let mut out = Vec::new();
+        cache.deliver_pending(&mut out);
+        assert!(out.is_empty(), "no lookups left this cycle");
+        assert_eq!(cache.pending(), 3);
+        // The next cycle: one process runs and takes one lookup; one is left.
+        cache.start_cycle();
+        assert!(matches!(
+            cache.get_within_budget(key(3, 0), true),
+            Budgeted::Meta(Some(_))
+        ));
+        cache.deliver_pending(&mut out);
+        assert_eq!(out.len(), 1);
+        let sample = &out[0];
+        assert!(sample.key.pid == 4 || sample.key.pid == 5);
+        assert_eq!((sample.total_ns, sample.exited), (0, false));
+        assert_eq!(sample.comm, "fake");
+        let meta = sample.meta.as_ref().expect("metadata");
+        assert_eq!(meta.cgroup_path.as_deref(), Some("/system.slice/x.service"));
+        // One that exits meanwhile is forgotten, not read.
+        let last = if sample.key.pid == 4 { 5 } else { 4 };
+        cache.retain(|k| k.pid != last);
+        cache.start_cycle();
+        out.clear();
+        cache.deliver_pending(&mut out);
+        assert!(out.is_empty() && cache.pending() == 0);
     }
 
     #[test]

@@ -30,8 +30,10 @@ pub struct ProcessSample {
     /// cgroup v2 id (the cgroup directory's inode), when known.
     pub cgroup_id: Option<u64>,
     /// Readable metadata, read once per process: a source may report it only
-    /// the first time it reports the process (consumers keep it). `None`
-    /// once the process is gone or when access is denied.
+    /// once (consumers keep it), possibly a few cycles after the process was
+    /// first reported, in a sample with no CPU time (lookups are bounded per
+    /// cycle, see [`meta::LOOKUPS_PER_CYCLE`]). `None` once the process is
+    /// gone or when access is denied.
     pub meta: Option<ProcessMeta>,
     /// On-CPU ns during the interval on each CPU it ran on. Empty when the
     /// source cannot tell CPUs apart (procfs: then only `total_ns` is
@@ -121,7 +123,8 @@ pub struct ProcessMeta {
 pub struct CpuSample {
     /// Wall time since the previous sample (monotonic clock). Zero for the first (baseline).
     pub interval: Duration,
-    /// Processes that ran (or exited) during the interval.
+    /// Processes that ran (or exited) during the interval, and processes
+    /// whose metadata was read this cycle.
     pub processes: Vec<ProcessSample>,
     /// Idle ns during the interval, indexed by CPU number.
     pub idle_ns: Vec<u64>,

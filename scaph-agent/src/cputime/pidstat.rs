@@ -4,10 +4,12 @@
 //!
 //! Parsed by hand rather than with `procfs::process::Stat`: the crate parses
 //! all 52 fields and allocates the name. Measured with `scaph-bench --only 7`
-//! over 10,000 processes: 0.25 µs a line here against 1.2 µs, and 7.4 µs
-//! against 8.6 µs with the open and read (the hot path of procfs mode, once
-//! per process per cycle). Only four fields are needed; the crate's parse
-//! stays as the reference both are tested against.
+//! over 10,000 processes: 0.25 µs a line here against 1.2 µs. With the open
+//! and read (the hot path of procfs mode, once per process per cycle), 7.4 µs
+//! against 8.6 µs was measured while the crate's side still read with
+//! `read_to_end`; the bench now reads both sides with the same reader, so
+//! that row differs by the parse alone. Only four fields are needed; the
+//! crate's parse stays as the reference both are tested against.
 use crate::fsroot::read::Extent;
 
 /// `/proc/PID/stat`: one line, under 1 KiB in practice.

@@ -243,8 +243,10 @@ impl ProcfsSource {
     /// Fills `meta` of live processes (read once per process, then cached;
     /// the biggest CPU users first, see [`super::meta::LOOKUPS_PER_CYCLE`])
     /// and forgets the metadata of exited ones. A process left for a later
-    /// cycle already has its name from `stat`.
-    fn attach_meta(&mut self, processes: &mut [ProcessSample]) {
+    /// cycle already has its name from `stat`; the lookups left over go to
+    /// such processes of earlier cycles, which get a sample with no CPU time
+    /// that carries their metadata.
+    fn attach_meta(&mut self, processes: &mut Vec<ProcessSample>) {
         self.meta.start_cycle();
         let mut live: Vec<usize> = Vec::with_capacity(processes.len());
         for (i, sample) in processes.iter().enumerate() {
@@ -261,6 +263,7 @@ impl ProcfsSource {
                 sample.meta = meta;
             }
         }
+        self.meta.deliver_pending(processes);
     }
 }
 
@@ -715,6 +718,52 @@ mod tests {
             .sample_at(t0 + Duration::from_secs(2), boot_at(1200))
             .unwrap();
         assert!(find(&s, 300)[0].meta.is_some() && find(&s, 301)[0].meta.is_some());
+    }
+
+    /// More processes than a cycle's lookups, that run once and then sleep:
+    /// the lookups left over read them anyway, and the table fills in within
+    /// ceil(N / budget) cycles, never more than the budget per cycle.
+    #[test]
+    fn sleeping_processes_get_their_metadata_with_the_lookups_left_over() {
+        const N: u32 = 7;
+        const BUDGET: usize = 3;
+        let fake = FakeProc::new(&[(0, 100, 5)]);
+        let names: Vec<String> = (0..N).map(|i| format!("p{i}")).collect();
+        let rows = |ticks: u64| -> Vec<Row<'_>> {
+            (0..N)
+                .map(|i| row(1000 + i, &names[i as usize], ticks, 0, 500))
+                .collect()
+        };
+        fake.set_all(&rows(10));
+        let mut src = ProcfsSource::new(fake.root()).unwrap();
+        src.meta.set_lookups_per_cycle(BUDGET);
+        let mut table = crate::processes::ProcessTable::default();
+        let t0 = Instant::now();
+        src.sample_at(t0, boot_at(1000)).unwrap();
+        // Every process runs once, then none runs again.
+        fake.set_all(&rows(20));
+        let cycles = (N as usize).div_ceil(BUDGET);
+        for cycle in 1..=cycles {
+            let at = t0 + Duration::from_secs(cycle as u64);
+            let s = src
+                .sample_at(at, boot_at(1000 + 100 * cycle as u64))
+                .unwrap();
+            let read = s.processes.iter().filter(|p| p.meta.is_some()).count();
+            assert!(read <= BUDGET, "cycle {cycle}: {read} lookups");
+            table.update_cpu(&s, Duration::from_secs(cycle as u64));
+            assert!(s.processes.is_sorted_by_key(|p| p.key));
+        }
+        assert_eq!(table.len(), N as usize);
+        for (key, info) in table.iter() {
+            let meta = info.meta.as_ref().unwrap_or_else(|| panic!("{key:?}"));
+            assert!(meta.exe.is_some() && meta.cgroup_path.is_some(), "{key:?}");
+            assert_eq!(info.cpu_ns_total, ns(10), "{key:?}: CPU time once");
+        }
+        assert_eq!(src.meta.pending(), 0);
+        let s = src
+            .sample_at(t0 + Duration::from_secs(10), boot_at(2000))
+            .unwrap();
+        assert!(s.processes.is_empty(), "nothing left to deliver");
     }
 
     #[test]

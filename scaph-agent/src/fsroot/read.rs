@@ -63,6 +63,22 @@ pub fn read_to_end_into(file: &mut File, buf: &mut Vec<u8>, extent: Extent) -> i
     Ok(())
 }
 
+/// A one-value file: a sysfs attribute (`queue/rotational`, `online`) or
+/// `/proc/PID/statm`. The kernel's are a few bytes; a fake root's are cut.
+pub const ATTRIBUTE: Extent = Extent {
+    limit: 4096,
+    single_line: true,
+};
+
+/// The value of a one-value file (see [`ATTRIBUTE`]), trimmed; `None`
+/// when it cannot be read.
+#[must_use]
+pub fn read_attribute(path: &Path) -> Option<String> {
+    let mut buf = Vec::new();
+    read_small_file(path, &mut buf, ATTRIBUTE).ok()?;
+    Some(String::from_utf8_lossy(&buf).trim().to_owned())
+}
+
 /// Whether an I/O error means the process went away (`ENOENT`, `ESRCH`).
 #[must_use]
 pub fn is_gone(error: &io::Error) -> bool {
@@ -93,5 +109,13 @@ mod tests {
             read_small_file(&dir.path().join("none"), &mut buf, extent(10, false)),
             Err(ReadFailure::Gone)
         ));
+        fs::write(&path, b" 1\n").unwrap();
+        assert_eq!(read_attribute(&path).as_deref(), Some("1"));
+        fs::write(&path, vec![b'1'; 1 << 20]).unwrap();
+        assert_eq!(
+            read_attribute(&path).map(|v| v.len()),
+            Some(ATTRIBUTE.limit)
+        );
+        assert_eq!(read_attribute(&dir.path().join("none")), None);
     }
 }

@@ -13,7 +13,7 @@ use std::{collections::BTreeMap, fs, path::Path};
 
 use log::{debug, warn};
 
-use crate::fsroot::{self, cpulist};
+use crate::fsroot::{self, cpulist, read::read_attribute};
 
 /// CPU → socket map of the online CPUs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -154,20 +154,22 @@ fn online_cpus(root: &Path) -> Vec<u32> {
 /// A `cpuN` folder is online unless its `online` file says `0` (cpu0 often
 /// has no such file: it cannot be taken offline).
 fn cpu_dir_online(dir: &Path) -> bool {
-    fs::read_to_string(dir.join("online")).map_or(true, |s| s.trim() != "0")
+    read_attribute(&dir.join("online")).is_none_or(|s| s != "0")
 }
 
 fn read_package_id(path: &Path) -> Option<u32> {
-    match fs::read_to_string(path) {
-        Ok(text) => match text.trim().parse::<i64>() {
-            Ok(id) => u32::try_from(id).ok(),
-            Err(_) => {
-                debug!("{}: cannot parse {text:?}", path.display());
-                None
-            }
-        },
-        Err(e) => {
-            debug!("reading {}: {e}", path.display());
+    let Some(text) = read_attribute(path) else {
+        debug!("cannot read {}", path.display());
+        return None;
+    };
+    match text.parse::<i64>() {
+        Ok(id) => u32::try_from(id).ok(),
+        Err(_) => {
+            debug!(
+                "{}: cannot parse {:?}",
+                path.display(),
+                crate::label::bound(&text, 80)
+            );
             None
         }
     }

@@ -52,26 +52,22 @@ fn per_line(lines: &[Vec<u8>], rounds: usize, parse: impl Fn(&[u8]) -> bool) -> 
     t0.elapsed().as_nanos() as f64 / (lines.len() * rounds) as f64
 }
 
-/// ns per process to open, read and parse every `stat` (the procfs-mode hot path).
+/// ns per process to open, read and parse every `stat` (the procfs-mode hot
+/// path). Both sides read with the same reader, so the two rows differ only
+/// by the parser.
 fn read_and_parse(pids: &[u32], by_crate: bool) -> f64 {
     let mut buf = Vec::with_capacity(1024);
     let t0 = Instant::now();
     for pid in pids {
         let path = format!("/proc/{pid}/stat");
-        if by_crate {
-            use std::io::Read as _;
-            buf.clear();
-            if let Ok(mut file) = fs::File::open(&path) {
-                let _ = file.read_to_end(&mut buf);
+        match read_small_file(path.as_ref(), &mut buf, pidstat::PID_STAT) {
+            Ok(()) if by_crate => {
                 black_box(pidstat::parse_stat_with_crate(&buf));
             }
-        } else {
-            match read_small_file(path.as_ref(), &mut buf, pidstat::PID_STAT) {
-                Ok(()) => {
-                    black_box(pidstat::parse_stat(&buf));
-                }
-                Err(ReadFailure::Gone | ReadFailure::Other(_)) => {}
+            Ok(()) => {
+                black_box(pidstat::parse_stat(&buf));
             }
+            Err(ReadFailure::Gone | ReadFailure::Other(_)) => {}
         }
     }
     t0.elapsed().as_nanos() as f64 / pids.len() as f64
