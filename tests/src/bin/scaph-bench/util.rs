@@ -264,6 +264,18 @@ mod tests {
     }
 
     #[test]
+    fn the_process_clock_counts_this_process_and_knows_no_dead_one() {
+        burn_cpu_ms(20);
+        let clock = process_cpu_ns(std::process::id()).expect("our own CPU clock");
+        let rusage = self_cpu().as_nanos() as u64;
+        // getrusage has tick resolution on some kernels: a tick apart at most.
+        assert!(clock >= 20_000_000 && clock.abs_diff(rusage) < 20_000_000);
+        let pid = fork_child(|| {});
+        reap(pid, true);
+        assert_eq!(process_cpu_ns(pid as u32), None);
+    }
+
+    #[test]
     fn an_interval_decides_only_when_it_excludes_the_target() {
         let tight = MeanInterval::of(&[1.0, 1.2, 0.8, 1.1, 0.9]);
         assert!((tight.mean - 1.0).abs() < 1e-12);
