@@ -45,6 +45,14 @@ fn main() -> anyhow::Result<()> {
     if !built {
         // An empty object: the loader sees it and reports "built without the kernel program".
         fs::write(&object, b"").with_context(|| format!("writing {}", object.display()))?;
+        // The benchmark's object, left by an earlier build, would no longer
+        // match this one: scaph-bench must find none rather than a stale one.
+        let floor = out_dir.join("scaph-bench-floor");
+        match fs::remove_file(&floor) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", floor.display())),
+        }
         println!("cargo:rustc-cfg=scaph_no_ebpf");
     }
     Ok(())

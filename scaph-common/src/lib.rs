@@ -33,6 +33,11 @@ pub mod maps {
     /// already recorded (so that a slice is never lost or counted twice even
     /// when the tracepoint does not show some switches).
     pub const THREADS: &str = "THREADS";
+    /// Every map above (a new one belongs here too: a test of the agent
+    /// checks that the object holds each).
+    pub const ALL: [&str; 8] = [
+        PROC_CPU, SLOTS, PROC_SLOTS, FREE_SLOTS, EXITED, EXECED, CPU_STATE, THREADS,
+    ];
 }
 
 /// Program names in the object file.
@@ -49,6 +54,8 @@ pub mod programs {
     pub const EXEC_BTF: &str = "sched_process_exec_btf";
     /// `tracepoint/sched/sched_process_exec`.
     pub const EXEC_TP: &str = "sched_process_exec_tp";
+    /// Every program above (see [`super::maps::ALL`]).
+    pub const ALL: [&str; 6] = [SWITCH_BTF, SWITCH_TP, EXIT_BTF, EXIT_TP, EXEC_BTF, EXEC_TP];
 }
 
 /// The benchmark's reference object (`scaph-bench-floor`, never shipped in scaph's).
@@ -66,6 +73,8 @@ pub mod globals {
     /// `u32`: the number of process slots (the loader sizes the maps to it;
     /// 0 means "not set", and nothing is recorded).
     pub const SLOT_COUNT: &str = "SLOT_COUNT";
+    /// Every global above (see [`super::maps::ALL`]).
+    pub const ALL: [&str; 2] = [TASK_OFFSETS, SLOT_COUNT];
 }
 
 /// Capacities of the maps. Userspace reads and prunes them every `--step`, so

@@ -37,7 +37,8 @@ fn try_sched_switch_btf(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let prev: *const u8 = ctx.arg(1);
     let next: *const u8 = ctx.arg(2);
     let off = offsets()?;
-    let state = cpu_state()?;
+    // SAFETY: the only borrow of the state in this run.
+    let state = unsafe { cpu_state() }?;
 
     // SAFETY: `prev` and `next` are the tracepoint's BTF-typed task
     // arguments and `off.pid` the offset of their (i32) `pid`.

@@ -57,7 +57,8 @@ fn catch_up(task: *const u8, off: &TaskOffsets, tid: u32) -> Result<(), ()> {
     let recorded =
         thread_entry(tid).is_some_and(|entry| unsafe { (*entry).start_time } == start_time);
     if recorded {
-        // SAFETY: as above: `task` is BTF-typed and current.
+        // SAFETY: as above: `task` is BTF-typed and current; the state's
+        // borrow ends with `account`, before `mark_exited` takes it again.
         unsafe { account(cpu_state()?, task, off, tid, None) };
     }
     Ok(())
@@ -95,7 +96,8 @@ fn mark_exited(key: ProcKey, comm: [u8; COMM_LEN]) -> Result<(), ()> {
         comm,
     };
     if EXITED.insert(key, exit, 0).is_err() {
-        cpu_state()?.dropped_exits += 1;
+        // SAFETY: the only live borrow of the state (`catch_up`'s has ended).
+        unsafe { cpu_state() }?.dropped_exits += 1;
     }
     Ok(())
 }
@@ -127,16 +129,22 @@ fn try_sched_process_exec_btf(ctx: &BtfTracePointContext) -> Result<(), ()> {
 
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn sched_process_exec_tp(_ctx: TracePointContext) -> u32 {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
-    let key = ProcKey {
-        tgid,
-        reserved: 0,
-        start_ns: 0,
-    };
-    match mark_execed(key, comm) {
+    match try_sched_process_exec_tp() {
         Ok(()) | Err(()) => 0,
     }
+}
+
+fn try_sched_process_exec_tp() -> Result<(), ()> {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+    mark_execed(
+        ProcKey {
+            tgid,
+            reserved: 0,
+            start_ns: 0,
+        },
+        comm,
+    )
 }
 
 /// Records an exec of process `key` (one that does not fit is only a stale name).

@@ -79,11 +79,20 @@ pub fn slot_count() -> u32 {
 }
 
 /// This CPU's switch state.
+///
+/// # Safety
+///
+/// One live borrow: the caller must not hold another reference returned by
+/// this function (in this program run) while it uses the one it gets. The
+/// element itself is valid for the program's run and only programs on this
+/// CPU touch it, which do not preempt each other; so each program takes
+/// the state once, or takes it again only after its last use of the first.
 #[inline(always)]
-pub fn cpu_state() -> Result<&'static mut CpuState, ()> {
+pub unsafe fn cpu_state() -> Result<&'static mut CpuState, ()> {
     let ptr = CPU_STATE.get_ptr_mut(0).ok_or(())?;
     // SAFETY: a per-CPU array element, valid for the program's run and
-    // written only by programs on this CPU, which do not preempt each other.
+    // used only by programs on this CPU, which do not preempt each other;
+    // the caller keeps this the only live borrow of it.
     Ok(unsafe { &mut *ptr })
 }
 

@@ -119,9 +119,13 @@ fn add(state: &CpuState, slot: u32, ns: u64) -> bool {
     let Some(entry) = PROC_CPU.get_ptr_mut(cpu.wrapping_mul(slots).wrapping_add(slot)) else {
         return false;
     };
-    // SAFETY: an array element, valid for the program's run, in this CPU's
-    // region, which only this CPU writes (so no atomics are needed), and
-    // programs on one CPU do not preempt each other.
+    // SAFETY: an array element (a plain u64 pair), valid for the program's
+    // run, in this CPU's region. Among programs only those on this CPU add
+    // to it, and they do not preempt each other, so no atomics are needed.
+    // Userspace writes it too: it zeroes a slot's values when it recycles
+    // the slot, one read after freeing it (a quarantine). A program that
+    // still adds to a freed slot (one that looked it up just before the
+    // free) at most loses that slice to the zeroing; no access is invalid.
     unsafe { (*entry).runtime_ns += ns };
     // Runtimes move a container's first process into its cgroup after it
     // started running, so the cgroup id is refreshed now and then (also

@@ -18,12 +18,30 @@ pub unsafe fn field<T: Copy>(task: *const u8, offset: u32) -> T {
     unsafe { core::ptr::read_volatile(task.wrapping_add(offset as usize).cast::<T>()) }
 }
 
-/// The field at `offset` in `task`, through `bpf_probe_read_kernel` (for
-/// tracepoints whose arguments are not BTF-typed at every call site).
+/// Types for which every bit pattern is a valid value (plain integers), so
+/// that bytes copied from any kernel address make one. Sealed: no other
+/// type can claim it.
+pub trait Plain: Copy + sealed::Sealed {}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for u32 {}
+    impl Sealed for u64 {}
+}
+
+impl Plain for u32 {}
+impl Plain for u64 {}
+
+/// The field at `offset` in `task`, copied through `bpf_probe_read_kernel`,
+/// which checks the address itself: the checked path for the programs off
+/// the hot path (exit and exec). `task` is BTF-typed there too, so [`field`]
+/// would also do (and `catch_up` uses it for what `account` shares with the
+/// switch program); `read` needs no such contract, so it is safe.
 #[inline(always)]
-pub fn read<T>(task: *const u8, offset: u32) -> Result<T, ()> {
+pub fn read<T: Plain>(task: *const u8, offset: u32) -> Result<T, ()> {
     // SAFETY: bpf_probe_read_kernel checks the address itself and fails
-    // (returns an error) on a bad one; the result is copied out.
+    // (returns an error) on a bad one; the bytes are copied out into a `T`,
+    // for which any bit pattern is valid (`Plain`).
     unsafe { bpf_probe_read_kernel(task.wrapping_add(offset as usize).cast::<T>()) }.map_err(|_| ())
 }
 

@@ -30,7 +30,8 @@ pub fn sched_switch_tp(ctx: TracePointContext) -> u32 {
 fn try_sched_switch_tp(ctx: &TracePointContext) -> Result<(), ()> {
     // SAFETY: a helper with no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let state = cpu_state()?;
+    // SAFETY: the only borrow of the state in this run.
+    let state = unsafe { cpu_state() }?;
     // SAFETY: the offset of an i32 field inside the record, checked by the
     // loader against this kernel's format; `read_at` goes through
     // bpf_probe_read, which fails cleanly on a bad address.

@@ -169,10 +169,13 @@ fn test(args: &[String]) -> Result<()> {
     );
     if have_toolchain {
         // The kernel crate, linted on its own as aya-template does: for the
-        // bpf target, with the toolchain that builds it, and panic=abort
-        // (its binaries hold their own panic handler).
+        // bpf target, with the toolchain that builds it (its binaries hold
+        // their own panic handler). That toolchain is an unpinned nightly,
+        // whose new lints must not fail a run with no change to the code:
+        // only undocumented unsafe blocks and clippy's correctness lints
+        // are errors there, the rest are warnings.
         suite.step(
-            "cargo clippy -D warnings (kernel crate)",
+            "cargo clippy (kernel crate: unsafe docs and correctness denied)",
             &mut kernel_clippy(),
         );
         // Unit tests of every default member: no root needed.
@@ -207,8 +210,8 @@ fn kernel_clippy() -> Command {
         .args(["run", setup::EBPF_TOOLCHAIN, "cargo", "clippy"])
         .args(["--package", "scaph-ebpf", "--bins", "--lib"])
         .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
-        .args(["--", "-D", "warnings"])
-        .env("RUSTFLAGS", "-C panic=abort")
+        .args(["--", "-D", "clippy::undocumented_unsafe_blocks"])
+        .args(["-D", "clippy::correctness"])
         // The toolchain's own rustc, not the one that runs xtask.
         .env_remove("RUSTC")
         .env_remove("RUSTC_WORKSPACE_WRAPPER")

@@ -21,14 +21,18 @@ pub fn is_root() -> bool {
 }
 
 pub fn ensure() -> Result<()> {
-    ensure_rust_src()?;
+    // rust-src for `-Z build-std=core`; clippy for the kernel crate's lint step.
+    ensure_component("rust-src")?;
+    ensure_component("clippy")?;
     check_llvm_of_toolchain();
     ensure_bpf_linker()?;
     ensure_tracefs();
     Ok(())
 }
 
-fn ensure_rust_src() -> Result<()> {
+/// Adds rustup component `name` to the kernel crate's toolchain unless it
+/// has it (installed components are listed as `name` or `name-<target>`).
+fn ensure_component(name: &str) -> Result<()> {
     let installed = output(
         "rustup",
         &[
@@ -40,19 +44,17 @@ fn ensure_rust_src() -> Result<()> {
         ],
     )
     .unwrap_or_default();
-    if installed.lines().any(|l| l.starts_with("rust-src")) {
+    if installed.lines().any(|l| {
+        l == name
+            || l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('-'))
+    }) {
         return Ok(());
     }
-    eprintln!("xtask: adding rust-src to the {EBPF_TOOLCHAIN} toolchain");
+    eprintln!("xtask: adding {name} to the {EBPF_TOOLCHAIN} toolchain");
     run(
         "rustup",
-        &[
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            EBPF_TOOLCHAIN,
-        ],
+        &["component", "add", name, "--toolchain", EBPF_TOOLCHAIN],
     )
 }
 

@@ -412,11 +412,44 @@ mod tests {
         \tfield:char next_comm[16];\toffset:40;\tsize:16;\tsigned:0;\n\
         \tfield:pid_t next_pid;\toffset:56;\tsize:4;\tsigned:1;\n";
 
+    /// The names of the symbols of the embedded object (maps, programs, globals).
+    #[cfg(not(scaph_no_ebpf))]
+    fn object_symbols() -> Vec<String> {
+        use object::{Object as _, ObjectSymbol as _};
+        assert!(!OBJECT.is_empty(), "the kernel program was built");
+        let file = object::File::parse(OBJECT).expect("the embedded object is an ELF file");
+        file.symbols()
+            .filter_map(|symbol| symbol.name().ok().map(str::to_owned))
+            .collect()
+    }
+
     // The benchmark's empty program lives in an object of its own.
+    #[cfg(not(scaph_no_ebpf))]
     #[test]
     fn shipped_object_holds_no_benchmark_program() {
+        let symbols = object_symbols();
+        assert!(!symbols
+            .iter()
+            .any(|s| s == scaph_common::bench::SWITCH_FLOOR));
         let name = scaph_common::bench::SWITCH_FLOOR.as_bytes();
         assert!(!OBJECT.windows(name.len()).any(|w| w == name));
+    }
+
+    // What the loader looks up by name is in the object under that name.
+    #[cfg(not(scaph_no_ebpf))]
+    #[test]
+    fn shipped_object_holds_every_named_map_program_and_global() {
+        let symbols = object_symbols();
+        for name in maps::ALL
+            .into_iter()
+            .chain(programs::ALL)
+            .chain(globals::ALL)
+        {
+            assert!(
+                symbols.iter().any(|s| s == name),
+                "{name} is not a symbol of the object"
+            );
+        }
     }
 
     #[test]

@@ -6,6 +6,12 @@
 //! sleepers. Dropping the [`Herd`] kills the whole group. Should the bench
 //! die without dropping it (a signal), the herd dies with it
 //! (`PR_SET_PDEATHSIG`), and each sleeper with the herd.
+//!
+//! `kernel.pid_max` may be raised for a large herd; a guard made before the
+//! herd starts puts it back, on drop or as a panic unwinds. A bench killed by
+//! a signal runs no destructor, so the raised value then stays (it is only
+//! an upper bound on process ids: harmless, and the next run finds it high
+//! enough and leaves it).
 use std::{
     io::{BufRead as _, BufReader},
     os::unix::process::CommandExt as _,
@@ -20,14 +26,15 @@ pub const HERD_ARG: &str = "--herd";
 /// A running herd of sleepers, killed (all of it) on drop.
 pub struct Herd {
     child: Child,
-    /// `kernel.pid_max` before it was raised for the herd.
-    restore_pid_max: Option<String>,
+    /// Dropped after the sleepers are gone (fields drop after `drop`).
+    _pid_max: PidMax,
 }
 
 impl Herd {
     /// Starts `n` sleepers and returns once every one of them runs.
     pub fn spawn(n: usize) -> Self {
-        let restore_pid_max = raise_pid_max(n);
+        // First: should the spawn fail, the unwind restores pid_max.
+        let pid_max = PidMax::raise_for(n);
         let child = Command::new(std::env::current_exe().expect("current_exe"))
             .args([HERD_ARG, &n.to_string()])
             .process_group(0)
@@ -37,7 +44,7 @@ impl Herd {
             .expect("starting the herd of sleepers");
         let mut herd = Self {
             child,
-            restore_pid_max,
+            _pid_max: pid_max,
         };
         let mut line = String::new();
         let stdout = herd.child.stdout.take().expect("herd stdout");
@@ -65,22 +72,39 @@ impl Drop for Herd {
         while unsafe { libc::kill(-group, 0) } == 0 && std::time::Instant::now() < until {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        if let Some(old) = self.restore_pid_max.take() {
-            let _ = std::fs::write(PID_MAX, old);
-        }
     }
 }
 
-/// Raises `kernel.pid_max` when `n` more processes might not fit; returns
-/// the value to restore.
-fn raise_pid_max(n: usize) -> Option<String> {
-    let old = std::fs::read_to_string(PID_MAX).ok()?;
-    let needed = (n + 32_768).next_power_of_two();
-    (old.trim().parse::<usize>().ok()? < needed).then(|| {
+/// `kernel.pid_max` raised for a herd; the old value is written back on drop.
+struct PidMax {
+    /// The value to write back (none when it was high enough already).
+    restore: Option<String>,
+}
+
+impl PidMax {
+    /// Raises `kernel.pid_max` when `n` more processes might not fit.
+    fn raise_for(n: usize) -> Self {
+        let needed = (n + 32_768).next_power_of_two();
+        let Some(old) = std::fs::read_to_string(PID_MAX)
+            .ok()
+            .filter(|old| old.trim().parse::<usize>().is_ok_and(|v| v < needed))
+        else {
+            return Self { restore: None };
+        };
+        // The guard exists before the write: a failure after it still restores.
+        let guard = Self { restore: Some(old) };
         std::fs::write(PID_MAX, needed.to_string())
             .unwrap_or_else(|e| panic!("raising {PID_MAX} to {needed}: {e}"));
-        old
-    })
+        guard
+    }
+}
+
+impl Drop for PidMax {
+    fn drop(&mut self) {
+        if let Some(old) = self.restore.take() {
+            let _ = std::fs::write(PID_MAX, old);
+        }
+    }
 }
 
 /// The herd itself: forks `n` sleepers, says "ready" on stdout, then waits

@@ -166,73 +166,88 @@ pub fn program_cost(quick: bool, table: &mut Table) {
     );
 }
 
-/// Interleaved pairs of the context-switch storm: at least `min`, then more
-/// until the 95 % confidence interval of the mean overhead lies wholly on
-/// one side of the target, or `max` pairs.
+/// Interleaved pairs of the context-switch storm, with the interval looked
+/// at only after planned numbers of pairs (even ones, so that the
+/// alternation of orders stays balanced): testing after every pair would
+/// raise the error rate with each look. Each look uses a Bonferroni-adjusted
+/// confidence level (95 % shared among the looks), so the verdict, whichever
+/// look it is taken at, is wrong at most 5 % of the time.
 struct PairPlan {
     loops: u32,
-    min: usize,
-    max: usize,
+    looks: &'static [usize],
 }
 
 const PIPE_TARGET_PCT: f64 = 5.0;
+
+/// A ratio's natural log as a slowdown, %.
+fn pct(log_ratio: f64) -> f64 {
+    log_ratio.exp_m1() * 100.0
+}
 
 pub fn pipe_slowdown(quick: bool, table: &mut Table) {
     let plan = if quick {
         PairPlan {
             loops: 100_000,
-            min: 20,
-            max: 80,
+            looks: &[20, 40, 80],
         }
     } else {
         PairPlan {
             loops: 200_000,
-            min: 40,
-            max: 300,
+            looks: &[40, 80, 160, 320],
         }
     };
+    let confidence = 1.0 - 0.05 / plan.looks.len() as f64;
+    let target = (1.0 + PIPE_TARGET_PCT / 100.0).ln();
     let started = Instant::now();
-    let mut slowdown = Vec::new();
+    // ln(attached / detached) per pair: their mean is the log of the
+    // geometric mean ratio, symmetric in the two runs, and less skewed than
+    // the ratios themselves.
+    let mut log_ratios = Vec::new();
     let mut interval = MeanInterval::of(&[]);
-    // Pairs alternate which run goes first (detached-attached, then
-    // attached-detached), so that a drift of the machine or an effect of
-    // the attach itself on the next run does not lean one way.
-    for pair in 0..plan.max {
-        let (detached, attached) = if pair % 2 == 0 {
-            let detached = pipe_bench(plan.loops);
-            let source = attach();
-            let attached = pipe_bench(plan.loops);
-            drop(source);
-            (detached, attached)
-        } else {
-            let source = attach();
-            let attached = pipe_bench(plan.loops);
-            drop(source);
-            (pipe_bench(plan.loops), attached)
-        };
-        slowdown.push((attached.as_secs_f64() / detached.as_secs_f64() - 1.0) * 100.0);
-        interval = MeanInterval::of(&slowdown);
-        if slowdown.len() >= plan.min && interval.decides(PIPE_TARGET_PCT) {
+    for &look in plan.looks {
+        while log_ratios.len() < look {
+            // Pairs alternate which run goes first (detached-attached, then
+            // attached-detached), so that a drift of the machine or an
+            // effect of the attach itself on the next run does not lean one way.
+            let (detached, attached) = if log_ratios.len() % 2 == 0 {
+                let detached = pipe_bench(plan.loops);
+                let source = attach();
+                let attached = pipe_bench(plan.loops);
+                drop(source);
+                (detached, attached)
+            } else {
+                let source = attach();
+                let attached = pipe_bench(plan.loops);
+                drop(source);
+                (pipe_bench(plan.loops), attached)
+            };
+            log_ratios.push((attached.as_secs_f64() / detached.as_secs_f64()).ln());
+        }
+        interval = MeanInterval::with_confidence(&log_ratios, confidence);
+        if interval.decides(target) {
             break;
         }
     }
-    let verdict = if interval.high <= PIPE_TARGET_PCT {
+    let verdict = if interval.high <= target {
         Verdict::Met
-    } else if interval.low > PIPE_TARGET_PCT {
+    } else if interval.low > target {
         Verdict::Missed
     } else {
         Verdict::Undecided
     };
+    let looks: Vec<String> = plan.looks.iter().map(usize::to_string).collect();
     table.verdict_row(
         &format!(
-            "`perf bench sched pipe -l {}` pinned to CPU 1, attached vs detached: mean slowdown with its 95 % confidence interval over {} interleaved pairs in alternating order (at least {}, at most {}, stopping once the interval decides the target; {:.0} s) — columns are CI low / mean / CI high",
+            "`perf bench sched pipe -l {}` pinned to CPU 1, attached vs detached: geometric-mean slowdown (mean of ln(attached / detached)) with its {:.2} % confidence interval after {} interleaved pairs in alternating order — the interval is looked at only after {} pairs, stopping at the first look that decides the target; {:.2} % per look (Bonferroni over {} looks) keeps the verdict's error ≤ 5 %; {:.0} s — columns are CI low / mean / CI high",
             plan.loops,
-            slowdown.len(),
-            plan.min,
-            plan.max,
+            confidence * 100.0,
+            log_ratios.len(),
+            looks.join(", "),
+            confidence * 100.0,
+            plan.looks.len(),
             started.elapsed().as_secs_f64()
         ),
-        [interval.low, interval.mean, interval.high],
+        [pct(interval.low), pct(interval.mean), pct(interval.high)],
         "% slower",
         "≤ 5 %",
         verdict,

@@ -3,6 +3,7 @@
 use std::{
     io::{Read as _, Write as _},
     net::{TcpListener, TcpStream},
+    os::unix::process::CommandExt as _,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -13,7 +14,8 @@ use crate::{
     util::{fork_child, percentile, reap, rss_bytes},
 };
 
-/// A running `scaph prometheus`, killed on drop.
+/// A running `scaph prometheus`, killed on drop, and by the kernel should
+/// the bench die without dropping it (a signal): no orphan scaph is left.
 pub struct Scaph {
     child: Child,
     port: u16,
@@ -30,7 +32,25 @@ impl Scaph {
         let bin = std::env::current_exe()
             .expect("current_exe")
             .with_file_name("scaph");
-        let child = Command::new(bin)
+        let mut command = Command::new(bin);
+        let bench = std::process::id();
+        // SAFETY: the closure runs in the forked child before exec and only
+        // makes async-signal-safe syscalls (prctl, getppid), no allocation.
+        // PR_SET_PDEATHSIG fires when the thread that forked dies; the bench
+        // spawns scaph from its main thread, which lives for the whole run.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The bench died before the prctl took effect: leave now.
+                if u32::try_from(libc::getppid()).ok() != Some(bench) {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            })
+        };
+        let child = command
             .args(["--no-header"])
             .args(global)
             .args([
@@ -88,6 +108,16 @@ impl Scaph {
 
     pub fn rss(&self) -> u64 {
         rss_bytes(self.child.id()).expect("scaph RSS")
+    }
+
+    /// Panics unless scaph still runs: one that exited (even one not yet
+    /// reaped, a zombie) would make every measure of it meaningless.
+    pub fn assert_running(&mut self) {
+        match self.child.try_wait() {
+            Ok(None) => {}
+            Ok(Some(status)) => panic!("scaph prometheus exited during the measure ({status})"),
+            Err(e) => panic!("checking on scaph prometheus: {e}"),
+        }
     }
 }
 
