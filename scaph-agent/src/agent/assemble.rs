@@ -75,10 +75,32 @@ pub fn build(parts: Parts<'_>) -> Snapshot {
     } else {
         Vec::new()
     };
-    let mut rows: Vec<ProcessSnapshot> = processes
+    // Sorted as small tuples, then built in that order: moving whole rows
+    // (some 200 bytes each) through a sort of 10,000 cost more than the sort.
+    let mut order: Vec<_> = processes
         .iter()
-        .map(|(key, info)| ProcessSnapshot {
-            key: *key,
+        .map(|(key, info)| {
+            let energy = has_energy.then(|| {
+                energy
+                    .process(key)
+                    .map(|t| to_energy(&t.energy))
+                    .unwrap_or_default()
+            });
+            (energy, ratio(info.cpu_ns_last), *key, info)
+        })
+        .collect();
+    // Keys are unique, so an unstable sort is deterministic.
+    order.sort_unstable_by(|a, b| {
+        let power = |e: &Option<Energy>| e.map_or(0.0, |e| e.watts);
+        power(&b.0)
+            .total_cmp(&power(&a.0))
+            .then(b.1.total_cmp(&a.1))
+            .then(a.2.cmp(&b.2))
+    });
+    let rows: Vec<ProcessSnapshot> = order
+        .into_iter()
+        .map(|(energy, cpu_ratio, key, info)| ProcessSnapshot {
+            key,
             comm: info.comm.clone(),
             exe: info.meta.as_ref().and_then(|m| m.exe.clone()),
             cmdline: info
@@ -90,30 +112,13 @@ pub fn build(parts: Parts<'_>) -> Snapshot {
             cgroup_id: info.cgroup_id,
             cgroup_path: info.meta.as_ref().and_then(|m| m.cgroup_path.clone()),
             cpu_seconds_total: info.cpu_ns_total as f64 / 1e9,
-            cpu_ratio: ratio(info.cpu_ns_last),
-            energy: if has_energy {
-                Some(
-                    energy
-                        .process(key)
-                        .map(|t| to_energy(&t.energy))
-                        .unwrap_or_default(),
-                )
-            } else {
-                None
-            },
+            cpu_ratio,
+            energy,
             exited: info.exited,
             memory: None,
             workload: None,
         })
         .collect();
-    // Keys are unique, so an unstable sort is deterministic.
-    rows.sort_unstable_by(|a, b| {
-        let power = |r: &ProcessSnapshot| r.energy.map_or(0.0, |e| e.watts);
-        power(b)
-            .total_cmp(&power(a))
-            .then(b.cpu_ratio.total_cmp(&a.cpu_ratio))
-            .then(a.key.cmp(&b.key))
-    });
     Snapshot {
         timestamp,
         interval: sample.interval,
