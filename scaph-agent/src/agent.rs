@@ -280,7 +280,9 @@ fn utilisation(sample: &CpuSample) -> Utilisation {
     Utilisation { busy }
 }
 
-/// Runs the cycle every `step` on a dedicated thread until `stop` is set.
+/// Runs the cycle every `step` on a dedicated thread until `stop` is set;
+/// whoever sets it unparks the thread (`handle.thread().unpark()`), which
+/// otherwise sleeps until its next cycle.
 pub fn spawn(
     mut agent: Agent,
     step: Duration,
@@ -295,7 +297,8 @@ pub fn spawn(
             while !stop.load(Ordering::Relaxed) {
                 let now = Instant::now();
                 if now < next {
-                    thread::sleep((next - now).min(Duration::from_millis(100)));
+                    // Woken early by the unpark that goes with `stop`.
+                    thread::park_timeout(next - now);
                     continue;
                 }
                 next += step;

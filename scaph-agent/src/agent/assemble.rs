@@ -77,12 +77,29 @@ pub fn build(parts: Parts<'_>) -> Snapshot {
     } else {
         Vec::new()
     };
-    let mut rows: Vec<ProcessSnapshot> = processes
+    // Sorted as small tuples, then built in that order: moving whole rows
+    // (some 200 bytes each) through a sort of 10,000 cost more than the sort.
+    let mut order: Vec<_> = processes
         .iter()
         .map(|(key, info)| {
             let totals = energy.process(key).map(|t| t.energy).unwrap_or_default();
-            ProcessSnapshot {
-                key: *key,
+            let power = has_energy.then(|| to_energy(&totals));
+            (power, totals.grams, ratio(info.cpu_ns_last), *key, info)
+        })
+        .collect();
+    // Keys are unique, so an unstable sort is deterministic.
+    order.sort_unstable_by(|a, b| {
+        let power = |e: &Option<Energy>| e.map_or(0.0, |e| e.watts);
+        power(&b.0)
+            .total_cmp(&power(&a.0))
+            .then(b.2.total_cmp(&a.2))
+            .then(a.3.cmp(&b.3))
+    });
+    let rows: Vec<ProcessSnapshot> = order
+        .into_iter()
+        .map(
+            |(energy, co2_grams_total, cpu_ratio, key, info)| ProcessSnapshot {
+                key,
                 comm: info.comm.clone(),
                 exe: info.meta.as_ref().and_then(|m| m.exe.clone()),
                 cmdline: info
@@ -94,23 +111,15 @@ pub fn build(parts: Parts<'_>) -> Snapshot {
                 cgroup_id: info.cgroup_id,
                 cgroup_path: info.meta.as_ref().and_then(|m| m.cgroup_path.clone()),
                 cpu_seconds_total: info.cpu_ns_total as f64 / 1e9,
-                cpu_ratio: ratio(info.cpu_ns_last),
-                energy: has_energy.then(|| to_energy(&totals)),
-                co2_grams_total: totals.grams,
+                cpu_ratio,
+                energy,
+                co2_grams_total,
                 exited: info.exited,
                 memory: None,
                 workload: None,
-            }
-        })
+            },
+        )
         .collect();
-    // Keys are unique, so an unstable sort is deterministic.
-    rows.sort_unstable_by(|a, b| {
-        let power = |r: &ProcessSnapshot| r.energy.map_or(0.0, |e| e.watts);
-        power(b)
-            .total_cmp(&power(a))
-            .then(b.cpu_ratio.total_cmp(&a.cpu_ratio))
-            .then(a.key.cmp(&b.key))
-    });
     Snapshot {
         timestamp,
         interval: sample.interval,

@@ -120,6 +120,9 @@ pub struct Slots {
     exact: bool,
     /// Slots freed at the previous read: recycled at this one.
     quarantine: Vec<u32>,
+    /// Processes found by the previous read: room reserved for as many
+    /// (plus some), so that a read does not grow its buffers step by step.
+    last_found: usize,
 }
 
 impl Slots {
@@ -145,13 +148,19 @@ impl Slots {
             cpu_ids,
             exact,
             quarantine: Vec::new(),
+            last_found: 0,
         })
     }
 
     /// Recycles the slots freed at the previous read, then reads every owned slot.
     pub fn read(&mut self) -> SlotRead {
         self.recycle();
-        let mut read = SlotRead::default();
+        let room = (self.last_found + self.last_found / 8).min(self.count);
+        let mut read = SlotRead {
+            keys: Vec::with_capacity(room),
+            slots: Vec::with_capacity(room),
+            values: Vec::with_capacity(room * self.cpu_ids),
+        };
         for slot in 0..self.count {
             let owner = self.owners.get(slot);
             if owner.tgid == 0 || (self.exact && owner.start_ns == 0) {
@@ -166,6 +175,7 @@ impl Slots {
             read.values
                 .extend((0..self.cpu_ids).map(|cpu| self.values.get(cpu * self.count + slot)));
         }
+        self.last_found = read.keys.len();
         read
     }
 

@@ -30,7 +30,9 @@
 //! than at the previous update, `others` shrinking by more than float
 //! rounding of the totals) are held at the old value and counted in
 //! [`Ledger::regressions`], once per hold.
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use super::regressions::Regressions;
 pub use crate::amounts::Amounts;
@@ -67,6 +69,8 @@ struct Entry {
     /// Smoothed power (watts) or CPU share, for ranking.
     rank: f64,
     generation: u64,
+    /// Its place in the snapshot of `generation`.
+    index: usize,
     /// Energy and CPU time are held at `last` (input below it): counted
     /// once, when the hold starts.
     held: [bool; 2],
@@ -151,7 +155,7 @@ impl Ledger {
             max_listed,
             per_exe,
             per_cgroup,
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             generation: 0,
             retired_cpu_seconds: 0.0,
             others: Amounts::default(),
@@ -174,10 +178,7 @@ impl Ledger {
         } else {
             1.0
         };
-        let mut by_key: HashMap<ProcessKey, &ProcessSnapshot> =
-            HashMap::with_capacity(snap.processes.len());
-        for p in &snap.processes {
-            by_key.insert(p.key, p);
+        for (index, p) in snap.processes.iter().enumerate() {
             let now = Amounts {
                 joules: p.energy.map_or(0.0, |e| e.joules_total),
                 cpu_seconds: p.cpu_seconds_total,
@@ -191,6 +192,7 @@ impl Ledger {
                 last: Amounts::default(),
                 rank: rate,
                 generation,
+                index,
                 held: [false; 2],
             });
             for (i, source, what, now, before) in [
@@ -226,6 +228,7 @@ impl Ledger {
             let delta = Amounts::advance(&mut entry.last, now);
             entry.rank += alpha * (rate - entry.rank);
             entry.generation = generation;
+            entry.index = index;
             if self.per_exe {
                 self.exe.add(super::labels::exe(p), delta, generation);
             }
@@ -264,7 +267,7 @@ impl Ledger {
             .filter(|(_, e)| e.exposure == Exposure::Listed)
             .filter_map(|(k, e)| {
                 Some(ListedProcess {
-                    process: by_key.get(k)?,
+                    process: snap.processes.get(e.index).filter(|p| p.key == *k)?,
                     amounts: e.last.minus(e.offset),
                 })
             })
@@ -349,7 +352,8 @@ impl Ledger {
             .iter()
             .filter(|(_, e)| e.exposure != Exposure::Folded)
             .collect();
-        candidates.sort_by(|(ka, a), (kb, b)| {
+        // A total order (keys are unique): any sort gives the same list.
+        let by_rank = |(ka, a): &(&ProcessKey, &Entry), (kb, b): &(&ProcessKey, &Entry)| {
             b.rank
                 .total_cmp(&a.rank)
                 .then_with(|| {
@@ -357,13 +361,28 @@ impl Ledger {
                 })
                 .then_with(|| kb.start_ns.cmp(&ka.start_ns))
                 .then_with(|| ka.cmp(kb))
-        });
-        let mut pids = HashSet::new();
-        let mut chosen = HashSet::new();
-        for (key, _) in candidates {
+        };
+        // Only the first places are looked at: those are sorted, the rest
+        // only if pids shared by several keys leave places free.
+        let mut sorted = self
+            .max_listed
+            .saturating_add(self.max_listed / 8 + 16)
+            .min(candidates.len());
+        if sorted < candidates.len() {
+            candidates.select_nth_unstable_by(sorted, by_rank);
+        }
+        candidates[..sorted].sort_unstable_by(by_rank);
+        let mut pids = HashSet::default();
+        let mut chosen = HashSet::default();
+        for i in 0..candidates.len() {
             if chosen.len() >= self.max_listed {
                 break;
             }
+            if i == sorted {
+                candidates[sorted..].sort_unstable_by(by_rank);
+                sorted = candidates.len();
+            }
+            let key = candidates[i].0;
             if pids.insert(key.pid) {
                 chosen.insert(*key);
             }
@@ -468,7 +487,7 @@ mod tests {
             let mut world = World::default();
             let mut ledger = Ledger::new(max, per, per);
             let mut series: HashMap<ProcessKey, Amounts> = HashMap::new();
-            let mut folded: HashSet<ProcessKey> = HashSet::new();
+            let mut folded: HashSet<ProcessKey> = HashSet::default();
             let mut others = Amounts::default();
             let mut groups: HashMap<(bool, String), f64> = HashMap::new();
             for (n, step) in steps.into_iter().enumerate() {
