@@ -7,8 +7,9 @@
 //! * CPU per cycle: the growth of the daemon's process CPU-time clock
 //!   (`clock_getcpuclockid`: the scheduler's accounting of all its threads,
 //!   those that exited included, in ns) over a window of whole steps,
-//!   divided by the steps. The window starts after two cycles with every
-//!   extra process seen. Beside it: the coarse `/proc/PID/stat` figure over
+//!   divided by the steps: the steady state. The window starts two cycles
+//!   after every extra process's metadata was read (at most
+//!   `LOOKUPS_PER_CYCLE` per cycle: a one-time catch-up after start). Beside it: the coarse `/proc/PID/stat` figure over
 //!   the same window (10 ms ticks), and per thread name the growth of
 //!   `/proc/PID/task/TID/schedstat` (live threads only; what exited
 //!   threads used is the rest).
@@ -83,8 +84,12 @@ pub fn whole_daemon(quick: bool, table: &mut Table) {
             met,
         );
 
-        // Two cycles with every sleeper seen, then the window.
-        std::thread::sleep(2 * STEP);
+        // The metadata of new processes is read at most LOOKUPS_PER_CYCLE
+        // per cycle: wait until every sleeper's is in (a one-time cost, in
+        // the first-cycle row and the cycles after it), then two more
+        // cycles, then the steady-state window.
+        let catch_up = n.div_ceil(scaph_agent::cputime::meta::LOOKUPS_PER_CYCLE);
+        std::thread::sleep((2 + u32::try_from(catch_up).unwrap_or(u32::MAX)) * STEP);
         let window = measure_window(&scaph, window_steps);
         scaph.assert_running();
         let (min, _, max) = stats(&window.per_step_ms);
