@@ -23,6 +23,22 @@ pub enum CounterUpdate {
     Implausible(Implausible),
 }
 
+/// Logs the `dropped`-th implausible reading of the counter at `path`. A
+/// stuck counter would warn every poll: the 1st, 2nd, 4th, 8th... drop
+/// warns, the rest go to debug level. One policy for every energy sensor.
+pub fn log_dropped(path: &std::path::Path, why: &dyn std::fmt::Display, dropped: u64) {
+    let level = if dropped.is_power_of_two() {
+        log::Level::Warn
+    } else {
+        log::Level::Debug
+    };
+    log::log!(
+        level,
+        "{}: dropped an implausible reading ({why}); {dropped} dropped so far",
+        path.display()
+    );
+}
+
 /// Why a delta was dropped (for the log message).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Implausible {

@@ -154,18 +154,10 @@ impl PowercapSensor {
                 }),
                 CounterUpdate::Implausible(why) => {
                     self.implausible_dropped += 1;
-                    // A stuck counter would warn every poll: warn on the
-                    // 1st, 2nd, 4th, 8th... drop, the rest at debug level.
-                    let level = if self.implausible_dropped.is_power_of_two() {
-                        log::Level::Warn
-                    } else {
-                        log::Level::Debug
-                    };
-                    log::log!(
-                        level,
-                        "{}: dropped an implausible reading ({why:?}); {} dropped so far",
-                        zone.energy_path.display(),
-                        self.implausible_dropped
+                    super::counter::log_dropped(
+                        &zone.energy_path,
+                        &format_args!("{why:?}"),
+                        self.implausible_dropped,
                     );
                 }
             }

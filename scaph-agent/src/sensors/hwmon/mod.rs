@@ -177,17 +177,10 @@ impl HwmonSensor {
                 Ok(None) => {}
                 Err(why) => {
                     self.implausible_dropped += 1;
-                    // Warn on the 1st, 2nd, 4th, 8th... drop, like powercap.
-                    let level = if self.implausible_dropped.is_power_of_two() {
-                        log::Level::Warn
-                    } else {
-                        log::Level::Debug
-                    };
-                    log::log!(
-                        level,
-                        "{}: dropped an implausible reading ({why}); {} dropped so far",
-                        channel.spec.input.display(),
-                        self.implausible_dropped
+                    super::counter::log_dropped(
+                        &channel.spec.input,
+                        &why,
+                        self.implausible_dropped,
                     );
                 }
             }
