@@ -8,19 +8,14 @@ use std::{
 };
 
 use scaph_agent::{
-    agent::Agent,
-    attribution::IdlePolicy,
-    cputime::{
-        bpf::BpfSource, loader::LoadOptions, meta::MetaCache, pidstat, procfs::ProcfsSource,
-        CpuTimeSource, ProcessKey,
-    },
+    cputime::{meta::MetaCache, pidstat, ProcessKey},
     fsroot::read::{read_small_file, ReadFailure},
-    sensors::{EnergySensor, EstimateSensor, LinearModel, Topology},
 };
 
 use crate::{
     herd::Herd,
     report::Table,
+    scale::{agent, sources},
     util::{self_cpu, stats},
 };
 
@@ -71,15 +66,6 @@ fn read_and_parse(pids: &[u32], by_crate: bool) -> f64 {
         }
     }
     t0.elapsed().as_nanos() as f64 / pids.len() as f64
-}
-
-fn agent(cpu: Box<dyn CpuTimeSource>) -> Agent {
-    let topology = Topology::from_sys_root("/sys".as_ref());
-    let sensor: Box<dyn EnergySensor> = Box::new(EstimateSensor::new(
-        topology.clone(),
-        LinearModel::default(),
-    ));
-    Agent::new(cpu, Some(sensor), topology, IdlePolicy::Unattributed)
 }
 
 pub fn stat_and_first_cycle(quick: bool, table: &mut Table) {
@@ -161,15 +147,7 @@ pub fn stat_and_first_cycle(quick: bool, table: &mut Table) {
     // The first cycle after start: every process is new, so every one's
     // metadata is due; then the cycles that fill in what was left.
     let n = pids.len();
-    let bpf = BpfSource::new("/proc".into(), LoadOptions::default()).expect("kernel program");
-    let runs: [(&str, Box<dyn CpuTimeSource>); 2] = [
-        ("bpf", Box::new(bpf)),
-        (
-            "procfs",
-            Box::new(ProcfsSource::new("/proc".into()).expect("procfs")),
-        ),
-    ];
-    for (mode, source) in runs {
+    for (mode, source) in sources() {
         let mut agent = agent(source);
         agent.baseline();
         let mut cpu = Vec::new();

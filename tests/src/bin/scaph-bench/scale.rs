@@ -14,13 +14,26 @@ use crate::{
     util::{self_cpu, stats},
 };
 
-fn agent(cpu: Box<dyn CpuTimeSource>) -> Agent {
+/// An agent over `cpu` with the estimate sensor on this machine's topology.
+pub fn agent(cpu: Box<dyn CpuTimeSource>) -> Agent {
     let topology = Topology::from_sys_root("/sys".as_ref());
     let sensor: Box<dyn EnergySensor> = Box::new(EstimateSensor::new(
         topology.clone(),
         LinearModel::default(),
     ));
     Agent::new(cpu, Some(sensor), topology, IdlePolicy::Unattributed)
+}
+
+/// The two CPU time sources, named: the kernel program and procfs.
+pub fn sources() -> [(&'static str, Box<dyn CpuTimeSource>); 2] {
+    let bpf = BpfSource::new("/proc".into(), LoadOptions::default()).expect("kernel program");
+    [
+        ("bpf", Box::new(bpf)),
+        (
+            "procfs",
+            Box::new(ProcfsSource::new("/proc".into()).expect("procfs")),
+        ),
+    ]
 }
 
 /// CPU and wall time of `cycles` cycles, one per second, so that every
@@ -50,15 +63,7 @@ pub fn collection_cost(quick: bool, table: &mut Table) {
     for n in [1_000, 10_000] {
         let sleepers = Herd::spawn(n);
         std::thread::sleep(Duration::from_secs(2));
-        let bpf = BpfSource::new("/proc".into(), LoadOptions::default()).expect("kernel program");
-        let runs: [(&str, Box<dyn CpuTimeSource>); 2] = [
-            ("bpf", Box::new(bpf)),
-            (
-                "procfs",
-                Box::new(ProcfsSource::new("/proc".into()).expect("procfs")),
-            ),
-        ];
-        for (mode, source) in runs {
+        for (mode, source) in sources() {
             let (cpu, wall, seen) = measure(agent(source), n, cycles);
             let (min, med, max) = stats(&cpu);
             let target = if mode == "bpf" && n == 10_000 {
