@@ -3,7 +3,7 @@
 //! so that the snapshot imports none of its producers, and the producers
 //! re-export them where callers have always found them
 //! (`cputime::ProcessKey`, `sensors::DomainKind`, `host::HostStats`).
-use std::fmt;
+use std::{fmt, path::Path, sync::Arc};
 
 /// One process, stable across PID reuse: its tgid and its start time.
 ///
@@ -154,4 +154,25 @@ pub struct SelfStats {
 pub struct ProcessMemory {
     pub resident_bytes: u64,
     pub virtual_bytes: u64,
+}
+
+/// What `/proc/PID` says about a process, read once when it is first seen.
+///
+/// Shared as one `Arc` from the lookup to every snapshot that lists the
+/// process: a cycle clones one pointer per process, not each string.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcessMeta {
+    /// The name in `/proc/PID/stat`, when it could be read.
+    pub comm: Option<Arc<str>>,
+    /// At most [`crate::cputime::meta::PATH_MAX_CHARS`] characters (then cut, see `label`).
+    pub exe: Option<Arc<Path>>,
+    /// The arguments joined by spaces, bounded (see [`crate::cputime::meta::MetaOptions`]);
+    /// empty unless some exporter shows or matches command lines.
+    pub cmdline: Arc<str>,
+    /// Path relative to the cgroup v2 root (e.g. `/system.slice/ssh.service`),
+    /// at most [`crate::cputime::meta::PATH_MAX_CHARS`] characters.
+    pub cgroup_path: Option<Arc<str>>,
+    /// The VM's name when the process is a qemu/KVM VM that an unprivileged
+    /// user cannot have forged (see [`crate::vm_label::VmTrust`]).
+    pub vm_name: Option<Arc<str>>,
 }

@@ -13,7 +13,8 @@ pub struct ProcessInfo {
     /// Shared with every snapshot that lists the process.
     pub comm: Arc<str>,
     pub cgroup_id: Option<u64>,
-    pub meta: Option<ProcessMeta>,
+    /// Shared with the metadata cache and every snapshot.
+    pub meta: Option<Arc<ProcessMeta>>,
     /// On-CPU ns since first seen.
     pub cpu_ns_total: u64,
     /// On-CPU ns during the last cycle.

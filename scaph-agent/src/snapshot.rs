@@ -8,7 +8,7 @@ use std::{
 
 pub use crate::amounts::Amounts;
 pub use crate::model::{CpuTimeMethod, DomainKind, EnergyOrigin, LossCounters, ProcessKey};
-use crate::model::{HostStats, ProcessMemory, SelfStats};
+use crate::model::{HostStats, ProcessMemory, ProcessMeta, SelfStats};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Snapshot {
@@ -103,15 +103,10 @@ pub struct DomainSnapshot {
 pub struct ProcessSnapshot {
     pub key: ProcessKey,
     pub comm: Arc<str>,
-    pub exe: Option<Arc<Path>>,
-    /// Arguments joined by spaces, bounded; empty unless an exporter shows
-    /// or matches command lines (see `cputime::meta::MetaOptions`).
-    pub cmdline: Arc<str>,
-    /// The VM's name, for qemu/KVM processes trusted to be VMs (see
-    /// `vm_label::VmTrust`). The qemu exporter and `--qemu` use only this.
-    pub vm_name: Option<Arc<str>>,
+    /// What `/proc/PID` said (see the accessors below); `None` until it
+    /// was read, or when it could not be.
+    pub meta: Option<Arc<ProcessMeta>>,
     pub cgroup_id: Option<u64>,
-    pub cgroup_path: Option<Arc<str>>,
     /// On-CPU seconds since the agent first saw the process (never decreases).
     pub cpu_seconds_total: f64,
     /// Share of one CPU used during the last cycle (1.0 = one full CPU).
@@ -131,11 +126,42 @@ pub struct ProcessSnapshot {
 }
 
 impl ProcessSnapshot {
+    /// The executable's path, bounded.
+    #[must_use]
+    pub fn exe(&self) -> Option<&Arc<Path>> {
+        self.meta.as_ref()?.exe.as_ref()
+    }
+
+    /// Arguments joined by spaces, bounded; empty unless an exporter shows
+    /// or matches command lines (see `cputime::meta::MetaOptions`).
+    #[must_use]
+    pub fn cmdline(&self) -> &str {
+        self.meta.as_ref().map_or("", |m| &m.cmdline)
+    }
+
+    /// The VM's name, for qemu/KVM processes trusted to be VMs (see
+    /// `vm_label::VmTrust`). The qemu exporter and `--qemu` use only this.
+    #[must_use]
+    pub fn vm_name(&self) -> Option<&Arc<str>> {
+        self.meta.as_ref()?.vm_name.as_ref()
+    }
+
+    /// The cgroup v2 path, bounded.
+    #[must_use]
+    pub fn cgroup_path(&self) -> Option<&Arc<str>> {
+        self.meta.as_ref()?.cgroup_path.as_ref()
+    }
+
+    /// The metadata to change, for tests (a copy when it is shared).
+    #[cfg(test)]
+    pub(crate) fn meta_mut(&mut self) -> &mut ProcessMeta {
+        Arc::make_mut(self.meta.get_or_insert_with(Arc::default))
+    }
+
     /// The executable's path, or the comm when the path is unknown.
     #[must_use]
     pub fn exe_or_comm(&self) -> String {
-        self.exe
-            .as_ref()
+        self.exe()
             .map_or_else(|| self.comm.to_string(), |p| p.display().to_string())
     }
 }

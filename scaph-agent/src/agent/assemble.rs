@@ -101,15 +101,8 @@ pub fn build(parts: Parts<'_>) -> Snapshot {
             |(energy, co2_grams_total, cpu_ratio, key, info)| ProcessSnapshot {
                 key,
                 comm: info.comm.clone(),
-                exe: info.meta.as_ref().and_then(|m| m.exe.clone()),
-                cmdline: info
-                    .meta
-                    .as_ref()
-                    .map(|m| m.cmdline.clone())
-                    .unwrap_or_default(),
-                vm_name: info.meta.as_ref().and_then(|m| m.vm_name.clone()),
+                meta: info.meta.clone(),
                 cgroup_id: info.cgroup_id,
-                cgroup_path: info.meta.as_ref().and_then(|m| m.cgroup_path.clone()),
                 cpu_seconds_total: info.cpu_ns_total as f64 / 1e9,
                 cpu_ratio,
                 energy,

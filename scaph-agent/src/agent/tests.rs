@@ -60,10 +60,10 @@ fn process(pid: u32, cgroup: &str, ms: u64, exited: bool) -> ProcessSample {
     ProcessSample {
         key: ProcessKey { pid, start_ns: 1 },
         comm: format!("p{pid}"),
-        meta: Some(ProcessMeta {
+        meta: Some(Arc::new(ProcessMeta {
             cgroup_path: Some(Arc::from(cgroup)),
             ..ProcessMeta::default()
-        }),
+        })),
         per_cpu_ns,
         total_ns: ms * 1_000_000,
         exited,

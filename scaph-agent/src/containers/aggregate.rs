@@ -170,8 +170,8 @@ impl Tracker {
         let mut ids = Vec::new();
         for p in &snap.processes {
             let named = p
-                .cgroup_path
-                .as_deref()
+                .cgroup_path()
+                .map(|path| &**path)
                 .is_some_and(|path| self.labels_of_path(path).is_workload());
             if !named {
                 ids.extend(p.cgroup_id);
@@ -278,8 +278,8 @@ impl Tracker {
     /// the container's cgroup only after it started.
     fn cgroup_of(&mut self, p: &ProcessSnapshot, now: Instant) -> Arc<CgroupLabels> {
         let from_path = p
-            .cgroup_path
-            .as_deref()
+            .cgroup_path()
+            .map(|path| &**path)
             .map(|path| self.labels_of_path(path));
         if let Some(labels) = &from_path {
             if labels.is_workload() {
@@ -353,6 +353,7 @@ mod tests {
     use super::*;
     use crate::{
         containers::pods::{ContainerMeta, PodMeta},
+        model::ProcessMeta,
         snapshot::Energy,
     };
 
@@ -375,11 +376,13 @@ mod tests {
         ProcessSnapshot {
             key: ProcessKey { pid, start_ns: 1 },
             comm: format!("p{pid}").into(),
-            exe: None,
-            cmdline: Arc::default(),
-            vm_name: None,
+            meta: path.map(|path| {
+                Arc::new(ProcessMeta {
+                    cgroup_path: Some(Arc::from(path)),
+                    ..ProcessMeta::default()
+                })
+            }),
             cgroup_id: id,
-            cgroup_path: path.map(Arc::from),
             cpu_seconds_total: cpu,
             cpu_ratio: 0.0,
             energy: Some(Energy {

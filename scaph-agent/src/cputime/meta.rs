@@ -113,7 +113,7 @@ pub struct MetaCache {
     ticks_per_second: u64,
     /// `None`: the key's PID now belongs to another process (start time
     /// mismatch), remembered so that it is not read again.
-    entries: HashMap<ProcessKey, Option<ProcessMeta>>,
+    entries: HashMap<ProcessKey, Option<Arc<ProcessMeta>>>,
     /// Full lookups per cycle ([`LOOKUPS_PER_CYCLE`]; fewer in tests).
     per_cycle: usize,
     /// Full lookups left in this cycle.
@@ -127,7 +127,7 @@ pub struct MetaCache {
 #[derive(Debug, PartialEq)]
 pub enum Budgeted {
     /// As [`MetaCache::get`].
-    Meta(Option<ProcessMeta>),
+    Meta(Option<Arc<ProcessMeta>>),
     /// Not read this cycle. `comm`: the process's name from its `stat`, the
     /// first time only, when asked for.
     Later { comm: Option<String> },
@@ -136,7 +136,7 @@ pub enum Budgeted {
 /// What one attempt to read a process's metadata found.
 enum Lookup {
     /// The process is there (the data may be partial).
-    Found(ProcessMeta),
+    Found(Arc<ProcessMeta>),
     /// The PID belongs to a process with another start time.
     Replaced,
     /// The process is gone, or could not be identified: try again next time.
@@ -169,7 +169,7 @@ impl MetaCache {
     ///
     /// `None` when the process is gone or its PID now belongs to another
     /// process (its start time differs from `key.start_ns`, when that is not 0).
-    pub fn get(&mut self, key: ProcessKey) -> Option<ProcessMeta> {
+    pub fn get(&mut self, key: ProcessKey) -> Option<Arc<ProcessMeta>> {
         if let Some(entry) = self.entries.get(&key) {
             return entry.clone();
         }
@@ -353,13 +353,13 @@ impl MetaCache {
             } else {
                 args.joined(self.options.cmdline_chars)
             };
-            ProcessMeta {
+            Arc::new(ProcessMeta {
                 comm: stat.map(|(_, comm)| comm.into()),
                 exe: read_exe(&process).map(bounded_path),
                 cmdline,
                 cgroup_path,
                 vm_name,
-            }
+            })
         });
         self.buf = buf;
         found.map_or(Lookup::Unknown, Lookup::Found)
@@ -669,10 +669,10 @@ mod tests {
             comm: Some("fake".into()),
             ..ProcessMeta::default()
         };
-        assert_eq!(meta, expected);
+        assert_eq!(*meta, expected);
         // Cached: deleting the directory does not change the answer.
         fs::remove_dir_all(root.path().join("2")).unwrap();
-        assert_eq!(cache.get(key(2, 0)), Some(expected));
+        assert_eq!(cache.get(key(2, 0)), Some(Arc::new(expected)));
         cache.retain(|_| false);
         assert!(cache.is_empty());
         assert_eq!(cache.get(key(2, 0)), None);
@@ -871,7 +871,7 @@ mod tests {
         let meta = cache
             .get(key(60, 0))
             .expect("metadata without a start check");
-        assert_eq!((meta.comm, meta.exe), (None, None));
+        assert_eq!((&meta.comm, &meta.exe), (&None, &None));
     }
 
     /// scaph's own process: never its options (they may hold a token).
@@ -949,11 +949,11 @@ mod tests {
         let meta = MetaCache::new(root.path().to_path_buf())
             .get(key(8, 0))
             .unwrap();
-        let exe = meta.exe.unwrap().to_string_lossy().into_owned();
+        let exe = meta.exe.as_ref().unwrap().to_string_lossy().into_owned();
         assert_eq!(exe.chars().count(), PATH_MAX_CHARS + 1);
         assert!(exe.ends_with(label::CUT));
         assert_eq!(
-            meta.cgroup_path.unwrap().chars().count(),
+            meta.cgroup_path.as_ref().unwrap().chars().count(),
             PATH_MAX_CHARS + 1
         );
     }
@@ -1045,6 +1045,7 @@ mod tests {
             .get(key(50, 0))
             .unwrap()
             .vm_name
+            .clone()
     }
 
     /// Root in another PID namespace (a container) is not the host's hypervisor.

@@ -9,13 +9,9 @@ pub mod pidstat;
 pub mod procfs;
 mod slots;
 
-use std::{
-    path::{Path, PathBuf},
-    sync::Arc,
-    time::Duration,
-};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
-pub use crate::model::{CpuTimeMethod, LossCounters, ProcessKey};
+pub use crate::model::{CpuTimeMethod, LossCounters, ProcessKey, ProcessMeta};
 
 /// What a process did during one interval.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -34,7 +30,7 @@ pub struct ProcessSample {
     /// first reported, in a sample with no CPU time (lookups are bounded per
     /// cycle, see [`meta::LOOKUPS_PER_CYCLE`]). `None` once the process is
     /// gone or when access is denied.
-    pub meta: Option<ProcessMeta>,
+    pub meta: Option<Arc<ProcessMeta>>,
     /// On-CPU ns during the interval on each CPU it ran on. Empty when the
     /// source cannot tell CPUs apart (procfs: then only `total_ns` is
     /// known), or when the process did not run (a final, exited sample).
@@ -96,26 +92,6 @@ impl From<Vec<u64>> for PerCpu {
         }
         out
     }
-}
-
-/// What `/proc/PID` says about a process, read once when it is first seen.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-/// Shared (`Arc`) so that every cycle's snapshot refers to the same strings
-/// instead of copying them for each of thousands of processes.
-pub struct ProcessMeta {
-    /// The name in `/proc/PID/stat`, when it could be read.
-    pub comm: Option<Arc<str>>,
-    /// At most [`meta::PATH_MAX_CHARS`] characters (then cut, see `label`).
-    pub exe: Option<Arc<Path>>,
-    /// The arguments joined by spaces, bounded (see [`meta::MetaOptions`]);
-    /// empty unless some exporter shows or matches command lines.
-    pub cmdline: Arc<str>,
-    /// Path relative to the cgroup v2 root (e.g. `/system.slice/ssh.service`),
-    /// at most [`meta::PATH_MAX_CHARS`] characters.
-    pub cgroup_path: Option<Arc<str>>,
-    /// The VM's name when the process is a qemu/KVM VM that an unprivileged
-    /// user cannot have forged (see [`crate::vm_label::VmTrust`]).
-    pub vm_name: Option<Arc<str>>,
 }
 
 /// CPU time of every process during one interval.

@@ -51,12 +51,15 @@ fn process(
             start_ns: u64::from(pid) * 1000,
         },
         comm: comm.into(),
-        exe: exe.map(|e| std::sync::Arc::from(std::path::Path::new(e))),
-        cmdline: cmdline.join(" ").into(),
-        // As if run by a trusted user (the trust itself is tested in `vm_label`).
-        vm_name: crate::vm_label::vm_name(cmdline).map(Into::into),
+        meta: Some(std::sync::Arc::new(crate::model::ProcessMeta {
+            comm: None,
+            exe: exe.map(|e| std::sync::Arc::from(std::path::Path::new(e))),
+            cmdline: cmdline.join(" ").into(),
+            // As if run by a trusted user (the trust itself is tested in `vm_label`).
+            vm_name: crate::vm_label::vm_name(cmdline).map(Into::into),
+            cgroup_path: (!cgroup.is_empty()).then(|| std::sync::Arc::from(cgroup)),
+        })),
         cgroup_id: Some(u64::from(pid)),
-        cgroup_path: (!cgroup.is_empty()).then(|| std::sync::Arc::from(cgroup)),
         cpu_seconds_total: cpu.0,
         cpu_ratio: cpu.1,
         energy: Some(energy(e.0, e.1)),
@@ -379,13 +382,14 @@ fn hostile() -> Snapshot {
     let mut p = snap.processes[0].clone();
     p.key.pid = 666;
     p.comm = "\x1b]0;pwned\x07\r".into();
-    p.exe = Some(std::sync::Arc::from(std::path::Path::new(&format!(
+    let meta = p.meta_mut();
+    meta.exe = Some(std::sync::Arc::from(std::path::Path::new(&format!(
         "/tmp/{}",
         "d".repeat(3000)
     ))));
-    p.cmdline = format!("run \x1b[2J{}", "x".repeat(5000)).into();
-    p.vm_name = Some("v".repeat(300).into());
-    p.cgroup_path = Some(format!("/user.slice/{}", "c".repeat(3000)).into());
+    meta.cmdline = format!("run \x1b[2J{}", "x".repeat(5000)).into();
+    meta.vm_name = Some("v".repeat(300).into());
+    meta.cgroup_path = Some(format!("/user.slice/{}", "c".repeat(3000)).into());
     snap.processes.insert(0, p);
     snap
 }

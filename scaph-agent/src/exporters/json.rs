@@ -305,7 +305,7 @@ impl<'a> Report<'a> {
 }
 
 fn matches(re: &Regex, p: &ProcessSnapshot) -> bool {
-    re.is_match(&p.exe_or_comm()) || re.is_match(&p.comm) || re.is_match(&p.cmdline)
+    re.is_match(&p.exe_or_comm()) || re.is_match(&p.comm) || re.is_match(p.cmdline())
 }
 
 impl<'a> Consumer<'a> {
@@ -315,7 +315,7 @@ impl<'a> Consumer<'a> {
             comm: label::bound(&p.comm, label::MAX_CHARS),
             exe: crate::metrics::collect::exe(p),
             cmdline: if cmdline_max_len > 0 {
-                label::bound(&p.cmdline, cmdline_max_len).into_owned()
+                label::bound(p.cmdline(), cmdline_max_len).into_owned()
             } else {
                 String::new()
             },

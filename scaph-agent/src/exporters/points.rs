@@ -108,11 +108,13 @@ pub(crate) mod tests {
                        exited: bool| ProcessSnapshot {
             key: ProcessKey { pid, start_ns: 1 },
             comm: comm.into(),
-            exe: exe.map(|e| std::sync::Arc::from(std::path::Path::new(e))),
-            cmdline: cmdline.join(" ").into(),
-            vm_name: crate::vm_label::vm_name(cmdline).map(Into::into),
+            meta: Some(std::sync::Arc::new(crate::model::ProcessMeta {
+                exe: exe.map(|e| std::sync::Arc::from(std::path::Path::new(e))),
+                cmdline: cmdline.join(" ").into(),
+                vm_name: crate::vm_label::vm_name(cmdline).map(Into::into),
+                ..crate::model::ProcessMeta::default()
+            })),
             cgroup_id: None,
-            cgroup_path: None,
             cpu_seconds_total: 3.5,
             cpu_ratio: if exited { 0.0 } else { 0.5 },
             energy: Some(energy),

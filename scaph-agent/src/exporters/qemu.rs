@@ -369,7 +369,7 @@ impl QemuSink {
         let mut present = HashSet::new();
         let mut updated = HashSet::new();
         for p in &snap.processes {
-            let Some(name) = p.vm_name.as_deref().map(str::to_owned) else {
+            let Some(name) = p.vm_name().map(|name| name.to_string()) else {
                 continue;
             };
             let Some(energy) = p.energy else {
@@ -665,7 +665,7 @@ mod tests {
         let t0 = Instant::now();
         let mut exp = QemuSink::new_at(dir.path(), 10 * SEC, 256, t0).unwrap();
         let mut snap = with_vm_energy(1.0);
-        snap.processes[0].vm_name = Some("../evil".into());
+        snap.processes[0].meta_mut().vm_name = Some("../evil".into());
         exp.export_at(&snap, t0);
         assert!(exp.counters().is_empty());
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
@@ -696,7 +696,7 @@ mod tests {
             .map(|i| {
                 let mut p = vm.clone();
                 p.key.pid = 1000 + i;
-                p.vm_name = Some(format!("vm{i}").into());
+                p.meta_mut().vm_name = Some(format!("vm{i}").into());
                 p
             })
             .collect();

@@ -225,7 +225,7 @@ pub fn render(snap: &Snapshot, selection: &Selection, heading: impl Fn(&str) -> 
         Selection::Matching(re) => snap
             .processes
             .iter()
-            .filter(|p| re.is_match(&p.exe_or_comm()) || re.is_match(&p.cmdline))
+            .filter(|p| re.is_match(&p.exe_or_comm()) || re.is_match(p.cmdline()))
             .collect(),
     };
     let title = match selection {

@@ -38,8 +38,7 @@ pub fn process_labels(p: &ProcessSnapshot, config: &MetricsConfig) -> Labels {
 /// The executable's path (empty when unknown), bounded.
 #[must_use]
 pub fn exe(p: &ProcessSnapshot) -> String {
-    p.exe
-        .as_ref()
+    p.exe()
         .map(|e| label::path(&e.to_string_lossy()))
         .unwrap_or_default()
 }
@@ -47,13 +46,13 @@ pub fn exe(p: &ProcessSnapshot) -> String {
 /// The command line, cut to `max` characters (the cut mark ends a cut one).
 #[must_use]
 pub fn cmdline(p: &ProcessSnapshot, max: usize) -> String {
-    label::bound(&p.cmdline, max).into_owned()
+    label::bound(p.cmdline(), max).into_owned()
 }
 
 /// The VM name of a process trusted to be a qemu/KVM VM (see [`crate::vm_label`]), bounded.
 #[must_use]
 pub fn vm_name(p: &ProcessSnapshot) -> Option<String> {
-    p.vm_name.as_deref().map(label::value)
+    p.vm_name().map(|name| label::value(name))
 }
 
 /// Number of CPUs, for percentages of the whole host.
@@ -82,11 +81,12 @@ mod tests {
                 start_ns: 1,
             },
             comm: comm.into(),
-            exe: None,
-            cmdline: cmdline.into(),
-            vm_name: vm_name.map(Into::into),
+            meta: Some(std::sync::Arc::new(crate::model::ProcessMeta {
+                cmdline: cmdline.into(),
+                vm_name: vm_name.map(Into::into),
+                ..crate::model::ProcessMeta::default()
+            })),
             cgroup_id: None,
-            cgroup_path: None,
             cpu_seconds_total: 0.0,
             cpu_ratio: 0.0,
             energy: None,
@@ -134,7 +134,7 @@ mod tests {
     #[test]
     fn outside_values_are_bounded() {
         let mut p = process("evil\x1b[31m", "", Some(&"v".repeat(300)));
-        p.exe = Some(std::sync::Arc::from(std::path::Path::new(&format!(
+        p.meta_mut().exe = Some(std::sync::Arc::from(std::path::Path::new(&format!(
             "/{}",
             "d".repeat(2000)
         ))));

@@ -236,7 +236,7 @@ impl Ledger {
                 // Grouped by the bounded value, so two long names that are cut
                 // alike make one series, never two with the same labels.
                 self.cgroup.add(
-                    crate::label::path(p.cgroup_path.as_deref().unwrap_or_default()),
+                    crate::label::path(p.cgroup_path().map_or("", |path| &**path)),
                     delta,
                     generation,
                 );
@@ -428,11 +428,12 @@ mod tests {
                 .map(|(k, &(j, c, w, exited))| ProcessSnapshot {
                     key: *k,
                     comm: format!("p{}", k.pid).into(),
-                    exe: Some(std::path::PathBuf::from(format!("/bin/p{}", k.pid % 3)).into()),
-                    cmdline: Default::default(),
-                    vm_name: None,
+                    meta: Some(std::sync::Arc::new(crate::model::ProcessMeta {
+                        exe: Some(std::path::PathBuf::from(format!("/bin/p{}", k.pid % 3)).into()),
+                        cgroup_path: Some(format!("/g{}", k.pid % 2).into()),
+                        ..crate::model::ProcessMeta::default()
+                    })),
                     cgroup_id: None,
-                    cgroup_path: Some(format!("/g{}", k.pid % 2).into()),
                     cpu_seconds_total: c,
                     cpu_ratio: 0.0,
                     energy: Some(Energy {

@@ -533,7 +533,8 @@ mod tests {
         use crate::containers::ContainersConfig;
         let id = "4f1d5e2a3b6c7d8e9f0a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6";
         let mut snap = golden_fixture();
-        snap.processes[0].cgroup_path = Some(format!("/system.slice/docker-{id}.scope").into());
+        snap.processes[0].meta_mut().cgroup_path =
+            Some(format!("/system.slice/docker-{id}.scope").into());
         let config = MetricsConfig {
             containers: Some(ContainerLabels::default()),
             compat: true,

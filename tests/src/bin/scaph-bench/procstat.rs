@@ -158,7 +158,7 @@ pub fn stat_and_first_cycle(quick: bool, table: &mut Table) {
             let with_meta = snapshot
                 .processes
                 .iter()
-                .filter(|p| p.exe.is_some() || p.cgroup_path.is_some())
+                .filter(|p| p.exe().is_some() || p.cgroup_path().is_some())
                 .count();
             cpu.push((self_cpu() - c0).as_secs_f64() * 1e3);
             eprintln!(
