@@ -532,8 +532,9 @@ pub struct Accumulator {
     retired: f64,
     /// The grams of the same energy.
     retired_grams: f64,
-    /// Processes updated in the last cycle (their `watts` is reset next cycle).
-    last_active: Vec<ProcessKey>,
+    /// The cycle of the latest [`Accumulator::add`]: a process's `watts` is
+    /// that cycle's when it ran in it, else 0 (see [`Accumulator::process`]).
+    last_add: Option<u64>,
     /// Amounts refused because they would have made a counter go backwards.
     regressions: u64,
 }
@@ -620,15 +621,7 @@ impl Accumulator {
             );
         }
 
-        for key in self.last_active.drain(..) {
-            if let Some(p) = self.processes.get_mut(&key) {
-                p.energy.watts = 0.0;
-            }
-        }
-        if self.last_active.capacity() > 4 * attribution.processes.len().max(64) {
-            self.last_active.shrink_to(2 * attribution.processes.len());
-        }
-        self.last_active.reserve(attribution.processes.len());
+        self.last_add = Some(cycle);
         for (key, energy) in &attribution.processes {
             let totals = self.processes.entry(*key).or_insert(ProcessTotals {
                 first_seen: now,
@@ -643,7 +636,6 @@ impl Accumulator {
             totals.last_cycle = cycle;
             count(refused);
             totals.last_seen = now;
-            self.last_active.push(*key);
         }
         self.regressions += held;
     }
@@ -718,8 +710,18 @@ impl Accumulator {
     }
 
     #[must_use]
-    pub fn process(&self, key: &ProcessKey) -> Option<&ProcessTotals> {
-        self.processes.get(key)
+    pub fn process(&self, key: &ProcessKey) -> Option<ProcessTotals> {
+        self.processes.get(key).map(|t| self.current(t))
+    }
+
+    /// `totals` with 0 W unless the process ran in the latest cycle added
+    /// (its watts are only reset when read, not by a pass over every process).
+    fn current(&self, totals: &ProcessTotals) -> ProcessTotals {
+        let mut totals = *totals;
+        if Some(totals.last_cycle) != self.last_add {
+            totals.energy.watts = 0.0;
+        }
+        totals
     }
 
     /// The joules and grams [`Accumulator::add`] gave `key` in `cycle`
@@ -742,8 +744,8 @@ impl Accumulator {
     }
 
     /// Every process kept (running, or exited and not expired), in no order.
-    pub fn processes(&self) -> impl Iterator<Item = (&ProcessKey, &ProcessTotals)> {
-        self.processes.iter()
+    pub fn processes(&self) -> impl Iterator<Item = (&ProcessKey, ProcessTotals)> {
+        self.processes.iter().map(|(k, t)| (k, self.current(t)))
     }
 }
 

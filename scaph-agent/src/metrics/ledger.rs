@@ -146,6 +146,8 @@ pub struct Ledger {
     regressions: Regressions,
     /// `others`' energy and CPU time are held (see [`Entry::held`]).
     others_held: [bool; 2],
+    /// Reused by every update (see [`Ledger::update`]).
+    totals: Vec<Amounts>,
 }
 
 impl Ledger {
@@ -163,6 +165,7 @@ impl Ledger {
             cgroup: Groups::default(),
             regressions: Regressions::default(),
             others_held: [false; 2],
+            totals: Vec::new(),
         }
     }
 
@@ -178,6 +181,10 @@ impl Ledger {
         } else {
             1.0
         };
+        // Each process's totals in snapshot order, summed below: kept
+        // here instead of looked up again in `entries`.
+        let mut totals = std::mem::take(&mut self.totals);
+        totals.clear();
         for (index, p) in snap.processes.iter().enumerate() {
             let now = Amounts {
                 joules: p.energy.map_or(0.0, |e| e.joules_total),
@@ -226,6 +233,7 @@ impl Ledger {
                 entry.offset = entry.last;
             }
             let delta = Amounts::advance(&mut entry.last, now);
+            totals.push(entry.last);
             entry.rank += alpha * (rate - entry.rank);
             entry.generation = generation;
             entry.index = index;
@@ -279,13 +287,10 @@ impl Ledger {
             cpu_seconds: self.retired_cpu_seconds,
             grams: snap.co2.as_ref().map_or(0.0, |c| c.retired),
         };
-        for e in snap
-            .processes
-            .iter()
-            .filter_map(|p| self.entries.get(&p.key))
-        {
-            everything.add(e.last);
+        for last in &totals {
+            everything.add(*last);
         }
+        self.totals = totals;
         let mut in_listed = Amounts::default();
         for l in &listed {
             in_listed.add(l.amounts);
