@@ -178,9 +178,8 @@ impl Agent {
                 self.energy_regressions = held;
             }
         }
-        for key in self.processes.expire(uptime, self.retention) {
-            self.energy.retire(&key);
-        }
+        let expired = self.processes.expire(uptime, self.retention);
+        self.energy.retire_sorted(&expired);
         let attributed = Instant::now();
         let sensor = self.sensor.as_ref().map(|s| SensorInfo {
             name: s.name(),

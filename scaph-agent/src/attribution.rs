@@ -526,7 +526,7 @@ pub struct Accumulator {
     domains: BTreeMap<DomainKey, Cumulative>,
     /// Unattributed (idle) energy of each pool.
     unattributed: BTreeMap<Pool, Cumulative>,
-    processes: rustc_hash::FxHashMap<ProcessKey, ProcessTotals>,
+    processes: crate::keyed::Keyed<ProcessTotals>,
     /// Energy of processes removed by [`Accumulator::retire`]: kept so that
     /// Σ processes + retired + unattributed still equals the host energy.
     retired: f64,
@@ -622,21 +622,27 @@ impl Accumulator {
         }
 
         self.last_add = Some(cycle);
-        for (key, energy) in &attribution.processes {
-            let totals = self.processes.entry(*key).or_insert(ProcessTotals {
+        self.processes.upsert_sorted(
+            attribution
+                .processes
+                .iter()
+                .map(|(key, energy)| (*key, energy)),
+            |_, _| ProcessTotals {
                 first_seen: now,
                 ..ProcessTotals::default()
-            });
-            let refused = totals.energy.add(energy.joules, interval, i);
-            totals.last_added = if refused {
-                (0.0, 0.0)
-            } else {
-                (energy.joules, grams_of(energy.joules, i))
-            };
-            totals.last_cycle = cycle;
-            count(refused);
-            totals.last_seen = now;
-        }
+            },
+            |totals, energy| {
+                let refused = totals.energy.add(energy.joules, interval, i);
+                totals.last_added = if refused {
+                    (0.0, 0.0)
+                } else {
+                    (energy.joules, grams_of(energy.joules, i))
+                };
+                totals.last_cycle = cycle;
+                held += u64::from(refused);
+                totals.last_seen = now;
+            },
+        );
         self.regressions += held;
     }
 
@@ -660,11 +666,16 @@ impl Accumulator {
     /// Forgets one process (exited long enough ago), moving its joules into
     /// [`Accumulator::retired_joules`] so that no total shrinks.
     pub fn retire(&mut self, key: &ProcessKey) {
-        if let Some(totals) = self.processes.remove(key) {
+        self.retire_sorted(std::slice::from_ref(key));
+    }
+
+    /// [`Accumulator::retire`] for each of `keys` (in key order, as
+    /// [`crate::processes::ProcessTable::expire`] gives them), in one pass.
+    pub fn retire_sorted(&mut self, keys: &[ProcessKey]) {
+        self.processes.remove_sorted(keys, |totals| {
             self.retired += totals.energy.joules;
             self.retired_grams += totals.energy.grams;
-        }
-        crate::util::shrink_if_sparse(&mut self.processes);
+        });
     }
 
     /// Joules of all retired processes.
@@ -743,7 +754,7 @@ impl Accumulator {
         }
     }
 
-    /// Every process kept (running, or exited and not expired), in no order.
+    /// Every process kept (running, or exited and not expired), in key order.
     pub fn processes(&self) -> impl Iterator<Item = (&ProcessKey, ProcessTotals)> {
         self.processes.iter().map(|(k, t)| (k, self.current(t)))
     }

@@ -20,6 +20,7 @@ pub mod fsroot;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod host;
+pub mod keyed;
 pub mod label;
 pub mod metrics;
 pub mod model;

@@ -4,9 +4,10 @@
 //! lived only milliseconds. (Their energy lives in `attribution::Accumulator`.)
 use std::{sync::Arc, time::Duration};
 
-use rustc_hash::FxHashMap as HashMap;
-
-use crate::cputime::{CpuSample, ProcessKey, ProcessMeta};
+use crate::{
+    cputime::{CpuSample, ProcessKey, ProcessMeta},
+    keyed::Keyed,
+};
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ProcessInfo {
@@ -26,7 +27,7 @@ pub struct ProcessInfo {
 
 #[derive(Debug, Default)]
 pub struct ProcessTable {
-    entries: HashMap<ProcessKey, ProcessInfo>,
+    entries: Keyed<ProcessInfo>,
 }
 
 impl ProcessTable {
@@ -35,34 +36,36 @@ impl ProcessTable {
         for entry in self.entries.values_mut() {
             entry.cpu_ns_last = 0;
         }
-        for proc in &sample.processes {
-            let entry = self.entries.entry(proc.key).or_default();
-            if !proc.comm.is_empty() && *entry.comm != *proc.comm {
-                entry.comm = proc.comm.as_str().into();
-            }
-            entry.cgroup_id = proc.cgroup_id.or(entry.cgroup_id);
-            if proc.meta.is_some() {
-                entry.meta.clone_from(&proc.meta);
-            }
-            entry.cpu_ns_total += proc.total_ns;
-            entry.cpu_ns_last = proc.total_ns;
-            entry.exited |= proc.exited;
-            entry.last_seen = uptime;
-        }
+        self.entries.upsert_sorted(
+            sample.processes.iter().map(|proc| (proc.key, proc)),
+            |_, _| ProcessInfo::default(),
+            |entry, proc| {
+                if !proc.comm.is_empty() && *entry.comm != *proc.comm {
+                    entry.comm = proc.comm.as_str().into();
+                }
+                entry.cgroup_id = proc.cgroup_id.or(entry.cgroup_id);
+                if proc.meta.is_some() {
+                    entry.meta.clone_from(&proc.meta);
+                }
+                entry.cpu_ns_total += proc.total_ns;
+                entry.cpu_ns_last = proc.total_ns;
+                entry.exited |= proc.exited;
+                entry.last_seen = uptime;
+            },
+        );
     }
 
-    /// Forgets processes that exited more than `retention` ago and returns them.
+    /// Forgets processes that exited more than `retention` ago and returns
+    /// them, in key order.
     pub fn expire(&mut self, uptime: Duration, retention: Duration) -> Vec<ProcessKey> {
-        let expired: Vec<ProcessKey> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| e.exited && uptime.saturating_sub(e.last_seen) > retention)
-            .map(|(k, _)| *k)
-            .collect();
-        for key in &expired {
-            self.entries.remove(key);
-        }
-        crate::util::shrink_if_sparse(&mut self.entries);
+        let mut expired = Vec::new();
+        self.entries.retain(|key, e| {
+            let keep = !(e.exited && uptime.saturating_sub(e.last_seen) > retention);
+            if !keep {
+                expired.push(*key);
+            }
+            keep
+        });
         expired
     }
 
@@ -79,6 +82,7 @@ impl ProcessTable {
         self.entries.get(key)
     }
 
+    /// In key order.
     pub fn iter(&self) -> impl Iterator<Item = (&ProcessKey, &ProcessInfo)> {
         self.entries.iter()
     }

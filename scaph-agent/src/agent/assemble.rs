@@ -79,10 +79,16 @@ pub fn build(parts: Parts<'_>) -> Snapshot {
     };
     // Sorted as small tuples, then built in that order: moving whole rows
     // (some 200 bytes each) through a sort of 10,000 cost more than the sort.
+    // Both tables are in key order: their rows are joined by one merge.
+    let mut energies = energy.processes().peekable();
     let mut order: Vec<_> = processes
         .iter()
         .map(|(key, info)| {
-            let totals = energy.process(key).map(|t| t.energy).unwrap_or_default();
+            while energies.next_if(|(k, _)| *k < key).is_some() {}
+            let totals = energies
+                .next_if(|(k, _)| *k == key)
+                .map(|(_, t)| t.energy)
+                .unwrap_or_default();
             let power = has_energy.then(|| to_energy(&totals));
             (power, totals.grams, ratio(info.cpu_ns_last), *key, info)
         })
